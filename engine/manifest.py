@@ -1,0 +1,135 @@
+"""The manifest: one row per image file found (usable or not) with its label,
+modality, split, content hashes and duplicate group. Written as ``manifest.csv`` into
+every run folder so a run says exactly what it trained, validated and tested on.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from engine import dedup, splits
+from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
+from engine.sources import SourceImage, discover
+
+
+@dataclass
+class ManifestRow:
+    path: str
+    label: int
+    class_name: str
+    modality: str
+    split: str = ""
+    usable: bool = True
+    reason: str = ""
+    width: int = 0
+    height: int = 0
+    sha256: str = ""
+    phash: str = ""
+    phash_mirror: str = ""
+    group: int = -1
+
+
+FIELDS = [f.name for f in fields(ManifestRow)]
+
+
+def _inspect(source: SourceImage) -> ManifestRow:
+    row = ManifestRow(source.path, source.label, source.class_name, source.modality)
+    try:
+        rgb = decode_rgb(read_file_bytes(source.path))
+    except ImageDecodeError as err:
+        row.usable, row.reason = False, str(err)
+        return row
+    row.height, row.width = int(rgb.shape[0]), int(rgb.shape[1])
+    row.sha256 = dedup.pixel_digest(rgb)
+    hashed, mirrored = dedup.perceptual_hashes(rgb)
+    row.phash, row.phash_mirror = f"{hashed:016x}", f"{mirrored:016x}"
+    return row
+
+
+def build_manifest(
+    data_dir: str | None,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 42,
+    dedup_distance: int = 4,
+    workers: int | None = None,
+) -> tuple[list[ManifestRow], dict]:
+    """Scan, decode-check, hash, group and split a data folder.
+
+    Returns (rows, summary). Unusable files stay in the manifest with their reason
+    and no split. Raises DataLayoutError for fatal problems, and ValueError when too
+    few usable images remain to split.
+    """
+    sources, layout = discover(data_dir)
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
+        rows = list(pool.map(_inspect, sources))
+    usable = [row for row in rows if row.usable]
+    if len(usable) < 3 or len({row.label for row in usable}) < 2:
+        raise ValueError(
+            f"only {len(usable)} usable images ({len(rows) - len(usable)} could not be read): "
+            "at least one image of each class is needed"
+        )
+    group_ids = dedup.group_duplicates(
+        [row.sha256 for row in usable],
+        [int(row.phash, 16) for row in usable],
+        [int(row.phash_mirror, 16) for row in usable],
+        dedup_distance,
+    )
+    labels = np.array([row.label for row in usable])
+    modalities = [row.modality for row in usable]
+    assignment = splits.split_groups(group_ids, labels, modalities, fractions, seed)
+    for row, group, split in zip(usable, group_ids.tolist(), assignment.tolist()):
+        row.group, row.split = int(group), split
+    summary = splits.split_summary(group_ids, labels, modalities, assignment, fractions, seed)
+    summary.update({
+        "layout": layout,
+        "data_dir": str(data_dir or "default:br35h"),
+        "files_found": len(rows),
+        "files_skipped": len(rows) - len(usable),
+        "skipped_reasons": _count_reasons(rows),
+        "dedup_distance": dedup_distance,
+    })
+    return rows, summary
+
+
+def _count_reasons(rows: list[ManifestRow]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        if not row.usable:
+            key = row.reason.split(":")[0]
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def write_manifest(rows: list[ManifestRow], path: str | os.PathLike) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(asdict(row))
+    os.replace(tmp, path)
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        result = []
+        for record in reader:
+            result.append(ManifestRow(
+                path=record["path"], label=int(record["label"]), class_name=record["class_name"],
+                modality=record["modality"], split=record["split"],
+                usable=record["usable"] == "True", reason=record["reason"],
+                width=int(record["width"] or 0), height=int(record["height"] or 0),
+                sha256=record["sha256"], phash=record["phash"],
+                phash_mirror=record["phash_mirror"], group=int(record["group"]),
+            ))
+        return result
+
+
+def rows_for_split(rows: list[ManifestRow], split: str) -> list[ManifestRow]:
+    return [row for row in rows if row.usable and row.split == split]

@@ -1,0 +1,34 @@
+"""Binary classification metrics computed after the forward pass, in NumPy and
+scikit-learn (never hand-rolled AUC). Used each epoch by training and by evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, roc_auc_score
+
+
+def _safe_ratio(numerator: float, denominator: float) -> float | None:
+    return float(numerator / denominator) if denominator else None
+
+
+def binary_metrics(labels, probabilities, threshold: float = 0.5) -> dict:
+    """accuracy, auc, sensitivity (tumor recall), specificity at ``threshold``.
+    AUC is None when only one class is present (it is undefined then)."""
+    labels = np.asarray(labels).astype(int).ravel()
+    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
+    predicted = (probabilities >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    auc = roc_auc_score(labels, probabilities) if len(np.unique(labels)) == 2 else None
+    return {
+        "accuracy": _safe_ratio(tp + tn, len(labels)),
+        "auc": None if auc is None else float(auc),
+        "sensitivity": _safe_ratio(tp, tp + fn),
+        "specificity": _safe_ratio(tn, tn + fp),
+    }
+
+
+def bce_from_probabilities(labels, probabilities, eps: float = 1e-7) -> float:
+    labels = np.asarray(labels, np.float64)
+    p = np.clip(np.asarray(probabilities, np.float64), eps, 1 - eps)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))

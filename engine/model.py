@@ -1,0 +1,219 @@
+"""ResNet written with TensorFlow's Core API only (tf.Module, tf.Variable, tf.nn).
+
+Every variable is created in ``__init__`` with its shape and an explicit name.
+``ResNet.__call__(images, *, training)`` returns ``(logits, feature_map)``: the
+feature map is the last convolutional block's output, so Grad-CAM needs no surgery.
+
+Distribution: trainable variables use ``ONLY_FIRST_REPLICA`` aggregation so the
+optimizer can assign them inside ``strategy.run`` after gradients are all-reduced
+(every replica computes the same update); batch-norm moving statistics are
+``ON_READ``/``MEAN`` so each replica updates its own copy and readers see the mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+# Blocks per stage, and whether the stage uses bottleneck blocks.
+DEPTHS = {
+    "resnet10": ([1, 1, 1, 1], False),
+    "resnet18": ([2, 2, 2, 2], False),
+    "resnet34": ([3, 4, 6, 3], False),
+    "resnet50": ([3, 4, 6, 3], True),
+}
+BASE_WIDTHS = (64, 128, 256, 512)
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+_TRAINABLE = dict(trainable=True, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
+def _he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape).astype(np.float32)
+
+
+class Conv2D(tf.Module):
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
+                 rng: np.random.Generator, name: str):
+        super().__init__(name=name)
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"{name}: channels must be positive")
+        self.stride = stride
+        shape = (kernel, kernel, in_channels, out_channels)
+        with self.name_scope:
+            self.kernel = tf.Variable(_he_normal(rng, shape, kernel * kernel * in_channels),
+                                      name="kernel", **_TRAINABLE)
+
+    def __call__(self, x):
+        return tf.nn.conv2d(x, self.kernel, strides=self.stride, padding="SAME")
+
+
+class BatchNorm(tf.Module):
+    def __init__(self, channels: int, name: str, gamma_init: float = 1.0):
+        super().__init__(name=name)
+        on_read = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                       aggregation=tf.VariableAggregation.MEAN)
+        with self.name_scope:
+            self.gamma = tf.Variable(tf.fill([channels], gamma_init), name="gamma", **_TRAINABLE)
+            self.beta = tf.Variable(tf.zeros([channels]), name="beta", **_TRAINABLE)
+            self.moving_mean = tf.Variable(tf.zeros([channels]), name="moving_mean", **on_read)
+            self.moving_variance = tf.Variable(tf.ones([channels]), name="moving_variance",
+                                               **on_read)
+
+    def __call__(self, x, *, training: bool):
+        if training:
+            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+            self.moving_mean.assign(BN_MOMENTUM * self.moving_mean + (1 - BN_MOMENTUM) * mean)
+            self.moving_variance.assign(
+                BN_MOMENTUM * self.moving_variance + (1 - BN_MOMENTUM) * variance)
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, BN_EPSILON)
+
+
+class Dense(tf.Module):
+    def __init__(self, in_units: int, out_units: int, rng: np.random.Generator, name: str):
+        super().__init__(name=name)
+        with self.name_scope:
+            self.kernel = tf.Variable(_he_normal(rng, (in_units, out_units), in_units),
+                                      name="kernel", **_TRAINABLE)
+            self.bias = tf.Variable(tf.zeros([out_units]), name="bias", **_TRAINABLE)
+
+    def __call__(self, x):
+        return tf.matmul(x, self.kernel) + self.bias
+
+
+class Shortcut(tf.Module):
+    """Identity, or a strided 1x1 projection when the shape changes."""
+
+    def __init__(self, in_channels, out_channels, stride, rng, name):
+        super().__init__(name=name)
+        with self.name_scope:
+            self.project = stride != 1 or in_channels != out_channels
+            if self.project:
+                self.conv = Conv2D(in_channels, out_channels, 1, stride, rng, name="conv")
+                self.bn = BatchNorm(out_channels, name="bn")
+
+    def __call__(self, x, *, training):
+        return self.bn(self.conv(x), training=training) if self.project else x
+
+
+class BasicBlock(tf.Module):
+    expansion = 1
+
+    def __init__(self, in_channels, channels, stride, rng, name):
+        super().__init__(name=name)
+        with self.name_scope:
+            self.conv1 = Conv2D(in_channels, channels, 3, stride, rng, name="conv1")
+            self.bn1 = BatchNorm(channels, name="bn1")
+            self.conv2 = Conv2D(channels, channels, 3, 1, rng, name="conv2")
+            self.bn2 = BatchNorm(channels, name="bn2")
+            self.shortcut = Shortcut(in_channels, channels, stride, rng, name="shortcut")
+
+    def __call__(self, x, *, training):
+        y = tf.nn.relu(self.bn1(self.conv1(x), training=training))
+        y = self.bn2(self.conv2(y), training=training)
+        return tf.nn.relu(y + self.shortcut(x, training=training))
+
+
+class BottleneckBlock(tf.Module):
+    expansion = 4
+
+    def __init__(self, in_channels, channels, stride, rng, name):
+        super().__init__(name=name)
+        with self.name_scope:
+            out = channels * self.expansion
+            self.conv1 = Conv2D(in_channels, channels, 1, 1, rng, name="conv1")
+            self.bn1 = BatchNorm(channels, name="bn1")
+            self.conv2 = Conv2D(channels, channels, 3, stride, rng, name="conv2")
+            self.bn2 = BatchNorm(channels, name="bn2")
+            self.conv3 = Conv2D(channels, out, 1, 1, rng, name="conv3")
+            self.bn3 = BatchNorm(out, name="bn3")
+            self.shortcut = Shortcut(in_channels, out, stride, rng, name="shortcut")
+
+    def __call__(self, x, *, training):
+        y = tf.nn.relu(self.bn1(self.conv1(x), training=training))
+        y = tf.nn.relu(self.bn2(self.conv2(y), training=training))
+        y = self.bn3(self.conv3(y), training=training)
+        return tf.nn.relu(y + self.shortcut(x, training=training))
+
+
+def stage_widths(width: float) -> list[int]:
+    return [max(4, int(round(base * width))) for base in BASE_WIDTHS]
+
+
+class ResNet(tf.Module):
+    """Binary classifier: stem, four residual stages, global average pooling, dense
+    ReLU head, one logit (sigmoid of it is the tumor probability)."""
+
+    def __init__(self, preset: str = "resnet18", width: float = 1.0,
+                 head_units: tuple[int, ...] = (256,), dropout: float = 0.0,
+                 seed: int = 0, name: str = "resnet"):
+        super().__init__(name=name)
+        if preset not in DEPTHS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(DEPTHS)}")
+        if width <= 0:
+            raise ValueError("width must be positive")
+        rng = np.random.default_rng(seed)
+        depths, bottleneck = DEPTHS[preset]
+        block_type = BottleneckBlock if bottleneck else BasicBlock
+        widths = stage_widths(width)
+        self.dropout = float(dropout)
+        with self.name_scope:
+            self.stem_conv = Conv2D(3, widths[0], 7, 2, rng, name="stem_conv")
+            self.stem_bn = BatchNorm(widths[0], name="stem_bn")
+            self.blocks = []
+            channels_in = widths[0]
+            for stage, (blocks, channels) in enumerate(zip(depths, widths)):
+                for index in range(blocks):
+                    stride = 2 if index == 0 and stage > 0 else 1
+                    block = block_type(channels_in, channels, stride, rng,
+                                       name=f"stage{stage + 1}_block{index + 1}")
+                    self.blocks.append(block)
+                    channels_in = channels * block_type.expansion
+            self.feature_channels = channels_in
+            self.head = []
+            units_in = channels_in
+            for index, units in enumerate(head_units):
+                self.head.append(Dense(units_in, units, rng, name=f"dense{index + 1}"))
+                units_in = units
+            self.classifier = Dense(units_in, 1, rng, name="classifier")
+
+    def __call__(self, images, *, training: bool):
+        """images: [B, H, W, 3] float32 in [0, 1] -> (logits [B], features [B, h, w, C])."""
+        x = (images - 0.5) * 2.0  # centre the [0, 1] input; the scale matches He init
+        x = tf.nn.relu(self.stem_bn(self.stem_conv(x), training=training))
+        x = tf.nn.max_pool2d(x, ksize=3, strides=2, padding="SAME")
+        for block in self.blocks:
+            x = block(x, training=training)
+        features = x
+        y = tf.reduce_mean(features, axis=[1, 2])
+        for dense in self.head:
+            y = tf.nn.relu(dense(y))
+            if training and self.dropout > 0:
+                y = tf.nn.dropout(y, rate=self.dropout)
+        logits = tf.squeeze(self.classifier(y), axis=-1)
+        return logits, features
+
+    def head_from_features(self, features):
+        """Logits from a feature map, in inference mode (used by Grad-CAM)."""
+        y = tf.reduce_mean(features, axis=[1, 2])
+        for dense in self.head:
+            y = tf.nn.relu(dense(y))
+        return tf.squeeze(self.classifier(y), axis=-1)
+
+
+def build_model(config) -> ResNet:
+    """The model a TrainConfig describes (create it inside ``strategy.scope()``)."""
+    return ResNet(config.preset, config.width, tuple(config.head_units), config.dropout,
+                  seed=config.seed)
+
+
+def count_parameters(module: tf.Module, trainable_only: bool = True) -> int:
+    variables = module.trainable_variables if trainable_only else module.variables
+    return int(sum(np.prod(v.shape) for v in variables))
+
+
+def decay_mask(module: tf.Module) -> list[bool]:
+    """Which trainable variables get weight decay: kernels, not biases or BN."""
+    return [v.name.split("/")[-1].startswith("kernel") for v in module.trainable_variables]

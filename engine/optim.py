@@ -1,0 +1,77 @@
+"""Adam with decoupled weight decay and the learning-rate schedules, in TensorFlow Core
+(tf.Variable, tf.math), after TensorFlow's "optimizers with Core APIs" guide.
+
+Slots are created in ``__init__`` (call it inside ``strategy.scope()``), so
+``CheckpointManager`` saves and restores the full optimizer state. ``apply`` runs in
+replica context on gradients that were already all-reduced, so every replica applies
+the same update (see the aggregation note in engine.model).
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+_FIRST = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
+def learning_rate_at(step, *, base_lr: float, total_steps: int, warmup_steps: int,
+                     schedule: str, steps_per_epoch: int = 1, decay_every_epochs: int = 10,
+                     decay_factor: float = 0.1):
+    """Learning rate for a (0-based) step: linear warm-up, then cosine to zero, step
+    decay, or constant. Pure function of its arguments (works on Python ints and
+    tensors alike)."""
+    step = tf.cast(step, tf.float32)
+    base = tf.constant(base_lr, tf.float32)
+    warm = tf.cast(max(warmup_steps, 0), tf.float32)
+    warm_lr = base * (step + 1.0) / tf.maximum(warm, 1.0)
+    if schedule == "cosine":
+        span = tf.cast(max(total_steps - warmup_steps, 1), tf.float32)
+        progress = tf.clip_by_value((step - warm) / span, 0.0, 1.0)
+        after = base * 0.5 * (1.0 + tf.cos(math.pi * progress))
+    elif schedule == "step":
+        period = tf.cast(max(decay_every_epochs * steps_per_epoch, 1), tf.float32)
+        after = base * tf.pow(decay_factor, tf.floor(step / period))
+    elif schedule == "constant":
+        after = base
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    return tf.where(step < warm, warm_lr, after)
+
+
+class Adam(tf.Module):
+    """Adam (Kingma & Ba) with bias correction and AdamW-style decoupled decay."""
+
+    def __init__(self, variables, decay_mask=None, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 weight_decay=0.0, name="adam"):
+        super().__init__(name=name)
+        if not 0.0 <= beta_1 < 1.0 or not 0.0 <= beta_2 < 1.0:
+            raise ValueError("beta_1 and beta_2 must be in [0, 1)")
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.weight_decay = weight_decay
+        variables = list(variables)
+        self.decay_mask = list(decay_mask) if decay_mask is not None else [True] * len(variables)
+        if len(self.decay_mask) != len(variables):
+            raise ValueError("decay_mask must have one entry per variable")
+        with self.name_scope:
+            self.iterations = tf.Variable(0, dtype=tf.int64, name="iterations", **_FIRST)
+            self.m = [tf.Variable(tf.zeros_like(v), name=f"m_{i}", **_FIRST)
+                      for i, v in enumerate(variables)]
+            self.v = [tf.Variable(tf.zeros_like(v), name=f"v_{i}", **_FIRST)
+                      for i, v in enumerate(variables)]
+
+    def apply(self, gradients, variables, learning_rate):
+        """One update. ``gradients`` must already be summed over replicas."""
+        self.iterations.assign_add(1)
+        t = tf.cast(self.iterations, tf.float32)
+        correction = tf.sqrt(1.0 - tf.pow(self.beta_2, t)) / (1.0 - tf.pow(self.beta_1, t))
+        for grad, var, m, v, decay in zip(gradients, variables, self.m, self.v, self.decay_mask):
+            if grad is None:
+                continue
+            m.assign(self.beta_1 * m + (1.0 - self.beta_1) * grad)
+            v.assign(self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad))
+            update = learning_rate * correction * m / (tf.sqrt(v) + self.epsilon)
+            if decay and self.weight_decay > 0:
+                update += learning_rate * self.weight_decay * var
+            var.assign_sub(update)

@@ -1,0 +1,123 @@
+"""tf.data input pipelines: parallel decode through the project's one decoder, a cache
+of decoded and resized images (memory or file), shuffle, train-only augmentation,
+batching by the global batch size, prefetch.
+
+Images are cached as uint8 (a quarter of the memory of float32) and scaled to [0, 1]
+after the cache. Augmentation runs on whole batches, with one random transform per
+image, which keeps the per-element Python overhead out of the hot loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from engine.imageio import ImageDecodeError, decode_rgb, resize_rgb
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _decode_to_uint8(data: bytes, size: int) -> np.ndarray:
+    try:
+        return resize_rgb(decode_rgb(bytes(data)), int(size))
+    except ImageDecodeError:
+        # The manifest already excluded unreadable files; a file that broke since
+        # becomes a black image rather than a crashed run, and is logged by the caller.
+        return np.zeros((int(size), int(size), 3), np.uint8)
+
+
+def decoded_dataset(paths: list[str], labels: list[int], image_size: int,
+                    cache: str = "memory", cache_path: str = "") -> tf.data.Dataset:
+    """(uint8 image [S, S, 3], float32 label) per file, decoded in parallel, cached."""
+    files = tf.data.Dataset.from_tensor_slices(list(paths))
+    targets = tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.float32))
+
+    def load(path):
+        image = tf.numpy_function(_decode_to_uint8, [tf.io.read_file(path), image_size],
+                                  tf.uint8, stateful=False)
+        image.set_shape([image_size, image_size, 3])
+        return image
+
+    images = files.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = tf.data.Dataset.zip((images, targets))
+    if cache == "memory":
+        dataset = dataset.cache()
+    elif cache == "file":
+        dataset = dataset.cache(cache_path)
+    return dataset
+
+
+def _random_affine(batch: int, size: int, max_degrees: float, zoom: float, seed):
+    """One rotation+zoom projective transform per image, about the image centre."""
+    angles = tf.random.stateless_uniform([batch], seed, -1.0, 1.0) * (max_degrees * math.pi / 180)
+    scales = 1.0 + tf.random.stateless_uniform([batch], seed + 1, -zoom, zoom)
+    cos, sin = tf.cos(angles) / scales, tf.sin(angles) / scales
+    centre = (size - 1) / 2.0
+    a2 = centre - cos * centre + sin * centre
+    b2 = centre - sin * centre - cos * centre
+    zeros = tf.zeros_like(cos)
+    return tf.stack([cos, -sin, a2, sin, cos, b2, zeros, zeros], axis=1)
+
+
+def augment_batch(images, seed, *, flip: bool, rotation_degrees: float, zoom: float,
+                  brightness: float, contrast: float):
+    """Random left-right flip, rotation, zoom, brightness and contrast on a float
+    batch in [0, 1]; ``seed`` is a shape-[2] int tensor so runs are repeatable."""
+    shape = tf.shape(images)
+    batch, size = shape[0], shape[1]
+    if flip:
+        mask = tf.random.stateless_uniform([batch, 1, 1, 1], seed + 2) < 0.5
+        images = tf.where(mask, tf.reverse(images, axis=[2]), images)
+    if rotation_degrees > 0 or zoom > 0:
+        transforms = _random_affine(batch, tf.cast(size, tf.float32), rotation_degrees, zoom, seed)
+        images = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images, transforms=transforms, output_shape=shape[1:3],
+            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    if brightness > 0:
+        images += tf.random.stateless_uniform([batch, 1, 1, 1], seed + 3, -brightness, brightness)
+    if contrast > 0:
+        factor = tf.random.stateless_uniform([batch, 1, 1, 1], seed + 4, 1 - contrast, 1 + contrast)
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = (images - mean) * factor + mean
+    return tf.clip_by_value(images, 0.0, 1.0)
+
+
+def _to_float(images, labels):
+    return tf.cast(images, tf.float32) / 255.0, labels
+
+
+def train_dataset(decoded: tf.data.Dataset, count: int, global_batch: int, config,
+                  seed: int) -> tf.data.Dataset:
+    """Shuffled, augmented, batched. Drops the last partial batch when there is at
+    least one full one, as batch-norm statistics of a tiny batch are noise; the
+    reshuffle each epoch means no image is dropped systematically."""
+    dataset = decoded.shuffle(max(count, 1), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(global_batch, drop_remainder=count >= global_batch)
+    dataset = dataset.map(_to_float, num_parallel_calls=AUTOTUNE)
+    if config.augment:
+        counter = tf.data.Dataset.counter()
+        dataset = tf.data.Dataset.zip((dataset, counter))
+
+        def augment(batch, index):
+            images, labels = batch
+            step_seed = tf.stack([tf.cast(seed, tf.int64), index])
+            images = augment_batch(images, step_seed, flip=config.flip,
+                                   rotation_degrees=config.rotation_degrees, zoom=config.zoom,
+                                   brightness=config.brightness, contrast=config.contrast)
+            return images, labels
+
+        dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def eval_dataset(decoded: tf.data.Dataset, global_batch: int) -> tf.data.Dataset:
+    """In file order, every image once: the last batch may be partial."""
+    return decoded.batch(global_batch).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def steps_for(count: int, global_batch: int, *, drop_remainder: bool) -> int:
+    if drop_remainder and count >= global_batch:
+        return count // global_batch
+    return max(1, math.ceil(count / global_batch))

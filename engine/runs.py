@@ -1,0 +1,318 @@
+"""Run folders: the only interface between a training process and any reader.
+
+``runs/<run_id>/`` holds config.json, manifest.csv, data_summary.json, metrics.jsonl,
+status.json, train.log, process.log, checkpoints/, export/ and tb/ (TensorBoard).
+This module lists runs, reads their state and metrics, and starts or stops a training
+as a detached subprocess. It never imports TensorFlow, so UI pages stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUNS_ROOT = Path(os.environ.get("BRAIN_RUNS_DIR", PROJECT_ROOT / "runs"))
+
+CONFIG_FILE = "config.json"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+MANIFEST_FILE = "manifest.csv"
+SUMMARY_FILE = "data_summary.json"
+LOG_FILE = "train.log"
+PROCESS_LOG_FILE = "process.log"
+CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "checkpoints/best"
+EXPORT_DIR = "export"
+MODEL_INFO_FILE = "model.json"
+
+QUEUED, RUNNING, FINISHED, FAILED, STOPPED = "queued", "running", "finished", "failed", "stopped"
+ACTIVE_STATES = (QUEUED, RUNNING)
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class RunError(ValueError):
+    """A run id or request that cannot be honoured; the message says why."""
+
+
+# ---------------------------------------------------------------- files
+
+def write_json_atomic(path: str | os.PathLike, payload) -> None:
+    """Write JSON via a temp file and rename, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike, default=None):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return default
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON object as one line, flushed, so a live reader sees it now."""
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Every complete line; a half-written last line (a writer mid-flush) is skipped."""
+    records = []
+    try:
+        with open(path) as handle:
+            for line in handle:
+                if not line.endswith("\n"):
+                    break
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+    except OSError:
+        pass
+    return records
+
+
+def tail(path: str | os.PathLike, lines: int = 40) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64_000))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    text = text.replace("\r", "\n")
+    return "\n".join([l for l in text.splitlines() if l.strip()][-lines:])
+
+
+# ---------------------------------------------------------------- ids and paths
+
+def validate_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or ".." in run_id:
+        raise RunError(
+            f"invalid run id {run_id!r}: use letters, digits, '-', '_' and '.', "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+def new_run_id(name: str = "") -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40]
+    return f"{stamp}-{slug}" if slug else stamp
+
+
+def run_dir(run_id: str, root: str | os.PathLike | None = None) -> Path:
+    root = Path(root or DEFAULT_RUNS_ROOT).resolve()
+    path = (root / validate_run_id(run_id)).resolve()
+    if path.parent != root:
+        raise RunError(f"run id {run_id!r} escapes the runs folder")
+    return path
+
+
+# ---------------------------------------------------------------- state
+
+def write_status(folder: str | os.PathLike, state: str, **fields) -> dict:
+    folder = Path(folder)
+    current = read_json(folder / STATUS_FILE, {}) or {}
+    current.update(fields)
+    current["state"] = state
+    current["updated"] = time.time()
+    write_json_atomic(folder / STATUS_FILE, current)
+    return current
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is dead for our purposes
+        with open(f"/proc/{int(pid)}/stat") as handle:
+            if handle.read().split(")")[-1].split()[0] == "Z":
+                return False
+    except OSError:
+        pass
+    return True
+
+
+def read_status(folder: str | os.PathLike) -> dict:
+    """status.json, with a run whose process vanished reported as failed."""
+    folder = Path(folder)
+    status = read_json(folder / STATUS_FILE, None)
+    if status is None:
+        return {"state": "unknown", "error": "no status.json"}
+    if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid")):
+        started = status.get("state") == RUNNING or time.time() - status.get("updated", 0) > 60
+        if started:
+            status = dict(status)
+            status["state"] = FAILED
+            status["error"] = "process ended unexpectedly"
+            status["log_tail"] = tail(folder / PROCESS_LOG_FILE, 20) or tail(folder / LOG_FILE, 20)
+    return status
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    path: Path
+    status: dict
+    config: dict
+    derived: dict
+    best: dict = field(default_factory=dict)
+    last_epoch: dict = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        return self.status.get("state", "unknown")
+
+    @property
+    def duration_seconds(self) -> float | None:
+        start = self.status.get("started")
+        if not start:
+            return None
+        end = self.status.get("ended") or (time.time() if self.state == RUNNING else None)
+        return None if end is None else float(end) - float(start)
+
+
+def read_config_file(folder: str | os.PathLike) -> dict:
+    return read_json(Path(folder) / CONFIG_FILE, {}) or {}
+
+
+def read_metrics(folder: str | os.PathLike, kind: str | None = None) -> list[dict]:
+    records = read_jsonl(Path(folder) / METRICS_FILE)
+    return [r for r in records if kind is None or r.get("kind") == kind]
+
+
+def best_epoch(epochs: list[dict], metric: str = "val/auc") -> dict:
+    scored = [e for e in epochs if e.get(metric) is not None]
+    if not scored:
+        return {}
+    lower_is_better = metric.endswith("loss")
+    return (min if lower_is_better else max)(scored, key=lambda e: e[metric])
+
+
+def summarize_run(folder: str | os.PathLike) -> RunSummary:
+    folder = Path(folder)
+    config_file = read_config_file(folder)
+    config = config_file.get("config", {})
+    epochs = read_metrics(folder, "epoch")
+    return RunSummary(
+        run_id=folder.name, path=folder, status=read_status(folder), config=config,
+        derived=config_file.get("derived", {}),
+        best=best_epoch(epochs, config.get("best_metric", "val/auc")),
+        last_epoch=epochs[-1] if epochs else {},
+    )
+
+
+def list_runs(root: str | os.PathLike | None = None) -> list[RunSummary]:
+    """Every run folder under root, newest first."""
+    root = Path(root or DEFAULT_RUNS_ROOT)
+    if not root.is_dir():
+        return []
+    folders = [p for p in root.iterdir() if p.is_dir() and (p / STATUS_FILE).exists()]
+    folders.sort(key=lambda p: (p / STATUS_FILE).stat().st_mtime, reverse=True)
+    return [summarize_run(p) for p in folders]
+
+
+def active_runs(root: str | os.PathLike | None = None) -> list[RunSummary]:
+    return [run for run in list_runs(root) if run.state in ACTIVE_STATES]
+
+
+# ---------------------------------------------------------------- processes
+
+def start_run(args: list[str], run_id: str | None = None, root: str | os.PathLike | None = None,
+              python: str | None = None, env: dict | None = None) -> tuple[str, Path]:
+    """Start ``python -m engine.train`` detached (own session, survives the UI), with
+    ``--run-dir`` set. Returns (run_id, folder). The folder and a queued status exist
+    when this returns, so a reader sees the run at once."""
+    root = Path(root or DEFAULT_RUNS_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    run_id = validate_run_id(run_id or new_run_id())
+    folder = run_dir(run_id, root)
+    folder.mkdir(parents=True, exist_ok=False)
+    write_status(folder, QUEUED, pid=None, created=time.time())
+    command = [python or sys.executable, "-m", "engine.train", *args, "--run-dir", str(folder)]
+    _launch(command, folder, env)
+    return run_id, folder
+
+
+def resume_run(folder: str | os.PathLike, python: str | None = None, env: dict | None = None) -> None:
+    folder = Path(folder)
+    status = read_status(folder)
+    if status.get("state") in ACTIVE_STATES:
+        raise RunError(f"run {folder.name} is already {status['state']}")
+    write_status(folder, QUEUED, pid=None, error=None)
+    _launch([python or sys.executable, "-m", "engine.train", "--resume", str(folder)], folder, env)
+
+
+def _launch(command: list[str], folder: Path, env: dict | None) -> None:
+    environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    environment["PYTHONPATH"] = os.pathsep.join(
+        p for p in [str(PROJECT_ROOT), environment.get("PYTHONPATH", "")] if p)
+    with open(folder / PROCESS_LOG_FILE, "ab") as log:
+        process = subprocess.Popen(
+            command, cwd=str(PROJECT_ROOT), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, env=environment)
+    write_status(folder, QUEUED, pid=process.pid, launched=time.time())
+
+
+def stop_run(folder: str | os.PathLike, grace_seconds: float = 60.0) -> str:
+    """SIGTERM the run's process group (it saves a checkpoint and exits as stopped),
+    then SIGKILL if it has not ended after the grace period. Returns the final state."""
+    folder = Path(folder)
+    status = read_status(folder)
+    pid = status.get("pid")
+    if status.get("state") not in ACTIVE_STATES or not pid_alive(pid):
+        return status.get("state", "unknown")
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.time() + grace_seconds
+    while time.time() < deadline:
+        if not pid_alive(pid):
+            return read_status(folder).get("state", "unknown")
+        time.sleep(0.2)
+    _signal_group(pid, signal.SIGKILL)
+    write_status(folder, STOPPED, ended=time.time(),
+                 error=f"killed after not stopping within {grace_seconds:.0f} s")
+    return STOPPED
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(os.getpgid(int(pid)), sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(int(pid), sig)
+        except ProcessLookupError:
+            pass
+
+
+def delete_run(run_id: str, root: str | os.PathLike | None = None) -> None:
+    """Remove one run folder inside the runs root; refuses active runs."""
+    folder = run_dir(run_id, root)
+    if not folder.is_dir():
+        raise RunError(f"no run {run_id!r}")
+    if read_status(folder).get("state") in ACTIVE_STATES:
+        raise RunError(f"run {run_id} is still active: stop it first")
+    shutil.rmtree(folder)

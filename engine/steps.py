@@ -1,0 +1,75 @@
+"""The compiled, distributed train and eval steps.
+
+Each is one ``tf.function`` wrapping ``strategy.run`` and ``strategy.reduce``, after
+TensorFlow's custom-training guide. The per-example loss is reduced with
+``tf.nn.compute_average_loss`` over the number of examples actually in the global
+batch (all-reduced), so the loss and the update are the same whatever the number of
+replicas, and a last partial batch is averaged over its true size.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def per_example_loss(labels, logits, class_weights=(1.0, 1.0), label_smoothing: float = 0.0):
+    """Binary cross-entropy from logits, optionally class-weighted and smoothed."""
+    targets = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+    weights = tf.where(labels > 0.5, class_weights[1], class_weights[0])
+    return losses * weights
+
+
+def _global_count(labels):
+    """Examples in this global batch, summed over replicas (a sync point)."""
+    local = tf.cast(tf.shape(labels)[0], tf.float32)
+    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+    return tf.cast(tf.round(total), tf.int64)
+
+
+def make_train_step(strategy, model, optimizer, learning_rate_fn, *, class_weights=(1.0, 1.0),
+                    label_smoothing: float = 0.0, compile: bool = True):
+    """Returns step(distributed_batch) -> (mean loss, probabilities, labels, lr)."""
+    variables = model.trainable_variables
+
+    def replica_step(images, labels):
+        replica = tf.distribute.get_replica_context()
+        count = _global_count(labels)
+        lr = learning_rate_fn(optimizer.iterations)
+        with tf.GradientTape() as tape:
+            logits, _ = model(images, training=True)
+            losses = per_example_loss(labels, logits, class_weights, label_smoothing)
+            loss = tf.nn.compute_average_loss(losses, global_batch_size=count)
+        gradients = tape.gradient(loss, variables)
+        # Sum of per-replica gradients of (local sum / global count) = global mean.
+        gradients = replica.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        optimizer.apply(gradients, variables, lr)
+        return loss, tf.sigmoid(logits), labels, lr
+
+    def step(batch):
+        images, labels = batch
+        loss, probs, labels_out, lr = strategy.run(replica_step, args=(images, labels))
+        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+        probs = strategy.gather(probs, axis=0)
+        labels_out = strategy.gather(labels_out, axis=0)
+        lr = strategy.reduce(tf.distribute.ReduceOp.MEAN, lr, axis=None)
+        return loss, probs, labels_out, lr
+
+    return tf.function(step) if compile else step
+
+
+def make_eval_step(strategy, model, *, compile: bool = True):
+    """Returns step(distributed_batch) -> (probabilities, labels, per-example losses)."""
+
+    def replica_step(images, labels):
+        logits, _ = model(images, training=False)
+        losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.sigmoid(logits), labels, losses
+
+    def step(batch):
+        images, labels = batch
+        probs, labels_out, losses = strategy.run(replica_step, args=(images, labels))
+        return (strategy.gather(probs, axis=0), strategy.gather(labels_out, axis=0),
+                strategy.gather(losses, axis=0))
+
+    return tf.function(step) if compile else step

