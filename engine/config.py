@@ -115,8 +115,9 @@ def tiny_config(**changes) -> TrainConfig:
 def compact_config(**changes) -> TrainConfig:
     """The CPU-sized preset behind the shipped model."""
     base = TrainConfig(
-        image_size=128, preset="resnet10", width=0.5, head_units=(128,), epochs=30,
-        batch_size=32, learning_rate=2e-3, warmup_epochs=1.0,
+        image_size=128, preset="resnet10", width=0.5, head_units=(128,), epochs=40,
+        batch_size=32, learning_rate=2e-3, warmup_epochs=1.0, weight_decay=0.02,
+        best_metric="val/loss",
     )
     return base.replace(**changes)
 

@@ -62,13 +62,30 @@ class BatchNorm(tf.Module):
 
     def __call__(self, x, *, training: bool):
         if training:
-            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+            mean, variance = self._batch_moments(x)
             self.moving_mean.assign(BN_MOMENTUM * self.moving_mean + (1 - BN_MOMENTUM) * mean)
             self.moving_variance.assign(
                 BN_MOMENTUM * self.moving_variance + (1 - BN_MOMENTUM) * variance)
         else:
             mean, variance = self.moving_mean, self.moving_variance
         return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, BN_EPSILON)
+
+    @staticmethod
+    def _batch_moments(x):
+        """Mean and variance over the whole global batch. With several replicas the
+        sums are all-reduced (synchronised batch norm), so N replicas train exactly
+        like one device on the same global batch, and small per-replica batches do
+        not make the statistics noisy."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tf.nn.moments(x, axes=[0, 1, 2])
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
+        total, squares, count = context.all_reduce(
+            tf.distribute.ReduceOp.SUM,
+            [tf.reduce_sum(x, axis=[0, 1, 2]), tf.reduce_sum(tf.square(x), axis=[0, 1, 2]), count])
+        mean = total / tf.maximum(count, 1.0)
+        variance = tf.maximum(squares / tf.maximum(count, 1.0) - tf.square(mean), 0.0)
+        return mean, variance
 
 
 class Dense(tf.Module):

@@ -1,0 +1,114 @@
+import io
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from engine import dedup, splits
+from engine.imageio import decode_rgb
+
+
+def smooth_slice(seed: int, size: int = 96) -> Image.Image:
+    """A smooth random 'slice': low-frequency structure, like an MRI at thumbnail size."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((6, 6)) * 255
+    image = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    return image.convert("RGB")
+
+
+def variants(image: Image.Image) -> list[Image.Image]:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=70)
+    return [
+        image,
+        Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"),  # re-encoded
+        image.resize((150, 150), Image.BILINEAR),  # resized
+        ImageEnhance.Contrast(image).enhance(1.1),  # contrast changed
+        image.transpose(Image.FLIP_LEFT_RIGHT),  # mirrored
+    ]
+
+
+def hashes_of(images):
+    rgbs = [np.asarray(i.convert("RGB")) for i in images]
+    digests = [dedup.pixel_digest(r) for r in rgbs]
+    pairs = [dedup.perceptual_hashes(r) for r in rgbs]
+    return digests, [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def test_augmented_copies_group_and_distinct_slices_do_not():
+    images, truth = [], []
+    for seed in range(12):
+        for variant in variants(smooth_slice(seed)):
+            images.append(variant)
+            truth.append(seed)
+    groups = dedup.group_duplicates(*hashes_of(images), max_distance=4)
+    truth = np.array(truth)
+    for seed in range(12):
+        assert len(set(groups[truth == seed])) == 1, f"copies of slice {seed} split apart"
+    assert groups.max() + 1 == 12, "distinct slices were merged"
+
+
+def test_exact_duplicates_group_even_without_near_matching():
+    a = np.asarray(smooth_slice(1))
+    b = np.asarray(smooth_slice(2))
+    digests = [dedup.pixel_digest(x) for x in (a, b, a.copy())]
+    groups = dedup.group_duplicates(digests, [0, 2**63, 12345], [0, 2**63, 12345], max_distance=-1)
+    assert groups[0] == groups[2] != groups[1]
+
+
+def test_mirror_is_matched_through_the_mirrored_hash():
+    image = np.asarray(smooth_slice(5))
+    direct, mirrored = dedup.perceptual_hashes(image)
+    flipped_direct, _ = dedup.perceptual_hashes(image[:, ::-1].copy())
+    assert flipped_direct == mirrored
+    assert bin(direct ^ flipped_direct).count("1") > 4  # plain pHash would miss it
+
+
+def test_split_never_straddles_a_group_and_is_stratified():
+    rng = np.random.default_rng(0)
+    group_ids, labels = [], []
+    for group in range(200):
+        size = int(rng.integers(1, 12))
+        group_ids += [group] * size
+        labels += [group % 2] * size
+    group_ids, labels = np.array(group_ids), np.array(labels)
+    modalities = ["MRI"] * len(labels)
+    assignment = splits.split_groups(group_ids, labels, modalities, (0.7, 0.15, 0.15), seed=3)
+    for group in range(200):
+        assert len(set(assignment[group_ids == group])) == 1
+    for name, share in zip(splits.SPLITS, (0.7, 0.15, 0.15)):
+        for label in (0, 1):
+            got = np.mean(assignment[labels == label] == name)
+            assert abs(got - share) < 0.05, (name, label, got)
+    again = splits.split_groups(group_ids, labels, modalities, (0.7, 0.15, 0.15), seed=3)
+    np.testing.assert_array_equal(assignment, again)
+
+
+def test_leak_report_shows_what_a_random_split_would_do():
+    group_ids = np.repeat(np.arange(100), 10)
+    labels = np.repeat(np.arange(100) % 2, 10)
+    summary = splits.split_summary(group_ids, labels, ["MRI"] * 1000,
+                                   splits.split_groups(group_ids, labels, ["MRI"] * 1000,
+                                                       (0.7, 0.15, 0.15), 0),
+                                   (0.7, 0.15, 0.15), 0)
+    assert summary["leak_in_this_split"] == {"val": 0.0, "test": 0.0}
+    assert summary["leak_if_random_split"]["val"] > 0.9
+    assert summary["groups"] == 100
+    assert sum(s["groups"] for s in summary["splits"].values()) == 100
+
+
+def test_mixed_label_groups_are_reported():
+    summary = splits.split_summary(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]),
+                                   ["MRI"] * 4, np.array(["train"] * 4), (0.7, 0.15, 0.15), 0)
+    assert summary["mixed_label_groups"] == [0]
+
+
+def test_br35h_copies_are_found():
+    """On the real default data, a mirrored pair from Br35H falls in one group."""
+    from engine.sources import default_data_dir
+    folder = default_data_dir() / "yes"
+    files = sorted(folder.iterdir())[:60]
+    rgbs = [decode_rgb(p.read_bytes()) for p in files]
+    digests = [dedup.pixel_digest(r) for r in rgbs]
+    pairs = [dedup.perceptual_hashes(r) for r in rgbs]
+    groups = dedup.group_duplicates(digests, [p[0] for p in pairs], [p[1] for p in pairs], 4)
+    assert groups.max() + 1 < len(files), "Br35H's augmented copies should group"

@@ -1,0 +1,76 @@
+"""The compiled distributed steps: graph equals eager, and 2 replicas equal 1."""
+
+import numpy as np
+import tensorflow as tf
+
+from engine.model import ResNet, decay_mask
+from engine.optim import Adam
+from engine.steps import make_eval_step, make_train_step
+
+
+def batch(seed=0, size=8):
+    rng = np.random.default_rng(seed)
+    images = rng.random((size, 32, 32, 3)).astype(np.float32)
+    labels = (np.arange(size) % 2).astype(np.float32)
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(size)
+
+
+def one_step(strategy, compile=True, size=8):
+    with strategy.scope():
+        model = ResNet("resnet10", 0.125, head_units=(8,), seed=3)
+        optimizer = Adam(model.trainable_variables, decay_mask(model), weight_decay=0.01)
+    step = make_train_step(strategy, model, optimizer, lambda _: tf.constant(0.01),
+                           compile=compile)
+    data = strategy.experimental_distribute_dataset(batch(size=size))
+    loss, probs, labels, _ = step(next(iter(data)))
+    weights = [v.numpy() for v in model.trainable_variables]
+    stats = model.stem_bn.moving_mean.numpy()
+    return float(loss), np.sort(probs.numpy()), weights, stats
+
+
+def two_cpu_strategy():
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, "conftest splits the CPU into two logical devices"
+    return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def test_compiled_step_equals_eager_step():
+    strategy = tf.distribute.get_strategy()
+    eager = one_step(strategy, compile=False)
+    graph = one_step(strategy, compile=True)
+    assert abs(eager[0] - graph[0]) < 1e-5
+    for a, b in zip(eager[2], graph[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_two_replicas_match_one_on_the_same_global_batch():
+    single = one_step(tf.distribute.get_strategy())
+    double = one_step(two_cpu_strategy())
+    assert abs(single[0] - double[0]) < 1e-4
+    np.testing.assert_allclose(single[1], double[1], rtol=1e-4, atol=1e-5)
+    for a, b in zip(single[2], double[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(single[3], double[3], rtol=1e-4, atol=1e-5)
+
+
+def test_partial_last_batch_is_averaged_over_its_true_size():
+    """7 examples on 2 replicas: the loss is the plain mean over the 7."""
+    strategy = two_cpu_strategy()
+    with strategy.scope():
+        model = ResNet("resnet10", 0.125, head_units=(8,), seed=3)
+    rng = np.random.default_rng(1)
+    images = rng.random((7, 32, 32, 3)).astype(np.float32)
+    labels = (np.arange(7) % 2).astype(np.float32)
+    data = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((images, labels)).batch(8))
+    probs, labels_out, losses = make_eval_step(strategy, model)(next(iter(data)))
+    assert probs.shape == (7,)
+    logits, _ = model(images, training=False)
+    expected = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits).numpy()
+    np.testing.assert_allclose(np.sort(losses.numpy()), np.sort(expected), rtol=1e-4, atol=1e-6)
+    with strategy.scope():
+        optimizer = Adam(model.trainable_variables)
+    step = make_train_step(strategy, model, optimizer, lambda _: tf.constant(0.0))
+    loss, probs, _, _ = step(next(iter(data)))
+    assert probs.shape == (7,)
+    assert np.isfinite(float(loss))

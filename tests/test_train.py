@@ -1,0 +1,123 @@
+"""Whole-training tests on tiny synthetic data in temporary run folders."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, write_class_folders
+from engine import runs
+from engine.config import tiny_config
+from engine.model import build_model
+from engine.train import StopRequested, train_and_evaluate
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_class_folders(tmp_path_factory.mktemp("data"), per_class=40)
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    config = tiny_config(data_dir=str(data_dir), epochs=4, dedup_distance=-1)
+    status = train_and_evaluate(config, folder)
+    return config, folder, status
+
+
+def test_short_run_learns_a_separable_task(finished_run):
+    _, folder, status = finished_run
+    assert status["state"] == "finished", status.get("error")
+    epochs = runs.read_metrics(folder, "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    assert epochs[-1]["val/accuracy"] > 0.9
+    assert epochs[-1]["train/loss"] < epochs[0]["train/loss"]
+    steps = runs.read_metrics(folder, "step")
+    assert steps and all(s["lr"] > 0 and s["images_per_second"] > 0 for s in steps)
+
+
+def test_run_folder_has_everything_a_reader_needs(finished_run):
+    config, folder, _ = finished_run
+    stored = json.loads((folder / "config.json").read_text())
+    assert stored["config"] == json.loads(config.to_json())
+    assert stored["derived"]["steps_per_epoch"] == 56 // 8
+    assert stored["environment"]["tensorflow"] == tf.__version__
+    for name in ("manifest.csv", "data_summary.json", "metrics.jsonl", "status.json",
+                 "train.log", "export/saved_model.pb", "model.json"):
+        assert (folder / name).exists(), name
+    assert list((folder / "tb").glob("events.out.tfevents.*"))
+    assert tf.train.latest_checkpoint(str(folder / "checkpoints"))
+
+
+def test_exported_saved_model_predicts_what_the_model_predicts(finished_run):
+    config, folder, _ = finished_run
+    model = build_model(config)
+    best = tf.train.latest_checkpoint(str(folder / "checkpoints" / "best"))
+    tf.train.Checkpoint(model=model).restore(best).expect_partial()
+    images = tf.random.stateless_uniform([5, 32, 32, 3], seed=[1, 2])
+    expected = tf.sigmoid(model(images, training=False)[0]).numpy()
+    loaded = tf.saved_model.load(str(folder / "export"))
+    got = loaded.signatures["serving_default"](images=images)["probability"].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    explained = loaded.signatures["explain"](images=images)
+    assert explained["cam"].shape == (5, 32, 32)
+
+
+def test_resume_continues_at_the_right_epoch_and_optimizer_step(finished_run, tmp_path):
+    config, folder, _ = finished_run
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    steps_per_epoch = json.loads((copy / "config.json").read_text())["derived"]["steps_per_epoch"]
+    status = train_and_evaluate(config.replace(epochs=6), copy, resume=True)
+    assert status["state"] == "finished", status.get("error")
+    epochs = runs.read_metrics(copy, "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]
+    assert epochs[4]["step"] == 5 * steps_per_epoch
+    assert epochs[-1]["step"] == 6 * steps_per_epoch
+    log = (copy / "train.log").read_text()
+    assert f"at epoch 4, step {4 * steps_per_epoch}" in log
+
+
+def test_stop_request_saves_checkpoint_and_marks_stopped(data_dir, tmp_path):
+    stop = StopRequested()
+    stop.requested = True  # as if SIGTERM arrived during the first step
+    status = train_and_evaluate(tiny_config(data_dir=str(data_dir), dedup_distance=-1), tmp_path, stop=stop)
+    assert status["state"] == "stopped"
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-1")
+
+
+def test_non_finite_loss_fails_the_run_naming_the_step(data_dir, tmp_path):
+    config = tiny_config(data_dir=str(data_dir), dedup_distance=-1, learning_rate=1e30,
+                         weight_decay=0.0, epochs=3)
+    status = train_and_evaluate(config, tmp_path)
+    assert status["state"] == "failed"
+    assert "non-finite loss" in status["error"] and "at step" in status["error"]
+
+
+def test_sigterm_to_the_cli_process_stops_cleanly(data_dir, tmp_path):
+    folder = tmp_path / "run"
+    config_file = tmp_path / "config.json"
+    config_file.write_text(tiny_config(data_dir=str(data_dir), epochs=200, dedup_distance=-1).to_json())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine.train", "--config", str(config_file), "--run-dir", str(folder)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    deadline = time.time() + 120
+    while time.time() < deadline and not runs.read_metrics(folder, "epoch"):
+        assert process.poll() is None, "training exited early"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    status = runs.read_status(folder)
+    assert status["state"] == "stopped" and status["stopped_by"] == "SIGTERM"
+    checkpoint = tf.train.latest_checkpoint(str(folder / "checkpoints"))
+    model = build_model(tiny_config())
+    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
