@@ -355,6 +355,8 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
 
     _export_best(best_manager, config, folder)
     log.info("finished in %s", _format_seconds(time.time() - run_started))
+    if not stop.requested:
+        _evaluate_splits(folder, derived)
     if stop.requested:
         return runs.write_status(folder, runs.STOPPED, ended=time.time(), stopped_by=stop.signal_name)
     return runs.write_status(folder, runs.FINISHED, ended=time.time())
@@ -407,6 +409,23 @@ def _export_best(best_manager, config: TrainConfig, folder: Path) -> None:
                  "threshold": info.get("threshold", 0.5), "temperature": info.get("temperature", 1.0)})
     write_model_info(info_path, info)
     log.info("exported best model to %s", folder / runs.EXPORT_DIR)
+
+
+def _evaluate_splits(folder: Path, derived: Derived) -> None:
+    """Calibrate on val and evaluate val and test, so the dashboard has metrics,
+    curves and per-image predictions as soon as the run finishes. A failure here is
+    logged; the trained model is already safe."""
+    from engine.evaluate import evaluate
+    for split, count in (("val", derived.val_images), ("test", derived.test_images)):
+        if not count:
+            continue
+        try:
+            report = evaluate(folder, split)
+            log.info("%s: accuracy %.4f, ROC AUC %s, sensitivity %s, specificity %s at threshold %.3f",
+                     split, report["accuracy"], _fmt(report["roc_auc"]), _fmt(report["sensitivity"]),
+                     _fmt(report["specificity"]), report["threshold"])
+        except Exception:  # noqa: BLE001 - evaluation must not fail a finished run
+            log.exception("evaluation of the %s split failed", split)
 
 
 # ---------------------------------------------------------------- command line

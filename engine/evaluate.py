@@ -1,0 +1,200 @@
+"""Evaluation of a trained model on a split of a run's manifest or on any image folder:
+``python -m engine.evaluate``.
+
+Writes ``eval_<split>.json`` (metrics, confusion matrix, curve points, per-modality
+breakdown) and ``predictions_<split>.csv`` into the output folder, so the dashboard
+draws everything without recomputing. All metrics come from scikit-learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
+
+from engine import runs
+from engine.calibration import choose_threshold, expected_calibration_error, fit_temperature
+
+PREDICTION_FIELDS = ["path", "label", "modality", "probability", "logit", "predicted", "correct"]
+
+
+def classification_report(labels, probabilities, threshold: float) -> dict:
+    """Every headline metric at ``threshold``; threshold-free ones where defined."""
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, np.float64)
+    predicted = (probabilities >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    both = len(np.unique(labels)) == 2
+    report = {
+        "count": int(len(labels)), "threshold": float(threshold),
+        "accuracy": float(skm.accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, predicted)) if both else None,
+        "sensitivity": float(skm.recall_score(labels, predicted, pos_label=1, zero_division=0)) if tp + fn else None,
+        "specificity": float(skm.recall_score(labels, predicted, pos_label=0, zero_division=0)) if tn + fp else None,
+        "precision": float(skm.precision_score(labels, predicted, zero_division=0)),
+        "f1": float(skm.f1_score(labels, predicted, zero_division=0)),
+        "roc_auc": float(skm.roc_auc_score(labels, probabilities)) if both else None,
+        "pr_auc": float(skm.average_precision_score(labels, probabilities)) if both else None,
+        "brier": float(skm.brier_score_loss(labels, probabilities, pos_label=1)),
+        "ece": expected_calibration_error(labels, probabilities),
+        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+    }
+    return report
+
+
+def curve_points(labels, probabilities, max_points: int = 200) -> dict:
+    labels = np.asarray(labels).astype(int)
+    if len(np.unique(labels)) < 2:
+        return {}
+    fpr, tpr, roc_t = skm.roc_curve(labels, probabilities)
+    precision, recall, pr_t = skm.precision_recall_curve(labels, probabilities)
+    frac_pos, mean_pred = calibration_curve(labels, probabilities, n_bins=10, strategy="uniform")
+
+    def thin(*arrays):
+        step = max(1, len(arrays[0]) // max_points)
+        return [np.asarray(a)[::step].tolist() + [float(np.asarray(a)[-1])] for a in arrays]
+
+    fpr, tpr, roc_t = thin(fpr, tpr, np.clip(roc_t, 0, 1))
+    precision, recall = thin(precision, recall)
+    return {"roc": {"fpr": fpr, "tpr": tpr, "thresholds": roc_t},
+            "pr": {"precision": precision, "recall": recall},
+            "calibration": {"mean_predicted": mean_pred.tolist(), "fraction_positive": frac_pos.tolist()}}
+
+
+def full_report(labels, logits, modalities, threshold: float, temperature: float) -> dict:
+    labels = np.asarray(labels).astype(int)
+    logits = np.asarray(logits, np.float64)
+    raw = 1.0 / (1.0 + np.exp(-logits))
+    probabilities = 1.0 / (1.0 + np.exp(-logits / temperature))
+    report = classification_report(labels, probabilities, threshold)
+    report["ece_before_temperature"] = expected_calibration_error(labels, raw)
+    report["temperature"] = float(temperature)
+    report["curves"] = curve_points(labels, probabilities)
+    modalities = np.asarray(modalities)
+    if len(set(modalities.tolist())) > 1:
+        report["by_modality"] = {
+            str(m): classification_report(labels[modalities == m], probabilities[modalities == m], threshold)
+            for m in sorted(set(modalities.tolist()))}
+    return report
+
+
+def predict_paths(model, paths: list[str], batch_size: int = 32) -> np.ndarray:
+    """Logits for image files, decoded through the same pipeline as training."""
+    from engine import pipeline
+    decoded = pipeline.decoded_dataset(paths, [0] * len(paths), model.image_size, cache="none")
+    logits = [model.logits(images.numpy()) for images, _ in pipeline.eval_dataset(decoded, batch_size)]
+    return np.concatenate(logits) if logits else np.zeros([0])
+
+
+def calibrate_on_validation(model, val_rows, method: str = "youden",
+                            target_sensitivity: float = 0.98) -> dict:
+    """Fit the temperature and choose the threshold on validation rows; returns the
+    values to store in model.json."""
+    labels = np.array([r.label for r in val_rows])
+    logits = predict_paths(model, [r.path for r in val_rows])
+    temperature = fit_temperature(labels, logits)
+    probabilities = 1.0 / (1.0 + np.exp(-logits / temperature))
+    threshold = choose_threshold(labels, probabilities, method, target_sensitivity)
+    return {"threshold": threshold, "temperature": temperature, "threshold_method": method,
+            "target_sensitivity": target_sensitivity if method == "sensitivity" else None,
+            "calibrated_on": f"val ({len(val_rows)} images)"}
+
+
+def write_predictions(path: Path, paths, labels, modalities, logits, temperature, threshold) -> None:
+    probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64) / temperature))
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_FIELDS)
+        for p, y, m, z, prob in zip(paths, labels, modalities, logits, probabilities):
+            predicted = int(prob >= threshold)
+            writer.writerow([p, int(y), m, f"{prob:.6f}", f"{z:.6f}", predicted, int(predicted == int(y))])
+
+
+def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | None = None,
+             data_dir: str | None = None, out_dir: str | Path | None = None,
+             recalibrate: bool = False, threshold_method: str = "youden",
+             target_sensitivity: float = 0.98, limit: int = 0) -> dict:
+    """Evaluate the model in ``model_dir`` on ``split`` of ``manifest`` (default: the
+    model folder's own manifest.csv), or on every image of ``data_dir``. Writes
+    eval_<split>.json and predictions_<split>.csv into ``out_dir`` (default
+    ``model_dir``) and returns the report."""
+    from engine.inference import load_model
+    from engine.manifest import build_manifest, read_manifest, rows_for_split
+    model_dir = Path(model_dir)
+    out_dir = Path(out_dir or model_dir)
+    model = load_model(model_dir)
+    info_path = model_dir / runs.MODEL_INFO_FILE
+    info = runs.read_json(info_path, {}) or {}
+    if data_dir:
+        # Every usable image of the folder is evaluated; the stored threshold and
+        # temperature (chosen on the model's own validation split) are kept.
+        rows, _ = build_manifest(data_dir, (0.0, 1.0, 0.0))
+        rows = [r for r in rows if r.usable]
+        split = "folder"
+        val_rows = []
+    else:
+        rows = read_manifest(manifest or model_dir / runs.MANIFEST_FILE)
+        val_rows = rows_for_split(rows, "val")
+        rows = rows_for_split(rows, split)
+    if limit:
+        rows = rows[:limit]
+    if not rows:
+        raise ValueError(f"no usable images for split {split!r}")
+    if val_rows and (recalibrate or "temperature_fitted" not in info):
+        info.update(calibrate_on_validation(model, val_rows, threshold_method, target_sensitivity))
+        info["temperature_fitted"] = True
+        runs.write_json_atomic(info_path, info)
+        model.threshold, model.temperature = info["threshold"], info["temperature"]
+    started = time.time()
+    logits = predict_paths(model, [r.path for r in rows])
+    labels = [r.label for r in rows]
+    modalities = [r.modality for r in rows]
+    report = full_report(labels, logits, modalities, model.threshold, model.temperature)
+    report.update({"split": split, "model_dir": str(model_dir), "seconds": time.time() - started,
+                   "threshold_method": info.get("threshold_method", "default 0.5"),
+                   "evaluated_at": time.time()})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_json_atomic(out_dir / f"eval_{split}.json", report)
+    write_predictions(out_dir / f"predictions_{split}.csv", [r.path for r in rows], labels,
+                      modalities, logits, model.temperature, model.threshold)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.evaluate",
+                                     description="Evaluate a trained model and write eval_<split>.json.")
+    parser.add_argument("--model", default="", help="model folder (a run folder or checkpoints/); "
+                        "default: the shipped model")
+    parser.add_argument("--split", choices=["val", "test", "train"], default="test")
+    parser.add_argument("--manifest", help="manifest.csv to take the split from (default: the model folder's)")
+    parser.add_argument("--data-dir", help="evaluate every image of this folder instead of a split")
+    parser.add_argument("--out", help="folder for the outputs (default: the model folder)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="refit temperature and threshold on the validation split")
+    parser.add_argument("--threshold-method", choices=["youden", "sensitivity"], default="youden")
+    parser.add_argument("--target-sensitivity", type=float, default=0.98)
+    args = parser.parse_args(argv)
+    from engine.inference import SHIPPED_MODEL_DIR
+    try:
+        report = evaluate(args.model or SHIPPED_MODEL_DIR, args.split, args.manifest, args.data_dir,
+                          args.out, args.recalibrate, args.threshold_method, args.target_sensitivity)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    shown = {k: report[k] for k in ("split", "count", "threshold", "temperature", "accuracy",
+                                     "balanced_accuracy", "sensitivity", "specificity", "precision",
+                                     "f1", "roc_auc", "pr_auc", "brier", "ece_before_temperature",
+                                     "ece", "confusion_matrix")}
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""``python -m engine.predict IMAGE...``: tumor probability and predicted class per
+image, for the shipped model or a chosen run. Unreadable files get a message and a
+non-zero exit; the other images are still predicted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from engine.imageio import ImageDecodeError, read_file_bytes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.predict", description=__doc__)
+    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, TIFF)")
+    parser.add_argument("--model", default="", help="model folder: a finished run folder or "
+                        "checkpoints/ (default: the shipped model)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    args = parser.parse_args(argv)
+
+    from engine.inference import ModelNotFoundError, load_model, predict_files
+    try:
+        model = load_model(args.model or None)
+    except ModelNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    items, errors = [], {}
+    for path in args.images:
+        try:
+            items.append((path, read_file_bytes(path)))
+        except ImageDecodeError as err:
+            errors[path] = str(err)
+            items.append((path, b""))
+    results = predict_files(model, items)
+    failed = 0
+    for result in results:
+        error = errors.get(result.name) or result.error
+        if error:
+            failed += 1
+            record = {"path": result.name, "error": error}
+            print(json.dumps(record) if args.json else f"{result.name}: error: {error}",
+                  file=sys.stdout if args.json else sys.stderr)
+            continue
+        record = {"path": result.name, "probability": round(result.probability, 6),
+                  "predicted_class": result.predicted_class, "threshold": round(model.threshold, 6)}
+        if args.json:
+            print(json.dumps(record))
+        else:
+            print(f"{result.name}: tumor probability {result.probability:.4f} -> "
+                  f"{result.predicted_class} (threshold {model.threshold:.3f})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

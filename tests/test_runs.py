@@ -1,0 +1,85 @@
+"""engine.runs: the run-folder reader/launcher the UI relies on (no TensorFlow)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from engine import runs
+
+
+def test_half_written_last_line_is_skipped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    runs.append_jsonl(path, {"kind": "epoch", "epoch": 1})
+    with open(path, "a") as handle:
+        handle.write('{"kind": "epoch", "ep')  # a writer caught mid-line
+    assert runs.read_jsonl(path) == [{"kind": "epoch", "epoch": 1}]
+
+
+def test_status_is_written_atomically_and_merged(tmp_path):
+    runs.write_status(tmp_path, runs.RUNNING, pid=os.getpid(), epoch=1)
+    runs.write_status(tmp_path, runs.RUNNING, epoch=2)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["epoch"] == 2 and status["pid"] == os.getpid()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_dead_process_is_reported_as_failed_not_running(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "print('boom')"])
+    child.wait()
+    (tmp_path / "process.log").write_text("Traceback: something broke\n")
+    runs.write_status(tmp_path, runs.RUNNING, pid=child.pid)
+    status = runs.read_status(tmp_path)
+    assert status["state"] == "failed"
+    assert status["error"] == "process ended unexpectedly"
+    assert "something broke" in status["log_tail"]
+
+
+@pytest.mark.parametrize("bad", ["../evil", "/etc", "a/b", "", ".hidden", "x" * 200, "..", "a b"])
+def test_run_ids_cannot_escape_the_runs_folder(tmp_path, bad):
+    with pytest.raises(runs.RunError):
+        runs.run_dir(bad, tmp_path)
+
+
+def test_list_and_delete_runs(tmp_path):
+    for index, state in enumerate([runs.FINISHED, runs.FAILED]):
+        folder = tmp_path / f"run{index}"
+        folder.mkdir()
+        runs.write_json_atomic(folder / "config.json", {"config": {"preset": "resnet10"}, "derived": {}})
+        runs.write_status(folder, state, started=time.time() - 10, ended=time.time())
+        runs.append_jsonl(folder / "metrics.jsonl", {"kind": "epoch", "epoch": 1, "val/auc": 0.5 + index / 10})
+    listed = runs.list_runs(tmp_path)
+    assert {r.run_id for r in listed} == {"run0", "run1"}
+    assert all(r.duration_seconds and r.duration_seconds >= 9 for r in listed)
+    assert {r.run_id: r.best["val/auc"] for r in listed} == {"run0": 0.5, "run1": 0.6}
+    runs.delete_run("run0", tmp_path)
+    assert not (tmp_path / "run0").exists() and (tmp_path / "run1").exists()
+    with pytest.raises(runs.RunError):
+        runs.delete_run("../run1", tmp_path)
+
+
+def test_runs_module_does_not_import_tensorflow():
+    code = "import sys, engine.runs, engine.config, engine.metric_names; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_start_and_stop_a_detached_training(synthetic_data, tmp_path):
+    from engine.config import tiny_config
+    config_file = tmp_path / "c.json"
+    config_file.write_text(tiny_config(data_dir=str(synthetic_data), epochs=500, dedup_distance=-1).to_json())
+    run_id, folder = runs.start_run(["--config", str(config_file)], root=tmp_path / "runs")
+    assert runs.read_status(folder)["state"] in ("queued", "running")
+    deadline = time.time() + 120
+    while time.time() < deadline and not runs.read_metrics(folder, "step"):
+        assert runs.read_status(folder)["state"] in ("queued", "running"), runs.tail(folder / "process.log")
+        time.sleep(0.3)
+    pid = runs.read_status(folder)["pid"]
+    assert runs.stop_run(folder, grace_seconds=60) == "stopped"
+    assert not runs.pid_alive(pid)
+    assert [r.run_id for r in runs.active_runs(tmp_path / "runs")] == []
