@@ -14,7 +14,7 @@ import numpy as np
 
 from engine import dedup, splits
 from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
-from engine.sources import SourceImage, discover
+from engine.sources import SourceImage, discover, relocate
 
 
 @dataclass
@@ -121,7 +121,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
         result = []
         for record in reader:
             result.append(ManifestRow(
-                path=record["path"], label=int(record["label"]), class_name=record["class_name"],
+                path=relocate(record["path"]), label=int(record["label"]), class_name=record["class_name"],
                 modality=record["modality"], split=record["split"],
                 usable=record["usable"] == "True", reason=record["reason"],
                 width=int(record["width"] or 0), height=int(record["height"] or 0),

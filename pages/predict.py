@@ -1,0 +1,122 @@
+"""Predict: upload scans (or draw samples) and see the tumor probability, the class at
+the model's threshold and a Grad-CAM heat map, with a downloadable table."""
+
+import hashlib
+import random
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from engine.explain import overlay
+from ui.common import RESEARCH_NOTE, model_for, selected_model_dir
+
+MAX_UPLOAD_MB = st.get_option("server.maxUploadSize")
+
+st.title("Predict")
+st.caption(RESEARCH_NOTE)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def predict_one(model_dir: str, stamp: float, name: str, digest: str, data: bytes) -> dict:
+    """Probability, class and Grad-CAM for one file; cached per model and content."""
+    from engine.inference import predict_files
+    model = _model(model_dir)
+    result = predict_files(model, [(name, data)], explain=True)[0]
+    return {"name": name, "probability": result.probability, "label": result.predicted_label,
+            "class": result.predicted_class, "error": result.error, "image": result.image,
+            "cam": result.cam, "threshold": model.threshold}
+
+
+def _model(model_dir: str):
+    from pathlib import Path
+    return model_for(Path(model_dir))
+
+
+@st.cache_data(show_spinner=False)
+def sample_pool() -> list[tuple[str, int]]:
+    """Test-split images of the shipped model (never trained on), else Br35H."""
+    from engine.manifest import read_manifest, rows_for_split
+    from ui.common import SHIPPED_DIR
+    manifest = SHIPPED_DIR / "manifest.csv"
+    if manifest.exists():
+        rows = rows_for_split(read_manifest(manifest), "test")
+        if rows:
+            return [(r.path, r.label) for r in rows]
+    from engine.sources import discover
+    images, _ = discover(None)
+    return [(i.path, i.label) for i in images]
+
+
+model_dir = selected_model_dir()
+try:
+    model = model_for(model_dir)
+except FileNotFoundError as err:
+    st.error(f"No usable model: {err}")
+    st.stop()
+stamp = (model_dir / "model.json").stat().st_mtime if (model_dir / "model.json").exists() else 0.0
+
+left, right = st.columns([3, 2])
+with left:
+    uploads = st.file_uploader(
+        f"Brain CT or MRI slices (JPEG, PNG, BMP, TIFF; up to {MAX_UPLOAD_MB} MB each)",
+        type=["jpg", "jpeg", "png", "bmp", "tif", "tiff"], accept_multiple_files=True)
+with right:
+    count = st.number_input("Samples to draw", 1, 12, 4)
+    if st.button("Try samples from the test split", help="Images the shipped model never saw in training"):
+        pool = sample_pool()
+        st.session_state["samples"] = random.Random().sample(pool, min(int(count), len(pool)))
+    if st.session_state.get("samples") and st.button("Clear samples"):
+        st.session_state["samples"] = []
+    opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05)
+
+items = []  # (name, bytes, true label or None)
+for upload in uploads or []:
+    items.append((upload.name, upload.getvalue(), None))
+for path, label in st.session_state.get("samples", []):
+    try:
+        with open(path, "rb") as handle:
+            items.append((path.split("/")[-1], handle.read(), label))
+    except OSError as err:
+        st.warning(f"Sample {path} could not be read: {err}")
+
+if not items:
+    st.info("Upload one or more images, or draw samples, to see predictions.")
+    st.stop()
+
+results = []
+progress = st.progress(0.0, text="Predicting ...")
+for index, (name, data, truth) in enumerate(items):
+    digest = hashlib.sha256(data).hexdigest()
+    result = dict(predict_one(str(model_dir), stamp, name, digest, data))
+    result["truth"] = truth
+    results.append(result)
+    progress.progress((index + 1) / len(items), text=f"Predicted {index + 1}/{len(items)}")
+progress.empty()
+
+table = pd.DataFrame([{
+    "file": r["name"],
+    "tumor probability": None if r["error"] else round(r["probability"], 4),
+    "predicted class": r["class"] if not r["error"] else "",
+    "true label": {None: "", 1: "tumor", 0: "no tumor"}[r["truth"]],
+    "error": r["error"],
+} for r in results])
+st.subheader("Results")
+st.dataframe(table, hide_index=True, width="stretch")
+st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), "predictions.csv", "text/csv")
+st.caption(f"Threshold {model.threshold:.3f} (chosen on validation data); probabilities are "
+           f"temperature-calibrated (T = {model.temperature:.2f}).")
+
+columns = st.columns(3)
+shown = [r for r in results if not r["error"]]
+for index, result in enumerate(shown):
+    with columns[index % 3]:
+        image = np.asarray(result["image"])
+        st.image(overlay(image, result["cam"], opacity), width="stretch",
+                 caption=f"{result['name']}")
+        verdict = "🔴 tumor" if result["label"] == 1 else "🟢 no tumor"
+        st.markdown(f"**{verdict}** · probability **{result['probability']:.3f}**"
+                    + (f" · true: {'tumor' if result['truth'] else 'no tumor'}" if result["truth"] is not None else ""))
+for result in results:
+    if result["error"]:
+        st.error(f"{result['name']}: {result['error']}")

@@ -1,0 +1,70 @@
+"""Runs: every run with its status, settings, best validation metrics and duration;
+overlay curves of several; open one on the other pages; delete one after confirming."""
+
+import pandas as pd
+import streamlit as st
+
+from engine import metric_names as names
+from engine import runs
+from ui import charts
+from ui.common import duration, runs_root
+
+st.title("Runs")
+all_runs = runs.list_runs(runs_root())
+if not all_runs:
+    st.info("No runs yet. Start one on the **Train** page; runs are folders under "
+            f"`{runs_root()}`.")
+    st.stop()
+
+
+def row(run: runs.RunSummary) -> dict:
+    config, best = run.config, run.best
+    return {
+        "run": run.run_id, "status": run.state,
+        "preset": f"{config.get('preset', '?')} x{config.get('width', '?')}",
+        "image size": config.get("image_size"), "epochs": f"{run.last_epoch.get('epoch', 0)}/{config.get('epochs', '?')}",
+        "data": config.get("data_dir") or "Br35H",
+        "best val accuracy": best.get(names.VAL_ACCURACY), "best val AUC": best.get(names.VAL_AUC),
+        "best epoch": best.get("epoch"), "duration": duration(run.duration_seconds),
+        "error": run.status.get("error") or "",
+    }
+
+
+table = pd.DataFrame([row(r) for r in all_runs])
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"best val accuracy": st.column_config.NumberColumn(format="%.4f"),
+                            "best val AUC": st.column_config.NumberColumn(format="%.4f")})
+
+ids = [r.run_id for r in all_runs]
+st.subheader("Compare")
+chosen = st.multiselect("Runs to overlay", ids, default=ids[: min(2, len(ids))])
+metric = st.selectbox("Metric", [names.VAL_ACCURACY, names.VAL_AUC, names.VAL_LOSS, names.TRAIN_LOSS,
+                                 names.TRAIN_ACCURACY, names.VAL_SENSITIVITY, names.VAL_SPECIFICITY])
+if chosen:
+    curves = {run_id: runs.read_metrics(runs.run_dir(run_id, runs_root()), names.KIND_EPOCH) for run_id in chosen}
+    st.plotly_chart(charts.overlay_curves(curves, metric), width="stretch")
+
+st.subheader("Open or delete")
+selected = st.selectbox("Run", ids)
+summary = next(r for r in all_runs if r.run_id == selected)
+cols = st.columns(3)
+has_model = (summary.path / runs.EXPORT_DIR / "saved_model.pb").exists()
+if cols[0].button("Use its model on Predict / Evaluate / Errors", disabled=not has_model):
+    st.session_state["model_choice"] = f"run {selected}"
+    st.rerun()
+if cols[1].button("Watch it on Train"):
+    st.session_state["watch_run"] = selected
+    st.switch_page("pages/train.py")
+with cols[2].popover("Delete ..."):
+    st.write(f"Delete run **{selected}** and all its checkpoints? This cannot be undone.")
+    if st.button("Yes, delete it", type="primary", key="confirm_delete"):
+        try:
+            runs.delete_run(selected, runs_root())
+            if st.session_state.get("model_choice") == f"run {selected}":
+                st.session_state.pop("model_choice")
+            st.toast(f"Deleted {selected}")
+            st.rerun()
+        except runs.RunError as err:
+            st.error(str(err))
+with st.expander("Settings of this run"):
+    st.json(runs.read_config_file(summary.path))

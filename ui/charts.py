@@ -1,0 +1,83 @@
+"""Plotly figures for the dashboard: pure functions from plain data to figures."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from engine import metric_names as names
+
+_COLOURS = {"train": "#1f77b4", "val": "#d62728"}
+
+
+def training_curves(epochs: list[dict], steps: list[dict], title_prefix: str = "") -> go.Figure:
+    """Loss, accuracy and AUC per epoch for train and val, and the learning rate per step."""
+    figure = make_subplots(rows=1, cols=4, subplot_titles=("loss", "accuracy", "ROC AUC", "learning rate"))
+    x = [e["epoch"] for e in epochs]
+    for col, metric in enumerate(("loss", "accuracy", "auc"), start=1):
+        for split in ("train", "val"):
+            key = names.split_metric(split, metric)
+            y = [e.get(key) for e in epochs]
+            if any(v is not None for v in y):
+                figure.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{title_prefix}{split}",
+                                            legendgroup=f"{title_prefix}{split}", showlegend=col == 1,
+                                            line=dict(color=_COLOURS[split] if not title_prefix else None)),
+                                 row=1, col=col)
+    if steps:
+        figure.add_trace(go.Scatter(x=[s["step"] for s in steps], y=[s.get(names.LEARNING_RATE) for s in steps],
+                                    mode="lines", name=f"{title_prefix}lr", showlegend=False,
+                                    line=dict(color="#2ca02c")), row=1, col=4)
+    figure.update_xaxes(title_text="epoch", row=1, col=1)
+    figure.update_xaxes(title_text="epoch", row=1, col=2)
+    figure.update_xaxes(title_text="epoch", row=1, col=3)
+    figure.update_xaxes(title_text="step", row=1, col=4)
+    figure.update_layout(height=320, margin=dict(l=30, r=10, t=40, b=30), legend=dict(orientation="h", y=-0.25))
+    return figure
+
+
+def overlay_curves(runs_epochs: dict[str, list[dict]], metric: str) -> go.Figure:
+    figure = go.Figure()
+    for run_id, epochs in runs_epochs.items():
+        figure.add_trace(go.Scatter(x=[e["epoch"] for e in epochs], y=[e.get(metric) for e in epochs],
+                                    mode="lines+markers", name=run_id))
+    figure.update_layout(title=metric, height=320, xaxis_title="epoch", margin=dict(l=30, r=10, t=40, b=30))
+    return figure
+
+
+def confusion_matrix(cm: dict) -> go.Figure:
+    z = [[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]]
+    labels = ["no tumor", "tumor"]
+    figure = go.Figure(go.Heatmap(z=z, x=[f"predicted {l}" for l in labels], y=[f"true {l}" for l in labels],
+                                  colorscale="Blues", showscale=False, text=z, texttemplate="%{text}",
+                                  textfont=dict(size=20)))
+    figure.update_layout(height=320, margin=dict(l=30, r=10, t=30, b=30), yaxis=dict(autorange="reversed"))
+    return figure
+
+
+def roc_curve(curves: dict, auc: float | None) -> go.Figure:
+    roc = curves["roc"]
+    figure = go.Figure(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name="ROC"))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="chance"))
+    figure.update_layout(title=f"ROC (AUC {auc:.4f})" if auc is not None else "ROC", height=340,
+                         xaxis_title="1 - specificity", yaxis_title="sensitivity", margin=dict(l=30, r=10, t=40, b=30))
+    return figure
+
+
+def pr_curve(curves: dict, ap: float | None) -> go.Figure:
+    pr = curves["pr"]
+    figure = go.Figure(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", name="PR"))
+    figure.update_layout(title=f"Precision-recall (AP {ap:.4f})" if ap is not None else "Precision-recall",
+                         height=340, xaxis_title="recall (sensitivity)", yaxis_title="precision",
+                         margin=dict(l=30, r=10, t=40, b=30))
+    return figure
+
+
+def calibration_plot(curves: dict) -> go.Figure:
+    cal = curves["calibration"]
+    figure = go.Figure(go.Scatter(x=cal["mean_predicted"], y=cal["fraction_positive"], mode="lines+markers",
+                                  name="model"))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
+                                name="perfect"))
+    figure.update_layout(title="Calibration (reliability)", height=340, xaxis_title="predicted tumor probability",
+                         yaxis_title="observed tumor fraction", margin=dict(l=30, r=10, t=40, b=30))
+    return figure

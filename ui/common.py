@@ -1,0 +1,112 @@
+"""What every page shares: the sidebar (model choice, research-only note) and cached
+loaders. Reading run folders never imports TensorFlow; only ``loaded_model`` does,
+and it is cached once per server process (``st.cache_resource``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from engine import runs
+
+SHIPPED = "Shipped model (checkpoints/)"
+SHIPPED_DIR = runs.PROJECT_ROOT / "checkpoints"
+RESEARCH_NOTE = ("Research software, not a medical device: predictions are not a diagnosis and "
+                 "must not be used for patient care.")
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("BRAIN_RUNS_DIR", runs.DEFAULT_RUNS_ROOT))
+
+
+def model_dirs() -> dict[str, Path]:
+    """Label -> folder of every model that can predict: the shipped one and each
+    run with an exported model."""
+    choices = {SHIPPED: SHIPPED_DIR}
+    for run in runs.list_runs(runs_root()):
+        if (run.path / runs.EXPORT_DIR / "saved_model.pb").exists():
+            choices[f"run {run.run_id}"] = run.path
+    return choices
+
+
+def sidebar() -> Path:
+    """Draw the shared sidebar; return the chosen model folder."""
+    choices = model_dirs()
+    labels = list(choices)
+    wanted = st.query_params.get("model")
+    if wanted and f"run {wanted}" in choices and st.session_state.get("_model_from_query") != wanted:
+        st.session_state["model_choice"] = f"run {wanted}"
+        st.session_state["_model_from_query"] = wanted
+    if st.session_state.get("model_choice") not in choices:
+        st.session_state["model_choice"] = SHIPPED
+    with st.sidebar:
+        st.selectbox("Model", labels, key="model_choice",
+                     help="The model used by Predict, Evaluate and Errors: the shipped one or a "
+                          "finished run of yours.")
+        st.caption(RESEARCH_NOTE)
+    return choices[st.session_state["model_choice"]]
+
+
+def selected_model_dir() -> Path:
+    return model_dirs().get(st.session_state.get("model_choice", SHIPPED), SHIPPED_DIR)
+
+
+@st.cache_resource(show_spinner="Loading the model ...")
+def loaded_model(directory: str, stamp: float):
+    """The model in ``directory``; ``stamp`` (model.json's mtime) reloads it after a
+    recalibration."""
+    from engine.inference import load_model
+    return load_model(directory)
+
+
+def model_for(directory: Path):
+    info = directory / runs.MODEL_INFO_FILE
+    stamp = info.stat().st_mtime if info.exists() else 0.0
+    return loaded_model(str(directory), stamp)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+@st.cache_data(show_spinner=False)
+def _read_json_cached(path: str, mtime: float):
+    return runs.read_json(path)
+
+
+def read_json(path: Path):
+    return _read_json_cached(str(path), _mtime(path))
+
+
+@st.cache_data(show_spinner=False)
+def _read_csv_cached(path: str, mtime: float) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def read_predictions(directory: Path, split: str) -> pd.DataFrame | None:
+    from engine.sources import relocate
+    path = directory / f"predictions_{split}.csv"
+    if not path.exists():
+        return None
+    frame = _read_csv_cached(str(path), _mtime(path)).copy()
+    frame["path"] = frame["path"].map(relocate)
+    return frame
+
+
+def percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def duration(seconds) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
