@@ -7,7 +7,7 @@ from engine import runs
 from ui.common import RESEARCH_NOTE, SHIPPED_DIR, percent, read_json, selected_model_dir
 
 st.title("Brain-tumor classifier dashboard")
-st.warning(RESEARCH_NOTE, icon="⚠️")
+st.warning(RESEARCH_NOTE, icon=":material/warning:")
 st.markdown(
     "Upload a brain CT or MRI slice and see the model's tumor probability with a Grad-CAM heat map "
     "of what drove it (**Predict**); train a ResNet from your browser and watch it learn (**Train**, "
@@ -40,7 +40,8 @@ if summary:
              f"{summary['images']} usable images, {summary.get('files_skipped', 0)} skipped, "
              f"in **{summary['groups']} groups of duplicates** (largest: {summary['largest_group']} copies).")
     rows = []
-    for split, counts in summary["splits"].items():
+    for split in ("train", "val", "test"):
+        counts = summary["splits"][split]
         rows.append({"split": split, "images": counts["images"], "distinct groups": counts["groups"],
                      "tumor": counts["tumor"], "no tumor": counts["no_tumor"],
                      **{f"modality {k}": v for k, v in counts["modalities"].items()}})
@@ -50,7 +51,7 @@ if summary:
         f"**Duplicate leak:** a random split of this data would put a near-copy of "
         f"{percent(leak['val'])} of validation and {percent(leak['test'])} of test images into training, "
         "so its accuracy would measure memory, not skill. Every split here keeps each duplicate group "
-        f"on one side (leak in this split: {percent(summary['leak_in_this_split']['test'])}).", icon="🔁")
+        f"on one side (leak in this split: {percent(summary['leak_in_this_split']['test'])}).", icon=":material/content_copy:")
     if summary.get("mixed_label_groups"):
         st.warning(f"{len(summary['mixed_label_groups'])} duplicate groups mix tumor and no-tumor labels.")
 else:

@@ -114,7 +114,8 @@ for index, result in enumerate(shown):
         image = np.asarray(result["image"])
         st.image(overlay(image, result["cam"], opacity), width="stretch",
                  caption=f"{result['name']}")
-        verdict = "🔴 tumor" if result["label"] == 1 else "🟢 no tumor"
+        verdict = (":red[:material/warning: tumor]" if result["label"] == 1
+                   else ":green[:material/check_circle: no tumor]")
         st.markdown(f"**{verdict}** · probability **{result['probability']:.3f}**"
                     + (f" · true: {'tumor' if result['truth'] else 'no tumor'}" if result["truth"] is not None else ""))
 for result in results:

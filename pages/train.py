@@ -108,7 +108,9 @@ def live_panel():
     epochs = runs.read_metrics(folder, names.KIND_EPOCH)
     steps = runs.read_metrics(folder, names.KIND_STEP)
     state = status.get("state", "unknown")
-    icon = {"running": "🟢", "queued": "⏳", "finished": "✅", "stopped": "⏹️", "failed": "❌"}.get(state, "❔")
+    icon = {"running": ":material/play_circle:", "queued": ":material/hourglass_top:",
+            "finished": ":material/check_circle:", "stopped": ":material/stop_circle:",
+            "failed": ":material/error:"}.get(state, ":material/help:")
     st.markdown(f"### {icon} {watched}: **{state}**")
     if state == runs.FAILED:
         st.error(f"Failed: {status.get('error')}")
@@ -149,7 +151,7 @@ def live_panel():
             except runs.RunError as err:
                 st.error(str(err))
     if state == runs.FINISHED:
-        buttons[1].page_link("pages/evaluate.py", label="Evaluate this run", icon="📈")
+        buttons[1].page_link("pages/evaluate.py", label="Evaluate", icon=":material/analytics:")
     with st.expander("Log", expanded=state in runs.ACTIVE_STATES):
         st.code(runs.tail(folder / runs.LOG_FILE, 25) or "(no log yet)", language=None)
 

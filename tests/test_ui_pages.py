@@ -1,0 +1,106 @@
+"""Every dashboard page rendered by Streamlit's AppTest against a real run folder."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, blob_image
+from ui_fixtures import make_finished_run
+
+APP = str(ROOT / "streamlit_app.py")
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    folder = make_finished_run(root, tmp_path_factory.mktemp("data"))
+    old = os.environ.get("BRAIN_RUNS_DIR")
+    os.environ["BRAIN_RUNS_DIR"] = str(root)
+    yield folder
+    if old is None:
+        os.environ.pop("BRAIN_RUNS_DIR")
+    else:
+        os.environ["BRAIN_RUNS_DIR"] = old
+
+
+def app_on(page: str, model_choice: str = "run fixture-run") -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["model_choice"] = model_choice
+    at.run()
+    if page != "home":
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def png(tumor: bool) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(blob_image(np.random.default_rng(9), tumor)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_home_shows_model_metrics_data_summary_and_the_leak(run_folder):
+    at = app_on("home")
+    assert "Research software, not a medical device" in at.warning[0].value
+    labels = [m.label for m in at.metric]
+    assert {"accuracy", "sensitivity", "specificity", "ROC AUC"} <= set(labels)
+    assert any("Duplicate leak" in e.value for e in at.error)
+    assert at.dataframe[0].value["split"].tolist() == ["train", "val", "test"]
+
+
+def test_predict_shows_a_probability_for_an_upload_and_an_error_for_a_bad_file(run_folder):
+    at = app_on("predict")
+    at.file_uploader[0].set_value([("scan.png", png(True), "image/png"),
+                                   ("broken.jpg", b"\xff\xd8\xff garbage", "image/jpeg")])
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    good = table[table["file"] == "scan.png"].iloc[0]
+    assert 0.0 <= good["tumor probability"] <= 1.0 and good["predicted class"] in ("tumor", "no tumor")
+    bad = table[table["file"] == "broken.jpg"].iloc[0]
+    assert bad["error"] and np.isnan(bad["tumor probability"])
+    assert any("broken.jpg" in e.value for e in at.error)
+    assert len(at.get("image")) >= 1  # the Grad-CAM overlay
+
+
+def test_train_page_shows_curves_and_status_of_a_finished_run(run_folder):
+    at = app_on("train")
+    assert any("finished" in m.value for m in at.markdown)
+    assert at.get("plotly_chart"), "training curves"
+    assert "Start training" in [b.label for b in at.button]
+
+
+def test_train_form_refuses_a_folder_outside_the_allowed_roots(run_folder, tmp_path):
+    at = app_on("train")
+    at.text_input[0].set_value(str(tmp_path))
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert any("outside the folders the dashboard may read" in e.value for e in at.error)
+
+
+def test_runs_page_lists_the_run_with_best_metrics(run_folder):
+    at = app_on("runs")
+    table = at.dataframe[0].value
+    row = table[table["run"] == "fixture-run"].iloc[0]
+    assert row["status"] == "finished" and 0 <= row["best val accuracy"] <= 1
+
+
+def test_evaluate_page_threshold_slider_updates_the_confusion_matrix(run_folder):
+    at = app_on("evaluate")
+    sensitivity = lambda: next(m.value for m in at.metric if m.label == "sensitivity")
+    at.slider[0].set_value(0.0).run()
+    assert sensitivity() == "100.00%"
+    assert "0 missed tumors" in at.caption[-1].value or any("0 missed tumors" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) >= 4  # confusion matrix, ROC, PR, calibration
+
+
+def test_errors_page_shows_the_gallery_of_mistakes(run_folder):
+    at = app_on("errors")
+    text = " ".join(m.value for m in at.markdown)
+    assert "misclassified" in text
+    assert len(at.get("image")) >= 1
+    assert any(c.value.startswith(("false positive", "false negative")) for c in at.caption)
