@@ -39,6 +39,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # decoupled (AdamW-style), kernels only
     class_weighting: bool = False  # weight classes by inverse frequency
     label_smoothing: float = 0.0
+    ema_decay: float = 0.998  # weight averaging for eval/export; 0 = off
     # Augmentation (train split only)
     augment: bool = True
     flip: bool = True
@@ -67,6 +68,7 @@ class TrainConfig:
             (self.best_metric in BEST_METRICS, f"best_metric must be one of {BEST_METRICS}"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)"),
+            (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
             (len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1) < 1e-6
              and min(self.split_fractions) >= 0, "split_fractions must be 3 numbers summing to 1"),
             (self.split_fractions[1] > 0, "the validation fraction must be positive"),
@@ -107,7 +109,7 @@ def tiny_config(**changes) -> TrainConfig:
     base = TrainConfig(
         image_size=32, preset="resnet10", width=0.125, head_units=(16,), epochs=2,
         batch_size=8, learning_rate=3e-3, warmup_epochs=0.0, log_every_steps=2,
-        rotation_degrees=0.0, zoom=0.0, cache="memory",
+        rotation_degrees=0.0, zoom=0.0, cache="memory", ema_decay=0.9,
     )
     return base.replace(**changes)
 

@@ -28,7 +28,7 @@ def _global_count(labels):
 
 
 def make_train_step(strategy, model, optimizer, learning_rate_fn, *, class_weights=(1.0, 1.0),
-                    label_smoothing: float = 0.0, compile: bool = True):
+                    label_smoothing: float = 0.0, weight_average=None, compile: bool = True):
     """Returns step(distributed_batch) -> (mean loss, probabilities, labels, lr)."""
     variables = model.trainable_variables
 
@@ -44,6 +44,8 @@ def make_train_step(strategy, model, optimizer, learning_rate_fn, *, class_weigh
         # Sum of per-replica gradients of (local sum / global count) = global mean.
         gradients = replica.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
         optimizer.apply(gradients, variables, lr)
+        if weight_average is not None:
+            weight_average.update(optimizer.iterations)
         return loss, tf.sigmoid(logits), labels, lr
 
     def step(batch):

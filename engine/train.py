@@ -170,6 +170,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
     from engine import pipeline
     from engine.manifest import rows_for_split
     from engine.metrics import binary_metrics
+    from engine.ema import WeightAverage
     from engine.model import build_model, count_parameters, decay_mask
     from engine.optim import Adam, learning_rate_at
     from engine.steps import make_eval_step, make_train_step
@@ -208,9 +209,16 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
                          weight_decay=config.weight_decay)
         epoch_var = tf.Variable(0, dtype=tf.int64, name="epoch", trainable=False)
         best_var = tf.Variable(float("nan"), dtype=tf.float32, name="best", trainable=False)
+        average_model = build_model(config) if config.ema_decay > 0 else None
+        weight_average = (WeightAverage(model, average_model, config.ema_decay)
+                          if average_model is not None else None)
+        eval_model = average_model or model
+        tracked = dict(average_model=average_model) if average_model is not None else {}
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var,
-                                         best=best_var)
-        best_checkpoint = tf.train.Checkpoint(model=model)
+                                         best=best_var, **tracked)
+        # The best checkpoint holds the model that is evaluated (the average, if on)
+        # under the name "model", which is what export and evaluation restore.
+        best_checkpoint = tf.train.Checkpoint(model=eval_model)
     manager = tf.train.CheckpointManager(checkpoint, str(folder / runs.CHECKPOINT_DIR),
                                          max_to_keep=config.keep_checkpoints)
     best_manager = tf.train.CheckpointManager(best_checkpoint, str(folder / runs.BEST_DIR),
@@ -239,8 +247,9 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
         pipeline.eval_dataset(val_decoded, global_batch))
     train_step = make_train_step(strategy, model, optimizer, lr_fn,
                                  class_weights=_class_weights(config, [r.label for r in train_rows]),
-                                 label_smoothing=config.label_smoothing)
-    eval_step = make_eval_step(strategy, model)
+                                 label_smoothing=config.label_smoothing,
+                                 weight_average=weight_average)
+    eval_step = make_eval_step(strategy, eval_model)
     writer = tf.summary.create_file_writer(str(folder / "tb"))
     metrics_path = folder / runs.METRICS_FILE
     _drop_records_after(metrics_path, int(epoch_var.numpy()))
@@ -306,6 +315,8 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
                                      error=None, stopped_by=stop.signal_name)
 
         # Validation, in inference mode, every image exactly once.
+        if weight_average is not None:
+            weight_average.copy_statistics()
         val_probs, val_labels, val_losses = [], [], []
         for batch in val_batches:
             probs, labels, losses = eval_step(batch)
