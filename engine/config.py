@@ -117,9 +117,10 @@ def tiny_config(**changes) -> TrainConfig:
 def compact_config(**changes) -> TrainConfig:
     """The CPU-sized preset behind the shipped model."""
     base = TrainConfig(
-        image_size=128, preset="resnet10", width=0.5, head_units=(128,), epochs=40,
-        batch_size=32, learning_rate=2e-3, warmup_epochs=1.0, weight_decay=0.02,
-        best_metric="val/loss",
+        image_size=160, preset="resnet10", width=0.5, head_units=(128,), dropout=0.3,
+        epochs=40, batch_size=32, learning_rate=2e-3, warmup_epochs=1.0, weight_decay=0.05,
+        label_smoothing=0.05, rotation_degrees=15.0, zoom=0.15, brightness=0.15, contrast=0.2,
+        ema_decay=0.998, best_metric="val/loss",
     )
     return base.replace(**changes)
 

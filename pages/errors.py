@@ -8,7 +8,11 @@ import streamlit as st
 
 from engine.explain import overlay
 from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes, resize_rgb
-from ui.common import SHIPPED_DIR, model_for, read_json, read_predictions, selected_model_dir
+from ui.common import (
+    SHIPPED_DIR, model_for, read_json, read_predictions, require_navigation, selected_model_dir,
+)
+
+require_navigation()
 
 st.title("Errors")
 model_dir = selected_model_dir()

@@ -7,7 +7,11 @@ import streamlit as st
 
 from engine.evaluate import classification_report
 from ui import charts
-from ui.common import SHIPPED_DIR, percent, read_json, read_predictions, selected_model_dir
+from ui.common import (
+    SHIPPED_DIR, percent, read_json, read_predictions, require_navigation, selected_model_dir,
+)
+
+require_navigation()
 
 st.title("Evaluate")
 model_dir = selected_model_dir()

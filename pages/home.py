@@ -4,7 +4,11 @@ data set with the duplicate leak made visible."""
 import streamlit as st
 
 from engine import runs
-from ui.common import RESEARCH_NOTE, SHIPPED_DIR, percent, read_json, selected_model_dir
+from ui.common import (
+    RESEARCH_NOTE, SHIPPED_DIR, percent, read_json, require_navigation, selected_model_dir,
+)
+
+require_navigation()
 
 st.title("Brain-tumor classifier dashboard")
 st.warning(RESEARCH_NOTE, icon=":material/warning:")

@@ -9,7 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from engine.explain import overlay
-from ui.common import RESEARCH_NOTE, model_for, selected_model_dir
+from ui.common import RESEARCH_NOTE, model_for, require_navigation, selected_model_dir
+
+require_navigation()
 
 MAX_UPLOAD_MB = st.get_option("server.maxUploadSize")
 

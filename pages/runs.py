@@ -7,7 +7,9 @@ import streamlit as st
 from engine import metric_names as names
 from engine import runs
 from ui import charts
-from ui.common import duration, runs_root
+from ui.common import duration, require_navigation, runs_root
+
+require_navigation()
 
 st.title("Runs")
 all_runs = runs.list_runs(runs_root())

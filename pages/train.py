@@ -11,7 +11,9 @@ from engine import runs
 from engine.config import PRESETS, SCHEDULES, TrainConfig, compact_config
 from engine.sources import DataLayoutError, check_data_dir_allowed, discover
 from ui import charts
-from ui.common import duration, percent, runs_root
+from ui.common import duration, percent, require_navigation, runs_root
+
+require_navigation()
 
 st.title("Train")
 defaults = compact_config()
@@ -42,7 +44,7 @@ with st.expander("Start a new training run", expanded=not runs.active_runs(runs_
                                "there are several, else the one device")
         c1, c2, c3, c4 = st.columns(4)
         preset = c1.selectbox("Preset", PRESETS, index=PRESETS.index(defaults.preset))
-        width = c2.number_input("Width multiplier", 0.0625, 2.0, defaults.width, 0.0625)
+        width = c2.number_input("Width multiplier", 0.0625, 2.0, defaults.width, 0.0625, format="%.4f")
         image_size = c3.number_input("Image size (px)", 32, 512, defaults.image_size, 16)
         epochs = c4.number_input("Epochs", 1, 500, defaults.epochs)
         c1, c2, c3, c4 = st.columns(4)

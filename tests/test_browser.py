@@ -1,0 +1,135 @@
+"""End to end in a real browser: `streamlit run` on a free localhost port, driven by
+headless Chromium (Debian's package) through Playwright. Screenshots go to
+test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, write_class_folders
+from ui_fixtures import make_finished_run
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (scripts/test.sh installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs_root = tmp_path_factory.mktemp("runs")
+    data_root = tmp_path_factory.mktemp("data")
+    make_finished_run(runs_root, data_root / "noisy")
+    train_data = write_class_folders(data_root / "train", per_class=24, seed=3)
+    port = free_port()
+    env = dict(os.environ, BRAIN_RUNS_DIR=str(runs_root), BRAIN_DATA_ROOTS=str(data_root),
+               PYTHONPATH=str(ROOT))
+    log = open(runs_root / "streamlit.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("streamlit did not start: " + (runs_root / "streamlit.log").read_text())
+    yield {"url": f"http://127.0.0.1:{port}", "train_data": train_data, "runs": runs_root}
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_upload_on_predict_shows_a_probability(server, page, tmp_path):
+    image = next((server["train_data"] / "yes").iterdir())
+    page.goto(f"{server['url']}/predict?model=fixture-run")
+    page.get_by_text("Upload one or more images").wait_for()
+    page.locator("input[type=file]").set_input_files(str(image))
+    result = page.get_by_text(re.compile(r"probability \d\.\d{3}"))
+    result.first.wait_for()
+    probability = float(re.search(r"probability (\d\.\d{3})", result.first.inner_text()).group(1))
+    assert 0.0 <= probability <= 1.0
+    page.locator("img").first.wait_for()
+    shot(page, "predict")
+
+
+def test_start_a_tiny_training_and_watch_it_finish(server, page):
+    page.goto(f"{server['url']}/train")
+    page.get_by_role("textbox", name="Data folder", exact=True).fill(str(server["train_data"]))
+    page.get_by_role("textbox", name="Run name", exact=True).fill("browser-run")
+    page.get_by_role("spinbutton", name="Width multiplier", exact=True).fill("0.125")
+    page.get_by_role("spinbutton", name="Image size (px)", exact=True).fill("32")
+    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("3")
+    page.get_by_role("spinbutton", name="Batch size (global)", exact=True).fill("8")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile(r"Started run .*browser-run")).wait_for()
+    page.get_by_text(re.compile(r"browser-run: finished")).wait_for(timeout=180_000)
+    page.locator(".js-plotly-plot").first.wait_for()
+    shot(page, "train")
+    runs = [p.name for p in server["runs"].iterdir() if p.name.endswith("browser-run")]
+    assert runs, "the run folder was created"
+
+
+def test_errors_page_shows_misclassified_images(server, page):
+    page.goto(f"{server['url']}/errors?model=fixture-run")
+    page.get_by_text(re.compile(r"are misclassified")).wait_for()
+    page.get_by_text(re.compile(r"^(false positive|false negative)")).first.wait_for()
+    page.locator("[data-testid=stImage] img").first.wait_for()
+    shot(page, "errors")
+
+
+def test_home_and_evaluate_render(server, page):
+    page.goto(f"{server['url']}/?model=fixture-run")
+    page.get_by_text("Duplicate leak").wait_for()
+    shot(page, "home")
+    page.goto(f"{server['url']}/evaluate?model=fixture-run")
+    page.get_by_text("Decision threshold").wait_for()
+    page.locator(".js-plotly-plot").nth(3).wait_for()
+    shot(page, "evaluate")
