@@ -147,6 +147,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resum
     (folder / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
     _setup_logging(folder)
     stop = stop or StopRequested()
+    if not (folder / runs.CONFIG_FILE).exists():
+        # Written first, so a run killed during data preparation can still be resumed.
+        runs.write_json_atomic(folder / runs.CONFIG_FILE, {"config": config.to_dict()})
     runs.write_status(folder, runs.RUNNING, pid=os.getpid(), started=time.time(), ended=None,
                       error=None)
     try:
@@ -387,13 +390,13 @@ def _is_better(value, best, metric: str) -> bool:
 
 def _drop_records_after(metrics_path: Path, completed_epochs: int) -> None:
     """On resume, forget metric lines written after the checkpoint we resume from, so
-    the history has no duplicated epochs."""
+    the history has no duplicated epochs, and drop any half-written line."""
     if not metrics_path.exists():
         return
+    # Rewritten every time: a process killed mid-write leaves a partial last line
+    # that the next append would otherwise glue onto a good record.
     records = runs.read_jsonl(metrics_path)
     kept = [r for r in records if r.get("epoch", 0) <= completed_epochs]
-    if len(kept) == len(records):
-        return
     tmp = metrics_path.with_suffix(".tmp")
     with open(tmp, "w") as handle:
         for record in kept:

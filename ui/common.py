@@ -22,12 +22,14 @@ def require_navigation() -> None:
     """Call first in every page. Streamlit treats a folder named pages/ beside the
     entry file as an old-style multipage app until ``st.navigation`` has run once in
     the server process, so a first visit straight to /predict would run the page
-    without the app's sidebar and navigation. Switch to navigation mode and rerun
-    through streamlit_app.py."""
+    without the app's sidebar and navigation. Switch to navigation mode and run the
+    app shell instead."""
     from streamlit.runtime.pages_manager import PagesManager
     if PagesManager.uses_pages_directory:
+        from ui.app import run_app
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        run_app()  # in this same run, so a click that triggered it is not lost
+        st.stop()
 
 
 def runs_root() -> Path:

@@ -1,0 +1,52 @@
+"""The same ResNet built with Keras layers: the reference a user would otherwise pick
+(``model.fit``). Used only by the benchmarks, never by the engine."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from engine.model import BN_EPSILON, BN_MOMENTUM, DEPTHS, stage_widths
+
+
+def _bn():
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
+
+
+def _basic(x, channels, stride):
+    shortcut = x
+    y = layers.Conv2D(channels, 3, stride, "same", use_bias=False)(x)
+    y = layers.ReLU()(_bn()(y))
+    y = _bn()(layers.Conv2D(channels, 3, 1, "same", use_bias=False)(y))
+    if stride != 1 or x.shape[-1] != channels:
+        shortcut = _bn()(layers.Conv2D(channels, 1, stride, "same", use_bias=False)(x))
+    return layers.ReLU()(y + shortcut)
+
+
+def _bottleneck(x, channels, stride):
+    out = channels * 4
+    shortcut = x
+    y = layers.ReLU()(_bn()(layers.Conv2D(channels, 1, 1, "same", use_bias=False)(x)))
+    y = layers.ReLU()(_bn()(layers.Conv2D(channels, 3, stride, "same", use_bias=False)(y)))
+    y = _bn()(layers.Conv2D(out, 1, 1, "same", use_bias=False)(y))
+    if stride != 1 or x.shape[-1] != out:
+        shortcut = _bn()(layers.Conv2D(out, 1, stride, "same", use_bias=False)(x))
+    return layers.ReLU()(y + shortcut)
+
+
+def keras_resnet(preset: str, width: float, head_units: tuple[int, ...], image_size: int) -> keras.Model:
+    depths, bottleneck = DEPTHS[preset]
+    block = _bottleneck if bottleneck else _basic
+    widths = stage_widths(width)
+    inputs = keras.Input((image_size, image_size, 3))
+    x = layers.Rescaling(2.0, offset=-1.0)(inputs)
+    x = layers.ReLU()(_bn()(layers.Conv2D(widths[0], 7, 2, "same", use_bias=False)(x)))
+    x = layers.MaxPooling2D(3, 2, "same")(x)
+    for stage, (blocks, channels) in enumerate(zip(depths, widths)):
+        for index in range(blocks):
+            x = block(x, channels, 2 if index == 0 and stage > 0 else 1)
+    x = layers.GlobalAveragePooling2D()(x)
+    for units in head_units:
+        x = layers.Dense(units, activation="relu")(x)
+    outputs = layers.Dense(1)(x)
+    return keras.Model(inputs, outputs)

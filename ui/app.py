@@ -1,0 +1,23 @@
+"""The app shell: page config, navigation over pages/, shared sidebar."""
+
+import streamlit as st
+
+from ui.common import sidebar
+
+PAGES = [
+    ("pages/home.py", "Home", ":material/home:"),
+    ("pages/predict.py", "Predict", ":material/image_search:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/runs.py", "Runs", ":material/list:"),
+    ("pages/evaluate.py", "Evaluate", ":material/analytics:"),
+    ("pages/errors.py", "Errors", ":material/report:"),
+]
+
+
+def run_app() -> None:
+    st.set_page_config(page_title="Brain-tumor classifier dashboard", page_icon=":material/neurology:",
+                       layout="wide")
+    navigation = st.navigation([st.Page(path, title=title, icon=icon, default=index == 0)
+                                for index, (path, title, icon) in enumerate(PAGES)])
+    sidebar()
+    navigation.run()
