@@ -164,8 +164,8 @@ def read_status(folder: str | os.PathLike) -> dict:
     if status is None:
         return {"state": "unknown", "error": "no status.json"}
     if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid")):
-        started = status.get("state") == RUNNING or time.time() - status.get("updated", 0) > 60
-        if started:
+        # A queued run without a pid yet is being launched; give it a minute.
+        if status.get("pid") or time.time() - status.get("updated", 0) > 60:
             status = dict(status)
             status["state"] = FAILED
             status["error"] = "process ended unexpectedly"
@@ -327,12 +327,26 @@ def stop_run(folder: str | os.PathLike, grace_seconds: float = 60.0) -> str:
     deadline = time.time() + grace_seconds
     while time.time() < deadline:
         if not pid_alive(pid):
+            _reap(pid)
+            final = read_json(folder / STATUS_FILE, {}) or {}
+            if final.get("state") in ACTIVE_STATES:
+                # Stopped before its signal handler was installed (still starting up).
+                write_status(folder, STOPPED, ended=time.time(), error=None,
+                             stopped_by="SIGTERM before training started")
             return read_status(folder).get("state", "unknown")
         time.sleep(0.2)
     _signal_group(pid, signal.SIGKILL)
     write_status(folder, STOPPED, ended=time.time(),
                  error=f"killed after not stopping within {grace_seconds:.0f} s")
     return STOPPED
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child's exit status so it does not linger as a zombie."""
+    try:
+        os.waitpid(int(pid), os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def _signal_group(pid: int, sig: int) -> None:
