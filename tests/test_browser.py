@@ -53,7 +53,8 @@ def server(tmp_path_factory):
     else:
         process.kill()
         pytest.fail("streamlit did not start: " + (runs_root / "streamlit.log").read_text())
-    yield {"url": f"http://127.0.0.1:{port}", "train_data": train_data, "runs": runs_root}
+    yield {"url": f"http://127.0.0.1:{port}", "train_data": train_data, "runs": runs_root,
+           "pid": process.pid}
     process.terminate()
     try:
         process.wait(timeout=20)

@@ -104,3 +104,32 @@ def test_errors_page_shows_the_gallery_of_mistakes(run_folder):
     assert "misclassified" in text
     assert len(at.get("image")) >= 1
     assert any(c.value.startswith(("false positive", "false negative")) for c in at.caption)
+
+
+def test_runs_page_with_50_runs_does_not_load_tensorflow(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from engine import runs
+    for index in range(50):
+        folder = tmp_path / f"run{index:02d}"
+        folder.mkdir()
+        runs.write_json_atomic(folder / "config.json", {"config": {"preset": "resnet10", "epochs": 3}})
+        runs.write_status(folder, runs.FINISHED, started=time.time() - 60, ended=time.time())
+        for epoch in (1, 2, 3):
+            runs.append_jsonl(folder / "metrics.jsonl", {"kind": "epoch", "epoch": epoch,
+                                                         "val/accuracy": 0.5 + epoch / 10, "val/auc": 0.9})
+    code = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({json.dumps(APP)}, default_timeout=60)\n"
+        "at.run(); at.switch_page('pages/runs.py'); at.run()\n"
+        "assert not at.exception, [e.value for e in at.exception]\n"
+        "print(len(at.dataframe[0].value), 'tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, BRAIN_RUNS_DIR=str(tmp_path), PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["50", "False"]
