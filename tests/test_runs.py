@@ -83,3 +83,29 @@ def test_start_and_stop_a_detached_training(synthetic_data, tmp_path):
     assert runs.stop_run(folder, grace_seconds=60) == "stopped"
     assert not runs.pid_alive(pid)
     assert [r.run_id for r in runs.active_runs(tmp_path / "runs")] == []
+
+
+def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    time.sleep(0.5)
+    runs.write_status(tmp_path, runs.RUNNING, pid=process.pid)
+    assert runs.stop_run(tmp_path, grace_seconds=1.0) == "stopped"
+    assert process.wait(timeout=10) == -9
+    assert "killed after not stopping" in runs.read_status(tmp_path)["error"]
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda root: None, "does not exist"),
+    (lambda root: (root / "cats").mkdir(parents=True), "Understood layouts"),
+    (lambda root: ((root / "yes").mkdir(parents=True), (root / "no").mkdir()), "no tumor images"),
+])
+def test_cli_refuses_bad_data_folders_before_starting(tmp_path, setup, message):
+    data = tmp_path / "data"
+    setup(data)
+    out = subprocess.run([sys.executable, "-m", "engine.train", "--data-dir", str(data),
+                          "--run-dir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert runs.read_status(tmp_path / "run")["state"] == "failed"
