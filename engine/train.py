@@ -313,7 +313,10 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
             save_checkpoint()
             log.info("stop requested (%s): checkpoint saved at step %d", stop.signal_name,
                      int(optimizer.iterations.numpy()))
-            _export_best(best_manager, config, folder)
+            try:
+                _export_best(best_manager, config, folder)
+            except Exception:  # noqa: BLE001 - the checkpoint is safe; resume re-exports
+                log.exception("exporting the best model failed; the checkpoint is kept")
             return runs.write_status(folder, runs.STOPPED, ended=time.time(),
                                      error=None, stopped_by=stop.signal_name)
 
