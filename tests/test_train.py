@@ -121,3 +121,16 @@ def test_sigterm_to_the_cli_process_stops_cleanly(data_dir, tmp_path):
     checkpoint = tf.train.latest_checkpoint(str(folder / "checkpoints"))
     model = build_model(tiny_config())
     tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+
+
+def test_file_cache_and_two_logical_devices(data_dir, tmp_path):
+    """Data that does not fit in memory is cached on disk; devices=cpu:2 trains on
+    two replicas (the CPU split by conftest)."""
+    config = tiny_config(data_dir=str(data_dir), epochs=1, dedup_distance=-1, cache="file",
+                         devices="cpu:2")
+    status = train_and_evaluate(config, tmp_path)
+    assert status["state"] == "finished", status.get("error")
+    assert list((tmp_path / "cache").glob("train*.index"))
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert stored["derived"]["replicas"] == 2 and stored["derived"]["per_replica_batch_size"] == 4
+    assert len(stored["environment"]["devices"]) == 2
