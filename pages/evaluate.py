@@ -1,7 +1,6 @@
 """Evaluate: metrics, confusion matrix, ROC, precision-recall and calibration for the
 chosen model and split, with a live threshold slider and a per-modality breakdown."""
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 

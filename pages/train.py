@@ -2,7 +2,6 @@
 through its run folder (progress, curves, log), stop or resume it. Closing the
 browser does not stop training; reopening shows it."""
 
-import time
 
 import streamlit as st
 

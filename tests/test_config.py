@@ -1,7 +1,7 @@
 import pytest
 
 from engine.config import TrainConfig, compact_config, tiny_config
-from engine.train import build_parser, config_from_args
+from engine.cli import build_parser, config_from_args
 
 
 def test_round_trip_and_unknown_keys_rejected():

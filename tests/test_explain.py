@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from conftest import write_class_folders
 from engine.config import tiny_config

@@ -5,7 +5,6 @@ bounded (the model is loaded once, not per session)."""
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 
 import numpy as np

@@ -3,7 +3,6 @@
 import errno
 import threading
 
-import pytest
 import tensorflow as tf
 
 from engine import runs

