@@ -40,6 +40,7 @@ class TrainConfig:
     class_weighting: bool = False  # weight classes by inverse frequency
     label_smoothing: float = 0.0
     ema_decay: float = 0.998  # weight averaging for eval/export; 0 = off
+    flip_tta: bool = True  # exported model averages the image and its mirror
     # Augmentation (train split only)
     augment: bool = True
     flip: bool = True

@@ -143,8 +143,10 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
         rows = read_manifest(manifest or model_dir / runs.MANIFEST_FILE)
         val_rows = rows_for_split(rows, "val")
         rows = rows_for_split(rows, split)
-    if limit:
-        rows = rows[:limit]
+    if limit and limit < len(rows):
+        # Evenly spaced over the split (which is ordered by class folder), so a fixed
+        # sample keeps both classes in proportion.
+        rows = [rows[int(i)] for i in np.linspace(0, len(rows) - 1, limit).round()]
     if not rows:
         raise ValueError(f"no usable images for split {split!r}")
     if val_rows and (recalibrate or "temperature_fitted" not in info):

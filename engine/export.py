@@ -2,11 +2,22 @@
 serve: ``serving_default`` maps a batch of [0, 1] images to the tumor probability and
 ``explain`` adds the Grad-CAM map. Threshold and temperature live beside it in
 model.json, because they are chosen after training, on validation data.
+
+``python -m engine.export RUN_DIR`` re-exports a run's best checkpoint.
+
+Flip test-time augmentation (on by default): the logit is the mean of the image's and
+its left-right mirror's. Axial brain slices are roughly symmetric and a tumor may sit
+on either side, so the mirror is an equally valid view; averaging the two steadies
+the prediction (on the shipped model's validation split it is measured in the model
+card).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import tensorflow as tf
@@ -14,45 +25,107 @@ import tensorflow as tf
 from engine.explain import grad_cam
 
 
+def predict_logits(model, images, flip_tta: bool):
+    """Inference-mode logits, averaged with the mirrored image's when ``flip_tta``."""
+    logits, _ = model(images, training=False)
+    if flip_tta:
+        mirrored, _ = model(tf.reverse(images, axis=[2]), training=False)
+        logits = (logits + mirrored) / 2.0
+    return logits
+
+
+def explain_logits(model, images, flip_tta: bool):
+    """(logits, Grad-CAM [B, H, W] in [0, 1]) with the same averaging as predict_logits."""
+    logits, cam = grad_cam(model, images)
+    if flip_tta:
+        mirrored_logits, mirrored_cam = grad_cam(model, tf.reverse(images, axis=[2]))
+        logits = (logits + mirrored_logits) / 2.0
+        cam = (cam + tf.reverse(mirrored_cam, axis=[2])) / 2.0
+        cam = tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=[1, 2], keepdims=True))
+    return logits, cam
+
+
 class ServingModule(tf.Module):
-    def __init__(self, model, image_size: int):
+    def __init__(self, model, image_size: int, flip_tta: bool = True):
         super().__init__(name="serving")
         self.model = model
+        self.flip_tta = bool(flip_tta)
         self.image_size = tf.Variable(image_size, trainable=False, name="image_size")
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
         self.serve = tf.function(self._serve, input_signature=[spec])
         self.explain = tf.function(self._explain, input_signature=[spec])
 
     def _serve(self, images):
-        logits, _ = self.model(images, training=False)
+        logits = predict_logits(self.model, images, self.flip_tta)
         return {"probability": tf.sigmoid(logits), "logit": logits}
 
     def _explain(self, images):
-        logits, cam = grad_cam(self.model, images)
+        logits, cam = explain_logits(self.model, images, self.flip_tta)
         return {"probability": tf.sigmoid(logits), "logit": logits, "cam": cam}
 
 
-def export_saved_model(model, image_size: int, directory: str | Path) -> Path:
+def export_saved_model(model, image_size: int, directory: str | Path, flip_tta: bool = True) -> Path:
+    """Write the SavedModel to a temp folder, then swap it in, so a reader never loads
+    a half-written export."""
     directory = Path(directory)
-    module = ServingModule(model, image_size)
+    module = ServingModule(model, image_size, flip_tta)
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
-        import shutil
         shutil.rmtree(tmp)
     tf.saved_model.save(module, str(tmp), signatures={
         "serving_default": module.serve, "explain": module.explain})
     if directory.exists():
-        import shutil
         shutil.rmtree(directory)
     tmp.rename(directory)
     return directory
 
 
-def write_model_info(path: str | Path, info: dict) -> None:
-    from engine.runs import write_json_atomic
-    write_json_atomic(path, info)
+def export_run(folder: str | Path, checkpoint: str | None = None, flip_tta: bool = True) -> Path:
+    """Export a run's best checkpoint (or ``checkpoint``) from a fresh model built
+    outside any strategy, so the export holds plain variables, and update model.json.
+    A changed export invalidates the stored calibration, which evaluation refits."""
+    from engine import runs
+    from engine.config import TrainConfig
+    from engine.model import build_model
+    folder = Path(folder)
+    config = TrainConfig.from_dict(runs.read_config_file(folder)["config"])
+    checkpoint = checkpoint or tf.train.latest_checkpoint(str(folder / runs.BEST_DIR))
+    if not checkpoint:
+        raise FileNotFoundError(f"no best checkpoint in {folder / runs.BEST_DIR}")
+    model = build_model(config)
+    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    export_saved_model(model, config.image_size, folder / runs.EXPORT_DIR, flip_tta)
+    info_path = folder / runs.MODEL_INFO_FILE
+    info = runs.read_json(info_path, {}) or {}
+    info.update({"image_size": config.image_size, "checkpoint": checkpoint, "preset": config.preset,
+                 "width": config.width, "flip_tta": bool(flip_tta),
+                 "threshold": 0.5, "temperature": 1.0})
+    info.pop("temperature_fitted", None)
+    runs.write_json_atomic(info_path, info)
+    return folder / runs.EXPORT_DIR
 
 
 def read_model_info(path: str | Path) -> dict:
     with open(path) as handle:
         return json.load(handle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.export",
+                                     description="Re-export a run's best checkpoint as a SavedModel.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--checkpoint", help="a specific checkpoint prefix instead of the best")
+    parser.add_argument("--no-flip-tta", action="store_true", help="serve the plain logit")
+    args = parser.parse_args(argv)
+    try:
+        path = export_run(args.run_dir, args.checkpoint, not args.no_flip_tta)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported {path}; run `python -m engine.evaluate --model {args.run_dir} --split test` "
+          "to recalibrate and evaluate")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -370,23 +370,11 @@ def _drop_records_after(metrics_path: Path, completed_epochs: int) -> None:
 
 
 def _export_best(best_manager, config: TrainConfig, folder: Path) -> None:
-    """Export the best checkpoint as a SavedModel, from a fresh model built outside any
-    strategy so the export holds plain variables."""
-    import tensorflow as tf
-
-    from engine.export import export_saved_model, write_model_info
-    from engine.model import build_model
+    """Export the best checkpoint as a SavedModel (see engine.export.export_run)."""
+    from engine.export import export_run
     if not best_manager.latest_checkpoint:
         return
-    model = build_model(config)
-    tf.train.Checkpoint(model=model).restore(best_manager.latest_checkpoint).expect_partial()
-    export_saved_model(model, config.image_size, folder / runs.EXPORT_DIR)
-    info_path = folder / runs.MODEL_INFO_FILE
-    info = runs.read_json(info_path, {}) or {}
-    info.update({"image_size": config.image_size, "checkpoint": best_manager.latest_checkpoint,
-                 "preset": config.preset, "width": config.width,
-                 "threshold": info.get("threshold", 0.5), "temperature": info.get("temperature", 1.0)})
-    write_model_info(info_path, info)
+    export_run(folder, best_manager.latest_checkpoint, config.flip_tta)
     log.info("exported best model to %s", folder / runs.EXPORT_DIR)
 
 

@@ -1,0 +1,42 @@
+"""CI guard for the shipped model: it loads from checkpoints/ alone and its accuracy on
+a fixed sample of the test split matches the model card."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+CHECKPOINTS = ROOT / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def card():
+    return json.loads((CHECKPOINTS / "model_card.json").read_text())
+
+
+def test_shipped_model_is_small_and_complete():
+    size = sum(p.stat().st_size for p in (CHECKPOINTS / "export").rglob("*") if p.is_file())
+    assert size < 25 * 1024 * 1024
+    for name in ("model.json", "config.json", "manifest.csv", "README.md", "eval_test.json"):
+        assert (CHECKPOINTS / name).exists(), name
+
+
+def test_shipped_model_accuracy_on_a_fixed_test_sample_matches_the_card(card, tmp_path):
+    from engine.evaluate import evaluate
+    report = evaluate(CHECKPOINTS, "test", out_dir=tmp_path, limit=card["ci_sample_size"])
+    assert report["count"] == card["ci_sample_size"] >= 200
+    assert report["accuracy"] == pytest.approx(card["ci_sample_accuracy"], abs=0.005)
+    assert report["accuracy"] == pytest.approx(card["test_accuracy"], abs=0.04)
+    info = json.loads((CHECKPOINTS / "model.json").read_text())
+    assert report["threshold"] == pytest.approx(info["threshold"])
+
+
+def test_shipped_model_predicts_with_tensorflow_alone():
+    import tensorflow as tf
+    loaded = tf.saved_model.load(str(CHECKPOINTS / "export"))
+    size = int(loaded.image_size.numpy())
+    images = np.zeros((2, size, size, 3), np.float32)
+    probability = loaded.signatures["serving_default"](images=tf.constant(images))["probability"].numpy()
+    assert probability.shape == (2,) and np.all((0 <= probability) & (probability <= 1))
