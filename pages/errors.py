@@ -14,6 +14,18 @@ from ui.common import (
 
 require_navigation()
 
+@st.cache_data(show_spinner=False)
+def _groups_from(manifest: str, mtime: float) -> dict:
+    from engine.manifest import read_manifest
+    return {row.path: row.group for row in read_manifest(manifest) if row.usable}
+
+
+def duplicate_groups(folder: Path) -> dict:
+    """path -> duplicate group, from the model's manifest (empty if it has none)."""
+    manifest = folder / "manifest.csv"
+    return _groups_from(str(manifest), manifest.stat().st_mtime) if manifest.exists() else {}
+
+
 st.title("Errors")
 model_dir = selected_model_dir()
 split = st.radio("Split", ["test", "val"], horizontal=True)
@@ -30,16 +42,25 @@ wrong["kind"] = np.where(wrong["label"] == 1, "false negative", "false positive"
 wrong["confidence"] = np.abs(wrong["probability"] - threshold)
 wrong = wrong.sort_values("confidence", ascending=False)
 
-c1, c2, c3 = st.columns(3)
+groups = duplicate_groups(model_dir)
+wrong["group"] = wrong["path"].map(groups).fillna(-1).astype(int) if groups else -1
+c1, c2, c3, c4 = st.columns(4)
 kinds = c1.multiselect("Kind", ["false negative", "false positive"], ["false negative", "false positive"])
 modalities = sorted(frame["modality"].astype(str).unique())
 chosen_modalities = c2.multiselect("Modality", modalities, modalities)
 limit = c3.number_input("Show at most", 4, 200, 24, 4)
+one_per_group = c4.checkbox("One per duplicate group", bool(groups),
+                            help="Br35H holds many copies of a slice; show each group's worst copy once")
 opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05)
-shown = wrong[wrong["kind"].isin(kinds) & wrong["modality"].astype(str).isin(chosen_modalities)].head(int(limit))
+selected = wrong[wrong["kind"].isin(kinds) & wrong["modality"].astype(str).isin(chosen_modalities)].copy()
+selected["copies"] = selected.groupby("group")["path"].transform("count") if groups else 1
+if one_per_group and groups:
+    selected = selected.drop_duplicates("group")  # sorted worst first, so the worst copy stays
+shown = selected.head(int(limit))
 name = "shipped model" if model_dir == SHIPPED_DIR else f"run {model_dir.name}"
+group_note = (f" in {wrong['group'].nunique()} duplicate groups" if groups else "")
 st.write(f"**{len(wrong)}** of {len(frame)} {split} images are misclassified by the {name} at threshold "
-         f"{threshold:.3f} ({(wrong['kind'] == 'false negative').sum()} missed tumors, "
+         f"{threshold:.3f}{group_note} ({(wrong['kind'] == 'false negative').sum()} missed tumors, "
          f"{(wrong['kind'] == 'false positive').sum()} false alarms). Worst first.")
 if shown.empty:
     st.success("No misclassified images match these filters.")
@@ -66,7 +87,9 @@ stamp = (model_dir / "model.json").stat().st_mtime if (model_dir / "model.json")
 columns = st.columns(4)
 for index, (_, item) in enumerate(shown.iterrows()):
     with columns[index % 4]:
-        caption = f"{item['kind']} · p(tumor) {item['probability']:.3f} · {item['modality']}"
+        copies = int(item["copies"]) if "copies" in item else 1
+        caption = (f"{item['kind']} · p(tumor) {item['probability']:.3f} · {item['modality']}"
+                   + (f" · {copies} copies misclassified" if copies > 1 else ""))
         try:
             rgb, cam = heatmap(str(model_dir), item["path"], stamp)
         except ImageDecodeError as err:

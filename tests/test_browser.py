@@ -125,11 +125,17 @@ def test_errors_page_shows_misclassified_images(server, page):
     shot(page, "errors")
 
 
-def test_home_and_evaluate_render(server, page):
-    page.goto(f"{server['url']}/?model=fixture-run")
+def test_home_evaluate_and_errors_with_the_shipped_model(server, page):
+    page.goto(server["url"])
     page.get_by_text("Duplicate leak").wait_for()
+    page.get_by_text("Held-out test split").wait_for()
     shot(page, "home")
-    page.goto(f"{server['url']}/evaluate?model=fixture-run")
+    page.goto(f"{server['url']}/evaluate")
     page.get_by_text("Decision threshold").wait_for()
+    page.get_by_text("Model: shipped model").wait_for()
     page.locator(".js-plotly-plot").nth(3).wait_for()
     shot(page, "evaluate")
+    page.goto(f"{server['url']}/errors")
+    page.get_by_text(re.compile(r"are misclassified by the shipped model")).wait_for()
+    page.locator("[data-testid=stImage] img").nth(3).wait_for()
+    shot(page, "errors_shipped")
