@@ -45,7 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainConfig:
+def explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """Names of the options actually given on the command line. A flag equal to its
+    default still counts: ``--compact --epochs 20`` must mean 20 epochs even though
+    20 is also TrainConfig's default."""
+    import copy
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                     argv: list[str] | None = None) -> TrainConfig:
+    """The config the command line asks for: the base (``--config`` file, ``--compact``
+    preset, or TrainConfig's defaults) with every explicitly given option applied."""
     from engine.config import compact_config
     base = TrainConfig()
     if args.config:
@@ -63,11 +77,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         "max_steps_per_epoch": "max_steps_per_epoch", "seed": "seed",
         "rotation_degrees": "rotation_degrees", "zoom": "zoom",
     }
-    changes = {}
-    for arg, field_name in mapping.items():
-        value = getattr(args, arg)
-        if value != parser.get_default(arg):
-            changes[field_name] = value
+    given = explicit_options(parser, argv)
+    changes = {field_name: getattr(args, arg) for arg, field_name in mapping.items() if arg in given}
     if args.class_weighting:
         changes["class_weighting"] = True
     if args.no_augment:

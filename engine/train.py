@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         resume = True
     else:
         try:
-            config = config_from_args(args, parser)
+            config = config_from_args(args, parser, argv)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

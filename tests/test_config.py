@@ -20,9 +20,16 @@ def test_invalid_values_raise(bad):
 
 def test_cli_flags_map_onto_the_config():
     parser = build_parser()
-    args = parser.parse_args(["--compact", "--epochs", "3", "--no-augment", "--devices", "cpu:2"])
-    config = config_from_args(args, parser)
+    argv = ["--compact", "--epochs", "3", "--no-augment", "--devices", "cpu:2"]
+    config = config_from_args(parser.parse_args(argv), parser, argv)
     assert config == compact_config(epochs=3, augment=False, devices="cpu:2")
+
+
+def test_an_option_equal_to_the_plain_default_still_overrides_a_preset():
+    parser = build_parser()
+    argv = ["--compact", "--epochs", "20", "--image-size", "224"]
+    config = config_from_args(parser.parse_args(argv), parser, argv)
+    assert (config.epochs, config.image_size, config.preset) == (20, 224, "resnet10")
 
 
 def test_help_documents_every_option(capsys):
