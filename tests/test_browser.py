@@ -96,7 +96,8 @@ def test_upload_on_predict_shows_a_probability(server, page, tmp_path):
     result.first.wait_for()
     probability = float(re.search(r"probability (\d\.\d{3})", result.first.inner_text()).group(1))
     assert 0.0 <= probability <= 1.0
-    page.locator("img").first.wait_for()
+    page.locator("[data-testid=stImage] img").first.wait_for()
+    page.wait_for_timeout(1500)
     shot(page, "predict")
 
 
@@ -129,13 +130,18 @@ def test_home_evaluate_and_errors_with_the_shipped_model(server, page):
     page.goto(server["url"])
     page.get_by_text("Duplicate leak").wait_for()
     page.get_by_text("Held-out test split").wait_for()
+    page.locator("[data-testid=stMetricValue]").nth(5).wait_for()
+    page.locator("[data-testid=stDataFrame] canvas").first.wait_for()
+    page.wait_for_timeout(1500)  # let the data grid and sidebar finish painting
     shot(page, "home")
     page.goto(f"{server['url']}/evaluate")
     page.get_by_text("Decision threshold").wait_for()
     page.get_by_text("Model: shipped model").wait_for()
     page.locator(".js-plotly-plot").nth(3).wait_for()
+    page.wait_for_timeout(1500)
     shot(page, "evaluate")
     page.goto(f"{server['url']}/errors")
     page.get_by_text(re.compile(r"are misclassified by the shipped model")).wait_for()
     page.locator("[data-testid=stImage] img").nth(3).wait_for()
+    page.wait_for_timeout(1500)
     shot(page, "errors_shipped")
