@@ -101,6 +101,16 @@ def test_upload_on_predict_shows_a_probability(server, page, tmp_path):
     shot(page, "predict")
 
 
+def test_an_upload_over_the_size_limit_is_refused_with_a_message(server, page, tmp_path):
+    big = tmp_path / "huge.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * (21 * 1024 * 1024))  # over server.maxUploadSize = 20 MB
+    page.goto(f"{server['url']}/predict?model=fixture-run")
+    page.get_by_text("Upload one or more images").wait_for()
+    page.locator("input[type=file]").set_input_files(str(big))
+    page.get_by_text(re.compile(r"20(\.0)? ?MB or smaller|File must be", re.I)).first.wait_for()
+    page.get_by_text("Upload one or more images").wait_for()  # nothing was predicted; page still works
+
+
 def test_start_a_tiny_training_and_watch_it_finish(server, page):
     page.goto(f"{server['url']}/train")
     page.get_by_role("textbox", name="Data folder", exact=True).fill(str(server["train_data"]))

@@ -1,4 +1,4 @@
-"""SIGKILL at random moments (some during checkpoint saving), then resume: every
+"""SIGKILL at ten random moments (three of them during checkpoint saving), then resume: every
 resume succeeds from the newest intact checkpoint and the finished run has every
 epoch exactly once."""
 
@@ -15,7 +15,7 @@ from engine import runs
 from engine.config import tiny_config
 
 EPOCHS = 30
-TRIALS = 10
+TRIALS = 7
 DURING_SAVE = 3
 
 
