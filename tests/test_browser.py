@@ -150,6 +150,16 @@ def test_home_evaluate_and_errors_with_the_shipped_model(server, page):
     page.locator(".js-plotly-plot").nth(3).wait_for()
     page.wait_for_timeout(1500)
     shot(page, "evaluate")
+    from engine.manifest import read_manifest, rows_for_split
+    tests = rows_for_split(read_manifest(ROOT / "checkpoints" / "manifest.csv"), "test")
+    scans = [next(r.path for r in tests if r.label == 1), next(r.path for r in tests if r.label == 0)]
+    page.goto(f"{server['url']}/predict")
+    page.get_by_text("Upload one or more images").wait_for()
+    page.locator("input[type=file]").set_input_files(scans)
+    page.get_by_text(re.compile(r"probability \d\.\d{3}")).nth(1).wait_for()
+    page.locator("[data-testid=stImage] img").nth(1).wait_for()
+    page.wait_for_timeout(1500)
+    shot(page, "predict_shipped")
     page.goto(f"{server['url']}/errors")
     page.get_by_text(re.compile(r"are misclassified by the shipped model")).wait_for()
     page.locator("[data-testid=stImage] img").nth(3).wait_for()
