@@ -15,6 +15,11 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_curve
 
 
+def calibrated(logits, temperature: float = 1.0) -> np.ndarray:
+    """Tumor probability sigmoid(logit / T): the one place temperature is applied."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64) / float(temperature)))
+
+
 def choose_threshold(labels, probabilities, method: str = "youden",
                      target_sensitivity: float = 0.98) -> float:
     """``youden``: the threshold maximising sensitivity + specificity - 1.

@@ -20,7 +20,9 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from engine import runs
-from engine.calibration import choose_threshold, expected_calibration_error, fit_temperature
+from engine.calibration import (
+    calibrated, choose_threshold, expected_calibration_error, fit_temperature,
+)
 
 PREDICTION_FIELDS = ["path", "label", "modality", "probability", "logit", "predicted", "correct"]
 
@@ -71,8 +73,8 @@ def curve_points(labels, probabilities, max_points: int = 200) -> dict:
 def full_report(labels, logits, modalities, threshold: float, temperature: float) -> dict:
     labels = np.asarray(labels).astype(int)
     logits = np.asarray(logits, np.float64)
-    raw = 1.0 / (1.0 + np.exp(-logits))
-    probabilities = 1.0 / (1.0 + np.exp(-logits / temperature))
+    raw = calibrated(logits)
+    probabilities = calibrated(logits, temperature)
     report = classification_report(labels, probabilities, threshold)
     report["ece_before_temperature"] = expected_calibration_error(labels, raw)
     report["temperature"] = float(temperature)
@@ -100,7 +102,7 @@ def calibrate_on_validation(model, val_rows, method: str = "youden",
     labels = np.array([r.label for r in val_rows])
     logits = predict_paths(model, [r.path for r in val_rows])
     temperature = fit_temperature(labels, logits)
-    probabilities = 1.0 / (1.0 + np.exp(-logits / temperature))
+    probabilities = calibrated(logits, temperature)
     threshold = choose_threshold(labels, probabilities, method, target_sensitivity)
     return {"threshold": threshold, "temperature": temperature, "threshold_method": method,
             "target_sensitivity": target_sensitivity if method == "sensitivity" else None,
@@ -108,7 +110,7 @@ def calibrate_on_validation(model, val_rows, method: str = "youden",
 
 
 def write_predictions(path: Path, paths, labels, modalities, logits, temperature, threshold) -> None:
-    probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64) / temperature))
+    probabilities = calibrated(logits, temperature)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(PREDICTION_FIELDS)

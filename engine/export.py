@@ -15,7 +15,6 @@ card).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -103,11 +102,6 @@ def export_run(folder: str | Path, checkpoint: str | None = None, flip_tta: bool
     info.pop("temperature_fitted", None)
     runs.write_json_atomic(info_path, info)
     return folder / runs.EXPORT_DIR
-
-
-def read_model_info(path: str | Path) -> dict:
-    with open(path) as handle:
-        return json.load(handle)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from engine.calibration import calibrated
 from engine.imageio import ImageDecodeError, decode_rgb, resize_rgb
 from engine.runs import EXPORT_DIR, MODEL_INFO_FILE, PROJECT_ROOT
 
@@ -49,10 +50,6 @@ class LoadedModel:
         """(calibrated probabilities [N], Grad-CAM maps [N, S, S] in [0, 1])."""
         out = self.explain_fn(images=tf.convert_to_tensor(images, tf.float32))
         return calibrated(out["logit"].numpy(), self.temperature), out["cam"].numpy()
-
-
-def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64) / float(temperature)))
 
 
 def load_model(directory: str | Path | None = None) -> LoadedModel:

@@ -10,6 +10,7 @@ it as failed, naming the step.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -245,9 +246,8 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
             step = int(optimizer.iterations.numpy())
             loss_value = float(loss.numpy())  # a sync point: also where a NaN is caught
             if not math.isfinite(loss_value):
-                save_checkpoint_note = "; the last good checkpoint is kept"
                 raise NonFiniteLoss(f"non-finite loss ({loss_value}) at step {step} "
-                                    f"(epoch {epoch + 1}){save_checkpoint_note}")
+                                    f"(epoch {epoch + 1}); the last good checkpoint is kept")
             probs_np, labels_np = probs.numpy(), labels.numpy()
             probs_seen.append(probs_np)
             labels_seen.append(labels_np)
@@ -365,7 +365,7 @@ def _drop_records_after(metrics_path: Path, completed_epochs: int) -> None:
     tmp = metrics_path.with_suffix(".tmp")
     with open(tmp, "w") as handle:
         for record in kept:
-            handle.write(__import__("json").dumps(record, sort_keys=True) + "\n")
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
     os.replace(tmp, metrics_path)
 
 

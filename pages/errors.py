@@ -9,7 +9,8 @@ import streamlit as st
 from engine.explain import overlay
 from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes, resize_rgb
 from ui.common import (
-    SHIPPED_DIR, model_for, read_json, read_predictions, require_navigation, selected_model_dir,
+    SHIPPED_DIR, model_for, model_stamp, read_json, read_predictions, require_navigation,
+    selected_model_dir,
 )
 
 require_navigation()
@@ -83,7 +84,7 @@ def enlarge(path: str, caption: str, image: np.ndarray):
     st.caption(path)
 
 
-stamp = (model_dir / "model.json").stat().st_mtime if (model_dir / "model.json").exists() else 0.0
+stamp = model_stamp(model_dir)
 columns = st.columns(4)
 for index, (_, item) in enumerate(shown.iterrows()):
     with columns[index % 4]:

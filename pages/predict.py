@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.explain import overlay
-from ui.common import RESEARCH_NOTE, model_for, require_navigation, selected_model_dir
+from ui.common import RESEARCH_NOTE, model_for, model_stamp, require_navigation, selected_model_dir
 
 require_navigation()
 
@@ -56,7 +56,7 @@ try:
 except FileNotFoundError as err:
     st.error(f"No usable model: {err}")
     st.stop()
-stamp = (model_dir / "model.json").stat().st_mtime if (model_dir / "model.json").exists() else 0.0
+stamp = model_stamp(model_dir)
 
 left, right = st.columns([3, 2])
 with left:

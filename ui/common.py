@@ -76,10 +76,14 @@ def loaded_model(directory: str, stamp: float):
     return load_model(directory)
 
 
-def model_for(directory: Path):
+def model_stamp(directory: Path) -> float:
+    """model.json's mtime: part of every cache key, so a recalibration is seen."""
     info = directory / runs.MODEL_INFO_FILE
-    stamp = info.stat().st_mtime if info.exists() else 0.0
-    return loaded_model(str(directory), stamp)
+    return info.stat().st_mtime if info.exists() else 0.0
+
+
+def model_for(directory: Path):
+    return loaded_model(str(directory), model_stamp(directory))
 
 
 def _mtime(path: Path) -> float:
