@@ -21,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compact", action="store_true",
                         help="start from the CPU-sized preset of the shipped model")
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--crop-to-head", action="store_true",
+                        help="crop each image to the head's bounding box (padded square) before resizing")
+    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
+                        help="weight averaging for the evaluated/exported model; 0 = off")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch")
     parser.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate)
@@ -75,7 +79,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
         "schedule": "schedule", "warmup_epochs": "warmup_epochs", "weight_decay": "weight_decay",
         "devices": "devices", "cache": "cache", "best_metric": "best_metric",
         "max_steps_per_epoch": "max_steps_per_epoch", "seed": "seed",
-        "rotation_degrees": "rotation_degrees", "zoom": "zoom",
+        "rotation_degrees": "rotation_degrees", "zoom": "zoom", "ema_decay": "ema_decay",
     }
     given = explicit_options(parser, argv)
     changes = {field_name: getattr(args, arg) for arg, field_name in mapping.items() if arg in given}
@@ -83,6 +87,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
         changes["class_weighting"] = True
     if args.no_augment:
         changes["augment"] = False
+    if args.crop_to_head:
+        changes["crop_to_head"] = True
     return base.replace(**changes)
 
 

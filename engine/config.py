@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 PRESETS = ("resnet10", "resnet18", "resnet34", "resnet50")
 SCHEDULES = ("cosine", "step", "constant")
 CACHES = ("memory", "file", "none")
-BEST_METRICS = ("val/auc", "val/accuracy", "val/loss")
+# "last" exports the last epoch: a fixed epoch budget, nothing chosen on the val split
+# (what cross-validation needs, where the val split is the fold being scored).
+BEST_METRICS = ("val/auc", "val/accuracy", "val/loss", "last")
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class TrainConfig:
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     dedup_distance: int = 4  # pHash Hamming distance for near-duplicates; -1 = exact only
     cache: str = "memory"  # "file" caches decoded images under the run folder
+    crop_to_head: bool = False  # crop to the head's bounding box, pad square, then resize
     # Model
     preset: str = "resnet18"
     width: float = 1.0  # channel multiplier on 64-128-256-512

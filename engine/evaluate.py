@@ -90,9 +90,18 @@ def full_report(labels, logits, modalities, threshold: float, temperature: float
 def predict_paths(model, paths: list[str], batch_size: int = 32) -> np.ndarray:
     """Logits for image files, decoded through the same pipeline as training."""
     from engine import pipeline
-    decoded = pipeline.decoded_dataset(paths, [0] * len(paths), model.image_size, cache="none")
-    logits = [model.logits(images.numpy()) for images, _ in pipeline.eval_dataset(decoded, batch_size)]
-    return np.concatenate(logits) if logits else np.zeros([0])
+    members = predict_member_logits(model, paths, batch_size)
+    return members.mean(axis=1) if len(members) else np.zeros([0])
+
+
+def predict_member_logits(model, paths: list[str], batch_size: int = 32) -> np.ndarray:
+    """[N, K] logits of each ensemble member ([N, 1] for one model) for image files."""
+    from engine import pipeline
+    decoded = pipeline.decoded_dataset(paths, [0] * len(paths), model.image_size, cache="none",
+                                       crop_to_head=model.crop_to_head)
+    logits = [model.member_logits(images.numpy())
+              for images, _ in pipeline.eval_dataset(decoded, batch_size)]
+    return np.concatenate(logits) if logits else np.zeros([0, 1])
 
 
 def calibrate_on_validation(model, val_rows, method: str = "youden",

@@ -45,29 +45,42 @@ def explain_logits(model, images, flip_tta: bool):
 
 
 class ServingModule(tf.Module):
-    def __init__(self, model, image_size: int, flip_tta: bool = True):
+    """One model, or a fold ensemble: the logit is the mean of the members' logits and
+    ``member_logits`` [B, K] carries each member's, so a reader can report their
+    spread. Grad-CAM is the members' mean map, rescaled to [0, 1] per image."""
+
+    def __init__(self, models, image_size: int, flip_tta: bool = True):
         super().__init__(name="serving")
-        self.model = model
+        self.members = list(models) if isinstance(models, (list, tuple)) else [models]
+        if not self.members:
+            raise ValueError("an export needs at least one model")
         self.flip_tta = bool(flip_tta)
         self.image_size = tf.Variable(image_size, trainable=False, name="image_size")
+        self.member_count = tf.Variable(len(self.members), trainable=False, name="member_count")
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
         self.serve = tf.function(self._serve, input_signature=[spec])
         self.explain = tf.function(self._explain, input_signature=[spec])
 
     def _serve(self, images):
-        logits = predict_logits(self.model, images, self.flip_tta)
-        return {"probability": tf.sigmoid(logits), "logit": logits}
+        members = tf.stack([predict_logits(m, images, self.flip_tta) for m in self.members], axis=1)
+        logits = tf.reduce_mean(members, axis=1)
+        return {"probability": tf.sigmoid(logits), "logit": logits, "member_logits": members}
 
     def _explain(self, images):
-        logits, cam = explain_logits(self.model, images, self.flip_tta)
-        return {"probability": tf.sigmoid(logits), "logit": logits, "cam": cam}
+        explained = [explain_logits(m, images, self.flip_tta) for m in self.members]
+        members = tf.stack([logits for logits, _ in explained], axis=1)
+        logits = tf.reduce_mean(members, axis=1)
+        cam = tf.add_n([cam for _, cam in explained]) / float(len(explained))
+        cam = tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=[1, 2], keepdims=True))
+        return {"probability": tf.sigmoid(logits), "logit": logits, "cam": cam,
+                "member_logits": members}
 
 
-def export_saved_model(model, image_size: int, directory: str | Path, flip_tta: bool = True) -> Path:
-    """Write the SavedModel to a temp folder, then swap it in, so a reader never loads
-    a half-written export."""
+def export_saved_model(models, image_size: int, directory: str | Path, flip_tta: bool = True) -> Path:
+    """Write the SavedModel of one model or a list of them (an ensemble) to a temp
+    folder, then swap it in, so a reader never loads a half-written export."""
     directory = Path(directory)
-    module = ServingModule(model, image_size, flip_tta)
+    module = ServingModule(models, image_size, flip_tta)
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -79,10 +92,9 @@ def export_saved_model(model, image_size: int, directory: str | Path, flip_tta: 
     return directory
 
 
-def export_run(folder: str | Path, checkpoint: str | None = None, flip_tta: bool = True) -> Path:
-    """Export a run's best checkpoint (or ``checkpoint``) from a fresh model built
-    outside any strategy, so the export holds plain variables, and update model.json.
-    A changed export invalidates the stored calibration, which evaluation refits."""
+def restore_best_model(folder: str | Path, checkpoint: str | None = None):
+    """(config, model) of a run's best checkpoint, built outside any strategy so it
+    holds plain variables."""
     from engine import runs
     from engine.config import TrainConfig
     from engine.model import build_model
@@ -93,15 +105,30 @@ def export_run(folder: str | Path, checkpoint: str | None = None, flip_tta: bool
         raise FileNotFoundError(f"no best checkpoint in {folder / runs.BEST_DIR}")
     model = build_model(config)
     tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    return config, model, checkpoint
+
+
+def export_run(folder: str | Path, checkpoint: str | None = None, flip_tta: bool = True) -> Path:
+    """Export a run's best checkpoint (or ``checkpoint``) and update model.json. A
+    changed export invalidates the stored calibration, which evaluation refits."""
+    from engine import runs
+    folder = Path(folder)
+    config, model, checkpoint = restore_best_model(folder, checkpoint)
     export_saved_model(model, config.image_size, folder / runs.EXPORT_DIR, flip_tta)
     info_path = folder / runs.MODEL_INFO_FILE
     info = runs.read_json(info_path, {}) or {}
-    info.update({"image_size": config.image_size, "checkpoint": checkpoint, "preset": config.preset,
-                 "width": config.width, "flip_tta": bool(flip_tta),
-                 "threshold": 0.5, "temperature": 1.0})
+    info.update(model_info(config, flip_tta, members=1))
+    info.update({"checkpoint": checkpoint, "threshold": 0.5, "temperature": 1.0})
     info.pop("temperature_fitted", None)
     runs.write_json_atomic(info_path, info)
     return folder / runs.EXPORT_DIR
+
+
+def model_info(config, flip_tta: bool, members: int) -> dict:
+    """What a reader of model.json needs to feed the export: size and preprocessing."""
+    return {"image_size": config.image_size, "preset": config.preset, "width": config.width,
+            "flip_tta": bool(flip_tta), "crop_to_head": bool(config.crop_to_head),
+            "members": int(members)}
 
 
 def main(argv: list[str] | None = None) -> int:

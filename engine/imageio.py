@@ -92,9 +92,59 @@ def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR, reducing_gap=None))
 
 
-def load_for_model(data: bytes, size: int) -> np.ndarray:
+def head_box(rgb: np.ndarray, *, level: float = 0.1, min_share: float = 0.02,
+             margin: float = 0.02) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the head in a slice: rows and columns where at
+    least ``min_share`` of the pixels are brighter than ``level`` x the brightest.
+
+    Why the share: scanner exports carry burnt-in text, rulers and noise in the black
+    background; a few bright pixels in a row must not widen the box. Falls back to the
+    whole image when nothing (or almost nothing) is found, so a blank or unusual image
+    is never cropped to a sliver.
+    """
+    height, width = rgb.shape[:2]
+    gray = rgb.astype(np.float32).mean(axis=2)
+    peak = float(gray.max())
+    if peak <= 0:
+        return 0, height, 0, width
+    bright = gray > level * peak
+    rows = np.nonzero(bright.mean(axis=1) >= min_share)[0]
+    cols = np.nonzero(bright.mean(axis=0) >= min_share)[0]
+    if len(rows) == 0 or len(cols) == 0:
+        return 0, height, 0, width
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if (bottom - top) < 0.1 * height or (right - left) < 0.1 * width:
+        return 0, height, 0, width
+    pad_y, pad_x = int(round(margin * height)), int(round(margin * width))
+    return (max(0, top - pad_y), min(height, bottom + pad_y),
+            max(0, left - pad_x), min(width, right + pad_x))
+
+
+def crop_to_head(rgb: np.ndarray) -> np.ndarray:
+    """The head's bounding box, padded with black to a square around its centre, so
+    the resize to the model's square input keeps the aspect ratio. Br35H slices come
+    in many sizes with the head filling 40 to 100% of the frame; cropping makes the
+    head the same size in every input."""
+    top, bottom, left, right = head_box(rgb)
+    crop = rgb[top:bottom, left:right]
+    height, width = crop.shape[:2]
+    side = max(height, width)
+    square = np.zeros((side, side, 3), dtype=rgb.dtype)
+    y0, x0 = (side - height) // 2, (side - width) // 2
+    square[y0:y0 + height, x0:x0 + width] = crop
+    return square
+
+
+def prepare_rgb(rgb: np.ndarray, size: int, crop: bool = False) -> np.ndarray:
+    """The one transformation from a decoded image to the model's input size (uint8):
+    optional crop to the head, then resize. Training, evaluation, prediction and the
+    Errors page all call this, so they agree pixel for pixel."""
+    return resize_rgb(crop_to_head(rgb) if crop else rgb, size)
+
+
+def load_for_model(data: bytes, size: int, crop: bool = False) -> np.ndarray:
     """Bytes -> size x size x 3 float32 in [0, 1], exactly as the model sees it."""
-    return resize_rgb(decode_rgb(data), size).astype(np.float32) / 255.0
+    return prepare_rgb(decode_rgb(data), size, crop).astype(np.float32) / 255.0
 
 
 def read_file_bytes(path: str) -> bytes:

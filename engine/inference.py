@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from engine.calibration import calibrated
-from engine.imageio import ImageDecodeError, decode_rgb, resize_rgb
+from engine.imageio import ImageDecodeError, crop_to_head, decode_rgb, resize_rgb
 from engine.runs import EXPORT_DIR, MODEL_INFO_FILE, PROJECT_ROOT
 
 SHIPPED_MODEL_DIR = PROJECT_ROOT / "checkpoints"
@@ -37,10 +37,29 @@ class LoadedModel:
     info: dict
     serve: object = field(repr=False)
     explain_fn: object = field(repr=False)
+    crop_to_head: bool = False
+    members: int = 1
+
+    def view(self, rgb: np.ndarray) -> np.ndarray:
+        """The decoded image as the model frames it (cropped to the head if the model
+        was trained so), at its own resolution: what heat maps are drawn over."""
+        return crop_to_head(rgb) if self.crop_to_head else rgb
+
+    def model_input(self, rgb: np.ndarray) -> np.ndarray:
+        """Decoded RGB uint8 -> [S, S, 3] float32 in [0, 1], as in training
+        (imageio.prepare_rgb: the same crop and resize)."""
+        return resize_rgb(self.view(rgb), self.image_size).astype(np.float32) / 255.0
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         out = self.serve(images=tf.convert_to_tensor(images, tf.float32))
         return out["logit"].numpy()
+
+    def member_logits(self, images: np.ndarray) -> np.ndarray:
+        """[N, K] logits of the K ensemble members ([N, 1] for a single model)."""
+        out = self.serve(images=tf.convert_to_tensor(images, tf.float32))
+        if "member_logits" in out:
+            return out["member_logits"].numpy()
+        return out["logit"].numpy()[:, None]
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Calibrated tumor probabilities (temperature applied) for [N, S, S, 3] in [0, 1]."""
@@ -48,8 +67,24 @@ class LoadedModel:
 
     def explain(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated probabilities [N], Grad-CAM maps [N, S, S] in [0, 1])."""
+        probabilities, cams, _ = self.explain_with_spread(images)
+        return probabilities, cams
+
+    def explain_with_spread(self, images: np.ndarray):
+        """(probabilities [N], Grad-CAM [N, S, S], uncertainty [N] or None): the
+        uncertainty is the standard deviation of the members' calibrated probabilities,
+        defined for an ensemble only."""
         out = self.explain_fn(images=tf.convert_to_tensor(images, tf.float32))
-        return calibrated(out["logit"].numpy(), self.temperature), out["cam"].numpy()
+        probabilities = calibrated(out["logit"].numpy(), self.temperature)
+        spread = None
+        if "member_logits" in out and out["member_logits"].shape[1] > 1:
+            spread = member_spread(out["member_logits"].numpy(), self.temperature)
+        return probabilities, out["cam"].numpy(), spread
+
+
+def member_spread(member_logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Standard deviation over ensemble members of their calibrated probabilities."""
+    return calibrated(member_logits, temperature).std(axis=1)
 
 
 def load_model(directory: str | Path | None = None) -> LoadedModel:
@@ -66,7 +101,9 @@ def load_model(directory: str | Path | None = None) -> LoadedModel:
                         threshold=float(info.get("threshold", 0.5)),
                         temperature=float(info.get("temperature", 1.0)), info=info,
                         serve=loaded.signatures["serving_default"],
-                        explain_fn=loaded.signatures["explain"])
+                        explain_fn=loaded.signatures["explain"],
+                        crop_to_head=bool(info.get("crop_to_head", False)),
+                        members=int(info.get("members", 1)))
     model._saved = loaded  # keep the trackable object alive with its signatures
     return model
 
@@ -75,6 +112,7 @@ def load_model(directory: str | Path | None = None) -> LoadedModel:
 class Prediction:
     name: str
     probability: float | None = None
+    uncertainty: float | None = None  # ensemble spread; None for a single model
     predicted_label: int | None = None
     error: str = ""
     image: np.ndarray | None = field(default=None, repr=False)  # decoded RGB, original size
@@ -97,17 +135,24 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
         except ImageDecodeError as err:
             results[index].error = str(err)
             continue
-        results[index].image = rgb
-        ready.append((index, resize_rgb(rgb, model.image_size).astype(np.float32) / 255.0))
+        # The image kept is the model's view (cropped to the head if the model crops),
+        # so a heat map overlays the pixels it was computed on.
+        results[index].image = model.view(rgb)
+        ready.append((index, model.model_input(rgb)))
     for start in range(0, len(ready), batch_size):
         chunk = ready[start:start + batch_size]
         batch = np.stack([image for _, image in chunk])
         if explain:
-            probabilities, cams = model.explain(batch)
+            probabilities, cams, spread = model.explain_with_spread(batch)
         else:
-            probabilities, cams = model.probabilities(batch), [None] * len(chunk)
-        for (index, _), probability, cam in zip(chunk, probabilities, cams):
+            members = model.member_logits(batch)
+            probabilities = calibrated(members.mean(axis=1), model.temperature)
+            spread = member_spread(members, model.temperature) if members.shape[1] > 1 else None
+            cams = [None] * len(chunk)
+        spread = [None] * len(chunk) if spread is None else spread
+        for (index, _), probability, cam, sd in zip(chunk, probabilities, cams, spread):
             results[index].probability = float(probability)
+            results[index].uncertainty = None if sd is None else float(sd)
             results[index].predicted_label = int(probability >= model.threshold)
             results[index].cam = cam
     return results

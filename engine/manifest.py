@@ -32,6 +32,7 @@ class ManifestRow:
     phash: str = ""
     phash_mirror: str = ""
     group: int = -1
+    fold: int = -1  # cross-validation fold (engine.cv); -1 outside CV and for test images
 
 
 FIELDS = [f.name for f in fields(ManifestRow)]
@@ -127,6 +128,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
                 width=int(record["width"] or 0), height=int(record["height"] or 0),
                 sha256=record["sha256"], phash=record["phash"],
                 phash_mirror=record["phash_mirror"], group=int(record["group"]),
+                fold=int(record.get("fold") or -1),
             ))
         return result
 

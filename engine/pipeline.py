@@ -14,14 +14,14 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from engine.imageio import ImageDecodeError, decode_rgb, resize_rgb
+from engine.imageio import ImageDecodeError, decode_rgb, prepare_rgb
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _decode_to_uint8(data: bytes, size: int) -> np.ndarray:
+def _decode_to_uint8(data: bytes, size: int, crop: bool) -> np.ndarray:
     try:
-        return resize_rgb(decode_rgb(bytes(data)), int(size))
+        return prepare_rgb(decode_rgb(bytes(data)), int(size), bool(crop))
     except ImageDecodeError:
         # The manifest already excluded unreadable files; a file that broke since
         # becomes a black image rather than a crashed run, and is logged by the caller.
@@ -29,13 +29,15 @@ def _decode_to_uint8(data: bytes, size: int) -> np.ndarray:
 
 
 def decoded_dataset(paths: list[str], labels: list[int], image_size: int,
-                    cache: str = "memory", cache_path: str = "") -> tf.data.Dataset:
-    """(uint8 image [S, S, 3], float32 label) per file, decoded in parallel, cached."""
+                    cache: str = "memory", cache_path: str = "", *,
+                    crop_to_head: bool = False) -> tf.data.Dataset:
+    """(uint8 image [S, S, 3], float32 label) per file, decoded in parallel (through
+    imageio.prepare_rgb, as at inference), cached."""
     files = tf.data.Dataset.from_tensor_slices(list(paths))
     targets = tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.float32))
 
     def load(path):
-        image = tf.numpy_function(_decode_to_uint8, [tf.io.read_file(path), image_size],
+        image = tf.numpy_function(_decode_to_uint8, [tf.io.read_file(path), image_size, crop_to_head],
                                   tf.uint8, stateful=False)
         image.set_shape([image_size, image_size, 3])
         return image

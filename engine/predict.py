@@ -43,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stdout if args.json else sys.stderr)
             continue
         record = {"path": result.name, "probability": round(result.probability, 6),
+                  "uncertainty": (None if result.uncertainty is None
+                                  else round(result.uncertainty, 6)),
                   "predicted_class": result.predicted_class, "threshold": round(model.threshold, 6)}
         if args.json:
             print(json.dumps(record))
         else:
-            print(f"{result.name}: tumor probability {result.probability:.4f} -> "
+            spread = "" if result.uncertainty is None else f" ± {result.uncertainty:.4f}"
+            print(f"{result.name}: tumor probability {result.probability:.4f}{spread} -> "
                   f"{result.predicted_class} (threshold {model.threshold:.3f})")
     return 1 if failed else 0
 

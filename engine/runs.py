@@ -206,6 +206,8 @@ def read_metrics(folder: str | os.PathLike, kind: str | None = None) -> list[dic
 
 
 def best_epoch(epochs: list[dict], metric: str = "val/auc") -> dict:
+    if metric == "last":  # a fixed epoch budget: the exported model is the last epoch's
+        return epochs[-1] if epochs else {}
     scored = [e for e in epochs if e.get(metric) is not None]
     if not scored:
         return {}

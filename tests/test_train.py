@@ -96,12 +96,30 @@ def test_stop_request_saves_checkpoint_and_marks_stopped(data_dir, tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-1")
 
 
-def test_non_finite_loss_fails_the_run_naming_the_step(data_dir, tmp_path):
-    config = tiny_config(data_dir=str(data_dir), dedup_distance=-1, learning_rate=1e30,
-                         weight_decay=0.0, epochs=3)
+def test_non_finite_loss_fails_the_run_naming_the_step(data_dir, tmp_path, monkeypatch):
+    """The NaN is injected into the real compiled step's loss at its third call, so the
+    check in the loop is exercised the same way on every CPU (provoking one through an
+    absurd learning rate overflows on some kernels and not on others)."""
+    import engine.steps
+    real_make_train_step = engine.steps.make_train_step
+
+    def make_faulty_train_step(*args, **kwargs):
+        step = real_make_train_step(*args, **kwargs)
+        calls = []
+
+        def faulty(batch):
+            loss, probs, labels, lr = step(batch)
+            calls.append(1)
+            return (loss * float("nan") if len(calls) == 3 else loss), probs, labels, lr
+        return faulty
+
+    monkeypatch.setattr(engine.steps, "make_train_step", make_faulty_train_step)
+    config = tiny_config(data_dir=str(data_dir), dedup_distance=-1, epochs=3)
     status = train_and_evaluate(config, tmp_path)
     assert status["state"] == "failed"
-    assert "non-finite loss" in status["error"] and "at step" in status["error"]
+    assert "non-finite loss (nan) at step 3 " in status["error"]
+    # The checkpoint of the last good state is kept; nothing after the NaN was written.
+    assert all(r["step"] < 3 for r in runs.read_metrics(tmp_path, "step"))
 
 
 def test_sigterm_to_the_cli_process_stops_cleanly(data_dir, tmp_path):

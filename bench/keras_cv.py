@@ -1,0 +1,155 @@
+"""The Keras reference, side by side with the engine on the same cross-validation folds.
+
+    python bench/keras_cv.py runs/<cv_dir>            # after python -m engine.cv ... --run-dir runs/<cv_dir>
+
+For every fold of an engine.cv folder, trains ``bench/keras_reference.py``'s network of
+the same architecture with Keras ``model.fit`` on the same training images, with the same
+epoch budget, batch, input pipeline (decode, crop, resize, augmentation: the engine's
+tf.data pipeline, so only the model and the training loop differ), AdamW with the same
+learning rate, warm-up + cosine decay and weight decay, label smoothing and head dropout,
+and the same flip test-time augmentation. Then both sets of out-of-fold predictions are
+scored the same way (engine.cv.fold_summary: per-fold threshold and temperature fitted on
+the other folds) and the script prints both CV means ± std and the ratio of out-of-fold
+errors (engine / Keras). The Keras out-of-fold predictions are written beside the
+engine's as ``keras_oof_predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
+
+from bench.keras_reference import keras_resnet  # noqa: E402
+from engine import pipeline, runs  # noqa: E402
+from engine.config import TrainConfig  # noqa: E402
+from engine.cv import OOF_FILE, fold_summary, read_oof  # noqa: E402
+from engine.manifest import read_manifest  # noqa: E402
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up then cosine decay to 0, as engine.optim.learning_rate_at."""
+
+    def __init__(self, base, warmup, total):
+        self.base, self.warmup, self.total = base, float(warmup), float(max(total, 1))
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.base * (step + 1.0) / max(self.warmup, 1.0)
+        progress = tf.clip_by_value((step - self.warmup) / max(self.total - self.warmup, 1.0), 0.0, 1.0)
+        cosine = 0.5 * self.base * (1.0 + tf.cos(np.pi * progress))
+        return tf.where(step < self.warmup, warm, cosine)
+
+    def get_config(self):
+        return {"base": self.base, "warmup": self.warmup, "total": self.total}
+
+
+def keras_model(config: TrainConfig) -> keras.Model:
+    base = keras_resnet(config.preset, config.width, (), config.image_size)
+    x = base.layers[-2].output  # global average pool, before the reference's own head
+    for units in config.head_units:
+        x = layers.Dense(units, activation="relu")(x)
+        if config.dropout:
+            x = layers.Dropout(config.dropout)(x)
+    return keras.Model(base.input, layers.Dense(1)(x))
+
+
+def train_fold(config: TrainConfig, train_rows, val_rows, seed: int) -> tuple[np.ndarray, float]:
+    """Out-of-fold logits (flip TTA) for ``val_rows`` and the training seconds."""
+    keras.utils.set_random_seed(seed)
+    decoded = pipeline.decoded_dataset([r.path for r in train_rows], [r.label for r in train_rows],
+                                       config.image_size, crop_to_head=config.crop_to_head)
+    steps = pipeline.steps_for(len(train_rows), config.batch_size, drop_remainder=True)
+    epochs = [pipeline.train_dataset(decoded, len(train_rows), config.batch_size, config,
+                                     seed=config.seed * 10_007 + e) for e in range(config.epochs)]
+    data = epochs[0]
+    for later in epochs[1:]:
+        data = data.concatenate(later)  # each epoch its own shuffle and augmentation seed
+    model = keras_model(config)
+    schedule = WarmupCosine(config.learning_rate, round(config.warmup_epochs * steps),
+                            steps * config.epochs)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True,
+                                                       label_smoothing=config.label_smoothing),
+                  metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
+    started = time.time()
+    model.fit(data, epochs=config.epochs, steps_per_epoch=steps, verbose=0)
+    seconds = time.time() - started
+    val = pipeline.decoded_dataset([r.path for r in val_rows], [r.label for r in val_rows],
+                                   config.image_size, cache="none", crop_to_head=config.crop_to_head)
+    logits = []
+    for images, _ in pipeline.eval_dataset(val, 64):
+        plain = model(images, training=False)[:, 0]
+        if config.flip_tta:
+            plain = (plain + model(tf.reverse(images, axis=[2]), training=False)[:, 0]) / 2.0
+        logits.append(plain.numpy())
+    return np.concatenate(logits), seconds
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cv_dir")
+    parser.add_argument("--folds", help="comma-separated fold numbers (default: all)")
+    args = parser.parse_args(argv)
+    cv_dir = Path(args.cv_dir)
+    stored = runs.read_config_file(cv_dir)
+    config = TrainConfig.from_dict(stored["config"])
+    folds = int(stored["cv"]["folds"])
+    chosen = [int(f) for f in args.folds.split(",")] if args.folds else list(range(folds))
+    rows = [r for r in read_manifest(cv_dir / runs.MANIFEST_FILE) if r.usable and r.split != "test"]
+    engine_oof = {r["path"]: float(r["logit"]) for r in read_oof(cv_dir / OOF_FILE)}
+    keras_logits = np.full(len(rows), np.nan)
+    seconds = []
+    for fold in chosen:
+        index = [i for i, r in enumerate(rows) if r.fold == fold]
+        train = [r for r in rows if r.fold != fold]
+        logits, took = train_fold(config, train, [rows[i] for i in index], config.seed + fold)
+        keras_logits[index] = logits
+        seconds.append(took)
+        print(f"fold {fold}: Keras model.fit trained in {took:.0f} s", flush=True)
+    mask = ~np.isnan(keras_logits)
+    labels = np.array([r.label for r in rows])[mask]
+    fold_of = np.array([r.fold for r in rows])[mask]
+    # Fold numbers renumbered 0..n-1 for fold_summary when a subset was run.
+    renumber = {f: i for i, f in enumerate(sorted(set(fold_of.tolist())))}
+    fold_of = np.array([renumber[f] for f in fold_of])
+    engine_logits = np.array([engine_oof[r.path] for r in rows])[mask]
+    results = {}
+    for name, logits in (("engine", engine_logits), ("keras", keras_logits[mask])):
+        summary = fold_summary(labels, logits, fold_of, len(renumber))
+        errors = sum(round((1 - f["accuracy"]) * f["images"]) for f in summary["folds"])
+        results[name] = {"mean": summary["mean"], "std": summary["std"], "oof_errors": errors,
+                         "pooled_oof_roc_auc": summary["pooled_oof_roc_auc"]}
+    with open(cv_dir / "keras_oof_predictions.csv", "w") as handle:
+        handle.write("path,label,logit,fold\n")
+        for r, z in zip(np.array(rows, dtype=object)[mask], keras_logits[mask]):
+            handle.write(f"{r.path},{r.label},{z:.6f},{r.fold}\n")
+    ratio = results["engine"]["oof_errors"] / max(results["keras"]["oof_errors"], 1)
+    print(f"\n{len(chosen)} folds, {int(mask.sum())} out-of-fold images, {config.epochs} epochs, "
+          f"{config.image_size} px, {config.preset} x{config.width}, crop_to_head={config.crop_to_head}")
+    print("| | accuracy (mean ± std) | ROC AUC (mean ± std) | out-of-fold errors |")
+    print("|---|---|---|---|")
+    for name in ("engine", "keras"):
+        m, s = results[name]["mean"], results[name]["std"]
+        print(f"| {name} | {100 * m['accuracy']:.1f} ± {100 * (s['accuracy'] or 0):.1f}% | "
+              f"{m['roc_auc']:.3f} ± {(s['roc_auc'] or 0):.3f} | {results[name]['oof_errors']} |")
+    print(f"engine / Keras out-of-fold errors: {ratio:.2f}; Keras training {np.mean(seconds):.0f} s per fold")
+    (cv_dir / "keras_comparison.json").write_text(json.dumps(
+        {**results, "error_ratio": ratio, "folds": chosen, "keras_seconds_per_fold": seconds}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

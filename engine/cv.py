@@ -1,0 +1,316 @@
+"""Grouped, stratified k-fold cross-validation: ``python -m engine.cv --folds K
+[every engine.train option] [--run-dir DIR]``.
+
+Why: one split of ~150 duplicate groups moves accuracy by ten points, so a single
+validation figure cannot rank two models. Here the fixed test split (the same seed
+and fractions as engine.train) stays out; the rest is dealt into K folds by duplicate
+group, stratified by label and modality. Each fold is an ordinary run folder
+``DIR/fold_<k>/`` that trains for a fixed epoch budget (``best_metric="last"``), so no
+fold's figure is chosen on that fold. Threshold and temperature for a fold's figure
+are fitted on the other folds' out-of-fold predictions (cross-fitting), never on the
+images being scored.
+
+``DIR`` ends up as a model folder of its own: ``export/`` holds the K fold models as
+one ensemble SavedModel (mean logit, plus each member's), ``model.json`` the threshold
+and temperature fitted on all out-of-fold predictions, and beside them
+``cv_summary.json``, ``oof_predictions.csv``, ``eval_test.json`` and
+``predictions_test.csv``. A killed CV resumes with its unfinished fold (``--resume DIR``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from engine import runs
+from engine.config import TrainConfig
+
+log = logging.getLogger("engine.cv")
+
+SUMMARY_FILE = "cv_summary.json"
+OOF_FILE = "oof_predictions.csv"
+FOLD_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "loss")
+
+
+def fold_dir(cv_dir: Path, fold: int) -> Path:
+    return Path(cv_dir) / f"fold_{fold}"
+
+
+def is_cv_dir(folder: str | os.PathLike) -> bool:
+    """A folder engine.cv writes (readers use this to show the per-fold view)."""
+    return "cv" in (runs.read_config_file(folder) or {})
+
+
+def assign_folds(rows, folds: int, seed: int):
+    """Set ``fold`` on every usable non-test row (test rows keep -1). Pure apart from
+    the rows it is given."""
+    from engine.splits import fold_groups
+    pool = [r for r in rows if r.usable and r.split != "test"]
+    assignment = fold_groups(np.array([r.group for r in pool]), np.array([r.label for r in pool]),
+                             [r.modality for r in pool], folds, seed)
+    for row, fold in zip(pool, assignment.tolist()):
+        row.fold = int(fold)
+    return rows
+
+
+def rows_for_fold(rows, fold: int):
+    """Copies of the rows with the fold's view of the splits: the fold is val, the
+    other folds train, the fixed test split stays test."""
+    result = []
+    for row in rows:
+        split = row.split
+        if row.usable and row.split != "test":
+            split = "val" if row.fold == fold else "train"
+        result.append(replace(row, split=split))
+    return result
+
+
+def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
+    """The CV manifest (built once, then reused on resume), with folds assigned."""
+    from engine.manifest import build_manifest, read_manifest, write_manifest
+    path = cv_dir / runs.MANIFEST_FILE
+    if path.exists():
+        return read_manifest(path)
+    rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
+                                   config.dedup_distance)
+    assign_folds(rows, folds, config.seed)
+    write_manifest(rows, path)
+    runs.write_json_atomic(cv_dir / runs.SUMMARY_FILE, summary)
+    return rows
+
+
+def _write_fold_folder(rows, fold: int, folder: Path, config: TrainConfig) -> None:
+    from engine.manifest import write_manifest
+    from engine.splits import split_summary
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / runs.MANIFEST_FILE).exists():
+        return
+    fold_rows = rows_for_fold(rows, fold)
+    usable = [r for r in fold_rows if r.usable]
+    summary = split_summary(np.array([r.group for r in usable]), np.array([r.label for r in usable]),
+                            [r.modality for r in usable], np.array([r.split for r in usable]),
+                            config.split_fractions, config.seed)
+    summary["cv_fold"] = fold
+    runs.write_json_atomic(folder / runs.SUMMARY_FILE, summary)
+    write_manifest(fold_rows, folder / runs.MANIFEST_FILE)
+
+
+def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *,
+                   stop=None, evaluate_test: bool = True) -> dict:
+    """Train every unfinished fold of ``cv_dir`` (resuming a fold that has
+    checkpoints), then summarise and export the ensemble. Returns the CV status.
+    ``evaluate_test=False`` leaves the test split unseen: for comparing recipes, which
+    must be chosen on the folds alone."""
+    from engine.progress import setup_logging
+    from engine.train import StopRequested, train_and_evaluate
+    cv_dir = Path(cv_dir)
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    stop = stop or StopRequested()
+    config = config.replace(best_metric="last")
+    if not (cv_dir / runs.CONFIG_FILE).exists():
+        runs.write_json_atomic(cv_dir / runs.CONFIG_FILE,
+                               {"config": config.to_dict(),
+                                "cv": {"folds": folds, "evaluate_test": evaluate_test}})
+    started = (runs.read_json(cv_dir / runs.STATUS_FILE, {}) or {}).get("started") or time.time()
+    runs.write_status(cv_dir, runs.RUNNING, pid=os.getpid(), started=started, ended=None, error=None)
+    try:
+        setup_logging(cv_dir)
+        rows = _prepare(config, cv_dir, folds)
+        for fold in range(folds):
+            folder = fold_dir(cv_dir, fold)
+            if runs.read_status(folder).get("state") == runs.FINISHED:
+                continue
+            _write_fold_folder(rows, fold, folder, config)
+            resume = (folder / runs.CHECKPOINT_DIR / "checkpoint").exists()
+            runs.write_status(cv_dir, runs.RUNNING, fold=fold, folds=folds)
+            log.info("fold %d/%d: %s", fold + 1, folds, "resuming" if resume else "training")
+            status = train_and_evaluate(config, folder, resume=resume, stop=stop,
+                                        final_evaluation=False)
+            setup_logging(cv_dir)
+            if status["state"] != runs.FINISHED:
+                log.info("fold %d ended %s; the CV stops here", fold, status["state"])
+                return runs.write_status(cv_dir, status["state"], ended=time.time(),
+                                         error=status.get("error"), fold=fold,
+                                         stopped_by=status.get("stopped_by"))
+        summary = summarize(cv_dir, rows, folds, config, evaluate_test)
+        log.info("CV: accuracy %.4f ± %.4f, ROC AUC %.4f ± %.4f (mean ± std over %d folds)",
+                 summary["mean"]["accuracy"], summary["std"]["accuracy"],
+                 summary["mean"]["roc_auc"], summary["std"]["roc_auc"], folds)
+        return runs.write_status(cv_dir, runs.FINISHED, ended=time.time())
+    except Exception as err:  # the status must say why, whatever broke
+        log.exception("cross-validation failed")
+        return runs.write_status(cv_dir, runs.FAILED, ended=time.time(),
+                                 error=f"{type(err).__name__}: {err}")
+
+
+def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
+              evaluate_test: bool = True) -> dict:
+    """Out-of-fold predictions, per-fold figures (cross-fitted calibration), the
+    ensemble export and its test evaluation; writes every CV output file."""
+    from engine.export import export_saved_model, model_info, restore_best_model
+    from engine.inference import load_model
+    from engine.evaluate import predict_member_logits
+    cv_dir = Path(cv_dir)
+    pool = [r for r in rows if r.usable and r.split != "test"]
+    test = [r for r in rows if r.usable and r.split == "test"] if evaluate_test else []
+    oof_logits = np.full(len(pool), np.nan)
+    test_members = np.zeros((len(test), folds))
+    members = []
+    for fold in range(folds):
+        folder = fold_dir(cv_dir, fold)
+        model = load_model(folder)
+        index = [i for i, r in enumerate(pool) if r.fold == fold]
+        oof_logits[index] = predict_member_logits(model, [pool[i].path for i in index])[:, 0]
+        if test:
+            test_members[:, fold] = predict_member_logits(model, [r.path for r in test])[:, 0]
+        members.append(restore_best_model(folder)[1])
+    if np.isnan(oof_logits).any():
+        raise RuntimeError("some images got no out-of-fold prediction")
+    fold_of = np.array([r.fold for r in pool])
+    labels = np.array([r.label for r in pool])
+    summary = fold_summary(labels, oof_logits, fold_of, folds)
+    temperature, threshold = _calibration(labels, oof_logits)
+    write_oof(cv_dir / OOF_FILE, pool, oof_logits, temperature)
+
+    export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta)
+    info = model_info(config, config.flip_tta, members=folds)
+    info.update({"threshold": threshold, "temperature": temperature, "temperature_fitted": True,
+                 "threshold_method": "youden",
+                 "calibrated_on": f"out-of-fold predictions ({len(pool)} images, {folds} folds)"})
+    runs.write_json_atomic(cv_dir / runs.MODEL_INFO_FILE, info)
+    summary["test"] = (_write_test_evaluation(cv_dir, test, test_members, temperature, threshold)
+                       if test else None)
+    summary.update({"folds_count": folds, "images_cv": len(pool), "images_test": len(test),
+                    "threshold": threshold, "temperature": temperature,
+                    "config": config.to_dict(), "written_at": time.time()})
+    runs.write_json_atomic(cv_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _calibration(labels, logits) -> tuple[float, float]:
+    from engine.calibration import calibrated, choose_threshold, fit_temperature
+    temperature = fit_temperature(labels, logits)
+    threshold = choose_threshold(labels, calibrated(logits, temperature), "youden")
+    return temperature, threshold
+
+
+def fold_summary(labels, logits, fold_of, folds: int) -> dict:
+    """Each fold's figures at a threshold and temperature fitted on the other folds'
+    out-of-fold predictions, and their mean and sample standard deviation (ddof=1)
+    over folds. ``loss`` is the binary cross-entropy of the uncalibrated model."""
+    from engine.calibration import calibrated
+    from engine.evaluate import classification_report
+    labels, logits, fold_of = np.asarray(labels), np.asarray(logits, np.float64), np.asarray(fold_of)
+    per_fold = []
+    for fold in range(folds):
+        held, others = fold_of == fold, fold_of != fold
+        temperature, threshold = _calibration(labels[others], logits[others])
+        probabilities = calibrated(logits[held], temperature)
+        report = classification_report(labels[held], probabilities, threshold)
+        raw = np.clip(calibrated(logits[held]), 1e-7, 1 - 1e-7)
+        loss = float(-np.mean(labels[held] * np.log(raw) + (1 - labels[held]) * np.log(1 - raw)))
+        per_fold.append({"fold": fold, "images": int(held.sum()), "threshold": threshold,
+                         "temperature": temperature, "loss": loss,
+                         **{k: report[k] for k in FOLD_METRICS if k != "loss"}})
+    mean, std = {}, {}
+    for key in FOLD_METRICS:
+        values = np.array([f[key] for f in per_fold if f[key] is not None], np.float64)
+        mean[key] = float(values.mean()) if len(values) else None
+        std[key] = float(values.std(ddof=1)) if len(values) > 1 else None
+    from sklearn.metrics import roc_auc_score
+    pooled_auc = float(roc_auc_score(labels, logits)) if len(np.unique(labels)) == 2 else None
+    return {"folds": per_fold, "mean": mean, "std": std, "pooled_oof_roc_auc": pooled_auc}
+
+
+def write_oof(path: Path, pool, logits, temperature: float) -> None:
+    from engine.calibration import calibrated
+    probabilities = calibrated(logits, temperature)
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "probability", "fold", "logit", "group", "modality"])
+        for row, probability, logit in zip(pool, probabilities, logits):
+            writer.writerow([row.path, row.label, f"{probability:.6f}", row.fold, f"{logit:.6f}",
+                             row.group, row.modality])
+    os.replace(tmp, path)
+
+
+def read_oof(path: str | os.PathLike) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, threshold: float):
+    """The fold ensemble on the fixed test split, in the files Evaluate and Errors read."""
+    from engine.evaluate import full_report, write_predictions
+    from engine.inference import member_spread
+    if not test:
+        return {}
+    logits = members.mean(axis=1)
+    labels = [r.label for r in test]
+    modalities = [r.modality for r in test]
+    report = full_report(labels, logits, modalities, threshold, temperature)
+    report.update({"split": "test", "model_dir": str(cv_dir), "evaluated_at": time.time(),
+                   "threshold_method": "youden (out-of-fold)",
+                   "mean_uncertainty": float(member_spread(members, temperature).mean())})
+    runs.write_json_atomic(cv_dir / "eval_test.json", report)
+    write_predictions(cv_dir / "predictions_test.csv", [r.path for r in test], labels, modalities,
+                      logits, temperature, threshold)
+    return {k: report[k] for k in ("count", "accuracy", "roc_auc", "sensitivity", "specificity",
+                                   "balanced_accuracy", "threshold")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.cli import build_parser, check_data, config_from_args
+    from engine.train import StopRequested
+    parser = build_parser()
+    parser.prog = "python -m engine.cv"
+    parser.description = ("Grouped, stratified k-fold cross-validation: one run folder per "
+                          "fold, out-of-fold predictions, mean ± std, the fold ensemble on test.")
+    parser.add_argument("--folds", type=int, default=5, help="number of folds (K)")
+    parser.add_argument("--skip-test", action="store_true",
+                        help="do not evaluate the ensemble on the test split (compare recipes "
+                        "on the folds alone; look at test once, for the chosen recipe)")
+    args = parser.parse_args(argv)
+    stop = StopRequested().install()
+    if args.resume:
+        folder = Path(args.resume)
+        stored = runs.read_config_file(folder)
+        if "cv" not in stored:
+            print(f"error: {folder} is not a cross-validation folder", file=sys.stderr)
+            return 2
+        config, folds = TrainConfig.from_dict(stored["config"]), int(stored["cv"]["folds"])
+        evaluate_test = bool(stored["cv"].get("evaluate_test", True))
+    else:
+        try:
+            config = config_from_args(args, parser, argv)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        folds, evaluate_test = args.folds, not args.skip_test
+        if folds < 2:
+            print("error: --folds must be at least 2", file=sys.stderr)
+            return 2
+        folder = (Path(args.run_dir) if args.run_dir
+                  else Path(args.runs_root) / runs.new_run_id(f"cv{folds}-{config.preset}"))
+        error = check_data(config)
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+            folder.mkdir(parents=True, exist_ok=True)
+            runs.write_status(folder, runs.FAILED, pid=os.getpid(), ended=time.time(), error=error)
+            return 2
+    status = cross_validate(config, folder, folds, stop=stop, evaluate_test=evaluate_test)
+    print(f"cv folder: {folder}  status: {status['state']}"
+          + (f"  error: {status.get('error')}" if status.get("error") else ""))
+    return 0 if status["state"] in (runs.FINISHED, runs.STOPPED) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
