@@ -1,0 +1,169 @@
+"""Cross-validation (engine.cv) and the label audit (engine.audit), end to end on tiny
+synthetic data: real training, real files."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_class_folders
+from engine import runs
+from engine.audit import audit, confident_classes, label_issue_table
+from engine.config import tiny_config
+from engine.cv import assign_folds, cross_validate, fold_dir, rows_for_fold
+from engine.manifest import read_manifest
+from engine.splits import fold_groups
+
+FOLDS = 3
+
+
+def _add_duplicates(root, count=6):
+    """Exact and mirrored copies of some images, so duplicate groups exist."""
+    for name in ("yes", "no"):
+        sources = sorted((root / name).glob("*.png"))[:count]
+        for index, source in enumerate(sources):
+            image = Image.open(source)
+            if index % 2:
+                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            image.save(root / name / f"copy_{source.name}")
+
+
+@pytest.fixture(scope="module")
+def flipped_data(tmp_path_factory):
+    """60 images per class; 12 of the 120 (10%) moved to the other class folder."""
+    root = write_class_folders(tmp_path_factory.mktemp("cvdata"), per_class=60, seed=3)
+    flipped = []
+    for name, other in (("yes", "no"), ("no", "yes")):
+        for source in sorted((root / name).glob("*.png"))[-6:]:
+            target = root / other / f"flipped_{source.name}"
+            shutil.move(source, target)
+            flipped.append(str(target))
+    _add_duplicates(root)
+    return root, flipped
+
+
+@pytest.fixture(scope="module")
+def cv_run(flipped_data, tmp_path_factory):
+    root, _ = flipped_data
+    folder = tmp_path_factory.mktemp("cv")
+    config = tiny_config(data_dir=str(root), epochs=6, flip_tta=False)
+    status = cross_validate(config, folder, FOLDS)
+    assert status["state"] == "finished", status
+    return folder
+
+
+def test_fold_groups_keep_duplicate_groups_whole_and_balance_labels():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(60), rng.integers(1, 5, 60))
+    labels = (groups % 2).astype(int)
+    folds = fold_groups(groups, labels, ["MRI"] * len(groups), 5, seed=1)
+    for group in np.unique(groups):
+        assert len(set(folds[groups == group].tolist())) == 1
+    for fold in range(5):
+        share = labels[folds == fold].mean()
+        assert 0.3 < share < 0.7
+        assert (folds == fold).sum() > 0.1 * len(groups)
+    with pytest.raises(ValueError):
+        fold_groups(groups, labels, ["MRI"] * len(groups), 1, seed=1)
+
+
+def test_every_pool_image_has_exactly_one_out_of_fold_prediction(cv_run):
+    rows = [r for r in read_manifest(cv_run / "manifest.csv") if r.usable]
+    pool = {r.path for r in rows if r.split != "test"}
+    test = {r.path for r in rows if r.split == "test"}
+    with open(cv_run / "oof_predictions.csv", newline="") as handle:
+        oof = list(csv.DictReader(handle))
+    assert list(oof[0].keys())[:4] == ["path", "label", "probability", "fold"]
+    paths = [r["path"] for r in oof]
+    assert len(paths) == len(set(paths)) and set(paths) == pool
+    assert not test & set(paths)
+
+
+def test_no_fold_validation_image_shares_a_group_with_its_training_images(cv_run):
+    rows = [r for r in read_manifest(cv_run / "manifest.csv") if r.usable]
+    assert any(np.bincount([r.group for r in rows]) > 1), "the data has duplicate groups"
+    for fold in range(FOLDS):
+        fold_rows = read_manifest(fold_dir(cv_run, fold) / "manifest.csv")
+        train = {r.group for r in fold_rows if r.usable and r.split == "train"}
+        val = {r.group for r in fold_rows if r.usable and r.split == "val"}
+        test = {r.group for r in fold_rows if r.usable and r.split == "test"}
+        assert val and train and not (val & train) and not (test & (train | val))
+        # The fixed test split is the same in every fold and in the CV manifest.
+        assert {r.path for r in fold_rows if r.split == "test"} == {
+            r.path for r in rows if r.split == "test"}
+
+
+def test_cv_summary_has_per_fold_figures_mean_std_and_the_ensemble_on_test(cv_run):
+    summary = json.loads((cv_run / "cv_summary.json").read_text())
+    assert len(summary["folds"]) == FOLDS
+    for key in ("accuracy", "roc_auc", "sensitivity", "specificity", "loss"):
+        values = [f[key] for f in summary["folds"]]
+        assert summary["mean"][key] == pytest.approx(np.mean(values))
+        assert summary["std"][key] == pytest.approx(np.std(values, ddof=1))
+    assert summary["mean"]["roc_auc"] > 0.75  # the blobs are learnable despite 10% noise
+    assert summary["test"]["count"] > 0 and 0 <= summary["test"]["accuracy"] <= 1
+    info = json.loads((cv_run / "model.json").read_text())
+    assert info["members"] == FOLDS
+    # Each fold is an ordinary run folder that the run readers understand.
+    for fold in range(FOLDS):
+        summary_run = runs.summarize_run(fold_dir(cv_run, fold))
+        assert summary_run.state == "finished" and summary_run.last_epoch["epoch"] == 6
+
+
+def test_ensemble_export_predicts_the_mean_of_its_members_with_their_spread(cv_run):
+    from engine.inference import load_model, predict_files
+    ensemble = load_model(cv_run)
+    members = [load_model(fold_dir(cv_run, fold)) for fold in range(FOLDS)]
+    path = next(r.path for r in read_manifest(cv_run / "manifest.csv") if r.split == "test")
+    data = open(path, "rb").read()
+    [result] = predict_files(ensemble, [("a.png", data)])
+    image = ensemble.model_input(np.asarray(Image.open(path).convert("RGB")))[None]
+    member_logits = np.array([m.logits(image)[0] for m in members])
+    # Same graph ops, same weights: only the order of a 3-term float32 mean differs.
+    np.testing.assert_allclose(ensemble.logits(image)[0], member_logits.mean(), atol=1e-5)
+    from engine.calibration import calibrated
+    spread = calibrated(member_logits, ensemble.temperature).std()
+    assert result.uncertainty == pytest.approx(spread, abs=1e-5)
+
+
+def test_label_audit_ranks_most_flipped_files_near_the_top(cv_run, flipped_data):
+    _, flipped = flipped_data
+    rows = audit(cv_run)
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    with open(cv_run / "label_issues.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header[:5] == ["path", "label", "suggested_label", "score", "group"]
+    top = {r["path"] for r in rows[:2 * len(flipped)]}
+    found = sum(path in top for path in flipped)
+    assert found >= 0.7 * len(flipped), f"{found} of {len(flipped)} flipped files in the top {2 * len(flipped)}"
+    assert len(rows) == len({r["path"] for r in rows})  # pool and test, each once
+
+
+def test_confident_learning_flags_only_confidently_other_class_images():
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    probs = np.array([0.9, 0.8, 0.05, 0.1, 0.2, 0.95])
+    # Thresholds: class 1 = mean P(1) over label-1 images = (0.9 + 0.8 + 0.05) / 3 = 0.583;
+    # class 0 = mean P(0) over label-0 images = (0.9 + 0.8 + 0.05) / 3 = 0.583.
+    np.testing.assert_array_equal(confident_classes(labels, probs), [1, 1, 0, 0, 0, 1])
+    # With a sure class-0 image added, class 0's threshold becomes (0.9 + 0.8 + 0.05 + 0.6 + 1) / 5 = 0.67 and the
+    # image at P(0) = 0.6 is confidently neither class.
+    np.testing.assert_array_equal(
+        confident_classes(np.append(labels, [0, 0]), np.append(probs, [0.4, 0.0]))[-2:], [-1, 0])
+    table = label_issue_table(labels, probs)
+    np.testing.assert_array_equal(table["flagged"], [False, False, True, False, False, True])
+    np.testing.assert_allclose(table["score"], [0.1, 0.2, 0.95, 0.1, 0.2, 0.95])
+
+
+def test_rows_for_fold_and_assign_folds_leave_test_rows_alone(flipped_data):
+    from engine.manifest import build_manifest
+    rows, _ = build_manifest(str(flipped_data[0]), (0.7, 0.15, 0.15), 42, 4)
+    assign_folds(rows, FOLDS, 42)
+    assert all(r.fold == -1 for r in rows if r.split == "test")
+    for fold in range(FOLDS):
+        view = rows_for_fold(rows, fold)
+        assert [r.split for r in view if r.fold == fold] == ["val"] * sum(r.fold == fold for r in rows)
+        assert [v.split for v, r in zip(view, rows) if r.split == "test"] == [
+            "test"] * sum(r.split == "test" for r in rows)
