@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--best-metric", choices=BEST_METRICS, default=defaults.best_metric)
     parser.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap for smoke runs")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--label-review", default="", metavar="FILE",
+                        help="label review CSV (from the Label review page): train on the "
+                        "reviewed labels, leave excluded images out; the original labels stay "
+                        "in the manifest")
     parser.add_argument("--config", help="a config.json to start from (command-line options "
                         "given explicitly override it)")
     parser.add_argument("--run-dir", help="run folder to write (default runs/<timestamp>)")
@@ -80,6 +84,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
         "devices": "devices", "cache": "cache", "best_metric": "best_metric",
         "max_steps_per_epoch": "max_steps_per_epoch", "seed": "seed",
         "rotation_degrees": "rotation_degrees", "zoom": "zoom", "ema_decay": "ema_decay",
+        "label_review": "label_review",
     }
     given = explicit_options(parser, argv)
     changes = {field_name: getattr(args, arg) for arg, field_name in mapping.items() if arg in given}
@@ -99,4 +104,13 @@ def check_data(config: TrainConfig) -> str:
         discover(config.data_dir or None)
     except DataLayoutError as err:
         return str(err)
+    if config.label_review:
+        from engine.review import ReviewFileError, read_review
+        import os
+        if not os.path.exists(config.label_review):
+            return f"label review file {config.label_review} does not exist"
+        try:
+            read_review(config.label_review)
+        except ReviewFileError as err:
+            return str(err)
     return ""

@@ -26,6 +26,7 @@ class TrainConfig:
     dedup_distance: int = 4  # pHash Hamming distance for near-duplicates; -1 = exact only
     cache: str = "memory"  # "file" caches decoded images under the run folder
     crop_to_head: bool = False  # crop to the head's bounding box, pad square, then resize
+    label_review: str = ""  # a label review CSV (engine.review) applied to the labels
     # Model
     preset: str = "resnet18"
     width: float = 1.0  # channel multiplier on 64-128-256-512

@@ -78,8 +78,10 @@ def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
     path = cv_dir / runs.MANIFEST_FILE
     if path.exists():
         return read_manifest(path)
+    from engine.train import apply_label_review
     rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                                    config.dedup_distance)
+    summary["label_review"] = apply_label_review(rows, config, cv_dir)
     assign_folds(rows, folds, config.seed)
     write_manifest(rows, path)
     runs.write_json_atomic(cv_dir / runs.SUMMARY_FILE, summary)
@@ -174,8 +176,15 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     if np.isnan(oof_logits).any():
         raise RuntimeError("some images got no out-of-fold prediction")
     fold_of = np.array([r.fold for r in pool])
-    labels = np.array([r.label for r in pool])
+    # The headline is "as labelled": the folder's labels, whatever a review decided.
+    labels = np.array([r.original_label for r in pool])
     summary = fold_summary(labels, oof_logits, fold_of, folds)
+    if any(r.review for r in pool):
+        kept = np.array([r.review != "exclude" for r in pool])
+        reviewed = np.array([r.label for r in pool])
+        summary["with_reviewed_labels"] = {
+            **fold_summary(reviewed[kept], oof_logits[kept], fold_of[kept], folds),
+            "excluded": int((~kept).sum()), "relabelled": sum(r.review == "relabel" for r in pool)}
     temperature, threshold = _calibration(labels, oof_logits)
     write_oof(cv_dir / OOF_FILE, pool, oof_logits, temperature)
 
@@ -237,7 +246,7 @@ def write_oof(path: Path, pool, logits, temperature: float) -> None:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "probability", "fold", "logit", "group", "modality"])
         for row, probability, logit in zip(pool, probabilities, logits):
-            writer.writerow([row.path, row.label, f"{probability:.6f}", row.fold, f"{logit:.6f}",
+            writer.writerow([row.path, row.original_label, f"{probability:.6f}", row.fold, f"{logit:.6f}",
                              row.group, row.modality])
     os.replace(tmp, path)
 
@@ -253,10 +262,14 @@ def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, thre
     from engine.inference import member_spread
     if not test:
         return {}
+    from engine.evaluate import reviewed_report
     logits = members.mean(axis=1)
-    labels = [r.label for r in test]
+    labels = [r.original_label for r in test]
     modalities = [r.modality for r in test]
     report = full_report(labels, logits, modalities, threshold, temperature)
+    reviewed = reviewed_report(test, logits, threshold, temperature)
+    if reviewed:
+        report["with_reviewed_labels"] = reviewed
     report.update({"split": "test", "model_dir": str(cv_dir), "evaluated_at": time.time(),
                    "threshold_method": "youden (out-of-fold)",
                    "mean_uncertainty": float(member_spread(members, temperature).mean())})

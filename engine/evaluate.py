@@ -87,6 +87,19 @@ def full_report(labels, logits, modalities, threshold: float, temperature: float
     return report
 
 
+def reviewed_report(rows, logits, threshold: float, temperature: float) -> dict:
+    """The same metrics with reviewed labels, excluded images left out; {} when no row
+    carries a review. Kept apart from the "as labelled" figures, never mixed in."""
+    if not any(r.review for r in rows):
+        return {}
+    kept = np.array([r.review != "exclude" for r in rows])
+    labels = np.array([r.label for r in rows])[kept]
+    report = classification_report(labels, calibrated(np.asarray(logits)[kept], temperature), threshold)
+    report.update({"excluded": int((~kept).sum()),
+                   "relabelled": int(sum(r.review == "relabel" for r in rows))})
+    return report
+
+
 def predict_paths(model, paths: list[str], batch_size: int = 32) -> np.ndarray:
     """Logits for image files, decoded through the same pipeline as training."""
     from engine import pipeline
@@ -131,15 +144,21 @@ def write_predictions(path: Path, paths, labels, modalities, logits, temperature
 def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | None = None,
              data_dir: str | None = None, out_dir: str | Path | None = None,
              recalibrate: bool = False, threshold_method: str = "youden",
-             target_sensitivity: float = 0.98, limit: int = 0) -> dict:
+             target_sensitivity: float = 0.98, limit: int = 0, label_review: str | None = None) -> dict:
     """Evaluate the model in ``model_dir`` on ``split`` of ``manifest`` (default: the
     model folder's own manifest.csv), or on every image of ``data_dir``. Writes
     eval_<split>.json and predictions_<split>.csv into ``out_dir`` (default
     ``model_dir``) and returns the report."""
-    from engine.inference import load_model
+    from engine.inference import SHIPPED_MODEL_DIR, load_model
     from engine.manifest import build_manifest, read_manifest, rows_for_split
     model_dir = Path(model_dir)
-    out_dir = Path(out_dir or model_dir)
+    shipped = model_dir.resolve() == SHIPPED_MODEL_DIR.resolve()
+    if shipped and recalibrate:
+        raise ValueError("the shipped model's threshold and temperature are part of the release; "
+                         "copy checkpoints/ to a folder of yours to recalibrate it")
+    # The shipped model's files are committed: its evaluations go to the runs folder.
+    default_out = runs.DEFAULT_RUNS_ROOT / "evaluations" / "shipped" if shipped else model_dir
+    out_dir = Path(out_dir or default_out)
     model = load_model(model_dir)
     info_path = model_dir / runs.MODEL_INFO_FILE
     info = runs.read_json(info_path, {}) or {}
@@ -152,6 +171,11 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
         val_rows = []
     else:
         rows = read_manifest(manifest or model_dir / runs.MANIFEST_FILE)
+        if label_review:
+            from engine.review import apply_review, read_review
+            if not Path(label_review).exists():
+                raise FileNotFoundError(f"label review file {label_review} does not exist")
+            apply_review(rows, read_review(label_review))
         val_rows = rows_for_split(rows, "val")
         rows = rows_for_split(rows, split)
     if limit and limit < len(rows):
@@ -167,9 +191,12 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
         model.threshold, model.temperature = info["threshold"], info["temperature"]
     started = time.time()
     logits = predict_paths(model, [r.path for r in rows])
-    labels = [r.label for r in rows]
+    labels = [r.original_label if r.original_label >= 0 else r.label for r in rows]
     modalities = [r.modality for r in rows]
     report = full_report(labels, logits, modalities, model.threshold, model.temperature)
+    reviewed = reviewed_report(rows, logits, model.threshold, model.temperature)
+    if reviewed:
+        report["with_reviewed_labels"] = reviewed
     report.update({"split": split, "model_dir": str(model_dir), "seconds": time.time() - started,
                    "threshold_method": info.get("threshold_method", "default 0.5"),
                    "evaluated_at": time.time()})
@@ -188,16 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=["val", "test", "train"], default="test")
     parser.add_argument("--manifest", help="manifest.csv to take the split from (default: the model folder's)")
     parser.add_argument("--data-dir", help="evaluate every image of this folder instead of a split")
-    parser.add_argument("--out", help="folder for the outputs (default: the model folder)")
+    parser.add_argument("--out", help="folder for the outputs (default: the model folder; for the "
+                        "shipped model runs/evaluations/shipped, so checkpoints/ is never rewritten)")
     parser.add_argument("--recalibrate", action="store_true",
                         help="refit temperature and threshold on the validation split")
     parser.add_argument("--threshold-method", choices=["youden", "sensitivity"], default="youden")
     parser.add_argument("--target-sensitivity", type=float, default=0.98)
+    parser.add_argument("--label-review", metavar="FILE",
+                        help="also report the metrics with this review's labels (excluded "
+                        "images left out), beside the as-labelled ones")
     args = parser.parse_args(argv)
     from engine.inference import SHIPPED_MODEL_DIR
     try:
         report = evaluate(args.model or SHIPPED_MODEL_DIR, args.split, args.manifest, args.data_dir,
-                          args.out, args.recalibrate, args.threshold_method, args.target_sensitivity)
+                          args.out, args.recalibrate, args.threshold_method, args.target_sensitivity,
+                          label_review=args.label_review)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -205,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "balanced_accuracy", "sensitivity", "specificity", "precision",
                                      "f1", "roc_auc", "pr_auc", "brier", "ece_before_temperature",
                                      "ece", "confusion_matrix")}
+    if "with_reviewed_labels" in report:
+        shown["with_reviewed_labels"] = {k: v for k, v in report["with_reviewed_labels"].items()
+                                         if k != "confusion_matrix"}
     print(json.dumps(shown, indent=2))
     return 0
 

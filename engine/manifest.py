@@ -33,13 +33,16 @@ class ManifestRow:
     phash_mirror: str = ""
     group: int = -1
     fold: int = -1  # cross-validation fold (engine.cv); -1 outside CV and for test images
+    original_label: int = -1  # the folder's label; ``label`` is the one after label review
+    review: str = ""  # label review decision: "", keep, relabel or exclude (engine.review)
 
 
 FIELDS = [f.name for f in fields(ManifestRow)]
 
 
 def _inspect(source: SourceImage) -> ManifestRow:
-    row = ManifestRow(source.path, source.label, source.class_name, source.modality)
+    row = ManifestRow(source.path, source.label, source.class_name, source.modality,
+                      original_label=source.label)
     try:
         rgb = decode_rgb(read_file_bytes(source.path))
     except ImageDecodeError as err:
@@ -129,9 +132,18 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
                 sha256=record["sha256"], phash=record["phash"],
                 phash_mirror=record["phash_mirror"], group=int(record["group"]),
                 fold=int(record.get("fold") or -1),
+                original_label=int(record.get("original_label") or record["label"]),
+                review=record.get("review") or "",
             ))
         return result
 
 
 def rows_for_split(rows: list[ManifestRow], split: str) -> list[ManifestRow]:
+    """Every usable image of a split, label-review exclusions included (evaluation)."""
     return [row for row in rows if row.usable and row.split == split]
+
+
+def rows_for_training(rows: list[ManifestRow], split: str) -> list[ManifestRow]:
+    """The images a training run learns from and monitors: usable, in the split, and
+    not excluded by a label review."""
+    return [row for row in rows if row.usable and row.split == split and row.review != "exclude"]

