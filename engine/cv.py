@@ -116,10 +116,11 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
     cv_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or StopRequested()
     config = config.replace(best_metric="last")
-    if not (cv_dir / runs.CONFIG_FILE).exists():
-        runs.write_json_atomic(cv_dir / runs.CONFIG_FILE,
-                               {"config": config.to_dict(),
-                                "cv": {"folds": folds, "evaluate_test": evaluate_test}})
+    # The effective config (best_metric forced to "last"), rewritten on every start so
+    # a resume reads exactly what the folds train with.
+    runs.write_json_atomic(cv_dir / runs.CONFIG_FILE,
+                           {"config": config.to_dict(),
+                            "cv": {"folds": folds, "evaluate_test": evaluate_test}})
     started = (runs.read_json(cv_dir / runs.STATUS_FILE, {}) or {}).get("started") or time.time()
     runs.write_status(cv_dir, runs.RUNNING, pid=os.getpid(), started=started, ended=None, error=None)
     try:

@@ -250,14 +250,20 @@ class RunActiveError(RunError):
 
 def start_run(args: list[str], run_id: str | None = None, root: str | os.PathLike | None = None,
               python: str | None = None, env: dict | None = None,
-              allow_parallel: bool = False) -> tuple[str, Path]:
-    """Start ``python -m engine.train`` detached (own session, survives the UI), with
-    ``--run-dir`` set. Returns (run_id, folder). The folder and a queued status exist
+              allow_parallel: bool = False, module: str = "engine.train",
+              config: dict | None = None) -> tuple[str, Path]:
+    """Start ``python -m engine.train`` (or ``module``: ``engine.cv`` for a
+    cross-validation) detached (own session, survives the UI), with ``--run-dir`` set. Returns (run_id, folder). The folder and a queued status exist
     when this returns, so a reader sees the run at once.
 
     The check for an active run and the creation of the new one happen under a file
     lock, so two simultaneous submissions (two browser tabs) start one run, not two,
-    unless ``allow_parallel``."""
+    unless ``allow_parallel``.
+
+    With ``config`` (the payload of config.json: ``{"config": {...}}``, plus ``"cv"``
+    for a cross-validation), the file is written into the new run folder and the
+    process started with ``--config`` on it: the run folder is the one seam, and what
+    a form shows is exactly what trains."""
     root = Path(root or DEFAULT_RUNS_ROOT)
     root.mkdir(parents=True, exist_ok=True)
     run_id = validate_run_id(run_id or new_run_id())
@@ -274,7 +280,12 @@ def start_run(args: list[str], run_id: str | None = None, root: str | os.PathLik
         except FileExistsError:
             raise RunError(f"a run named {run_id} already exists") from None
         write_status(folder, QUEUED, pid=None, created=time.time())
-        command = [python or sys.executable, "-m", "engine.train", *args, "--run-dir", str(folder)]
+        if config is not None:
+            write_json_atomic(folder / CONFIG_FILE, config)
+            args = [*args, "--config", str(folder / CONFIG_FILE)]
+        if module not in ("engine.train", "engine.cv"):
+            raise RunError(f"cannot start {module}")
+        command = [python or sys.executable, "-m", module, *args, "--run-dir", str(folder)]
         _launch(command, folder, env)
     return run_id, folder
 
@@ -303,7 +314,36 @@ def resume_run(folder: str | os.PathLike, python: str | None = None, env: dict |
     if status.get("state") in ACTIVE_STATES:
         raise RunError(f"run {folder.name} is already {status['state']}")
     write_status(folder, QUEUED, pid=None, error=None)
-    _launch([python or sys.executable, "-m", "engine.train", "--resume", str(folder)], folder, env)
+    module = "engine.cv" if is_cv(folder) else "engine.train"
+    _launch([python or sys.executable, "-m", module, "--resume", str(folder)], folder, env)
+
+
+CV_SUMMARY_FILE = "cv_summary.json"
+
+
+def is_cv(folder: str | os.PathLike) -> bool:
+    """A cross-validation folder (engine.cv): its config.json has a "cv" section."""
+    return "cv" in read_config_file(folder)
+
+
+def cv_folds(folder: str | os.PathLike) -> list[RunSummary]:
+    """The fold runs of a cross-validation folder, in fold order (those started)."""
+    folder = Path(folder)
+    count = int(read_config_file(folder).get("cv", {}).get("folds", 0))
+    return [summarize_run(folder / f"fold_{k}") for k in range(count)
+            if (folder / f"fold_{k}" / STATUS_FILE).exists()]
+
+
+def read_cv_summary(folder: str | os.PathLike) -> dict | None:
+    return read_json(Path(folder) / CV_SUMMARY_FILE)
+
+
+def can_resume(folder: str | os.PathLike) -> bool:
+    """A stopped or failed run (or CV) with something to continue from."""
+    folder = Path(folder)
+    if is_cv(folder):
+        return (folder / MANIFEST_FILE).exists()
+    return (folder / CHECKPOINT_DIR / "checkpoint").exists()
 
 
 def _launch(command: list[str], folder: Path, env: dict | None) -> None:

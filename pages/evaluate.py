@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from engine.evaluate import classification_report
-from ui import charts
+from engine import runs
+from ui import charts, cv_view
 from ui.common import (
     SHIPPED_DIR, percent, read_json, read_predictions, require_navigation, selected_model_dir,
 )
@@ -20,6 +21,9 @@ report = read_json(model_dir / f"eval_{split}.json")
 predictions = read_predictions(model_dir, split)
 name = "shipped model" if model_dir == SHIPPED_DIR else f"run {model_dir.name}"
 st.caption(f"Model: {name}")
+if (model_dir / runs.CV_SUMMARY_FILE).exists():
+    with st.expander("Cross-validation behind this model", expanded=True):
+        cv_view.show_cv_summary(model_dir, key="eval_cv")
 
 if report is None or predictions is None:
     st.info(f"No evaluation of the {split} split for this model yet.")
@@ -63,6 +67,18 @@ with right:
             ("sensitivity @ stored threshold", report["sensitivity"]),
             ("specificity @ stored threshold", report["specificity"]), ("images", report["count"])]
     st.dataframe(pd.DataFrame(rows, columns=["metric", "value"]), hide_index=True, width="stretch")
+
+reviewed = report.get("with_reviewed_labels")
+if reviewed:
+    st.markdown("**As labelled and with reviewed labels** (stored threshold). The headline figures "
+                "above are as labelled; the reviewed ones only reflect what a reviewer entered.")
+    keys = [("images", "count"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
+            ("specificity", "specificity"), ("ROC AUC", "roc_auc")]
+    side = pd.DataFrame({"metric": [k for k, _ in keys],
+                         "as labelled": [report.get(v) for _, v in keys],
+                         "with reviewed labels": [reviewed.get(v) for _, v in keys]})
+    st.dataframe(side, hide_index=True, width="content")
+    st.caption(f"Reviewed: {reviewed['relabelled']} relabelled, {reviewed['excluded']} excluded.")
 
 if report.get("curves"):
     c1, c2, c3 = st.columns(3)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from engine import metric_names as names
 from engine import runs
-from ui import charts
+from ui import charts, cv_view
 from ui.common import duration, require_navigation, runs_root
 
 require_navigation()
@@ -19,6 +19,11 @@ if not all_runs:
     st.stop()
 
 
+def cv_text(run: runs.RunSummary, key: str, scale: float, digits: int) -> str:
+    summary = runs.read_cv_summary(run.path) if runs.is_cv(run.path) else None
+    return cv_view.mean_std(summary, key, scale, digits) if summary else ""
+
+
 def row(run: runs.RunSummary) -> dict:
     config, best = run.config, run.best
     return {
@@ -27,6 +32,8 @@ def row(run: runs.RunSummary) -> dict:
         "image size": config.get("image_size"), "epochs": f"{run.last_epoch.get('epoch', 0)}/{config.get('epochs', '?')}",
         "data": config.get("data_dir") or "Br35H",
         "best val accuracy": best.get(names.VAL_ACCURACY), "best val AUC": best.get(names.VAL_AUC),
+        "CV accuracy (mean ± std)": cv_text(run, "accuracy", 100, 1),
+        "CV AUC (mean ± std)": cv_text(run, "roc_auc", 1, 3),
         "best epoch": best.get("epoch"), "duration": duration(run.duration_seconds),
         "error": run.status.get("error") or "",
     }
@@ -52,7 +59,7 @@ summary = next(r for r in all_runs if r.run_id == selected)
 cols = st.columns(3)
 has_model = (summary.path / runs.EXPORT_DIR / "saved_model.pb").exists()
 if cols[0].button("Use its model on Predict / Evaluate / Errors", disabled=not has_model):
-    st.session_state["model_choice"] = f"run {selected}"
+    st.session_state["_pending_model_choice"] = f"run {selected}"
     st.rerun()
 if cols[1].button("Watch it on Train"):
     st.session_state["watch_run"] = selected
@@ -68,5 +75,8 @@ with cols[2].popover("Delete ..."):
             st.rerun()
         except runs.RunError as err:
             st.error(str(err))
+if runs.is_cv(summary.path):
+    st.subheader(f"Cross-validation {selected}")
+    cv_view.show_cv_summary(summary.path, key="runs_cv")
 with st.expander("Settings of this run"):
     st.json(runs.read_config_file(summary.path))

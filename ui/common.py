@@ -54,6 +54,12 @@ def sidebar() -> Path:
     if wanted and f"run {wanted}" in choices and st.session_state.get("_model_from_query") != wanted:
         st.session_state["model_choice"] = f"run {wanted}"
         st.session_state["_model_from_query"] = wanted
+    # Pages ask for a model by setting this key; it is applied here, before the
+    # sidebar's widget with key "model_choice" exists (setting a widget's key after
+    # it is instantiated raises StreamlitAPIException).
+    pending = st.session_state.pop("_pending_model_choice", None)
+    if pending in choices:
+        st.session_state["model_choice"] = pending
     if st.session_state.get("model_choice") not in choices:
         st.session_state["model_choice"] = SHIPPED
     with st.sidebar:
@@ -115,6 +121,15 @@ def read_predictions(directory: Path, split: str) -> pd.DataFrame | None:
     frame = _read_csv_cached(str(path), _mtime(path)).copy()
     frame["path"] = frame["path"].map(relocate)
     return frame
+
+
+def available_devices() -> str:
+    """What this machine offers for training, found without importing TensorFlow (the
+    page must stay fast): CPU cores and NVIDIA GPUs known to the driver."""
+    gpus_dir = Path("/proc/driver/nvidia/gpus")
+    gpus = len(list(gpus_dir.iterdir())) if gpus_dir.is_dir() else 0
+    cores = os.cpu_count() or 1
+    return f"{cores} CPU cores, " + (f"{gpus} NVIDIA GPU(s)" if gpus else "no NVIDIA GPU")
 
 
 def percent(value) -> str:

@@ -1,0 +1,138 @@
+"""Label review: the images whose labels the audit doubts, one card per duplicate group
+with the probability and Grad-CAM; a reviewer marks each group keep, relabel or exclude.
+Decisions go to a review CSV (engine.review) that training, cross-validation and
+evaluation accept with ``--label-review``. The page suggests; only the reviewer decides."""
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from engine import runs
+from engine.audit import ISSUES_FILE, audit, read_issues
+from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
+from engine.review import DECISIONS, read_review, record_decision
+from ui.common import SHIPPED_DIR, model_for, require_navigation, runs_root
+
+require_navigation()
+
+st.title("Label review")
+st.caption("Ranked by confident learning on out-of-fold probabilities (each image scored by a "
+           "model that never trained on its duplicate group). A high score means the model "
+           "confidently disagrees with the label: a label error, a hard case, or a finding the "
+           "label does not cover. Nothing is changed until a reviewer decides.")
+
+
+def audit_sources() -> dict[str, Path]:
+    """Folders with out-of-fold predictions: the shipped model's CV and CV runs."""
+    found = {}
+    if (SHIPPED_DIR / "oof_predictions.csv").exists():
+        found["Shipped model (checkpoints/)"] = SHIPPED_DIR
+    for run in runs.list_runs(runs_root()):
+        if runs.is_cv(run.path) and (run.path / "oof_predictions.csv").exists():
+            found[f"cross-validation {run.run_id}"] = run.path
+    return found
+
+
+sources = audit_sources()
+if not sources:
+    st.info("No cross-validation with out-of-fold predictions yet: start one on **Train** "
+            "(Cross-validate, K folds) or run `python -m engine.cv --folds 5`.")
+    st.stop()
+source_name = st.selectbox("Audit of", list(sources))
+folder = sources[source_name]
+if not (folder / ISSUES_FILE).exists():
+    if folder == SHIPPED_DIR:
+        st.warning("The shipped model has no label_issues.csv.")
+        st.stop()
+    st.info("This cross-validation has not been audited yet.")
+    if st.button("Run the label audit", type="primary"):
+        audit(folder)
+        st.rerun()
+    st.stop()
+
+slug = "shipped" if folder == SHIPPED_DIR else folder.name
+review_path = Path(st.text_input(
+    "Review file", str(runs_root() / "label_reviews" / f"{slug}.csv"),
+    help="Decisions are written here (CSV, atomically). Pass it to training with "
+         "--label-review, or in the Train form."))
+try:
+    decisions = read_review(review_path)
+except ValueError as err:
+    st.error(str(err))
+    st.stop()
+
+issues = read_issues(folder / ISSUES_FILE)
+from engine.manifest import read_manifest  # noqa: E402 - after the cheap checks
+manifest = [r for r in read_manifest(folder / runs.MANIFEST_FILE) if r.usable]
+members: dict[int, list] = {}
+for row in manifest:
+    members.setdefault(row.group, []).append(row)
+
+c1, c2, c3 = st.columns(3)
+only_flagged = c1.checkbox("Only images flagged by confident learning", True)
+hide_decided = c2.checkbox("Hide groups already decided", False)
+per_page = c3.number_input("Groups per page", 1, 50, 8)
+by_group: dict[int, list[dict]] = {}
+for issue in issues:
+    if only_flagged and not issue["flagged"]:
+        continue
+    by_group.setdefault(issue["group"], []).append(issue)
+groups = sorted(by_group, key=lambda g: -max(i["score"] for i in by_group[g]))
+if hide_decided:
+    groups = [g for g in groups if not all(r.path in decisions for r in members.get(g, []))]
+flagged_total = sum(i["flagged"] for i in issues)
+st.markdown(f"**{len(issues)} images ranked, {flagged_total} flagged, in {len(groups)} groups shown.** "
+            f"{len(decisions)} images decided in `{review_path.name}`.")
+if not groups:
+    st.success("Nothing to review with these filters.")
+    st.stop()
+pages = max(1, (len(groups) + per_page - 1) // per_page)
+page = st.number_input("Page", 1, pages, 1) if pages > 1 else 1
+shown = groups[(page - 1) * per_page: page * per_page]
+model = model_for(folder)
+label_name = {0: "no tumor", 1: "tumor"}
+
+
+def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    from PIL import Image
+    heat = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize(
+        (rgb.shape[1], rgb.shape[0]), Image.BILINEAR), np.float32) / 255.0
+    red = np.stack([heat, np.zeros_like(heat), 1.0 - heat], axis=2) * 255
+    return ((1 - alpha * heat[..., None]) * rgb + alpha * heat[..., None] * red).astype(np.uint8)
+
+
+for group in shown:
+    group_issues = by_group[group]
+    top = group_issues[0]
+    rows = members.get(group, [])
+    decided = {decisions[r.path]["decision"] for r in rows if r.path in decisions}
+    with st.container(border=True):
+        st.markdown(
+            f"**Group {group}** · {len(rows)} image(s) · labelled **{label_name[top['label']]}**, "
+            f"model suggests **{label_name[top['suggested_label']]}** · score {top['score']:.3f} "
+            f"({top['source']})" + (f" · decided: **{', '.join(sorted(decided))}**" if decided else ""))
+        cols = st.columns(4)
+        for col, issue in zip(cols, group_issues[:4]):
+            try:
+                rgb = decode_rgb(read_file_bytes(issue["path"]))
+            except ImageDecodeError as err:
+                col.error(f"{Path(issue['path']).name}: {err}")
+                continue
+            probability, cams, _ = model.explain_with_spread(model.model_input(rgb)[None])
+            col.image(overlay(model.view(rgb), cams[0]), width="stretch",
+                      caption=f"{Path(issue['path']).name}: P(tumor) {probability[0]:.3f}")
+        st.caption("Heat map: Grad-CAM for the tumor class, scaled to its own maximum per image.")
+        with st.form(f"decide_{slug}_{group}"):
+            f1, f2, f3 = st.columns([2, 3, 2])
+            decision = f1.radio("Decision for the whole group", DECISIONS, horizontal=True,
+                                index=DECISIONS.index(next(iter(decided))) if len(decided) == 1 else 0,
+                                key=f"decision_{slug}_{group}")
+            note = f2.text_input("Note", key=f"note_{slug}_{group}",
+                                 placeholder="what you saw, e.g. 'post-operative cavity, not a tumor'")
+            reviewer = f3.text_input("Reviewer", key=f"reviewer_{slug}_{group}")
+            if st.form_submit_button("Save decision"):
+                record_decision(review_path, [(r.path, r.group, r.original_label) for r in rows],
+                                decision, note, reviewer)
+                st.toast(f"Group {group}: {decision} saved for {len(rows)} image(s)")
+                st.rerun()
