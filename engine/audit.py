@@ -62,6 +62,7 @@ def audit(cv_dir: str | os.PathLike) -> list[dict]:
     folder; write label_issues.csv; return its rows, most suspicious first."""
     from engine.cv import OOF_FILE, read_oof
     from engine.manifest import read_manifest
+    from engine.sources import relocate
     cv_dir = Path(cv_dir)
     if not (cv_dir / OOF_FILE).exists():
         raise FileNotFoundError(f"{cv_dir} has no {OOF_FILE}: run python -m engine.cv first")
@@ -71,7 +72,7 @@ def audit(cv_dir: str | os.PathLike) -> list[dict]:
     test_file = cv_dir / "predictions_test.csv"
     if test_file.exists():
         with open(test_file, newline="") as handle:
-            items += [{"path": r["path"], "label": int(r["label"]),
+            items += [{"path": relocate(r["path"]), "label": int(r["label"]),
                        "probability": float(r["probability"]), "source": "test (ensemble)"}
                       for r in csv.DictReader(handle)]
     table = label_issue_table([i["label"] for i in items], [i["probability"] for i in items])
@@ -99,8 +100,10 @@ def write_issues(path: Path, rows: list[dict]) -> None:
 
 
 def read_issues(path: str | os.PathLike) -> list[dict]:
+    """Rows of label_issues.csv, most suspicious first, Br35H paths relocated."""
+    from engine.sources import relocate
     with open(path, newline="") as handle:
-        return [{**r, "label": int(r["label"]), "suggested_label": int(r["suggested_label"]),
+        return [{**r, "path": relocate(r["path"]), "label": int(r["label"]), "suggested_label": int(r["suggested_label"]),
                  "score": float(r["score"]), "probability": float(r["probability"]),
                  "group": int(r["group"]), "flagged": r["flagged"] == "True"}
                 for r in csv.DictReader(handle)]

@@ -188,6 +188,7 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
             "excluded": int((~kept).sum()), "relabelled": sum(r.review == "relabel" for r in pool)}
     temperature, threshold = _calibration(labels, oof_logits)
     write_oof(cv_dir / OOF_FILE, pool, oof_logits, temperature)
+    _write_oof_evaluation(cv_dir, pool, oof_logits, temperature, threshold)
 
     export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta)
     info = model_info(config, config.flip_tta, members=folds)
@@ -253,8 +254,27 @@ def write_oof(path: Path, pool, logits, temperature: float) -> None:
 
 
 def read_oof(path: str | os.PathLike) -> list[dict]:
+    """Rows of oof_predictions.csv, with Br35H paths mapped onto this machine's copy."""
+    from engine.sources import relocate
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        return [{**r, "path": relocate(r["path"])} for r in csv.DictReader(handle)]
+
+
+def _write_oof_evaluation(cv_dir: Path, pool, logits, temperature: float, threshold: float) -> None:
+    """Out-of-fold predictions as an evaluation "split" (oof) that Evaluate and Errors
+    read like any other: every non-test image, each by the model that never trained on
+    its duplicate group. The threshold and temperature were fitted on these same
+    predictions, so its threshold-dependent figures are slightly optimistic; the
+    per-fold figures in cv_summary.json are the cross-fitted ones."""
+    from engine.evaluate import full_report, write_predictions
+    labels = [r.original_label for r in pool]
+    modalities = [r.modality for r in pool]
+    report = full_report(labels, logits, modalities, threshold, temperature)
+    report.update({"split": "oof", "model_dir": str(cv_dir), "evaluated_at": time.time(),
+                   "threshold_method": "youden (out-of-fold)"})
+    runs.write_json_atomic(cv_dir / "eval_oof.json", report)
+    write_predictions(cv_dir / "predictions_oof.csv", [r.path for r in pool], labels, modalities,
+                      logits, temperature, threshold)
 
 
 def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, threshold: float):

@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from engine.explain import overlay
-from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes, resize_rgb
+from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
 from ui.common import (
     SHIPPED_DIR, model_for, model_stamp, read_json, read_predictions, require_navigation,
     selected_model_dir,
@@ -21,6 +21,17 @@ def _groups_from(manifest: str, mtime: float) -> dict:
     return {row.path: row.group for row in read_manifest(manifest) if row.usable}
 
 
+@st.cache_data(show_spinner=False)
+def _folds_from(manifest: str, mtime: float) -> dict:
+    from engine.manifest import read_manifest
+    return {row.path: row.fold for row in read_manifest(manifest) if row.usable}
+
+
+def folds_of(folder: Path) -> dict:
+    manifest = folder / "manifest.csv"
+    return _folds_from(str(manifest), manifest.stat().st_mtime) if manifest.exists() else {}
+
+
 def duplicate_groups(folder: Path) -> dict:
     """path -> duplicate group, from the model's manifest (empty if it has none)."""
     manifest = folder / "manifest.csv"
@@ -29,7 +40,11 @@ def duplicate_groups(folder: Path) -> dict:
 
 st.title("Errors")
 model_dir = selected_model_dir()
-split = st.radio("Split", ["test", "val"], horizontal=True)
+is_cv_model = (model_dir / "cv_summary.json").exists()
+split = st.radio("Split", ["test", "oof"] if is_cv_model else ["test", "val"], horizontal=True,
+                 format_func=lambda s: {"oof": "out-of-fold (CV)"}.get(s, s),
+                 help="out-of-fold: every non-test image, predicted by the fold model that never "
+                 "trained on its duplicate group" if is_cv_model else None)
 predictions = read_predictions(model_dir, split)
 if predictions is None:
     st.info("No predictions for this split yet: run the evaluation on the **Evaluate** page.")
@@ -53,6 +68,11 @@ limit = c3.number_input("Show at most", 4, 200, 24, 4)
 one_per_group = c4.checkbox("One per duplicate group", bool(groups),
                             help="Br35H holds many copies of a slice; show each group's worst copy once")
 opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05)
+st.caption("Heat maps: Grad-CAM for the tumor class, each scaled to its own maximum (compare "
+           "where, not how strongly, across images)."
+           + (" Out-of-fold errors are explained by the fold model that scored them, where its "
+              "folder exists; the shipped model keeps only the ensemble, whose map is shown "
+              "instead (it trained on these images)." if split == "oof" else ""))
 selected = wrong[wrong["kind"].isin(kinds) & wrong["modality"].astype(str).isin(chosen_modalities)].copy()
 selected["copies"] = selected.groupby("group")["path"].transform("count") if groups else 1
 if one_per_group and groups:
@@ -72,9 +92,20 @@ if shown.empty:
 def heatmap(model_dir: str, path: str, stamp: float):
     model = model_for(Path(model_dir))
     rgb = decode_rgb(read_file_bytes(path))
-    image = resize_rgb(rgb, model.image_size).astype(np.float32)[None] / 255.0
-    _, cams = model.explain(image)
-    return rgb, cams[0]
+    # The model's own view and input (cropped to the head if it was trained so).
+    _, cams = model.explain(model.model_input(rgb)[None])
+    return model.view(rgb), cams[0]
+
+
+def heatmap_model_dir(path: str) -> Path:
+    """Out-of-fold errors are explained by the fold model that scored them when its
+    folder is there (a CV run); the shipped model keeps only the ensemble."""
+    if split == "oof":
+        fold = folds_of(model_dir).get(path, -1)
+        candidate = model_dir / f"fold_{fold}"
+        if (candidate / "export" / "saved_model.pb").exists():
+            return candidate
+    return model_dir
 
 
 @st.dialog("Misclassified image", width="large")
@@ -84,7 +115,6 @@ def enlarge(path: str, caption: str, image: np.ndarray):
     st.caption(path)
 
 
-stamp = model_stamp(model_dir)
 columns = st.columns(4)
 for index, (_, item) in enumerate(shown.iterrows()):
     with columns[index % 4]:
@@ -92,7 +122,8 @@ for index, (_, item) in enumerate(shown.iterrows()):
         caption = (f"{item['kind']} · p(tumor) {item['probability']:.3f} · {item['modality']}"
                    + (f" · {copies} copies misclassified" if copies > 1 else ""))
         try:
-            rgb, cam = heatmap(str(model_dir), item["path"], stamp)
+            heat_dir = heatmap_model_dir(item["path"])
+            rgb, cam = heatmap(str(heat_dir), item["path"], model_stamp(heat_dir))
         except ImageDecodeError as err:
             st.warning(f"{Path(item['path']).name}: {err}")
             continue

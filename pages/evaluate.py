@@ -15,19 +15,24 @@ require_navigation()
 
 st.title("Evaluate")
 model_dir = selected_model_dir()
-split = st.radio("Split", ["test", "val"], horizontal=True,
-                 help="val chose the threshold and temperature; test is untouched by training and tuning")
+is_cv_model = (model_dir / runs.CV_SUMMARY_FILE).exists()
+split = st.radio("Split", ["test", "oof"] if is_cv_model else ["test", "val"], horizontal=True,
+                 format_func=lambda s: {"oof": "out-of-fold (CV)"}.get(s, s),
+                 help="test is untouched by training and tuning. "
+                 + ("out-of-fold: every other image, each predicted by the fold model that never "
+                    "trained on its duplicate group (threshold and temperature were fitted on them)."
+                    if is_cv_model else "val chose the threshold and temperature."))
 report = read_json(model_dir / f"eval_{split}.json")
 predictions = read_predictions(model_dir, split)
 name = "shipped model" if model_dir == SHIPPED_DIR else f"run {model_dir.name}"
 st.caption(f"Model: {name}")
-if (model_dir / runs.CV_SUMMARY_FILE).exists():
+if is_cv_model:
     with st.expander("Cross-validation behind this model", expanded=True):
         cv_view.show_cv_summary(model_dir, key="eval_cv")
 
 if report is None or predictions is None:
     st.info(f"No evaluation of the {split} split for this model yet.")
-    if st.button(f"Run the evaluation on {split}", type="primary"):
+    if split != "oof" and st.button(f"Run the evaluation on {split}", type="primary"):
         from engine.evaluate import evaluate
         with st.spinner("Predicting every image of the split ..."):
             try:

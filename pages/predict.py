@@ -25,7 +25,8 @@ def predict_one(model_dir: str, stamp: float, name: str, digest: str, data: byte
     from engine.inference import predict_files
     model = _model(model_dir)
     result = predict_files(model, [(name, data)], explain=True)[0]
-    return {"name": name, "probability": result.probability, "label": result.predicted_label,
+    return {"name": name, "probability": result.probability, "uncertainty": result.uncertainty,
+            "label": result.predicted_label,
             "class": result.predicted_class, "error": result.error, "image": result.image,
             "cam": result.cam, "threshold": model.threshold}
 
@@ -99,6 +100,8 @@ progress.empty()
 table = pd.DataFrame([{
     "file": r["name"],
     "tumor probability": None if r["error"] else round(r["probability"], 4),
+    "uncertainty (ensemble sd)": (None if r["error"] or r.get("uncertainty") is None
+                                  else round(r["uncertainty"], 4)),
     "predicted class": r["class"] if not r["error"] else "",
     "true label": {None: "", 1: "tumor", 0: "no tumor"}[r["truth"]],
     "error": r["error"],
@@ -106,8 +109,10 @@ table = pd.DataFrame([{
 st.subheader("Results")
 st.dataframe(table, hide_index=True, width="stretch")
 st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), "predictions.csv", "text/csv")
-st.caption(f"Threshold {model.threshold:.3f} (chosen on validation data); probabilities are "
-           f"temperature-calibrated (T = {model.temperature:.2f}).")
+st.caption(f"Threshold {model.threshold:.3f} (chosen on {model.info.get('calibrated_on', 'validation data')}); "
+           f"probabilities are temperature-calibrated (T = {model.temperature:.2f})."
+           + (f" The model is an ensemble of {model.members} fold models; the uncertainty is the "
+              "standard deviation of their probabilities." if model.members > 1 else ""))
 
 columns = st.columns(3)
 shown = [r for r in results if not r["error"]]
@@ -115,10 +120,12 @@ for index, result in enumerate(shown):
     with columns[index % 3]:
         image = np.asarray(result["image"])
         st.image(overlay(image, result["cam"], opacity), width="stretch",
-                 caption=f"{result['name']}")
+                 caption=f"{result['name']}: Grad-CAM for the tumor class, scaled per image")
         verdict = (":red[:material/warning: tumor]" if result["label"] == 1
                    else ":green[:material/check_circle: no tumor]")
+        spread = result.get("uncertainty")
         st.markdown(f"**{verdict}** · probability **{result['probability']:.3f}**"
+                    + (f" ± {spread:.3f}" if spread is not None else "")
                     + (f" · true: {'tumor' if result['truth'] else 'no tumor'}" if result["truth"] is not None else ""))
 for result in results:
     if result["error"]:

@@ -1,7 +1,11 @@
-"""Copy a finished run's model into checkpoints/ (the shipped model) with everything
-its model card and the CI check need, and record the CI sample's accuracy.
+"""Copy a finished cross-validation's fold ensemble into checkpoints/ (the shipped model)
+with everything its model card, the Label review page and the CI check need, and record
+the CI sample's accuracy.
 
-    python scripts/ship_model.py runs/<run_id>
+    python scripts/ship_model.py runs/<cv_dir>
+
+Run the label audit first (python -m engine.audit runs/<cv_dir>) so label_issues.csv
+ships too. Fold run folders (checkpoints, logs) are not shipped: only the ensemble.
 """
 
 from __future__ import annotations
@@ -14,37 +18,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-FILES = ["model.json", "config.json", "manifest.csv", "data_summary.json", "eval_val.json",
-         "eval_test.json", "predictions_val.csv", "predictions_test.csv"]
+FILES = ["model.json", "config.json", "manifest.csv", "data_summary.json", "eval_test.json",
+         "predictions_test.csv", "eval_oof.json", "predictions_oof.csv", "cv_summary.json",
+         "oof_predictions.csv", "label_issues.csv"]
+OPTIONAL = ["keras_comparison.json"]
+STALE = ["eval_val.json", "predictions_val.csv"]  # a single run's files, not a CV's
 CI_SAMPLE = 250
 
 
-def main(run: str) -> None:
+def main(source_dir: str) -> None:
     from engine.evaluate import evaluate
-    from engine.runs import read_metrics, read_status
-    source = Path(run)
-    if read_status(source).get("state") != "finished":
-        sys.exit(f"{source} has not finished")
+    from engine.runs import is_cv, read_status
+    source = Path(source_dir)
+    if read_status(source).get("state") != "finished" or not is_cv(source):
+        sys.exit(f"{source} is not a finished cross-validation")
     target = ROOT / "checkpoints"
     target.mkdir(exist_ok=True)
     if (target / "export").exists():
         shutil.rmtree(target / "export")
     shutil.copytree(source / "export", target / "export")
-    for name in FILES:
+    for name in FILES + [n for n in OPTIONAL if (source / n).exists()]:
         shutil.copy2(source / name, target / name)
+    for name in STALE:
+        (target / name).unlink(missing_ok=True)
     info = json.loads((target / "model.json").read_text())
-    info["checkpoint"] = f"trained in run {source.name}"
+    info["checkpoint"] = f"fold ensemble of cross-validation {source.name}"
     (target / "model.json").write_text(json.dumps(info, indent=2, sort_keys=True))
     sample = evaluate(target, "test", out_dir=ROOT / "runs" / "_ci_sample", limit=CI_SAMPLE)
     full = json.loads((target / "eval_test.json").read_text())
-    epochs = read_metrics(source, "epoch")
+    summary = json.loads((target / "cv_summary.json").read_text())
     status = read_status(source)
     card = {
-        "run": source.name, "ci_sample_size": CI_SAMPLE, "ci_sample_accuracy": sample["accuracy"],
+        "cv_dir": source.name, "folds": summary["folds_count"],
+        "cv_mean": summary["mean"], "cv_std": summary["std"],
+        "ci_sample_size": CI_SAMPLE, "ci_sample_accuracy": sample["accuracy"],
         "test_accuracy": full["accuracy"], "test_roc_auc": full["roc_auc"],
         "test_sensitivity": full["sensitivity"], "test_specificity": full["specificity"],
-        "test_count": full["count"], "epochs": len(epochs),
-        "training_seconds": status["ended"] - status["started"],
+        "test_count": full["count"], "members": info.get("members", 1),
+        "cv_wall_seconds": status["ended"] - status["started"],
     }
     (target / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
     print(json.dumps(card, indent=2))

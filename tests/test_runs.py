@@ -86,9 +86,12 @@ def test_start_and_stop_a_detached_training(synthetic_data, tmp_path):
 
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
-    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-    time.sleep(0.5)
+    code = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(120)")
+    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                               stdout=subprocess.PIPE, text=True)
+    # Handshake: SIGTERM is ignored only once the child says so (no race with start-up).
+    assert process.stdout.readline().strip() == "ready"
     runs.write_status(tmp_path, runs.RUNNING, pid=process.pid)
     assert runs.stop_run(tmp_path, grace_seconds=1.0) == "stopped"
     assert process.wait(timeout=10) == -9

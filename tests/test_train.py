@@ -67,7 +67,10 @@ def test_exported_saved_model_predicts_what_the_model_predicts(finished_run):
     expected = tf.sigmoid((plain + mirrored) / 2).numpy()
     loaded = tf.saved_model.load(str(folder / "export"))
     got = loaded.signatures["serving_default"](images=images)["probability"].numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # Eager ops vs the SavedModel's graph (fused and reordered float32 sums): logits of
+    # order 1 through ~10 layers move by well under 1e-5, probabilities by a quarter of
+    # that (sigmoid's slope is at most 1/4).
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     explained = loaded.signatures["explain"](images=images)
     assert explained["cam"].shape == (5, 32, 32)
 
