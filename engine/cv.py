@@ -157,25 +157,26 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
               evaluate_test: bool = True) -> dict:
     """Out-of-fold predictions, per-fold figures (cross-fitted calibration), the
     ensemble export and its test evaluation; writes every CV output file."""
+    from engine.evaluate import predict_outputs
     from engine.export import export_saved_model, model_info, restore_best_model
     from engine.inference import load_model
-    from engine.evaluate import predict_member_logits
+    from engine.ood import OOD_FILE, fit
     cv_dir = Path(cv_dir)
     pool = [r for r in rows if r.usable and r.split != "test"]
     test = [r for r in rows if r.usable and r.split == "test"] if evaluate_test else []
-    oof_logits = np.full(len(pool), np.nan)
-    test_members = np.zeros((len(test), folds))
-    members = []
-    for fold in range(folds):
-        folder = fold_dir(cv_dir, fold)
-        model = load_model(folder)
-        index = [i for i, r in enumerate(pool) if r.fold == fold]
-        oof_logits[index] = predict_member_logits(model, [pool[i].path for i in index])[:, 0]
-        if test:
-            test_members[:, fold] = predict_member_logits(model, [r.path for r in test])[:, 0]
-        members.append(restore_best_model(folder)[1])
-    if np.isnan(oof_logits).any():
-        raise RuntimeError("some images got no out-of-fold prediction")
+    members = [restore_best_model(fold_dir(cv_dir, fold))[1] for fold in range(folds)]
+    export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta)
+    info = model_info(config, config.flip_tta, members=folds)
+    runs.write_json_atomic(cv_dir / runs.MODEL_INFO_FILE, info)
+    ensemble = load_model(cv_dir)
+    # One pass of the ensemble gives every member's logit: an image's out-of-fold logit
+    # is the one of the member whose training never saw its fold.
+    pool_members, pool_features = predict_outputs(ensemble, [r.path for r in pool])
+    oof_logits = pool_members[np.arange(len(pool)), [r.fold for r in pool]]
+    ensemble.ood = None
+    if pool_features is not None:
+        ensemble.ood = fit(pool_features, np.array([r.fold for r in pool]))
+        ensemble.ood.save(cv_dir / OOD_FILE)
     fold_of = np.array([r.fold for r in pool])
     # The headline is "as labelled": the folder's labels, whatever a review decided.
     labels = np.array([r.original_label for r in pool])
@@ -189,15 +190,17 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     temperature, threshold = _calibration(labels, oof_logits)
     write_oof(cv_dir / OOF_FILE, pool, oof_logits, temperature)
     _write_oof_evaluation(cv_dir, pool, oof_logits, temperature, threshold)
-
-    export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta)
-    info = model_info(config, config.flip_tta, members=folds)
     info.update({"threshold": threshold, "temperature": temperature, "temperature_fitted": True,
                  "threshold_method": "youden",
                  "calibrated_on": f"out-of-fold predictions ({len(pool)} images, {folds} folds)"})
     runs.write_json_atomic(cv_dir / runs.MODEL_INFO_FILE, info)
-    summary["test"] = (_write_test_evaluation(cv_dir, test, test_members, temperature, threshold)
-                       if test else None)
+    summary["test"] = None
+    if test:
+        ensemble.temperature, ensemble.threshold = temperature, threshold
+        test_members, test_features = predict_outputs(ensemble, [r.path for r in test])
+        flags, _ = ensemble.ood_flags(test_features)
+        summary["test"] = _write_test_evaluation(cv_dir, test, test_members, temperature, threshold,
+                                                 None if flags is None else float(np.mean(flags)))
     summary.update({"folds_count": folds, "images_cv": len(pool), "images_test": len(test),
                     "threshold": threshold, "temperature": temperature,
                     "config": config.to_dict(), "written_at": time.time()})
@@ -277,7 +280,8 @@ def _write_oof_evaluation(cv_dir: Path, pool, logits, temperature: float, thresh
                       logits, temperature, threshold)
 
 
-def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, threshold: float):
+def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, threshold: float,
+                           ood_share: float | None = None):
     """The fold ensemble on the fixed test split, in the files Evaluate and Errors read."""
     from engine.evaluate import full_report, write_predictions
     from engine.inference import member_spread
@@ -293,7 +297,8 @@ def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, thre
         report["with_reviewed_labels"] = reviewed
     report.update({"split": "test", "model_dir": str(cv_dir), "evaluated_at": time.time(),
                    "threshold_method": "youden (out-of-fold)",
-                   "mean_uncertainty": float(member_spread(members, temperature).mean())})
+                   "mean_uncertainty": float(member_spread(members, temperature).mean()),
+                   "ood_flagged_share": ood_share})
     runs.write_json_atomic(cv_dir / "eval_test.json", report)
     write_predictions(cv_dir / "predictions_test.csv", [r.path for r in test], labels, modalities,
                       logits, temperature, threshold)

@@ -109,12 +109,40 @@ def predict_paths(model, paths: list[str], batch_size: int = 32) -> np.ndarray:
 
 def predict_member_logits(model, paths: list[str], batch_size: int = 32) -> np.ndarray:
     """[N, K] logits of each ensemble member ([N, 1] for one model) for image files."""
+    return predict_outputs(model, paths, batch_size)[0]
+
+
+def predict_outputs(model, paths: list[str], batch_size: int = 32):
+    """([N, K] member logits, [N, K, C] member features or None) for image files,
+    decoded through the same pipeline as training."""
     from engine import pipeline
     decoded = pipeline.decoded_dataset(paths, [0] * len(paths), model.image_size, cache="none",
                                        crop_to_head=model.crop_to_head)
-    logits = [model.member_logits(images.numpy())
-              for images, _ in pipeline.eval_dataset(decoded, batch_size)]
-    return np.concatenate(logits) if logits else np.zeros([0, 1])
+    logits, features = [], []
+    for images, _ in pipeline.eval_dataset(decoded, batch_size):
+        batch_logits, batch_features = model.outputs(images.numpy())
+        logits.append(batch_logits)
+        features.append(batch_features)
+    if not logits:
+        return np.zeros([0, 1]), None
+    return np.concatenate(logits), (None if features[0] is None else np.concatenate(features))
+
+
+def fit_ood_for_run(model_dir: Path, train_rows, val_rows) -> dict:
+    """Fit the out-of-distribution statistics of a single run's model: a Gaussian on
+    its training images' features, threshold on its validation images (engine.ood)."""
+    from engine.inference import load_model
+    from engine.ood import OOD_FILE, fit
+    model = load_model(model_dir)
+    _, train_features = predict_outputs(model, [r.path for r in train_rows])
+    _, val_features = predict_outputs(model, [r.path for r in val_rows])
+    if train_features is None or len(train_rows) < 4 or len(val_rows) < 2:
+        return {}
+    features = np.concatenate([train_features, val_features])
+    held_out = np.array([-1] * len(train_rows) + [0] * len(val_rows))
+    gaussians = fit(features, held_out)
+    gaussians.save(Path(model_dir) / OOD_FILE)
+    return {"ood_thresholds": gaussians.thresholds.tolist()}
 
 
 def calibrate_on_validation(model, val_rows, method: str = "youden",
@@ -190,13 +218,16 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
         runs.write_json_atomic(info_path, info)
         model.threshold, model.temperature = info["threshold"], info["temperature"]
     started = time.time()
-    logits = predict_paths(model, [r.path for r in rows])
+    members, features = predict_outputs(model, [r.path for r in rows])
+    logits = members.mean(axis=1)
     labels = [r.original_label if r.original_label >= 0 else r.label for r in rows]
     modalities = [r.modality for r in rows]
     report = full_report(labels, logits, modalities, model.threshold, model.temperature)
     reviewed = reviewed_report(rows, logits, model.threshold, model.temperature)
     if reviewed:
         report["with_reviewed_labels"] = reviewed
+    flags, _ = model.ood_flags(features)
+    report["ood_flagged_share"] = None if flags is None else float(np.mean(flags))
     report.update({"split": split, "model_dir": str(model_dir), "seconds": time.time() - started,
                    "threshold_method": info.get("threshold_method", "default 0.5"),
                    "evaluated_at": time.time()})

@@ -61,10 +61,16 @@ class ServingModule(tf.Module):
         self.serve = tf.function(self._serve, input_signature=[spec])
         self.explain = tf.function(self._explain, input_signature=[spec])
 
+    def _features(self, images):
+        """[B, K, C] pooled last feature maps of the members (for the OOD flag)."""
+        return tf.stack([tf.reduce_mean(m(images, training=False)[1], axis=[1, 2])
+                         for m in self.members], axis=1)
+
     def _serve(self, images):
         members = tf.stack([predict_logits(m, images, self.flip_tta) for m in self.members], axis=1)
         logits = tf.reduce_mean(members, axis=1)
-        return {"probability": tf.sigmoid(logits), "logit": logits, "member_logits": members}
+        return {"probability": tf.sigmoid(logits), "logit": logits, "member_logits": members,
+                "features": self._features(images)}
 
     def _explain(self, images):
         explained = [explain_logits(m, images, self.flip_tta) for m in self.members]
@@ -73,7 +79,7 @@ class ServingModule(tf.Module):
         cam = tf.add_n([cam for _, cam in explained]) / float(len(explained))
         cam = tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=[1, 2], keepdims=True))
         return {"probability": tf.sigmoid(logits), "logit": logits, "cam": cam,
-                "member_logits": members}
+                "member_logits": members, "features": self._features(images)}
 
 
 def export_saved_model(models, image_size: int, directory: str | Path, flip_tta: bool = True) -> Path:

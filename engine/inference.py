@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from engine.calibration import calibrated
+from engine.ood import OOD_FILE, FeatureGaussians
 from engine.imageio import ImageDecodeError, crop_to_head, decode_rgb, resize_rgb
 from engine.runs import EXPORT_DIR, MODEL_INFO_FILE, PROJECT_ROOT
 
@@ -39,6 +40,7 @@ class LoadedModel:
     explain_fn: object = field(repr=False)
     crop_to_head: bool = False
     members: int = 1
+    ood: object = field(default=None, repr=False)  # engine.ood.FeatureGaussians, if fitted
 
     def view(self, rgb: np.ndarray) -> np.ndarray:
         """The decoded image as the model frames it (cropped to the head if the model
@@ -56,10 +58,22 @@ class LoadedModel:
 
     def member_logits(self, images: np.ndarray) -> np.ndarray:
         """[N, K] logits of the K ensemble members ([N, 1] for a single model)."""
+        return self.outputs(images)[0]
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """([N, K] member logits, [N, K, C] member features or None for old exports)."""
         out = self.serve(images=tf.convert_to_tensor(images, tf.float32))
-        if "member_logits" in out:
-            return out["member_logits"].numpy()
-        return out["logit"].numpy()[:, None]
+        logits = (out["member_logits"].numpy() if "member_logits" in out
+                  else out["logit"].numpy()[:, None])
+        return logits, (out["features"].numpy() if "features" in out else None)
+
+    def ood_flags(self, features) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(flags [N], scores [N]) of the out-of-distribution check, or (None, None)
+        when the model has no fitted statistics."""
+        if self.ood is None or features is None:
+            return None, None
+        scores = self.ood.scores(features)
+        return scores > 1.0, scores
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Calibrated tumor probabilities (temperature applied) for [N, S, S, 3] in [0, 1]."""
@@ -74,12 +88,18 @@ class LoadedModel:
         """(probabilities [N], Grad-CAM [N, S, S], uncertainty [N] or None): the
         uncertainty is the standard deviation of the members' calibrated probabilities,
         defined for an ensemble only."""
+        probabilities, cams, spread, _ = self.explain_all(images)
+        return probabilities, cams, spread
+
+    def explain_all(self, images: np.ndarray):
+        """explain_with_spread plus the member features (None for old exports)."""
         out = self.explain_fn(images=tf.convert_to_tensor(images, tf.float32))
         probabilities = calibrated(out["logit"].numpy(), self.temperature)
         spread = None
         if "member_logits" in out and out["member_logits"].shape[1] > 1:
             spread = member_spread(out["member_logits"].numpy(), self.temperature)
-        return probabilities, out["cam"].numpy(), spread
+        features = out["features"].numpy() if "features" in out else None
+        return probabilities, out["cam"].numpy(), spread, features
 
 
 def member_spread(member_logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -103,7 +123,8 @@ def load_model(directory: str | Path | None = None) -> LoadedModel:
                         serve=loaded.signatures["serving_default"],
                         explain_fn=loaded.signatures["explain"],
                         crop_to_head=bool(info.get("crop_to_head", False)),
-                        members=int(info.get("members", 1)))
+                        members=int(info.get("members", 1)),
+                        ood=FeatureGaussians.load(directory / OOD_FILE))
     model._saved = loaded  # keep the trackable object alive with its signatures
     return model
 
@@ -113,6 +134,8 @@ class Prediction:
     name: str
     probability: float | None = None
     uncertainty: float | None = None  # ensemble spread; None for a single model
+    out_of_distribution: bool | None = None  # None: the model has no OOD statistics
+    ood_score: float | None = None  # > 1 means out of distribution
     predicted_label: int | None = None
     error: str = ""
     image: np.ndarray | None = field(default=None, repr=False)  # decoded RGB, original size
@@ -143,16 +166,22 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
         chunk = ready[start:start + batch_size]
         batch = np.stack([image for _, image in chunk])
         if explain:
-            probabilities, cams, spread = model.explain_with_spread(batch)
+            probabilities, cams, spread, features = model.explain_all(batch)
         else:
-            members = model.member_logits(batch)
+            members, features = model.outputs(batch)
             probabilities = calibrated(members.mean(axis=1), model.temperature)
             spread = member_spread(members, model.temperature) if members.shape[1] > 1 else None
             cams = [None] * len(chunk)
+        flags, scores = model.ood_flags(features)
         spread = [None] * len(chunk) if spread is None else spread
-        for (index, _), probability, cam, sd in zip(chunk, probabilities, cams, spread):
+        flags = [None] * len(chunk) if flags is None else flags
+        scores = [None] * len(chunk) if scores is None else scores
+        for (index, _), probability, cam, sd, flag, score in zip(chunk, probabilities, cams,
+                                                                  spread, flags, scores):
             results[index].probability = float(probability)
             results[index].uncertainty = None if sd is None else float(sd)
+            results[index].out_of_distribution = None if flag is None else bool(flag)
+            results[index].ood_score = None if score is None else float(score)
             results[index].predicted_label = int(probability >= model.threshold)
             results[index].cam = cam
     return results

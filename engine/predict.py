@@ -45,11 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         record = {"path": result.name, "probability": round(result.probability, 6),
                   "uncertainty": (None if result.uncertainty is None
                                   else round(result.uncertainty, 6)),
+                  "out_of_distribution": result.out_of_distribution,
+                  "ood_score": None if result.ood_score is None else round(result.ood_score, 4),
                   "predicted_class": result.predicted_class, "threshold": round(model.threshold, 6)}
         if args.json:
             print(json.dumps(record))
         else:
             spread = "" if result.uncertainty is None else f" ± {result.uncertainty:.4f}"
+            if result.out_of_distribution:
+                spread += " [WARNING: does not look like the brain slices the model was trained on]"
             print(f"{result.name}: tumor probability {result.probability:.4f}{spread} -> "
                   f"{result.predicted_class} (threshold {model.threshold:.3f})")
     return 1 if failed else 0

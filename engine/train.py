@@ -408,7 +408,13 @@ def _evaluate_splits(folder: Path, derived: Derived) -> None:
     """Calibrate on val and evaluate val and test, so the dashboard has metrics,
     curves and per-image predictions as soon as the run finishes. A failure here is
     logged; the trained model is already safe."""
-    from engine.evaluate import evaluate
+    from engine.evaluate import evaluate, fit_ood_for_run
+    from engine.manifest import read_manifest, rows_for_training
+    try:
+        rows = read_manifest(folder / runs.MANIFEST_FILE)
+        fit_ood_for_run(folder, rows_for_training(rows, "train"), rows_for_training(rows, "val"))
+    except Exception:  # noqa: BLE001 - the flag is optional; predictions still work
+        log.exception("fitting the out-of-distribution statistics failed")
     for split, count in (("val", derived.val_images), ("test", derived.test_images)):
         if not count:
             continue

@@ -70,7 +70,8 @@ with right:
             ("ECE after temperature", report["ece"]), ("temperature", report["temperature"]),
             ("accuracy @ stored threshold", report["accuracy"]),
             ("sensitivity @ stored threshold", report["sensitivity"]),
-            ("specificity @ stored threshold", report["specificity"]), ("images", report["count"])]
+            ("specificity @ stored threshold", report["specificity"]), ("images", report["count"]),
+            ("share flagged out-of-distribution", report.get("ood_flagged_share"))]
     st.dataframe(pd.DataFrame(rows, columns=["metric", "value"]), hide_index=True, width="stretch")
 
 reviewed = report.get("with_reviewed_labels")

@@ -26,6 +26,7 @@ def predict_one(model_dir: str, stamp: float, name: str, digest: str, data: byte
     model = _model(model_dir)
     result = predict_files(model, [(name, data)], explain=True)[0]
     return {"name": name, "probability": result.probability, "uncertainty": result.uncertainty,
+            "ood": result.out_of_distribution, "ood_score": result.ood_score,
             "label": result.predicted_label,
             "class": result.predicted_class, "error": result.error, "image": result.image,
             "cam": result.cam, "threshold": model.threshold}
@@ -103,6 +104,8 @@ table = pd.DataFrame([{
     "uncertainty (ensemble sd)": (None if r["error"] or r.get("uncertainty") is None
                                   else round(r["uncertainty"], 4)),
     "predicted class": r["class"] if not r["error"] else "",
+    "out of distribution": {None: "", True: "yes: not like the training slices", False: "no"}[
+        None if r["error"] else r.get("ood")],
     "true label": {None: "", 1: "tumor", 0: "no tumor"}[r["truth"]],
     "error": r["error"],
 } for r in results])
@@ -123,6 +126,11 @@ for index, result in enumerate(shown):
                  caption=f"{result['name']}: Grad-CAM for the tumor class, scaled per image")
         verdict = (":red[:material/warning: tumor]" if result["label"] == 1
                    else ":green[:material/check_circle: no tumor]")
+        if result.get("ood"):
+            st.warning(f"{result['name']}: this image does not look like the brain slices the "
+                       f"model was trained on (feature distance {result['ood_score']:.1f}x the "
+                       "99th percentile of unseen training-like images). The probability below "
+                       "is shown, but do not trust it.", icon=":material/warning:")
         spread = result.get("uncertainty")
         st.markdown(f"**{verdict}** · probability **{result['probability']:.3f}**"
                     + (f" ± {spread:.3f}" if spread is not None else "")

@@ -167,3 +167,44 @@ def test_rows_for_fold_and_assign_folds_leave_test_rows_alone(flipped_data):
         assert [r.split for r in view if r.fold == fold] == ["val"] * sum(r.fold == fold for r in rows)
         assert [v.split for v, r in zip(view, rows) if r.split == "test"] == [
             "test"] * sum(r.split == "test" for r in rows)
+
+
+def test_ood_statistics_pass_unseen_in_distribution_features_and_flag_shifted_ones():
+    from engine.ood import fit
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.5, 2.0, 16)
+    features = (rng.normal(size=(2000, 2, 16)) * scale)
+    held_out = np.repeat([-1, 0, 1], [1000, 500, 500])
+    gaussians = fit(features, held_out)
+    fresh = rng.normal(size=(4000, 2, 16)) * scale
+    # The thresholds are the 99th percentiles of 500 held-out distances each; the median
+    # of the two members' ratios passes at least ~99% of fresh in-distribution samples.
+    assert np.mean(gaussians.flags(fresh)) < 0.03
+    shifted = fresh + 3.0 * scale  # three standard deviations off in every dimension
+    assert np.mean(gaussians.flags(shifted)) > 0.99
+
+
+def test_a_gradient_image_with_no_brain_is_flagged_out_of_distribution(cv_run, tmp_path):
+    import io
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from engine.inference import load_model, predict_files
+    gradient = (np.linspace(0, 65535, 96)[None, :] * np.ones((96, 1))).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(gradient).save(buffer, "PNG")
+    model = load_model(cv_run)
+    normal = next(r.path for r in read_manifest(cv_run / "manifest.csv") if r.split == "test")
+    [odd, usual] = predict_files(model, [("gradient.png", buffer.getvalue()),
+                                         ("slice.png", open(normal, "rb").read())], explain=True)
+    assert odd.out_of_distribution is True and odd.probability is not None  # still predicted
+    assert usual.out_of_distribution is False
+    (tmp_path / "gradient.png").write_bytes(buffer.getvalue())
+    out = subprocess.run([sys.executable, "-m", "engine.predict", "--model", str(cv_run), "--json",
+                          str(tmp_path / "gradient.png")], cwd=ROOT, capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert record["out_of_distribution"] is True and 0 <= record["probability"] <= 1
+    assert record["uncertainty"] is not None
+    report = json.loads((cv_run / "eval_test.json").read_text())
+    assert 0.0 <= report["ood_flagged_share"] <= 0.2
