@@ -299,11 +299,21 @@ def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, thre
                    "threshold_method": "youden (out-of-fold)",
                    "mean_uncertainty": float(member_spread(members, temperature).mean()),
                    "ood_flagged_share": ood_share})
+    # Each fold model alone on the same images, at the same threshold and temperature:
+    # what the ensemble adds over one model.
+    from engine.calibration import calibrated
+    from engine.evaluate import classification_report
+    report["members"] = [
+        {k: v for k, v in classification_report(labels, calibrated(members[:, k], temperature),
+                                                 threshold).items()
+         if k in ("accuracy", "roc_auc", "sensitivity", "specificity")}
+        for k in range(members.shape[1])]
     runs.write_json_atomic(cv_dir / "eval_test.json", report)
     write_predictions(cv_dir / "predictions_test.csv", [r.path for r in test], labels, modalities,
                       logits, temperature, threshold)
-    return {k: report[k] for k in ("count", "accuracy", "roc_auc", "sensitivity", "specificity",
-                                   "balanced_accuracy", "threshold")}
+    return {**{k: report[k] for k in ("count", "accuracy", "roc_auc", "sensitivity", "specificity",
+                                      "balanced_accuracy", "threshold", "ood_flagged_share")},
+            "members": report["members"]}
 
 
 def main(argv: list[str] | None = None) -> int:
