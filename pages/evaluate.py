@@ -46,15 +46,21 @@ if report is None or predictions is None:
 labels = predictions["label"].to_numpy()
 probabilities = predictions["probability"].to_numpy()
 stored = float(report["threshold"])
-threshold = st.slider("Decision threshold", 0.0, 1.0, stored, 0.005,
-                      help=f"Stored threshold {stored:.3f} ({report.get('threshold_method')}, chosen on val)")
+slider_key = f"threshold_{model_dir}_{split}"
+reset = st.button("Reset to the stored threshold", help=f"{stored:.3f}")
+if reset or slider_key not in st.session_state:
+    st.session_state[slider_key] = round(stored, 3)
+threshold = st.slider("Decision threshold", 0.0, 1.0, step=0.001, format="%.3f", key=slider_key,
+                      help=f"Stored threshold {stored:.3f} ({report.get('threshold_method')})")
 live = classification_report(labels, probabilities, threshold)
 
 cols = st.columns(6)
 for col, (label, key) in zip(cols, [("sensitivity", "sensitivity"), ("specificity", "specificity"),
                                     ("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
                                     ("precision", "precision"), ("F1", "f1")]):
-    col.metric(label, percent(live[key]))
+    undefined = key == "precision" and live["confusion_matrix"]["tp"] + live["confusion_matrix"]["fp"] == 0
+    col.metric(label, "—" if undefined else percent(live[key]),
+               help="undefined: no image is called tumor at this threshold" if undefined else None)
 cm = live["confusion_matrix"]
 st.caption(f"At threshold {threshold:.3f}: {cm['fn']} missed tumors (false negatives), "
            f"{cm['fp']} false alarms, out of {live['count']} images.")

@@ -63,8 +63,8 @@ stamp = model_stamp(model_dir)
 left, right = st.columns([3, 2])
 with left:
     uploads = st.file_uploader(
-        f"Brain CT or MRI slices (JPEG, PNG, BMP, TIFF; up to {MAX_UPLOAD_MB} MB each)",
-        type=["jpg", "jpeg", "png", "bmp", "tif", "tiff"], accept_multiple_files=True)
+        f"Brain CT or MRI slices (JPEG, PNG, BMP, TIFF, GIF, WebP; up to {MAX_UPLOAD_MB} MB each)",
+        type=["jpg", "jpeg", "png", "bmp", "tif", "tiff", "gif", "webp"], accept_multiple_files=True)
 with right:
     count = st.number_input("Samples to draw", 1, 12, 4)
     if st.button("Try samples from the test split", help="Images the shipped model never saw in training"):

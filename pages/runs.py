@@ -51,6 +51,10 @@ metric = st.selectbox("Metric", [names.VAL_ACCURACY, names.VAL_AUC, names.VAL_LO
                                  names.TRAIN_ACCURACY, names.VAL_SENSITIVITY, names.VAL_SPECIFICITY])
 if chosen:
     curves = {run_id: runs.read_metrics(runs.run_dir(run_id, runs_root()), names.KIND_EPOCH) for run_id in chosen}
+    empty = [run_id for run_id, epochs in curves.items() if not epochs]
+    curves = {run_id: epochs for run_id, epochs in curves.items() if epochs}
+    if empty:
+        st.caption(f"No finished epoch yet (not drawn): {', '.join(empty)}")
     st.plotly_chart(charts.overlay_curves(curves, metric), width="stretch")
 
 st.subheader("Open or delete")

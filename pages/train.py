@@ -133,6 +133,12 @@ def live_panel():
     epochs = runs.read_metrics(source, names.KIND_EPOCH)
     steps = runs.read_metrics(source, names.KIND_STEP)
     state = status.get("state", "unknown")
+    # A run that ended while watched: rerun the whole page once, so the run picker's
+    # "(running)" label and any "stop it first" refusal are not left stale.
+    previous = st.session_state.get("_watched_state")
+    st.session_state["_watched_state"] = (watched, state)
+    if previous and previous[0] == watched and previous[1] in runs.ACTIVE_STATES and state not in runs.ACTIVE_STATES:
+        st.rerun(scope="app")
     icon = {"running": ":material/play_circle:", "queued": ":material/hourglass_top:",
             "finished": ":material/check_circle:", "stopped": ":material/stop_circle:",
             "failed": ":material/error:"}.get(state, ":material/help:")

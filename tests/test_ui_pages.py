@@ -96,6 +96,12 @@ def test_evaluate_page_threshold_slider_updates_the_confusion_matrix(run_folder)
     assert sensitivity() == "100.00%"
     assert "0 missed tumors" in at.caption[-1].value or any("0 missed tumors" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) >= 4  # confusion matrix, ROC, PR, calibration
+    at.slider[0].set_value(1.0).run()  # nothing called tumor: precision is undefined
+    assert next(m.value for m in at.metric if m.label == "precision") == "—"
+    import json
+    stored = json.loads((run_folder / "eval_test.json").read_text())["threshold"]
+    next(b for b in at.button if b.label == "Reset to the stored threshold").click().run()
+    assert at.slider[0].value == pytest.approx(round(stored, 3))  # 3 decimals, not 0.80 for 0.804
 
 
 def test_errors_page_shows_the_gallery_of_mistakes(run_folder):
