@@ -4,6 +4,7 @@ mapped onto the one TrainConfig; fatal data problems found before TensorFlow sta
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from engine import runs
 from engine.config import BEST_METRICS, CACHES, PRESETS, SCHEDULES, TrainConfig
@@ -114,3 +115,27 @@ def check_data(config: TrainConfig) -> str:
         except ReviewFileError as err:
             return str(err)
     return ""
+
+
+def new_run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                      argv: list[str] | None, name: "Callable[[TrainConfig], str]"):
+    """(config, folder) of a new run (or CV) the command line asks for, or (None, 2) after
+    printing why not: an invalid option, or a data folder refused before TensorFlow
+    starts (the refusal is also written as the folder's failed status)."""
+    import os
+    import sys
+    import time
+    from pathlib import Path
+    try:
+        config = config_from_args(args, parser, argv)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None, 2
+    folder = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / runs.new_run_id(name(config))
+    error = check_data(config)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        folder.mkdir(parents=True, exist_ok=True)
+        runs.write_status(folder, runs.FAILED, pid=os.getpid(), ended=time.time(), error=error)
+        return None, 2
+    return config, folder

@@ -317,7 +317,7 @@ def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, thre
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.cli import build_parser, check_data, config_from_args
+    from engine.cli import build_parser, new_run_from_args
     from engine.train import StopRequested
     parser = build_parser()
     parser.prog = "python -m engine.cv"
@@ -338,23 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         config, folds = TrainConfig.from_dict(stored["config"]), int(stored["cv"]["folds"])
         evaluate_test = bool(stored["cv"].get("evaluate_test", True))
     else:
-        try:
-            config = config_from_args(args, parser, argv)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
         folds, evaluate_test = args.folds, not args.skip_test
         if folds < 2:
             print("error: --folds must be at least 2", file=sys.stderr)
             return 2
-        folder = (Path(args.run_dir) if args.run_dir
-                  else Path(args.runs_root) / runs.new_run_id(f"cv{folds}-{config.preset}"))
-        error = check_data(config)
-        if error:
-            print(f"error: {error}", file=sys.stderr)
-            folder.mkdir(parents=True, exist_ok=True)
-            runs.write_status(folder, runs.FAILED, pid=os.getpid(), ended=time.time(), error=error)
-            return 2
+        config, folder = new_run_from_args(args, parser, argv, lambda c: f"cv{folds}-{c.preset}")
+        if config is None:
+            return folder  # the exit code; the reason is printed
     status = cross_validate(config, folder, folds, stop=stop, evaluate_test=evaluate_test)
     print(f"cv folder: {folder}  status: {status['state']}"
           + (f"  error: {status.get('error')}" if status.get("error") else ""))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from engine import metric_names as names
 from engine import runs
-from engine.cli import build_parser, check_data, config_from_args
+from engine.cli import build_parser, new_run_from_args
 from engine.config import Derived, TrainConfig
 from engine.progress import format_seconds, progress_bar, setup_logging
 
@@ -442,19 +442,10 @@ def main(argv: list[str] | None = None) -> int:
             config = config.replace(devices=args.devices)
         resume = True
     else:
-        try:
-            config = config_from_args(args, parser, argv)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        folder = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / runs.new_run_id(config.preset)
+        config, folder = new_run_from_args(args, parser, argv, lambda c: c.preset)
+        if config is None:
+            return folder  # the exit code; the reason is printed
         resume = False
-        error = check_data(config)
-        if error:
-            print(f"error: {error}", file=sys.stderr)
-            folder.mkdir(parents=True, exist_ok=True)
-            runs.write_status(folder, runs.FAILED, pid=os.getpid(), ended=time.time(), error=error)
-            return 2
     status = train_and_evaluate(config, folder, resume=resume, stop=stop)
     print(f"run folder: {folder}  status: {status['state']}"
           + (f"  error: {status.get('error')}" if status.get("error") else ""))

@@ -208,3 +208,35 @@ def test_a_gradient_image_with_no_brain_is_flagged_out_of_distribution(cv_run, t
     assert record["uncertainty"] is not None
     report = json.loads((cv_run / "eval_test.json").read_text())
     assert 0.0 <= report["ood_flagged_share"] <= 0.2
+
+
+def test_a_stopped_cv_resumes_with_its_unfinished_fold(tmp_path):
+    """Stop lands in fold 1 (as SIGTERM would: the stop flag is checked between steps);
+    the resumed CV keeps fold 0 as it was and finishes fold 1 from its checkpoint."""
+    from engine.train import StopRequested
+    data = write_class_folders(tmp_path / "data", per_class=24)
+    folder = tmp_path / "cv"
+
+    class StopInFoldOne(StopRequested):
+        signal_name = "SIGTERM"
+
+        @property
+        def requested(self):
+            return bool(runs.read_metrics(folder / "fold_1", "step"))
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    config = tiny_config(data_dir=str(data), epochs=3, dedup_distance=-1, flip_tta=False)
+    status = cross_validate(config, folder, 2, stop=StopInFoldOne())
+    assert status["state"] == "stopped" and status["fold"] == 1
+    assert runs.read_status(folder / "fold_0")["state"] == "finished"
+    assert runs.read_status(folder / "fold_1")["state"] == "stopped"
+    fold0_metrics = (folder / "fold_0" / "metrics.jsonl").read_bytes()
+    status = cross_validate(config, folder, 2)  # what `python -m engine.cv --resume` calls
+    assert status["state"] == "finished"
+    assert (folder / "fold_0" / "metrics.jsonl").read_bytes() == fold0_metrics
+    epochs = [r["epoch"] for r in runs.read_metrics(folder / "fold_1", "epoch")]
+    assert epochs == [1, 2, 3]
+    assert json.loads((folder / "cv_summary.json").read_text())["folds_count"] == 2
