@@ -1,17 +1,25 @@
 """The Keras reference, side by side with the engine on the same cross-validation folds.
 
-    python bench/keras_cv.py runs/<cv_dir>            # after python -m engine.cv ... --run-dir runs/<cv_dir>
+    python bench/keras_cv.py runs/<cv_dir>                  # the plain Keras reference
+    python bench/keras_cv.py runs/<cv_dir> --recipe same    # Keras with the engine's whole recipe
 
 For every fold of an engine.cv folder, trains ``bench/keras_reference.py``'s network of
-the same architecture with Keras ``model.fit`` on the same training images, with the same
-epoch budget, batch, input pipeline (decode, crop, resize, augmentation: the engine's
-tf.data pipeline, so only the model and the training loop differ), AdamW with the same
-learning rate, warm-up + cosine decay and weight decay, label smoothing and head dropout,
-and the same flip test-time augmentation. Then both sets of out-of-fold predictions are
-scored the same way (engine.cv.fold_summary: per-fold threshold and temperature fitted on
-the other folds) and the script prints both CV means ± std and the ratio of out-of-fold
-errors (engine / Keras). The Keras out-of-fold predictions are written beside the
-engine's as ``keras_oof_predictions.csv``.
+the same architecture with Keras ``model.fit`` on the same training images with the same
+epoch budget, batch size and learning rate with warm-up + cosine decay. Two recipes:
+
+- ``plain`` (default): what a user would write instead of this project: images decoded and
+  resized (no crop to the head), Keras augmentation layers (flip, rotation, zoom), Adam,
+  binary cross-entropy, no label smoothing, dropout, weight decay or test-time averaging.
+  This is the reference the engine's recipe must beat.
+- ``same``: the engine's recipe replicated (the engine's own tf.data pipeline with crop and
+  augmentation, AdamW with its weight decay, label smoothing, head dropout, flip
+  test-time averaging), so only the model code and the training loop differ: a
+  diagnostic of the implementation, not a user's alternative.
+
+Both sets of out-of-fold predictions are scored the same way (engine.cv.fold_summary:
+per-fold threshold and temperature fitted on the other folds); the script prints both CV
+means ± std and the ratio of out-of-fold errors (engine / Keras), and writes
+``keras_<recipe>_oof_predictions.csv`` and ``keras_comparison[_same].json``.
 """
 
 from __future__ import annotations
@@ -56,43 +64,68 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         return {"base": self.base, "warmup": self.warmup, "total": self.total}
 
 
-def keras_model(config: TrainConfig) -> keras.Model:
+def keras_model(config: TrainConfig, dropout: float) -> keras.Model:
     base = keras_resnet(config.preset, config.width, (), config.image_size)
     x = base.layers[-2].output  # global average pool, before the reference's own head
     for units in config.head_units:
         x = layers.Dense(units, activation="relu")(x)
-        if config.dropout:
-            x = layers.Dropout(config.dropout)(x)
+        if dropout:
+            x = layers.Dropout(dropout)(x)
     return keras.Model(base.input, layers.Dense(1)(x))
 
 
-def train_fold(config: TrainConfig, train_rows, val_rows, seed: int) -> tuple[np.ndarray, float]:
-    """Out-of-fold logits (flip TTA) for ``val_rows`` and the training seconds."""
-    keras.utils.set_random_seed(seed)
+def plain_training_data(config: TrainConfig, train_rows, steps: int) -> tf.data.Dataset:
+    """Decode and resize (no head crop), shuffle, batch, Keras augmentation layers."""
+    augment = keras.Sequential([layers.RandomFlip("horizontal"),
+                                layers.RandomRotation(config.rotation_degrees / 360.0, fill_mode="constant"),
+                                layers.RandomZoom(config.zoom, fill_mode="constant")])
+    decoded = pipeline.decoded_dataset([r.path for r in train_rows], [r.label for r in train_rows],
+                                       config.image_size, crop_to_head=False)
+    data = (decoded.shuffle(len(train_rows), seed=config.seed, reshuffle_each_iteration=True)
+            .repeat().batch(config.batch_size, drop_remainder=True)
+            .map(lambda x, y: (augment(tf.cast(x, tf.float32) / 255.0, training=True), y),
+                 num_parallel_calls=tf.data.AUTOTUNE))
+    return data.take(steps * config.epochs).prefetch(tf.data.AUTOTUNE)
+
+
+def same_training_data(config: TrainConfig, train_rows) -> tf.data.Dataset:
+    """The engine's own pipeline (crop, augmentation, per-epoch seeds)."""
     decoded = pipeline.decoded_dataset([r.path for r in train_rows], [r.label for r in train_rows],
                                        config.image_size, crop_to_head=config.crop_to_head)
-    steps = pipeline.steps_for(len(train_rows), config.batch_size, drop_remainder=True)
     epochs = [pipeline.train_dataset(decoded, len(train_rows), config.batch_size, config,
                                      seed=config.seed * 10_007 + e) for e in range(config.epochs)]
     data = epochs[0]
     for later in epochs[1:]:
         data = data.concatenate(later)  # each epoch its own shuffle and augmentation seed
-    model = keras_model(config)
+    return data
+
+
+def train_fold(config: TrainConfig, train_rows, val_rows, seed: int,
+               recipe: str = "plain") -> tuple[np.ndarray, float]:
+    """Out-of-fold logits for ``val_rows`` and the training seconds."""
+    keras.utils.set_random_seed(seed)
+    steps = pipeline.steps_for(len(train_rows), config.batch_size, drop_remainder=True)
+    same = recipe == "same"
+    data = same_training_data(config, train_rows) if same else plain_training_data(config, train_rows, steps)
+    model = keras_model(config, config.dropout if same else 0.0)
     schedule = WarmupCosine(config.learning_rate, round(config.warmup_epochs * steps),
                             steps * config.epochs)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True,
-                                                       label_smoothing=config.label_smoothing),
+    optimizer = (keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay) if same
+                 else keras.optimizers.Adam(schedule))
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.BinaryCrossentropy(
+                      from_logits=True, label_smoothing=config.label_smoothing if same else 0.0),
                   metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
     started = time.time()
     model.fit(data, epochs=config.epochs, steps_per_epoch=steps, verbose=0)
     seconds = time.time() - started
     val = pipeline.decoded_dataset([r.path for r in val_rows], [r.label for r in val_rows],
-                                   config.image_size, cache="none", crop_to_head=config.crop_to_head)
+                                   config.image_size, cache="none",
+                                   crop_to_head=config.crop_to_head and same)
     logits = []
     for images, _ in pipeline.eval_dataset(val, 64):
         plain = model(images, training=False)[:, 0]
-        if config.flip_tta:
+        if config.flip_tta and same:
             plain = (plain + model(tf.reverse(images, axis=[2]), training=False)[:, 0]) / 2.0
         logits.append(plain.numpy())
     return np.concatenate(logits), seconds
@@ -102,6 +135,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("cv_dir")
     parser.add_argument("--folds", help="comma-separated fold numbers (default: all)")
+    parser.add_argument("--recipe", choices=["plain", "same"], default="plain")
     args = parser.parse_args(argv)
     cv_dir = Path(args.cv_dir)
     stored = runs.read_config_file(cv_dir)
@@ -115,7 +149,8 @@ def main(argv=None) -> int:
     for fold in chosen:
         index = [i for i, r in enumerate(rows) if r.fold == fold]
         train = [r for r in rows if r.fold != fold]
-        logits, took = train_fold(config, train, [rows[i] for i in index], config.seed + fold)
+        logits, took = train_fold(config, train, [rows[i] for i in index], config.seed + fold,
+                                  args.recipe)
         keras_logits[index] = logits
         seconds.append(took)
         print(f"fold {fold}: Keras model.fit trained in {took:.0f} s", flush=True)
@@ -132,12 +167,13 @@ def main(argv=None) -> int:
         errors = sum(round((1 - f["accuracy"]) * f["images"]) for f in summary["folds"])
         results[name] = {"mean": summary["mean"], "std": summary["std"], "oof_errors": errors,
                          "pooled_oof_roc_auc": summary["pooled_oof_roc_auc"]}
-    with open(cv_dir / "keras_oof_predictions.csv", "w") as handle:
+    with open(cv_dir / f"keras_{args.recipe}_oof_predictions.csv", "w") as handle:
         handle.write("path,label,logit,fold\n")
         for r, z in zip(np.array(rows, dtype=object)[mask], keras_logits[mask]):
             handle.write(f"{r.path},{r.label},{z:.6f},{r.fold}\n")
     ratio = results["engine"]["oof_errors"] / max(results["keras"]["oof_errors"], 1)
-    print(f"\n{len(chosen)} folds, {int(mask.sum())} out-of-fold images, {config.epochs} epochs, "
+    print(f"\nKeras recipe: {args.recipe}; "
+          f"{len(chosen)} folds, {int(mask.sum())} out-of-fold images, {config.epochs} epochs, "
           f"{config.image_size} px, {config.preset} x{config.width}, crop_to_head={config.crop_to_head}")
     print("| | accuracy (mean ± std) | ROC AUC (mean ± std) | out-of-fold errors |")
     print("|---|---|---|---|")
@@ -146,8 +182,10 @@ def main(argv=None) -> int:
         print(f"| {name} | {100 * m['accuracy']:.1f} ± {100 * (s['accuracy'] or 0):.1f}% | "
               f"{m['roc_auc']:.3f} ± {(s['roc_auc'] or 0):.3f} | {results[name]['oof_errors']} |")
     print(f"engine / Keras out-of-fold errors: {ratio:.2f}; Keras training {np.mean(seconds):.0f} s per fold")
-    (cv_dir / "keras_comparison.json").write_text(json.dumps(
-        {**results, "error_ratio": ratio, "folds": chosen, "keras_seconds_per_fold": seconds}, indent=2))
+    name = "keras_comparison.json" if args.recipe == "plain" else "keras_comparison_same.json"
+    (cv_dir / name).write_text(json.dumps(
+        {**results, "error_ratio": ratio, "folds": chosen, "recipe": args.recipe,
+         "keras_seconds_per_fold": seconds}, indent=2))
     return 0
 
 

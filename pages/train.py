@@ -189,6 +189,8 @@ def live_panel():
         buttons[1].page_link("pages/evaluate.py", label="Evaluate", icon=":material/analytics:")
     if is_cv and state == runs.FINISHED:
         cv_view.show_cv_summary(folder, key="train_cv")
+    st.caption("TensorBoard for this run:")
+    st.code(f"tensorboard --logdir {folder}", language="bash")
     with st.expander("Log", expanded=state in runs.ACTIVE_STATES):
         st.code(runs.tail(source / runs.LOG_FILE, 25) or "(no log yet)", language=None)
 
