@@ -78,17 +78,12 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
         base = TrainConfig.from_dict(values.get("config", values))
     elif args.compact:
         base = compact_config()
-    mapping = {
-        "data_dir": "data_dir", "preset": "preset", "width": "width", "image_size": "image_size",
-        "epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
-        "schedule": "schedule", "warmup_epochs": "warmup_epochs", "weight_decay": "weight_decay",
-        "devices": "devices", "cache": "cache", "best_metric": "best_metric",
-        "max_steps_per_epoch": "max_steps_per_epoch", "seed": "seed",
-        "rotation_degrees": "rotation_degrees", "zoom": "zoom", "ema_decay": "ema_decay",
-        "label_review": "label_review",
-    }
+    # Options named like the TrainConfig field they set (--image-size -> image_size).
+    fields = ("data_dir", "preset", "width", "image_size", "epochs", "batch_size", "learning_rate",
+              "schedule", "warmup_epochs", "weight_decay", "devices", "cache", "best_metric",
+              "max_steps_per_epoch", "seed", "rotation_degrees", "zoom", "ema_decay", "label_review")
     given = explicit_options(parser, argv)
-    changes = {field_name: getattr(args, arg) for arg, field_name in mapping.items() if arg in given}
+    changes = {name: getattr(args, name) for name in fields if name in given}
     if args.class_weighting:
         changes["class_weighting"] = True
     if args.no_augment:

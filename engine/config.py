@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PRESETS = ("resnet10", "resnet18", "resnet34", "resnet50")
 SCHEDULES = ("cosine", "step", "constant")
@@ -160,4 +160,3 @@ class Derived:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
-    extra: dict = field(default_factory=dict)

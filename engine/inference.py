@@ -18,10 +18,8 @@ import tensorflow as tf
 
 from engine.calibration import calibrated
 from engine.ood import OOD_FILE, FeatureGaussians
-from engine.imageio import ImageDecodeError, crop_to_head, decode_rgb, resize_rgb
-from engine.runs import EXPORT_DIR, MODEL_INFO_FILE, PROJECT_ROOT
-
-SHIPPED_MODEL_DIR = PROJECT_ROOT / "checkpoints"
+from engine.imageio import ImageDecodeError, crop_to_head, decode_rgb, prepare_rgb
+from engine.runs import EXPORT_DIR, MODEL_INFO_FILE, SHIPPED_MODEL_DIR
 CLASS_NAMES = {0: "no tumor", 1: "tumor"}
 
 
@@ -50,7 +48,7 @@ class LoadedModel:
     def model_input(self, rgb: np.ndarray) -> np.ndarray:
         """Decoded RGB uint8 -> [S, S, 3] float32 in [0, 1], as in training
         (imageio.prepare_rgb: the same crop and resize)."""
-        return resize_rgb(self.view(rgb), self.image_size).astype(np.float32) / 255.0
+        return prepare_rgb(rgb, self.image_size, self.crop_to_head).astype(np.float32) / 255.0
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         out = self.serve(images=tf.convert_to_tensor(images, tf.float32))

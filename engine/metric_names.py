@@ -24,7 +24,6 @@ ETA_SECONDS = "eta_seconds"
 KIND_STEP = "step"
 KIND_EPOCH = "epoch"
 
-EPOCH_METRICS = ("loss", "accuracy", "auc", "sensitivity", "specificity")
 
 
 def split_metric(split: str, name: str) -> str:

@@ -26,9 +26,3 @@ def binary_metrics(labels, probabilities, threshold: float = 0.5) -> dict:
         "sensitivity": _safe_ratio(tp, tp + fn),
         "specificity": _safe_ratio(tn, tn + fp),
     }
-
-
-def bce_from_probabilities(labels, probabilities, eps: float = 1e-7) -> float:
-    labels = np.asarray(labels, np.float64)
-    p = np.clip(np.asarray(probabilities, np.float64), eps, 1 - eps)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))

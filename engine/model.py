@@ -49,12 +49,12 @@ class Conv2D(tf.Module):
 
 
 class BatchNorm(tf.Module):
-    def __init__(self, channels: int, name: str, gamma_init: float = 1.0):
+    def __init__(self, channels: int, name: str):
         super().__init__(name=name)
         on_read = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
                        aggregation=tf.VariableAggregation.MEAN)
         with self.name_scope:
-            self.gamma = tf.Variable(tf.fill([channels], gamma_init), name="gamma", **_TRAINABLE)
+            self.gamma = tf.Variable(tf.ones([channels]), name="gamma", **_TRAINABLE)
             self.beta = tf.Variable(tf.zeros([channels]), name="beta", **_TRAINABLE)
             self.moving_mean = tf.Variable(tf.zeros([channels]), name="moving_mean", **on_read)
             self.moving_variance = tf.Variable(tf.ones([channels]), name="moving_variance",

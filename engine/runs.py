@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODEL_DIR = PROJECT_ROOT / "checkpoints"  # the shipped model: the one place it is named
 DEFAULT_RUNS_ROOT = Path(os.environ.get("BRAIN_RUNS_DIR", PROJECT_ROOT / "runs"))
 
 CONFIG_FILE = "config.json"

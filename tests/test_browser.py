@@ -19,7 +19,10 @@ from ui_fixtures import make_finished_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (scripts/test.sh installs it)")
+if not os.path.exists(CHROMIUM):
+    # Loud, never a silent skip: a suite without its browser tests must not pass.
+    raise RuntimeError(f"Chromium not found ({CHROMIUM}): the browser tests need Debian's chromium "
+                       "package; bash scripts/test.sh installs it")
 
 
 def free_port() -> int:

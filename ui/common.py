@@ -13,7 +13,7 @@ import streamlit as st
 from engine import runs
 
 SHIPPED = "Shipped model (checkpoints/)"
-SHIPPED_DIR = runs.PROJECT_ROOT / "checkpoints"
+SHIPPED_DIR = runs.SHIPPED_MODEL_DIR
 RESEARCH_NOTE = ("Research software, not a medical device: predictions are not a diagnosis and "
                  "must not be used for patient care.")
 
