@@ -114,6 +114,22 @@ def test_an_upload_over_the_size_limit_is_refused_with_a_message(server, page, t
     page.get_by_text("Upload one or more images").wait_for()  # nothing was predicted; page still works
 
 
+def test_runs_use_its_model_switches_the_sidebar_model(server, page):
+    """Runs -> "Use its model" (the only run so far is selected by default): the sidebar's
+    model becomes that run's, with no exception on the page."""
+    page.goto(f"{server['url']}/runs")
+    page.get_by_text("Open or delete").wait_for()
+    sidebar = page.locator("[data-testid=stSidebar]")
+    from playwright.sync_api import expect
+    model_box = sidebar.get_by_role("combobox", name="Model")
+    expect(model_box).to_have_value("Shipped model (checkpoints/)")
+    page.get_by_role("button", name="Use its model on Predict / Evaluate / Errors").click()
+    expect(model_box).to_have_value("run fixture-run", timeout=60_000)
+    assert page.locator("[data-testid=stException]").count() == 0
+    page.get_by_role("link", name="Evaluate").click()
+    page.get_by_text("Model: run fixture-run").wait_for()
+
+
 def test_start_a_tiny_training_and_watch_it_finish(server, page):
     page.goto(f"{server['url']}/train")
     page.get_by_role("textbox", name="Data folder", exact=True).fill(str(server["train_data"]))
