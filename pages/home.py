@@ -34,6 +34,16 @@ if test:
         col.metric(label, value if key == "count" else (percent(value) if key != "roc_auc" else f"{value:.4f}"))
     st.caption("Held-out test split of a duplicate-aware split: no near-copy of a test image was "
                "seen in training.")
+    cv = read_json(model_dir / runs.CV_SUMMARY_FILE)
+    if cv:
+        m, s = cv["mean"], cv["std"]
+        st.markdown(
+            f"Cross-validation behind it ({cv['folds_count']} folds grouped by duplicate group, "
+            f"{cv['images_cv']} images): accuracy **{100 * m['accuracy']:.1f} ± {100 * s['accuracy']:.1f}%**, "
+            f"ROC AUC **{m['roc_auc']:.3f} ± {s['roc_auc']:.3f}** (mean ± std over folds). "
+            f"The model is the ensemble of the {cv['folds_count']} fold models. A single split's figure "
+            "swings by several points with the few duplicate groups that land in it; the spread over "
+            "folds shows by how much.")
 else:
     st.info("This model has no test evaluation yet: open **Evaluate** to run it.")
 

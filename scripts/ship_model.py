@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 FILES = ["model.json", "config.json", "manifest.csv", "data_summary.json", "eval_test.json",
          "predictions_test.csv", "eval_oof.json", "predictions_oof.csv", "cv_summary.json",
-         "oof_predictions.csv", "label_issues.csv"]
+         "oof_predictions.csv", "label_issues.csv", "ood.npz"]
 OPTIONAL = ["keras_comparison.json"]
 STALE = ["eval_val.json", "predictions_val.csv"]  # a single run's files, not a CV's
 CI_SAMPLE = 250
@@ -47,7 +47,10 @@ def main(source_dir: str) -> None:
     sample = evaluate(target, "test", out_dir=ROOT / "runs" / "_ci_sample", limit=CI_SAMPLE)
     full = json.loads((target / "eval_test.json").read_text())
     summary = json.loads((target / "cv_summary.json").read_text())
-    status = read_status(source)
+    # Training wall time: first fold started to last fold ended (a later re-summary of
+    # the same folds does not count).
+    folds = [read_status(source / f"fold_{k}") for k in range(summary["folds_count"])]
+    wall = max(f["ended"] for f in folds) - min(f["started"] for f in folds)
     card = {
         "cv_dir": source.name, "folds": summary["folds_count"],
         "cv_mean": summary["mean"], "cv_std": summary["std"],
@@ -55,7 +58,7 @@ def main(source_dir: str) -> None:
         "test_accuracy": full["accuracy"], "test_roc_auc": full["roc_auc"],
         "test_sensitivity": full["sensitivity"], "test_specificity": full["specificity"],
         "test_count": full["count"], "members": info.get("members", 1),
-        "cv_wall_seconds": status["ended"] - status["started"],
+        "cv_training_wall_seconds": wall,
     }
     (target / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
     print(json.dumps(card, indent=2))
