@@ -230,3 +230,15 @@ def test_train_form_writes_the_whole_config_it_shows_and_trains_it(run_folder, m
                 isinstance(value, float) and getattr(saved, field) == pytest.approx(value)), field
     finally:
         runs.stop_run(folder, grace_seconds=30)
+
+
+def test_train_page_watching_a_cv_shows_fold_progress_and_the_summary(cv_folder):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["watch_run"] = "fixture-cv"
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    progress = next(d.value for d in at.dataframe if "state" in d.value.columns and "fold" in d.value.columns)
+    assert progress["state"].tolist() == ["finished"] * 3
+    assert "CV accuracy (%)" in [m.label for m in at.metric]
