@@ -136,6 +136,9 @@ def main(argv=None) -> int:
     parser.add_argument("cv_dir")
     parser.add_argument("--folds", help="comma-separated fold numbers (default: all)")
     parser.add_argument("--recipe", choices=["plain", "same"], default="plain")
+    parser.add_argument("--keras-oof", metavar="CSV",
+                        help="score against Keras out-of-fold predictions saved by an earlier run "
+                        "of this script on the same folds, instead of training Keras again")
     args = parser.parse_args(argv)
     cv_dir = Path(args.cv_dir)
     stored = runs.read_config_file(cv_dir)
@@ -146,6 +149,15 @@ def main(argv=None) -> int:
     engine_oof = {r["path"]: float(r["logit"]) for r in read_oof(cv_dir / OOF_FILE)}
     keras_logits = np.full(len(rows), np.nan)
     seconds = []
+    if args.keras_oof:
+        import csv
+        from engine.sources import relocate
+        with open(args.keras_oof, newline="") as handle:
+            saved = {relocate(r["path"]): (float(r["logit"]), int(r["fold"])) for r in csv.DictReader(handle)}
+        if any(saved.get(r.path, (0, r.fold))[1] != r.fold for r in rows):
+            raise SystemExit("the saved Keras predictions come from different folds")
+        keras_logits = np.array([saved.get(r.path, (np.nan, 0))[0] for r in rows])
+        chosen = []
     for fold in chosen:
         index = [i for i, r in enumerate(rows) if r.fold == fold]
         train = [r for r in rows if r.fold != fold]
@@ -167,6 +179,15 @@ def main(argv=None) -> int:
         errors = sum(round((1 - f["accuracy"]) * f["images"]) for f in summary["folds"])
         results[name] = {"mean": summary["mean"], "std": summary["std"], "oof_errors": errors,
                          "pooled_oof_roc_auc": summary["pooled_oof_roc_auc"]}
+    if args.keras_oof:
+        ratio = results["engine"]["oof_errors"] / max(results["keras"]["oof_errors"], 1)
+        print(f"engine {cv_dir.name} vs saved Keras predictions {args.keras_oof}")
+        for name in ("engine", "keras"):
+            m, s = results[name]["mean"], results[name]["std"]
+            print(f"| {name} | {100 * m['accuracy']:.1f} ± {100 * (s['accuracy'] or 0):.1f}% | "
+                  f"{m['roc_auc']:.3f} ± {(s['roc_auc'] or 0):.3f} | {results[name]['oof_errors']} |")
+        print(f"engine / Keras out-of-fold errors: {ratio:.2f}")
+        return 0
     with open(cv_dir / f"keras_{args.recipe}_oof_predictions.csv", "w") as handle:
         handle.write("path,label,logit,fold\n")
         for r, z in zip(np.array(rows, dtype=object)[mask], keras_logits[mask]):

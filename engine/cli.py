@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=PRESETS, default=defaults.preset, help="ResNet depth")
     parser.add_argument("--width", type=float, default=defaults.width, help="channel multiplier")
     parser.add_argument("--compact", action="store_true",
-                        help="start from the CPU-sized preset of the shipped model")
+                        help="start from the CPU-sized compact preset (160 px, regularised)")
+    parser.add_argument("--shipped-recipe", action="store_true",
+                        help="start from the recipe of the shipped fold ensemble (engine.config.shipped_config)")
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
     parser.add_argument("--crop-to-head", action="store_true",
                         help="crop each image to the head's bounding box (padded square) before resizing")
@@ -69,13 +71,15 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
                      argv: list[str] | None = None) -> TrainConfig:
     """The config the command line asks for: the base (``--config`` file, ``--compact``
     preset, or TrainConfig's defaults) with every explicitly given option applied."""
-    from engine.config import compact_config
+    from engine.config import compact_config, shipped_config
     base = TrainConfig()
     if args.config:
         values = runs.read_json(args.config)
         if values is None:
             parser.error(f"cannot read config file {args.config}")
         base = TrainConfig.from_dict(values.get("config", values))
+    elif args.shipped_recipe:
+        base = shipped_config()
     elif args.compact:
         base = compact_config()
     # Options named like the TrainConfig field they set (--image-size -> image_size).
