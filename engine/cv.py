@@ -43,11 +43,6 @@ def fold_dir(cv_dir: Path, fold: int) -> Path:
     return Path(cv_dir) / f"fold_{fold}"
 
 
-def is_cv_dir(folder: str | os.PathLike) -> bool:
-    """A folder engine.cv writes (readers use this to show the per-fold view)."""
-    return "cv" in (runs.read_config_file(folder) or {})
-
-
 def assign_folds(rows, folds: int, seed: int):
     """Set ``fold`` on every usable non-test row (test rows keep -1). Pure apart from
     the rows it is given."""
@@ -283,11 +278,9 @@ def _write_oof_evaluation(cv_dir: Path, pool, logits, temperature: float, thresh
 def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, threshold: float,
                            ood_share: float | None = None):
     """The fold ensemble on the fixed test split, in the files Evaluate and Errors read."""
-    from engine.evaluate import full_report, write_predictions
+    from engine.calibration import calibrated
+    from engine.evaluate import classification_report, full_report, reviewed_report, write_predictions
     from engine.inference import member_spread
-    if not test:
-        return {}
-    from engine.evaluate import reviewed_report
     logits = members.mean(axis=1)
     labels = [r.original_label for r in test]
     modalities = [r.modality for r in test]
@@ -301,8 +294,6 @@ def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, thre
                    "ood_flagged_share": ood_share})
     # Each fold model alone on the same images, at the same threshold and temperature:
     # what the ensemble adds over one model.
-    from engine.calibration import calibrated
-    from engine.evaluate import classification_report
     report["members"] = [
         {k: v for k, v in classification_report(labels, calibrated(members[:, k], temperature),
                                                  threshold).items()

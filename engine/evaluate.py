@@ -102,7 +102,6 @@ def reviewed_report(rows, logits, threshold: float, temperature: float) -> dict:
 
 def predict_paths(model, paths: list[str], batch_size: int = 32) -> np.ndarray:
     """Logits for image files, decoded through the same pipeline as training."""
-    from engine import pipeline
     members = predict_member_logits(model, paths, batch_size)
     return members.mean(axis=1) if len(members) else np.zeros([0])
 

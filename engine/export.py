@@ -25,12 +25,14 @@ from engine.explain import grad_cam
 
 
 def predict_logits(model, images, flip_tta: bool):
-    """Inference-mode logits, averaged with the mirrored image's when ``flip_tta``."""
-    logits, _ = model(images, training=False)
+    """(inference-mode logits, averaged with the mirrored image's when ``flip_tta``;
+    the plain image's pooled last feature map [B, C], for the OOD flag), from the same
+    forward pass."""
+    logits, feature_map = model(images, training=False)
     if flip_tta:
         mirrored, _ = model(tf.reverse(images, axis=[2]), training=False)
         logits = (logits + mirrored) / 2.0
-    return logits
+    return logits, tf.reduce_mean(feature_map, axis=[1, 2])
 
 
 def explain_logits(model, images, flip_tta: bool):
@@ -61,16 +63,12 @@ class ServingModule(tf.Module):
         self.serve = tf.function(self._serve, input_signature=[spec])
         self.explain = tf.function(self._explain, input_signature=[spec])
 
-    def _features(self, images):
-        """[B, K, C] pooled last feature maps of the members (for the OOD flag)."""
-        return tf.stack([tf.reduce_mean(m(images, training=False)[1], axis=[1, 2])
-                         for m in self.members], axis=1)
-
     def _serve(self, images):
-        members = tf.stack([predict_logits(m, images, self.flip_tta) for m in self.members], axis=1)
+        outputs = [predict_logits(m, images, self.flip_tta) for m in self.members]
+        members = tf.stack([logits for logits, _ in outputs], axis=1)
         logits = tf.reduce_mean(members, axis=1)
         return {"probability": tf.sigmoid(logits), "logit": logits, "member_logits": members,
-                "features": self._features(images)}
+                "features": tf.stack([features for _, features in outputs], axis=1)}
 
     def _explain(self, images):
         explained = [explain_logits(m, images, self.flip_tta) for m in self.members]
@@ -78,8 +76,11 @@ class ServingModule(tf.Module):
         logits = tf.reduce_mean(members, axis=1)
         cam = tf.add_n([cam for _, cam in explained]) / float(len(explained))
         cam = tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=[1, 2], keepdims=True))
+        # Grad-CAM runs its own forward pass; the pooled features for the OOD flag take
+        # one more, inference mode, per member.
+        features = tf.stack([predict_logits(m, images, False)[1] for m in self.members], axis=1)
         return {"probability": tf.sigmoid(logits), "logit": logits, "cam": cam,
-                "member_logits": members, "features": self._features(images)}
+                "member_logits": members, "features": features}
 
 
 def export_saved_model(models, image_size: int, directory: str | Path, flip_tta: bool = True) -> Path:

@@ -79,18 +79,13 @@ class LoadedModel:
 
     def explain(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated probabilities [N], Grad-CAM maps [N, S, S] in [0, 1])."""
-        probabilities, cams, _ = self.explain_with_spread(images)
+        probabilities, cams, _, _ = self.explain_all(images)
         return probabilities, cams
 
-    def explain_with_spread(self, images: np.ndarray):
-        """(probabilities [N], Grad-CAM [N, S, S], uncertainty [N] or None): the
-        uncertainty is the standard deviation of the members' calibrated probabilities,
-        defined for an ensemble only."""
-        probabilities, cams, spread, _ = self.explain_all(images)
-        return probabilities, cams, spread
-
     def explain_all(self, images: np.ndarray):
-        """explain_with_spread plus the member features (None for old exports)."""
+        """(probabilities [N], Grad-CAM [N, S, S], uncertainty [N] or None, member
+        features [N, K, C] or None for old exports): the uncertainty is the standard
+        deviation of the members' calibrated probabilities, defined for an ensemble only."""
         out = self.explain_fn(images=tf.convert_to_tensor(images, tf.float32))
         probabilities = calibrated(out["logit"].numpy(), self.temperature)
         spread = None

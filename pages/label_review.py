@@ -5,11 +5,11 @@ evaluation accept with ``--label-review``. The page suggests; only the reviewer 
 
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from engine import runs
 from engine.audit import ISSUES_FILE, audit, read_issues
+from engine.explain import overlay
 from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
 from engine.review import DECISIONS, read_review, record_decision
 from ui.common import SHIPPED_DIR, model_for, require_navigation, runs_root
@@ -94,14 +94,6 @@ model = model_for(folder)
 label_name = {0: "no tumor", 1: "tumor"}
 
 
-def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    from PIL import Image
-    heat = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize(
-        (rgb.shape[1], rgb.shape[0]), Image.BILINEAR), np.float32) / 255.0
-    red = np.stack([heat, np.zeros_like(heat), 1.0 - heat], axis=2) * 255
-    return ((1 - alpha * heat[..., None]) * rgb + alpha * heat[..., None] * red).astype(np.uint8)
-
-
 for group in shown:
     group_issues = by_group[group]
     top = group_issues[0]
@@ -119,8 +111,8 @@ for group in shown:
             except ImageDecodeError as err:
                 col.error(f"{Path(issue['path']).name}: {err}")
                 continue
-            probability, cams, _ = model.explain_with_spread(model.model_input(rgb)[None])
-            col.image(overlay(model.view(rgb), cams[0]), width="stretch",
+            probability, cams, _, _ = model.explain_all(model.model_input(rgb)[None])
+            col.image(overlay(model.view(rgb), cams[0], 0.45), width="stretch",
                       caption=f"{Path(issue['path']).name}: P(tumor) {probability[0]:.3f}")
         st.caption("Heat map: Grad-CAM for the tumor class, scaled to its own maximum per image.")
         with st.form(f"decide_{slug}_{group}"):
