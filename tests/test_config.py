@@ -40,3 +40,13 @@ def test_help_documents_every_option(capsys):
                    "--learning-rate", "--schedule", "--no-augment", "--devices", "--run-dir",
                    "--resume", "--seed"):
         assert option in text
+
+
+def test_shipped_recipe_flag_starts_from_the_shipped_config_and_options_override_it():
+    from engine.config import shipped_config
+    parser = build_parser()
+    argv = ["--shipped-recipe"]
+    assert config_from_args(parser.parse_args(argv), parser, argv) == shipped_config()
+    argv = ["--shipped-recipe", "--epochs", "3", "--crop-to-head", "--ema-decay", "0.5"]
+    assert config_from_args(parser.parse_args(argv), parser, argv) == shipped_config(
+        epochs=3, crop_to_head=True, ema_decay=0.5)

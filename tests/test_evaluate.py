@@ -116,3 +116,30 @@ def test_predict_cli_reports_a_text_file_and_still_predicts_the_rest(trained_run
     assert out.returncode != 0
     assert "scan.jpg: error: not a recognised image" in out.stderr
     assert "tumor probability" in out.stdout and image.name in out.stdout
+
+
+def test_a_single_run_gets_ood_statistics_and_reports_the_flagged_share(trained_run):
+    """Training fits the OOD statistics of a single run (train features, threshold on
+    val) and evaluation reports the share of the split flagged."""
+    from engine.inference import load_model
+    folder, _ = trained_run
+    assert (folder / "ood.npz").exists()
+    assert load_model(folder).ood is not None
+    for split in ("val", "test"):
+        share = json.loads((folder / f"eval_{split}.json").read_text())["ood_flagged_share"]
+        assert share is not None and 0.0 <= share <= 1.0
+
+
+def test_evaluating_the_shipped_model_never_rewrites_checkpoints(tmp_path, monkeypatch):
+    from engine import runs
+    from engine.evaluate import evaluate
+    from engine.runs import SHIPPED_MODEL_DIR
+    monkeypatch.setattr(runs, "DEFAULT_RUNS_ROOT", tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in SHIPPED_MODEL_DIR.iterdir() if p.is_file()}
+    report = evaluate(SHIPPED_MODEL_DIR, "test", limit=12)
+    assert report["count"] == 12
+    assert (tmp_path / "evaluations" / "shipped" / "eval_test.json").exists()
+    after = {p.name: p.stat().st_mtime_ns for p in SHIPPED_MODEL_DIR.iterdir() if p.is_file()}
+    assert after == before
+    with pytest.raises(ValueError, match="part of the release"):
+        evaluate(SHIPPED_MODEL_DIR, "test", recalibrate=True, limit=12)

@@ -63,3 +63,35 @@ def test_model_input_is_224_float_in_unit_range(png_bytes):
     image = load_for_model(png_bytes, 224)
     assert image.shape == (224, 224, 3) and image.dtype == np.float32
     assert 0.0 <= image.min() and image.max() <= 1.0
+
+
+def test_head_crop_finds_the_head_ignores_burnt_in_text_and_keeps_the_aspect_ratio():
+    from engine.imageio import crop_to_head, head_box, prepare_rgb
+    rgb = np.zeros((200, 300, 3), np.uint8)
+    yy, xx = np.mgrid[:200, :300]
+    rgb[((yy - 100) / 60) ** 2 + ((xx - 150) / 90) ** 2 <= 1] = 180  # an elliptic "head"
+    rgb[5:8, 5:10] = 255  # a few bright pixels of burnt-in text in the corner (under 2% of a row)
+    top, bottom, left, right = head_box(rgb)
+    # The ellipse spans rows 40..160 and columns 60..240 (rows and columns with at least
+    # 2% bright pixels start a little inside its tips); the margin is 2% per side.
+    assert 34 <= top <= 40 and 160 <= bottom <= 166
+    assert 52 <= left <= 60 and 240 <= right <= 248
+    square = crop_to_head(rgb)
+    assert square.shape[0] == square.shape[1] == right - left
+    assert prepare_rgb(rgb, 64, crop=True).shape == (64, 64, 3)
+    # A blank image is never cropped to a sliver.
+    assert head_box(np.zeros((50, 80, 3), np.uint8)) == (0, 50, 0, 80)
+
+
+def test_training_pipeline_and_inference_prepare_an_image_identically(tmp_path):
+    """One transformation everywhere: the tf.data pipeline (training, evaluation) and
+    LoadedModel.model_input (prediction, Errors, Label review) give the same pixels."""
+    from engine import pipeline
+    from engine.imageio import prepare_rgb
+    rgb = np.zeros((90, 140, 3), np.uint8)
+    rgb[20:70, 30:120] = np.random.default_rng(0).integers(40, 255, (50, 90, 3), dtype=np.uint8)
+    path = tmp_path / "slice.png"
+    Image.fromarray(rgb).save(path)
+    decoded = pipeline.decoded_dataset([str(path)], [1], 48, cache="none", crop_to_head=True)
+    from_pipeline = next(iter(decoded))[0].numpy()
+    np.testing.assert_array_equal(from_pipeline, prepare_rgb(rgb, 48, crop=True))

@@ -242,3 +242,18 @@ def test_train_page_watching_a_cv_shows_fold_progress_and_the_summary(cv_folder)
     progress = next(d.value for d in at.dataframe if "state" in d.value.columns and "fold" in d.value.columns)
     assert progress["state"].tolist() == ["finished"] * 3
     assert "CV accuracy (%)" in [m.label for m in at.metric]
+
+
+def test_predict_warns_when_an_upload_does_not_look_like_the_training_slices(run_folder):
+    gradient = (np.linspace(0, 65535, 96)[None, :] * np.ones((96, 1))).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(gradient).save(buffer, "PNG")
+    at = app_on("predict")
+    at.file_uploader[0].set_value([("gradient.png", buffer.getvalue(), "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    row = at.dataframe[0].value.iloc[0]
+    assert row["out of distribution"].startswith("yes")
+    assert 0.0 <= row["tumor probability"] <= 1.0  # still predicted, beside the warning
+    assert any("does not look like the brain slices" in w.value for w in at.warning)
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert "gradient.png: Grad-CAM for the tumor class, scaled per image" in captions
