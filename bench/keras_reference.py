@@ -50,3 +50,37 @@ def keras_resnet(preset: str, width: float, head_units: tuple[int, ...], image_s
         x = layers.Dense(units, activation="relu")(x)
     outputs = layers.Dense(1)(x)
     return keras.Model(inputs, outputs)
+
+
+def copy_weights_into_keras(engine_model, keras_model: keras.Model) -> None:
+    """Give ``keras_model`` (built by keras_resnet with the same preset, width and head)
+    the engine model's weights and batch-norm statistics, so the two can be compared
+    computation by computation. Layers are matched in creation order: stem, then per
+    block conv1, conv2[, conv3], shortcut; head, classifier."""
+    convs, norms = [engine_model.stem_conv], [engine_model.stem_bn]
+    for block in engine_model.blocks:
+        inner = [name for name in ("1", "2", "3") if hasattr(block, f"conv{name}")]
+        convs += [getattr(block, f"conv{n}") for n in inner]
+        norms += [getattr(block, f"bn{n}") for n in inner]
+        if block.shortcut.project:
+            convs.append(block.shortcut.conv)
+            norms.append(block.shortcut.bn)
+    denses = list(engine_model.head) + [engine_model.classifier]
+
+    def in_creation_order(kind):
+        # Keras names layers conv2d, conv2d_1, conv2d_2, ... as they are created.
+        found = [layer for layer in keras_model.layers if type(layer) is kind]
+        return sorted(found, key=lambda layer: int(layer.name.rsplit("_", 1)[1])
+                      if layer.name.rsplit("_", 1)[-1].isdigit() else 0)
+
+    pairs = (list(zip(convs, in_creation_order(layers.Conv2D), strict=True))
+             + list(zip(norms, in_creation_order(layers.BatchNormalization), strict=True))
+             + list(zip(denses, in_creation_order(layers.Dense), strict=True)))
+    for source, target in pairs:
+        if isinstance(target, layers.BatchNormalization):
+            for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+                getattr(target, name).assign(getattr(source, name).read_value())
+        else:
+            target.kernel.assign(source.kernel.read_value())
+            if isinstance(target, layers.Dense):
+                target.bias.assign(source.bias.read_value())

@@ -7,7 +7,7 @@ import argparse
 from typing import Callable
 
 from engine import runs
-from engine.config import BEST_METRICS, CACHES, PRESETS, SCHEDULES, TrainConfig
+from engine.config import BEST_METRICS, CACHES, KERNEL_INITS, PRESETS, SCHEDULES, TrainConfig
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="crop each image to the head's bounding box (padded square) before resizing")
     parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
                         help="weight averaging for the evaluated/exported model; 0 = off")
+    parser.add_argument("--kernel-init", choices=KERNEL_INITS, default=defaults.kernel_init,
+                        help="starting values of conv and dense kernels (glorot_uniform = the Keras default)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch")
     parser.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate)
@@ -85,7 +87,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
     # Options named like the TrainConfig field they set (--image-size -> image_size).
     fields = ("data_dir", "preset", "width", "image_size", "epochs", "batch_size", "learning_rate",
               "schedule", "warmup_epochs", "weight_decay", "devices", "cache", "best_metric",
-              "max_steps_per_epoch", "seed", "rotation_degrees", "zoom", "ema_decay", "label_review")
+              "max_steps_per_epoch", "seed", "rotation_degrees", "zoom", "ema_decay", "label_review",
+              "kernel_init")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}
     if args.class_weighting:

@@ -14,6 +14,7 @@ SCHEDULES = ("cosine", "step", "constant")
 CACHES = ("memory", "file", "none")
 # "last" exports the last epoch: a fixed epoch budget, nothing chosen on the val split
 # (what cross-validation needs, where the val split is the fold being scored).
+KERNEL_INITS = ("he_normal", "glorot_uniform")  # engine.model.initial_kernel
 BEST_METRICS = ("val/auc", "val/accuracy", "val/loss", "last")
 
 
@@ -32,6 +33,7 @@ class TrainConfig:
     width: float = 1.0  # channel multiplier on 64-128-256-512
     head_units: tuple[int, ...] = (256,)
     dropout: float = 0.0
+    kernel_init: str = "he_normal"  # or "glorot_uniform" (the Keras default); see engine.model
     # Optimisation
     epochs: int = 20
     batch_size: int = 32  # global batch, split across replicas
@@ -64,6 +66,7 @@ class TrainConfig:
         checks = [
             (self.image_size >= 32, "image_size must be at least 32"),
             (self.preset in PRESETS, f"preset must be one of {PRESETS}"),
+            (self.kernel_init in KERNEL_INITS, f"kernel_init must be one of {KERNEL_INITS}"),
             (self.width > 0, "width must be positive"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from engine.config import KERNEL_INITS
+
 # Blocks per stage, and whether the stage uses bottleneck blocks.
 DEPTHS = {
     "resnet10": ([1, 1, 1, 1], False),
@@ -28,21 +30,35 @@ BN_EPSILON = 1e-5
 _TRAINABLE = dict(trainable=True, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
-def _he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
-    return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape).astype(np.float32)
+
+
+def initial_kernel(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.ndarray:
+    """A kernel's starting values. ``he_normal``: N(0, 2/fan_in), He et al.'s choice for
+    ReLU networks. ``glorot_uniform``: U(+-sqrt(6/(fan_in+fan_out))), the Keras default,
+    so a network built here starts like the Keras reference does. Behind batch norm the
+    scale of a kernel does not change the function, but it sets the effective step size
+    of Adam (updates of about lr against weights of this size), so the choice matters
+    to how fast the network learns."""
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    if kind == "he_normal":
+        return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape).astype(np.float32)
+    if kind == "glorot_uniform":
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, size=shape).astype(np.float32)
+    raise ValueError(f"unknown kernel_init {kind!r}; choose from {KERNEL_INITS}")
 
 
 class Conv2D(tf.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
-                 rng: np.random.Generator, name: str):
+                 kernels, name: str):
         super().__init__(name=name)
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"{name}: channels must be positive")
         self.stride = stride
         shape = (kernel, kernel, in_channels, out_channels)
         with self.name_scope:
-            self.kernel = tf.Variable(_he_normal(rng, shape, kernel * kernel * in_channels),
-                                      name="kernel", **_TRAINABLE)
+            self.kernel = tf.Variable(kernels(shape), name="kernel", **_TRAINABLE)
 
     def __call__(self, x):
         return tf.nn.conv2d(x, self.kernel, strides=self.stride, padding="SAME")
@@ -89,10 +105,10 @@ class BatchNorm(tf.Module):
 
 
 class Dense(tf.Module):
-    def __init__(self, in_units: int, out_units: int, rng: np.random.Generator, name: str):
+    def __init__(self, in_units: int, out_units: int, kernels, name: str):
         super().__init__(name=name)
         with self.name_scope:
-            self.kernel = tf.Variable(_he_normal(rng, (in_units, out_units), in_units),
+            self.kernel = tf.Variable(kernels((in_units, out_units)),
                                       name="kernel", **_TRAINABLE)
             self.bias = tf.Variable(tf.zeros([out_units]), name="bias", **_TRAINABLE)
 
@@ -103,12 +119,12 @@ class Dense(tf.Module):
 class Shortcut(tf.Module):
     """Identity, or a strided 1x1 projection when the shape changes."""
 
-    def __init__(self, in_channels, out_channels, stride, rng, name):
+    def __init__(self, in_channels, out_channels, stride, kernels, name):
         super().__init__(name=name)
         with self.name_scope:
             self.project = stride != 1 or in_channels != out_channels
             if self.project:
-                self.conv = Conv2D(in_channels, out_channels, 1, stride, rng, name="conv")
+                self.conv = Conv2D(in_channels, out_channels, 1, stride, kernels, name="conv")
                 self.bn = BatchNorm(out_channels, name="bn")
 
     def __call__(self, x, *, training):
@@ -118,14 +134,14 @@ class Shortcut(tf.Module):
 class BasicBlock(tf.Module):
     expansion = 1
 
-    def __init__(self, in_channels, channels, stride, rng, name):
+    def __init__(self, in_channels, channels, stride, kernels, name):
         super().__init__(name=name)
         with self.name_scope:
-            self.conv1 = Conv2D(in_channels, channels, 3, stride, rng, name="conv1")
+            self.conv1 = Conv2D(in_channels, channels, 3, stride, kernels, name="conv1")
             self.bn1 = BatchNorm(channels, name="bn1")
-            self.conv2 = Conv2D(channels, channels, 3, 1, rng, name="conv2")
+            self.conv2 = Conv2D(channels, channels, 3, 1, kernels, name="conv2")
             self.bn2 = BatchNorm(channels, name="bn2")
-            self.shortcut = Shortcut(in_channels, channels, stride, rng, name="shortcut")
+            self.shortcut = Shortcut(in_channels, channels, stride, kernels, name="shortcut")
 
     def __call__(self, x, *, training):
         y = tf.nn.relu(self.bn1(self.conv1(x), training=training))
@@ -136,17 +152,17 @@ class BasicBlock(tf.Module):
 class BottleneckBlock(tf.Module):
     expansion = 4
 
-    def __init__(self, in_channels, channels, stride, rng, name):
+    def __init__(self, in_channels, channels, stride, kernels, name):
         super().__init__(name=name)
         with self.name_scope:
             out = channels * self.expansion
-            self.conv1 = Conv2D(in_channels, channels, 1, 1, rng, name="conv1")
+            self.conv1 = Conv2D(in_channels, channels, 1, 1, kernels, name="conv1")
             self.bn1 = BatchNorm(channels, name="bn1")
-            self.conv2 = Conv2D(channels, channels, 3, stride, rng, name="conv2")
+            self.conv2 = Conv2D(channels, channels, 3, stride, kernels, name="conv2")
             self.bn2 = BatchNorm(channels, name="bn2")
-            self.conv3 = Conv2D(channels, out, 1, 1, rng, name="conv3")
+            self.conv3 = Conv2D(channels, out, 1, 1, kernels, name="conv3")
             self.bn3 = BatchNorm(out, name="bn3")
-            self.shortcut = Shortcut(in_channels, out, stride, rng, name="shortcut")
+            self.shortcut = Shortcut(in_channels, out, stride, kernels, name="shortcut")
 
     def __call__(self, x, *, training):
         y = tf.nn.relu(self.bn1(self.conv1(x), training=training))
@@ -165,26 +181,29 @@ class ResNet(tf.Module):
 
     def __init__(self, preset: str = "resnet18", width: float = 1.0,
                  head_units: tuple[int, ...] = (256,), dropout: float = 0.0,
-                 seed: int = 0, name: str = "resnet"):
+                 seed: int = 0, name: str = "resnet", kernel_init: str = "he_normal"):
         super().__init__(name=name)
         if preset not in DEPTHS:
             raise ValueError(f"unknown preset {preset!r}; choose from {sorted(DEPTHS)}")
         if width <= 0:
             raise ValueError("width must be positive")
         rng = np.random.default_rng(seed)
+
+        def kernels(shape):  # every kernel drawn from one seeded stream, in creation order
+            return initial_kernel(rng, shape, kernel_init)
         depths, bottleneck = DEPTHS[preset]
         block_type = BottleneckBlock if bottleneck else BasicBlock
         widths = stage_widths(width)
         self.dropout = float(dropout)
         with self.name_scope:
-            self.stem_conv = Conv2D(3, widths[0], 7, 2, rng, name="stem_conv")
+            self.stem_conv = Conv2D(3, widths[0], 7, 2, kernels, name="stem_conv")
             self.stem_bn = BatchNorm(widths[0], name="stem_bn")
             self.blocks = []
             channels_in = widths[0]
             for stage, (blocks, channels) in enumerate(zip(depths, widths)):
                 for index in range(blocks):
                     stride = 2 if index == 0 and stage > 0 else 1
-                    block = block_type(channels_in, channels, stride, rng,
+                    block = block_type(channels_in, channels, stride, kernels,
                                        name=f"stage{stage + 1}_block{index + 1}")
                     self.blocks.append(block)
                     channels_in = channels * block_type.expansion
@@ -192,9 +211,9 @@ class ResNet(tf.Module):
             self.head = []
             units_in = channels_in
             for index, units in enumerate(head_units):
-                self.head.append(Dense(units_in, units, rng, name=f"dense{index + 1}"))
+                self.head.append(Dense(units_in, units, kernels, name=f"dense{index + 1}"))
                 units_in = units
-            self.classifier = Dense(units_in, 1, rng, name="classifier")
+            self.classifier = Dense(units_in, 1, kernels, name="classifier")
 
     def __call__(self, images, *, training: bool):
         """images: [B, H, W, 3] float32 in [0, 1] -> (logits [B], features [B, h, w, C])."""
@@ -223,7 +242,7 @@ class ResNet(tf.Module):
 def build_model(config) -> ResNet:
     """The model a TrainConfig describes (create it inside ``strategy.scope()``)."""
     return ResNet(config.preset, config.width, tuple(config.head_units), config.dropout,
-                  seed=config.seed)
+                  seed=config.seed, kernel_init=config.kernel_init)
 
 
 def count_parameters(module: tf.Module, trainable_only: bool = True) -> int:
