@@ -116,8 +116,7 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
     runs.write_json_atomic(cv_dir / runs.CONFIG_FILE,
                            {"config": config.to_dict(),
                             "cv": {"folds": folds, "evaluate_test": evaluate_test}})
-    started = (runs.read_json(cv_dir / runs.STATUS_FILE, {}) or {}).get("started") or time.time()
-    runs.write_status(cv_dir, runs.RUNNING, pid=os.getpid(), started=started, ended=None, error=None)
+    runs.begin_segment(cv_dir, resume=True)  # a resumed CV adds to the time of its first start
     try:
         setup_logging(cv_dir)
         rows = _prepare(config, cv_dir, folds)

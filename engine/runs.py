@@ -37,6 +37,11 @@ MODEL_INFO_FILE = "model.json"
 
 QUEUED, RUNNING, FINISHED, FAILED, STOPPED = "queued", "running", "finished", "failed", "stopped"
 ACTIVE_STATES = (QUEUED, RUNNING)
+# What a running run is doing (status.json "phase"), for readers to show.
+PHASE_PREPARING = "preparing data"
+PHASE_TRAINING = "training"
+PHASE_EXPORTING = "exporting the model"
+PHASE_EVALUATING = "final evaluation on val and test"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -131,13 +136,35 @@ def run_dir(run_id: str, root: str | os.PathLike | None = None) -> Path:
 # ---------------------------------------------------------------- state
 
 def write_status(folder: str | os.PathLike, state: str, **fields) -> dict:
+    """Merge ``fields`` into status.json and set the state, atomically. While a run is
+    running, each write also brings ``active_seconds`` (time spent training over all
+    of its segments, see begin_segment) up to date, so a run killed without warning
+    still knows how long it had trained."""
     folder = Path(folder)
     current = read_json(folder / STATUS_FILE, {}) or {}
+    was_running = current.get("state") == RUNNING
     current.update(fields)
+    now = time.time()
+    if was_running and current.get("segment_started") and "active_seconds" not in fields:
+        current["active_seconds"] = (float(current.get("seconds_before") or 0.0)
+                                     + now - float(current["segment_started"]))
     current["state"] = state
-    current["updated"] = time.time()
+    current["updated"] = now
     write_json_atomic(folder / STATUS_FILE, current)
     return current
+
+
+def begin_segment(folder: str | os.PathLike, *, resume: bool, **fields) -> dict:
+    """Mark the run as running in this process. A resumed run keeps its first start
+    time and the training time of its earlier segments, so its duration is the time
+    it trained, not the time since the last resume nor the idle time between."""
+    previous = read_json(Path(folder) / STATUS_FILE, {}) or {}
+    now = time.time()
+    before = float(previous.get("active_seconds") or 0.0) if resume else 0.0
+    started = (previous.get("started") if resume else None) or now
+    return write_status(folder, RUNNING, pid=os.getpid(), started=started, segment_started=now,
+                        seconds_before=before, active_seconds=before, ended=None, error=None,
+                        **fields)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -190,10 +217,16 @@ class RunSummary:
 
     @property
     def duration_seconds(self) -> float | None:
-        start = self.status.get("started")
+        """Training time over every segment of the run (see begin_segment)."""
+        status = self.status
+        if self.state == RUNNING and status.get("segment_started"):
+            return float(status.get("seconds_before") or 0.0) + time.time() - float(status["segment_started"])
+        if status.get("active_seconds") is not None:
+            return float(status["active_seconds"])
+        start = status.get("started")  # folders written before segments were recorded
         if not start:
             return None
-        end = self.status.get("ended") or (time.time() if self.state == RUNNING else None)
+        end = status.get("ended") or (time.time() if self.state == RUNNING else None)
         return None if end is None else float(end) - float(start)
 
 

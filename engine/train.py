@@ -136,16 +136,15 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resum
     if not (folder / runs.CONFIG_FILE).exists():
         # Written first, so a run killed during data preparation can still be resumed.
         runs.write_json_atomic(folder / runs.CONFIG_FILE, {"config": config.to_dict()})
-    runs.write_status(folder, runs.RUNNING, pid=os.getpid(), started=time.time(), ended=None,
-                      error=None)
+    runs.begin_segment(folder, resume=resume, phase=runs.PHASE_PREPARING)
     try:
         return _train(config, folder, resume, stop, final_evaluation)
     except NonFiniteLoss as err:
         log.error("%s", err)
-        return runs.write_status(folder, runs.FAILED, ended=time.time(), error=str(err))
+        return runs.write_status(folder, runs.FAILED, ended=time.time(), phase=None, error=str(err))
     except Exception as err:  # the status must say why, whatever broke
         log.exception("training failed")
-        return runs.write_status(folder, runs.FAILED, ended=time.time(),
+        return runs.write_status(folder, runs.FAILED, ended=time.time(), phase=None,
                                  error=f"{type(err).__name__}: {err}")
 
 
@@ -242,22 +241,32 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     eval_step = make_eval_step(strategy, eval_model)
     writer = tf.summary.create_file_writer(str(folder / "tb"))
     metrics_path = folder / runs.METRICS_FILE
-    _drop_records_after(metrics_path, int(epoch_var.numpy()))
+    _drop_records_after(metrics_path, int(epoch_var.numpy()), int(optimizer.iterations.numpy()))
 
     def save_checkpoint():
         path = manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
         log.info("saved checkpoint %s", path)
 
     run_started = time.time()
-    epoch_times: list[float] = []
+    first_step = int(optimizer.iterations.numpy())
     start_epoch = int(epoch_var.numpy())
+    runs.write_status(folder, runs.RUNNING, phase=runs.PHASE_TRAINING)
+
+    def eta_seconds(step: int) -> float:
+        """Seconds left: this process's mean time per step so far (validation and
+        checkpoints included) times the steps left, updated at every logged step."""
+        per_step = (time.time() - run_started) / max(step - first_step, 1)
+        return per_step * max(total_steps - step, 0)
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.time()
         done_in_epoch = int(optimizer.iterations.numpy()) - epoch * steps_per_epoch
         remaining = max(steps_per_epoch - max(done_in_epoch, 0), 0)
+        # A run resumed mid-epoch (stopped after a step) continues with the batches it
+        # had not trained on yet: the epoch's shuffle and augmentation are seeded, so
+        # skipping the ones done replays the uninterrupted run.
         train_batches = strategy.experimental_distribute_dataset(pipeline.train_dataset(
             train_decoded, len(train_rows), global_batch, config,
-            seed=config.seed * 10_007 + epoch))
+            seed=config.seed * 10_007 + epoch).skip(max(done_in_epoch, 0)))
         probs_seen, labels_seen, loss_sum, loss_count = [], [], 0.0, 0
         window_start, window_images = time.time(), 0
         iterator = iter(train_batches)
@@ -290,7 +299,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
                     tf.summary.scalar(names.IMAGES_PER_SECOND, rate)
                 window_start, window_images = time.time(), 0
                 runs.write_status(folder, runs.RUNNING, epoch=epoch + 1, step=step,
-                                  total_steps=total_steps)
+                                  total_steps=total_steps, eta_seconds=eta_seconds(step))
             progress_bar(epoch + 1, config.epochs, index + 1, remaining, loss_value,
                       loss_count / max(time.time() - epoch_start, 1e-9))
             if stop.requested:
@@ -303,7 +312,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
                 _export_best(best_manager, config, folder)
             except Exception:  # noqa: BLE001 - the checkpoint is safe; resume re-exports
                 log.exception("exporting the best model failed; the checkpoint is kept")
-            return runs.write_status(folder, runs.STOPPED, ended=time.time(),
+            return runs.write_status(folder, runs.STOPPED, ended=time.time(), phase=None,
                                      error=None, stopped_by=stop.signal_name)
 
         # Validation, in inference mode, every image exactly once.
@@ -326,8 +335,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         record.update({names.split_metric("val", k): v
                        for k, v in binary_metrics(val_y, val_p).items()})
         epoch_seconds = time.time() - epoch_start
-        epoch_times.append(epoch_seconds)
-        eta = float(np.median(epoch_times)) * (config.epochs - epoch - 1)
+        eta = eta_seconds(int(optimizer.iterations.numpy()))
         record[names.EPOCH_SECONDS] = epoch_seconds
         record[names.ETA_SECONDS] = eta
         epoch_var.assign(epoch + 1)
@@ -356,13 +364,16 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         if stop.requested:
             break
 
+    runs.write_status(folder, runs.RUNNING, phase=runs.PHASE_EXPORTING, eta_seconds=None)
     _export_best(best_manager, config, folder)
     log.info("finished in %s", format_seconds(time.time() - run_started))
     if not stop.requested and final_evaluation:
+        runs.write_status(folder, runs.RUNNING, phase=runs.PHASE_EVALUATING)
         _evaluate_splits(folder, derived)
     if stop.requested:
-        return runs.write_status(folder, runs.STOPPED, ended=time.time(), stopped_by=stop.signal_name)
-    return runs.write_status(folder, runs.FINISHED, ended=time.time())
+        return runs.write_status(folder, runs.STOPPED, ended=time.time(), phase=None,
+                                 stopped_by=stop.signal_name)
+    return runs.write_status(folder, runs.FINISHED, ended=time.time(), phase=None)
 
 
 def _fmt(value) -> str:
@@ -379,15 +390,19 @@ def _is_better(value, best, metric: str) -> bool:
     return value < best if metric.endswith("loss") else value > best
 
 
-def _drop_records_after(metrics_path: Path, completed_epochs: int) -> None:
+def _drop_records_after(metrics_path: Path, completed_epochs: int, completed_steps: int) -> None:
     """On resume, forget metric lines written after the checkpoint we resume from, so
-    the history has no duplicated epochs, and drop any half-written line."""
+    the history has no duplicated epochs or steps, and drop any half-written line. A
+    checkpoint saved mid-epoch (a stop) keeps the step lines up to its step, so the
+    progress shown does not jump back."""
     if not metrics_path.exists():
         return
     # Rewritten every time: a process killed mid-write leaves a partial last line
     # that the next append would otherwise glue onto a good record.
     records = runs.read_jsonl(metrics_path)
-    kept = [r for r in records if r.get("epoch", 0) <= completed_epochs]
+    kept = [r for r in records
+            if (r.get("step", 0) <= completed_steps if r.get("kind") == names.KIND_STEP
+                else r.get("epoch", 0) <= completed_epochs)]
     tmp = metrics_path.with_suffix(".tmp")
     with open(tmp, "w") as handle:
         for record in kept:

@@ -24,14 +24,30 @@ def cv_text(run: runs.RunSummary, key: str, scale: float, digits: int) -> str:
     return cv_view.mean_std(summary, key, scale, digits) if summary else ""
 
 
+def test_result(run: runs.RunSummary) -> dict:
+    """The run's final evaluation on the fixed test split (eval_test.json), if any."""
+    return runs.read_json(run.path / "eval_test.json", None) or {}
+
+
+def settings_diff(configs: dict[str, dict]) -> pd.DataFrame:
+    """The settings that differ between runs: one row per setting, one column per run
+    (pure: config dicts in, table out)."""
+    keys = sorted(set().union(*(c.keys() for c in configs.values()))) if configs else []
+    differing = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
+    return pd.DataFrame({"setting": differing,
+                         **{run_id: [str(c.get(k, "—")) for k in differing] for run_id, c in configs.items()}})
+
+
 def row(run: runs.RunSummary) -> dict:
     config, best = run.config, run.best
+    test = test_result(run)
     return {
         "run": run.run_id, "status": run.state,
         "preset": f"{config.get('preset', '?')} x{config.get('width', '?')}",
         "image size": config.get("image_size"), "epochs": f"{run.last_epoch.get('epoch', 0)}/{config.get('epochs', '?')}",
         "data": config.get("data_dir") or "Br35H",
         "best val accuracy": best.get(names.VAL_ACCURACY), "best val AUC": best.get(names.VAL_AUC),
+        "test accuracy": test.get("accuracy"), "test AUC": test.get("roc_auc"),
         "CV accuracy (mean ± std)": cv_text(run, "accuracy", 100, 1),
         "CV AUC (mean ± std)": cv_text(run, "roc_auc", 1, 3),
         "best epoch": best.get("epoch"), "duration": duration(run.duration_seconds),
@@ -42,7 +58,13 @@ def row(run: runs.RunSummary) -> dict:
 table = pd.DataFrame([row(r) for r in all_runs])
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={"best val accuracy": st.column_config.NumberColumn(format="%.4f"),
-                            "best val AUC": st.column_config.NumberColumn(format="%.4f")})
+                            "best val AUC": st.column_config.NumberColumn(format="%.4f"),
+                            "test accuracy": st.column_config.NumberColumn(format="%.4f"),
+                            "test AUC": st.column_config.NumberColumn(format="%.4f"),
+                            "duration": st.column_config.TextColumn(
+                                help="Time spent training, summed over resumed segments")})
+st.caption("Test figures are each run's final evaluation on its fixed test split (threshold "
+           "fitted on val). Rank runs on validation or cross-validation, not on test.")
 
 ids = [r.run_id for r in all_runs]
 st.subheader("Compare")
@@ -56,6 +78,14 @@ if chosen:
     if empty:
         st.caption(f"No finished epoch yet (not drawn): {', '.join(empty)}")
     st.plotly_chart(charts.overlay_curves(curves, metric), width="stretch")
+    if len(chosen) >= 2:
+        differences = settings_diff({run_id: next(r.config for r in all_runs if r.run_id == run_id)
+                                     for run_id in chosen})
+        st.markdown("**Settings that differ**")
+        if differences.empty:
+            st.caption("The chosen runs have the same settings.")
+        else:
+            st.dataframe(differences, hide_index=True, width="stretch", key="settings_diff")
 
 st.subheader("Open or delete")
 selected = st.selectbox("Run", ids)

@@ -121,6 +121,35 @@ st.session_state["watch_run"] = watched
 folder = runs.run_dir(watched, runs_root())
 
 
+def show_epoch_metrics(source, epochs: list[dict], config: dict, state: str) -> None:
+    """While training: the last epoch. Once ended: the epoch that was exported (the
+    best by the run's selection metric, or the last for a fixed budget) and, when the
+    final evaluation has run, the test split at the threshold fitted on val."""
+    metric = config.get("best_metric", "val/auc")
+    shown = epochs[-1] if state in runs.ACTIVE_STATES else (runs.best_epoch(epochs, metric) or epochs[-1])
+    if state in runs.ACTIVE_STATES:
+        st.caption(f"Last epoch ({shown['epoch']}), validation split")
+    else:
+        chosen = "the last epoch (fixed budget)" if metric == "last" else f"best {metric}"
+        st.caption(f"Exported model: epoch {shown['epoch']} of {epochs[-1]['epoch']}, {chosen}; "
+                   "validation split")
+    cols = st.columns(5)
+    cols[0].metric("val accuracy", percent(shown.get(names.VAL_ACCURACY)))
+    cols[1].metric("val ROC AUC", f"{shown[names.VAL_AUC]:.4f}" if shown.get(names.VAL_AUC) is not None else "n/a")
+    cols[2].metric("val sensitivity", percent(shown.get(names.VAL_SENSITIVITY)))
+    cols[3].metric("val specificity", percent(shown.get(names.VAL_SPECIFICITY)))
+    cols[4].metric("train loss", f"{shown.get(names.TRAIN_LOSS, float('nan')):.4f}")
+    test = runs.read_json(source / "eval_test.json", None) if state == runs.FINISHED else None
+    if test:
+        st.caption(f"Test split ({test.get('count', '?')} images), threshold {test['threshold']:.3f} "
+                   "fitted on val")
+        cols = st.columns(5)
+        cols[0].metric("test accuracy", percent(test.get("accuracy")))
+        cols[1].metric("test ROC AUC", f"{test['roc_auc']:.4f}" if test.get("roc_auc") is not None else "n/a")
+        cols[2].metric("test sensitivity", percent(test.get("sensitivity")))
+        cols[3].metric("test specificity", percent(test.get("specificity")))
+
+
 @st.fragment(run_every=2)
 def live_panel():
     status = runs.read_status(folder)
@@ -153,7 +182,10 @@ def live_panel():
             st.caption(f"Live figures below: {source.name}")
     total_steps = derived.get("total_steps") or status.get("total_steps")
     step = steps[-1]["step"] if steps else 0
-    if total_steps:
+    phase = status.get("phase") if state == runs.RUNNING else None
+    if phase in (runs.PHASE_EXPORTING, runs.PHASE_EVALUATING):
+        st.progress(1.0, text=f"training done · {phase} ...")
+    elif total_steps:
         fraction = min(step / total_steps, 1.0) if state != runs.FINISHED else 1.0
         eta = status.get("eta_seconds") if state == runs.RUNNING else None
         rate = steps[-1].get(names.IMAGES_PER_SECOND) if steps else None
@@ -163,13 +195,7 @@ def live_panel():
     elif state in runs.ACTIVE_STATES:
         st.progress(0.0, text="preparing data (scanning, hashing, splitting) ...")
     if epochs:
-        last = epochs[-1]
-        cols = st.columns(5)
-        cols[0].metric("val accuracy", percent(last.get(names.VAL_ACCURACY)))
-        cols[1].metric("val ROC AUC", f"{last[names.VAL_AUC]:.4f}" if last.get(names.VAL_AUC) is not None else "n/a")
-        cols[2].metric("val sensitivity", percent(last.get(names.VAL_SENSITIVITY)))
-        cols[3].metric("val specificity", percent(last.get(names.VAL_SPECIFICITY)))
-        cols[4].metric("train loss", f"{last.get(names.TRAIN_LOSS, float('nan')):.4f}")
+        show_epoch_metrics(source, epochs, config.get("config", {}), state)
     if epochs or steps:
         st.plotly_chart(charts.training_curves(epochs, steps), width="stretch", key="live_curves")
     buttons = st.columns(4)

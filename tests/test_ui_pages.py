@@ -69,10 +69,39 @@ def test_predict_shows_a_probability_for_an_upload_and_an_error_for_a_bad_file(r
 
 
 def test_train_page_shows_curves_and_status_of_a_finished_run(run_folder):
+    import json
+    from engine import runs
     at = app_on("train")
     assert any("finished" in m.value for m in at.markdown)
     assert at.get("plotly_chart"), "training curves"
     assert "Start training" in [b.label for b in at.button]
+    # The finished panel shows the exported epoch (best val AUC), not the last one,
+    # and the test split's result from the final evaluation.
+    epochs = runs.read_metrics(run_folder, "epoch")
+    best = runs.best_epoch(epochs, "val/auc")
+    assert any(c.value.startswith(f"Exported model: epoch {best['epoch']} of {len(epochs)}, best val/auc")
+               for c in at.caption)
+    test = json.loads((run_folder / "eval_test.json").read_text())
+    assert next(m.value for m in at.metric if m.label == "test accuracy") == f"{100 * test['accuracy']:.2f}%"
+    assert next(m.value for m in at.metric if m.label == "val accuracy") == f"{100 * best['val/accuracy']:.2f}%"
+
+
+def test_train_page_labels_the_final_evaluation(run_folder, tmp_path, monkeypatch):
+    """A run past its last step, exporting and evaluating, says so instead of showing
+    a full bar with no words."""
+    import shutil
+    from engine import runs
+    folder = tmp_path / "evaluating-run"
+    shutil.copytree(run_folder, folder, ignore=shutil.ignore_patterns("checkpoints", "export", "tb"))
+    runs.write_status(folder, runs.RUNNING, pid=os.getpid(), phase=runs.PHASE_EVALUATING, ended=None)
+    monkeypatch.setenv("BRAIN_RUNS_DIR", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["watch_run"] = "evaluating-run"
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    texts = [p.proto.text for p in at.get("progress")]
+    assert texts == ["training done · final evaluation on val and test ..."]
 
 
 def test_train_form_refuses_a_folder_outside_the_allowed_roots(run_folder, tmp_path):
@@ -83,10 +112,30 @@ def test_train_form_refuses_a_folder_outside_the_allowed_roots(run_folder, tmp_p
 
 
 def test_runs_page_lists_the_run_with_best_metrics(run_folder):
+    import json
     at = app_on("runs")
     table = at.dataframe[0].value
     row = table[table["run"] == "fixture-run"].iloc[0]
     assert row["status"] == "finished" and 0 <= row["best val accuracy"] <= 1
+    test = json.loads((run_folder / "eval_test.json").read_text())
+    assert row["test accuracy"] == pytest.approx(test["accuracy"])
+    assert row["test AUC"] == pytest.approx(test["roc_auc"])
+
+
+def test_runs_page_shows_the_settings_that_differ_between_two_runs(run_folder, tmp_path, monkeypatch):
+    import json
+    import shutil
+    for name, rate in (("run-a", 0.001), ("run-b", 0.003)):
+        shutil.copytree(run_folder, tmp_path / name, ignore=shutil.ignore_patterns("checkpoints", "export", "tb"))
+        stored = json.loads((tmp_path / name / "config.json").read_text())
+        stored["config"]["learning_rate"] = rate
+        (tmp_path / name / "config.json").write_text(json.dumps(stored))
+    monkeypatch.setenv("BRAIN_RUNS_DIR", str(tmp_path))
+    at = app_on("runs")
+    next(m for m in at.multiselect if m.label == "Runs to overlay").set_value(["run-a", "run-b"]).run()
+    differences = next(d.value for d in at.dataframe if "setting" in d.value.columns)
+    assert differences["setting"].tolist() == ["learning_rate"]
+    assert differences[["run-a", "run-b"]].iloc[0].tolist() == ["0.001", "0.003"]
 
 
 def test_evaluate_page_threshold_slider_updates_the_confusion_matrix(run_folder):
