@@ -342,14 +342,25 @@ class _start_lock:
         self.handle.close()
 
 
-def resume_run(folder: str | os.PathLike, python: str | None = None, env: dict | None = None) -> None:
+def resume_run(folder: str | os.PathLike, python: str | None = None, env: dict | None = None,
+               epochs: int | None = None) -> None:
+    """Continue a stopped or failed run from its latest checkpoint; with ``epochs``,
+    continue a run (finished or not) up to that many epochs in total."""
     folder = Path(folder)
     status = read_status(folder)
     if status.get("state") in ACTIVE_STATES:
         raise RunError(f"run {folder.name} is already {status['state']}")
-    write_status(folder, QUEUED, pid=None, error=None)
     module = "engine.cv" if is_cv(folder) else "engine.train"
-    _launch([python or sys.executable, "-m", module, "--resume", str(folder)], folder, env)
+    extra = []
+    if epochs is not None:
+        if module == "engine.cv":
+            raise RunError("a cross-validation cannot be extended; start a new one with more epochs")
+        done = len(read_metrics(folder, "epoch"))
+        if epochs <= done:
+            raise RunError(f"run {folder.name} has already trained {done} epochs; ask for more")
+        extra = ["--epochs", str(int(epochs))]
+    write_status(folder, QUEUED, pid=None, error=None)
+    _launch([python or sys.executable, "-m", module, "--resume", str(folder), *extra], folder, env)
 
 
 CV_SUMMARY_FILE = "cv_summary.json"

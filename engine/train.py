@@ -21,7 +21,7 @@ from pathlib import Path
 
 from engine import metric_names as names
 from engine import runs
-from engine.cli import build_parser, new_run_from_args
+from engine.cli import build_parser, explicit_options, new_run_from_args
 from engine.config import Derived, TrainConfig
 from engine.progress import format_seconds, progress_bar, setup_logging
 
@@ -453,8 +453,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {folder} has no config.json to resume from", file=sys.stderr)
             return 2
         config = TrainConfig.from_dict(stored)
-        if args.devices != parser.get_default("devices"):
+        given = explicit_options(parser, argv)
+        if "devices" in given:
             config = config.replace(devices=args.devices)
+        if "epochs" in given:
+            # Continue a run for more epochs: the schedule is stretched over the new
+            # total, so a cosine learning rate rises again to where the longer run
+            # would be at this step (a warm restart), then decays to zero.
+            done = len(runs.read_metrics(folder, "epoch"))
+            if args.epochs < done:
+                print(f"error: {folder} has already trained {done} epochs; --epochs must be at least that",
+                      file=sys.stderr)
+                return 2
+            config = config.replace(epochs=args.epochs)
         resume = True
     else:
         config, folder = new_run_from_args(args, parser, argv, lambda c: c.preset)

@@ -213,6 +213,18 @@ def live_panel():
                 st.error(str(err))
     if state == runs.FINISHED:
         buttons[1].page_link("pages/evaluate.py", label="Evaluate", icon=":material/analytics:")
+    if state in (runs.FINISHED, runs.STOPPED) and not is_cv and runs.can_resume(folder) and epochs:
+        done = epochs[-1]["epoch"]
+        target = buttons[2].number_input("Train up to epoch", min_value=done + 1, value=done + 10,
+                                         key=f"more_epochs_{watched}",
+                                         help="Continues from the latest checkpoint; the learning-rate "
+                                         "schedule is stretched over the new total (a warm restart)")
+        if buttons[3].button("Continue training", key=f"continue_{watched}"):
+            try:
+                runs.resume_run(folder, epochs=int(target))
+                st.toast(f"Continuing {watched} to epoch {int(target)}")
+            except runs.RunError as err:
+                st.error(str(err))
     if is_cv and state == runs.FINISHED:
         cv_view.show_cv_summary(folder, key="train_cv")
     st.caption("TensorBoard for this run:")

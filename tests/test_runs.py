@@ -83,6 +83,18 @@ def test_start_and_stop_a_detached_training(synthetic_data, tmp_path):
     assert runs.stop_run(folder, grace_seconds=60) == "stopped"
     assert not runs.pid_alive(pid)
     assert [r.run_id for r in runs.active_runs(tmp_path / "runs")] == []
+    # Continue it with a new total of 2 epochs (the Train page's "Continue training"):
+    # python -m engine.train --resume DIR --epochs 2 in its own process.
+    done = len(runs.read_metrics(folder, "epoch"))
+    runs.resume_run(folder, epochs=done + 1)
+    deadline = time.time() + 180
+    while time.time() < deadline and runs.read_status(folder)["state"] in runs.ACTIVE_STATES:
+        time.sleep(0.5)
+    assert runs.read_status(folder)["state"] == "finished", runs.tail(folder / "process.log")
+    assert runs.read_config_file(folder)["config"]["epochs"] == done + 1
+    assert [e["epoch"] for e in runs.read_metrics(folder, "epoch")] == list(range(1, done + 2))
+    with pytest.raises(runs.RunError, match="already trained"):
+        runs.resume_run(folder, epochs=done + 1)
 
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):

@@ -306,3 +306,16 @@ def test_predict_warns_when_an_upload_does_not_look_like_the_training_slices(run
     assert any("does not look like the brain slices" in w.value for w in at.warning)
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
     assert "gradient.png: Grad-CAM for the tumor class, scaled per image" in captions
+
+
+def test_train_page_continues_a_finished_run_for_more_epochs(run_folder, monkeypatch):
+    from engine import runs
+    calls = []
+    monkeypatch.setattr(runs, "resume_run", lambda folder, **kw: calls.append((folder.name, kw)))
+    at = app_on("train")
+    done = len(runs.read_metrics(run_folder, "epoch"))
+    box = next(n for n in at.number_input if n.label == "Train up to epoch")
+    assert box.value == done + 10
+    box.set_value(done + 4).run()
+    next(b for b in at.button if b.label == "Continue training").click().run()
+    assert calls == [("fixture-run", {"epochs": done + 4})]
