@@ -91,14 +91,21 @@ def shot(page, name: str) -> None:
 
 
 def test_upload_on_predict_shows_a_probability(server, page, tmp_path):
+    from PIL import Image
     image = next((server["train_data"] / "yes").iterdir())
+    gif = tmp_path / "animated.gif"  # the browser's uploader must accept GIFs too
+    frames = [Image.open(image).convert("RGB"), Image.new("RGB", (64, 64), "white")]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
     page.goto(f"{server['url']}/predict?model=fixture-run")
     page.get_by_text("Upload one or more images").wait_for()
-    page.locator("input[type=file]").set_input_files(str(image))
+    page.locator("input[type=file]").set_input_files([str(image), str(gif)])
     result = page.get_by_text(re.compile(r"probability \d\.\d{3}"))
-    result.first.wait_for()
+    result.nth(1).wait_for()  # one result per file, the GIF's from its first frame
+    assert result.count() == 2
     probability = float(re.search(r"probability (\d\.\d{3})", result.first.inner_text()).group(1))
     assert 0.0 <= probability <= 1.0
+    assert page.get_by_text("animated.gif").count() >= 1
+    assert page.get_by_text(re.compile("files are not allowed")).count() == 0
     page.locator("[data-testid=stImage] img").first.wait_for()
     page.wait_for_timeout(1500)
     shot(page, "predict")
@@ -142,6 +149,10 @@ def test_start_a_tiny_training_and_watch_it_finish(server, page):
     page.get_by_text(re.compile(r"Started run .*browser-run")).wait_for()
     page.get_by_text(re.compile(r"browser-run: finished")).wait_for(timeout=180_000)
     page.locator(".js-plotly-plot").first.wait_for()
+    # The page reran when the run ended: the run picker no longer says "(running)".
+    from playwright.sync_api import expect
+    expect(page.get_by_role("combobox", name="Run to watch")).to_have_value(
+        re.compile(r"browser-run \(finished\)$"), timeout=30_000)
     shot(page, "train")
     runs = [p.name for p in server["runs"].iterdir() if p.name.endswith("browser-run")]
     assert runs, "the run folder was created"
