@@ -10,7 +10,7 @@ from engine.explain import overlay
 from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
 from ui.common import (
     SHIPPED_DIR, model_for, model_stamp, read_json, read_predictions, require_navigation,
-    selected_model_dir,
+    selected_model_dir, square,
 )
 
 require_navigation()
@@ -60,10 +60,12 @@ wrong = wrong.sort_values("confidence", ascending=False)
 
 groups = duplicate_groups(model_dir)
 wrong["group"] = wrong["path"].map(groups).fillna(-1).astype(int) if groups else -1
-c1, c2, c3, c4 = st.columns(4)
-kinds = c1.multiselect("Kind", ["false negative", "false positive"], ["false negative", "false positive"])
+c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+# Pills rather than a multiselect: two long labels fit without being clipped.
+kinds = c1.pills("Kind", ["false negative", "false positive"], selection_mode="multi",
+                 default=["false negative", "false positive"]) or []
 modalities = sorted(frame["modality"].astype(str).unique())
-chosen_modalities = c2.multiselect("Modality", modalities, modalities)
+chosen_modalities = c2.pills("Modality", modalities, selection_mode="multi", default=modalities) or []
 limit = c3.number_input("Show at most", 4, 200, 24, 4)
 one_per_group = c4.checkbox("One per duplicate group", bool(groups),
                             help="Br35H holds many copies of a slice; show each group's worst copy once")
@@ -110,14 +112,18 @@ def heatmap_model_dir(path: str) -> Path:
 
 @st.dialog("Misclassified image", width="large")
 def enlarge(path: str, caption: str, image: np.ndarray):
-    st.image(image, width="stretch")
+    st.image(image, width=ENLARGED_PX)  # fits a laptop screen with its caption
     st.write(caption)
     st.caption(path)
 
 
-columns = st.columns(4)
+ENLARGED_PX = 560
+PER_ROW = 4
+columns = []
 for index, (_, item) in enumerate(shown.iterrows()):
-    with columns[index % 4]:
+    if index % PER_ROW == 0:  # a new row of columns per 4 cards, so rows line up
+        columns = st.columns(PER_ROW)
+    with columns[index % PER_ROW].container(border=True):
         copies = int(item["copies"]) if "copies" in item else 1
         caption = (f"{item['kind']} · p(tumor) {item['probability']:.3f} · {item['modality']}"
                    + (f" · {copies} copies misclassified" if copies > 1 else ""))
@@ -127,7 +133,7 @@ for index, (_, item) in enumerate(shown.iterrows()):
         except ImageDecodeError as err:
             st.warning(f"{Path(item['path']).name}: {err}")
             continue
-        picture = overlay(rgb, cam, opacity)
+        picture = square(overlay(rgb, cam, opacity))  # every card the same image height
         st.image(picture, width="stretch", caption=Path(item["path"]).name)
         st.caption(caption)
         if st.button("Enlarge", key=f"enlarge_{index}"):

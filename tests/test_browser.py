@@ -163,7 +163,23 @@ def test_errors_page_shows_misclassified_images(server, page):
     page.get_by_text(re.compile(r"are misclassified")).wait_for()
     page.get_by_text(re.compile(r"^(false positive|false negative)")).first.wait_for()
     page.locator("[data-testid=stImage] img").first.wait_for()
+    page.wait_for_timeout(1000)
     shot(page, "errors")
+    # Cards of one row start at the same height, and images are all the same height.
+    images = page.locator("[data-testid=stImage] img")
+    boxes = [images.nth(i).bounding_box() for i in range(min(images.count(), 4))]
+    assert len({round(b["y"]) for b in boxes}) == 1, boxes
+    assert len({round(b["height"]) for b in boxes}) == 1, boxes
+    # Both kinds are shown in full (pills, not clipped chips).
+    for kind in ("false negative", "false positive"):
+        assert page.get_by_role("button", name=kind, exact=True).is_visible()
+    # The enlarged view fits the 1000 px high window.
+    page.get_by_role("button", name="Enlarge").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator("img").first.wait_for()
+    page.wait_for_timeout(500)
+    box = dialog.bounding_box()
+    assert box["y"] >= 0 and box["y"] + box["height"] <= 1000, box
 
 
 def test_home_evaluate_and_errors_with_the_shipped_model(server, page):

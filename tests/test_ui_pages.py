@@ -319,3 +319,11 @@ def test_train_page_continues_a_finished_run_for_more_epochs(run_folder, monkeyp
     box.set_value(done + 4).run()
     next(b for b in at.button if b.label == "Continue training").click().run()
     assert calls == [("fixture-run", {"epochs": done + 4})]
+
+
+def test_square_pads_without_resampling():
+    from ui.common import square
+    tall = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(6, 4, 3)
+    padded = square(tall)
+    assert padded.shape == (6, 6, 3)
+    assert (padded[:, 1:5] == tall).all() and padded[:, 0].max() == 0 and padded[:, 5].max() == 0

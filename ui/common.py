@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -143,3 +144,14 @@ def duration(seconds) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def square(image: np.ndarray) -> np.ndarray:
+    """The image centred on a black square canvas (no resampling), so a gallery of
+    slices of different shapes lines up in rows."""
+    height, width = image.shape[:2]
+    side = max(height, width)
+    canvas = np.zeros((side, side) + image.shape[2:], image.dtype)
+    top, left = (side - height) // 2, (side - width) // 2
+    canvas[top:top + height, left:left + width] = image
+    return canvas
