@@ -8,9 +8,9 @@ import streamlit as st
 
 from engine.explain import overlay
 from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
+from ui.app import require_navigation
 from ui.common import (
-    SHIPPED_DIR, model_for, model_stamp, read_json, read_predictions, require_navigation,
-    selected_model_dir, square,
+    SHIPPED_DIR, model_for, model_stamp, read_json, read_predictions, selected_model_dir, square,
 )
 
 require_navigation()

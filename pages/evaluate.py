@@ -7,8 +7,9 @@ import streamlit as st
 from engine.evaluate import classification_report
 from engine import runs
 from ui import charts, cv_view
+from ui.app import require_navigation
 from ui.common import (
-    SHIPPED_DIR, percent, read_json, read_predictions, require_navigation, selected_model_dir,
+    SHIPPED_DIR, percent, read_json, read_predictions, selected_model_dir,
 )
 
 require_navigation()

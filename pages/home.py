@@ -4,8 +4,9 @@ data set with the duplicate leak made visible."""
 import streamlit as st
 
 from engine import runs
+from ui.app import require_navigation
 from ui.common import (
-    RESEARCH_NOTE, SHIPPED_DIR, percent, read_json, require_navigation, selected_model_dir,
+    RESEARCH_NOTE, SHIPPED_DIR, percent, read_json, selected_model_dir,
 )
 
 require_navigation()

@@ -12,7 +12,8 @@ from engine.audit import ISSUES_FILE, audit, read_issues
 from engine.explain import overlay
 from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
 from engine.review import DECISIONS, read_review, record_decision
-from ui.common import SHIPPED_DIR, model_for, require_navigation, runs_root
+from ui.app import require_navigation
+from ui.common import SHIPPED_DIR, model_for, runs_root
 
 require_navigation()
 

@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from engine.explain import overlay
-from ui.common import RESEARCH_NOTE, model_for, model_stamp, require_navigation, selected_model_dir
+from ui.app import require_navigation
+from ui.common import RESEARCH_NOTE, model_for, model_stamp, selected_model_dir
 
 require_navigation()
 

@@ -7,7 +7,8 @@ import streamlit as st
 from engine import metric_names as names
 from engine import runs
 from ui import charts, cv_view
-from ui.common import duration, require_navigation, runs_root
+from ui.app import require_navigation
+from ui.common import duration, runs_root
 
 require_navigation()
 

@@ -11,7 +11,8 @@ from engine.config import PRESETS, RECIPES, SCHEDULES, TrainConfig
 from engine.sources import DataLayoutError, check_data_dir_allowed, discover
 from ui import charts
 from ui import cv_view
-from ui.common import available_devices, duration, percent, require_navigation, runs_root
+from ui.app import require_navigation
+from ui.common import available_devices, duration, percent, runs_root
 
 require_navigation()
 

@@ -312,7 +312,10 @@ def test_train_page_continues_a_finished_run_for_more_epochs(run_folder, monkeyp
     from engine import runs
     calls = []
     monkeypatch.setattr(runs, "resume_run", lambda folder, **kw: calls.append((folder.name, kw)))
-    at = app_on("train")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["watch_run"] = "fixture-run"  # other tests add newer runs to this root
+    at.run()
+    at.switch_page("pages/train.py").run()
     done = len(runs.read_metrics(run_folder, "epoch"))
     box = next(n for n in at.number_input if n.label == "Train up to epoch")
     assert box.value == done + 10

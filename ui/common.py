@@ -19,20 +19,6 @@ RESEARCH_NOTE = ("Research software, not a medical device: predictions are not a
                  "must not be used for patient care.")
 
 
-def require_navigation() -> None:
-    """Call first in every page. Streamlit treats a folder named pages/ beside the
-    entry file as an old-style multipage app until ``st.navigation`` has run once in
-    the server process, so a first visit straight to /predict would run the page
-    without the app's sidebar and navigation. Switch to navigation mode and run the
-    app shell instead."""
-    from streamlit.runtime.pages_manager import PagesManager
-    if PagesManager.uses_pages_directory:
-        from ui.app import run_app
-        PagesManager.uses_pages_directory = False
-        run_app()  # in this same run, so a click that triggered it is not lost
-        st.stop()
-
-
 def runs_root() -> Path:
     return Path(os.environ.get("BRAIN_RUNS_DIR", runs.DEFAULT_RUNS_ROOT))
 
