@@ -214,6 +214,7 @@ def fold_summary(labels, logits, fold_of, folds: int) -> dict:
     out-of-fold predictions, and their mean and sample standard deviation (ddof=1)
     over folds. ``loss`` is the binary cross-entropy of the uncalibrated model."""
     from engine.calibration import calibrated
+    from engine.metrics import binary_cross_entropy_from_logits
     from engine.evaluate import classification_report
     labels, logits, fold_of = np.asarray(labels), np.asarray(logits, np.float64), np.asarray(fold_of)
     per_fold = []
@@ -222,8 +223,7 @@ def fold_summary(labels, logits, fold_of, folds: int) -> dict:
         temperature, threshold = _calibration(labels[others], logits[others])
         probabilities = calibrated(logits[held], temperature)
         report = classification_report(labels[held], probabilities, threshold)
-        raw = np.clip(calibrated(logits[held]), 1e-7, 1 - 1e-7)
-        loss = float(-np.mean(labels[held] * np.log(raw) + (1 - labels[held]) * np.log(1 - raw)))
+        loss = binary_cross_entropy_from_logits(labels[held], logits[held])
         per_fold.append({"fold": fold, "images": int(held.sum()), "threshold": threshold,
                          "temperature": temperature, "loss": loss,
                          **{k: report[k] for k in FOLD_METRICS if k != "loss"}})

@@ -222,20 +222,16 @@ class ResNet(tf.Module):
         x = tf.nn.max_pool2d(x, ksize=3, strides=2, padding="SAME")
         for block in self.blocks:
             x = block(x, training=training)
-        features = x
+        return self.head_from_features(x, training=training), x
+
+    def head_from_features(self, features, *, training: bool = False):
+        """Logits from the last block's feature map: pooling, dense head, classifier.
+        The second half of ``__call__``, and what Grad-CAM differentiates."""
         y = tf.reduce_mean(features, axis=[1, 2])
         for dense in self.head:
             y = tf.nn.relu(dense(y))
             if training and self.dropout > 0:
                 y = tf.nn.dropout(y, rate=self.dropout)
-        logits = tf.squeeze(self.classifier(y), axis=-1)
-        return logits, features
-
-    def head_from_features(self, features):
-        """Logits from a feature map, in inference mode (used by Grad-CAM)."""
-        y = tf.reduce_mean(features, axis=[1, 2])
-        for dense in self.head:
-            y = tf.nn.relu(dense(y))
         return tf.squeeze(self.classifier(y), axis=-1)
 
 

@@ -65,7 +65,7 @@ def make_eval_step(strategy, model, *, compile: bool = True):
 
     def replica_step(images, labels):
         logits, _ = model(images, training=False)
-        losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        losses = per_example_loss(labels, logits)  # unweighted, unsmoothed: the true loss
         return tf.sigmoid(logits), labels, losses
 
     def step(batch):

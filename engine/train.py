@@ -159,6 +159,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     from engine import pipeline
     from engine.manifest import rows_for_split, rows_for_training
     from engine.metrics import binary_metrics
+    from engine.metrics_log import MetricsLog
     from engine.ema import WeightAverage
     from engine.model import build_model, count_parameters, decay_mask
     from engine.optim import Adam, learning_rate_at
@@ -239,7 +240,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
                                  label_smoothing=config.label_smoothing,
                                  weight_average=weight_average)
     eval_step = make_eval_step(strategy, eval_model)
-    writer = tf.summary.create_file_writer(str(folder / "tb"))
+    metrics_log = MetricsLog(folder)
     metrics_path = folder / runs.METRICS_FILE
     _drop_records_after(metrics_path, int(epoch_var.numpy()), int(optimizer.iterations.numpy()))
 
@@ -292,11 +293,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
                 record = {"kind": names.KIND_STEP, "epoch": epoch + 1, "step": step,
                           names.TRAIN_LOSS: loss_value, names.LEARNING_RATE: float(lr.numpy()),
                           names.IMAGES_PER_SECOND: rate, "time": time.time()}
-                runs.append_jsonl(metrics_path, record)
-                with writer.as_default(step=step):
-                    tf.summary.scalar(names.TRAIN_LOSS, loss_value)
-                    tf.summary.scalar(names.LEARNING_RATE, float(lr.numpy()))
-                    tf.summary.scalar(names.IMAGES_PER_SECOND, rate)
+                metrics_log.write(record)
                 window_start, window_images = time.time(), 0
                 runs.write_status(folder, runs.RUNNING, epoch=epoch + 1, step=step,
                                   total_steps=total_steps, eta_seconds=eta_seconds(step))
@@ -344,12 +341,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
             best_var.assign(record.get(config.best_metric, epoch + 1))
             best_manager.save(checkpoint_number=epoch + 1)
         record["best"] = bool(improved)
-        runs.append_jsonl(metrics_path, record)
-        with writer.as_default(step=record["step"]):
-            for key, value in record.items():
-                if "/" in key and value is not None:
-                    tf.summary.scalar(key, value)
-        writer.flush()
+        metrics_log.write(record, flush=True)
         save_checkpoint()
         log.info(
             "epoch %d/%d  train loss %.4f acc %s | val loss %.4f acc %.4f auc %s sens %s spec %s"

@@ -143,3 +143,16 @@ def test_evaluating_the_shipped_model_never_rewrites_checkpoints(tmp_path, monke
     assert after == before
     with pytest.raises(ValueError, match="part of the release"):
         evaluate(SHIPPED_MODEL_DIR, "test", recalibrate=True, limit=12)
+
+
+def test_numpy_cross_entropy_equals_the_training_loss():
+    """The fold loss in cv_summary.json and the loss logged in training are one
+    definition: the NumPy form equals TensorFlow's on extreme and ordinary logits."""
+    import tensorflow as tf
+    from engine.metrics import binary_cross_entropy_from_logits
+    from engine.steps import per_example_loss
+    logits = np.array([-80.0, -3.0, -0.1, 0.0, 0.2, 4.0, 90.0])
+    labels = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+    expected = float(tf.reduce_mean(per_example_loss(tf.constant(labels, tf.float32),
+                                                     tf.constant(logits, tf.float32))))
+    assert binary_cross_entropy_from_logits(labels, logits) == pytest.approx(expected, rel=1e-6)

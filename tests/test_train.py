@@ -213,3 +213,23 @@ def test_stop_mid_epoch_then_resume_trains_like_an_uninterrupted_run(data_dir, t
     assert summary.status["started"] == stopped["started"]
     total = summary.duration_seconds
     assert first_segment < total < first_segment + (status["ended"] - status["segment_started"]) + 0.5
+
+
+def test_tensorboard_holds_the_same_numbers_as_metrics_jsonl(finished_run):
+    """One writer feeds both: every epoch's val accuracy and every logged step's
+    train loss appear in the TensorBoard events with the same value and step."""
+    _, folder, _ = finished_run
+    from tensorflow.core.util import event_pb2
+    scalars = {}
+    for path in (folder / "tb").glob("events.out.tfevents.*"):
+        for raw in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(raw.numpy())
+            for value in event.summary.value:
+                scalars[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    for epoch in runs.read_metrics(folder, "epoch"):
+        assert scalars[("val/accuracy", epoch["step"])] == pytest.approx(epoch["val/accuracy"])
+    for step in runs.read_metrics(folder, "step"):
+        assert scalars[("step/train/loss", step["step"])] == pytest.approx(step["train/loss"], rel=1e-6)
+        assert scalars[("step/lr", step["step"])] == pytest.approx(step["lr"], rel=1e-6)
+    for epoch in runs.read_metrics(folder, "epoch"):
+        assert scalars[("train/loss", epoch["step"])] == pytest.approx(epoch["train/loss"], rel=1e-6)
