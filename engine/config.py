@@ -54,6 +54,7 @@ class TrainConfig:
     zoom: float = 0.1
     brightness: float = 0.1
     contrast: float = 0.1
+    mixup: float = 0.0  # Beta(a, a) concentration of mixup (Zhang et al. 2018); 0 = off
     # Run
     devices: str = "auto"  # "auto", "cpu", "gpu", or a count such as "2"
     seed: int = 42
@@ -77,6 +78,7 @@ class TrainConfig:
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+            (self.mixup >= 0.0, "mixup must be >= 0"),
             (len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1) < 1e-6
              and min(self.split_fractions) >= 0, "split_fractions must be 3 numbers summing to 1"),
             (self.split_fractions[1] > 0, "the validation fraction must be positive"),

@@ -86,6 +86,20 @@ def augment_batch(images, seed, *, flip: bool, rotation_degrees: float, zoom: fl
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
+def mix_batch(images, labels, seed, alpha: float):
+    """Mixup: each image blended with another of the same batch, its label likewise,
+    with one Beta(alpha, alpha) weight per image (drawn as a ratio of Gamma draws).
+    Soft labels train a smoother decision boundary from few distinct slices."""
+    batch = tf.shape(images)[0]
+    a = tf.random.stateless_gamma([batch], seed + 5, alpha)
+    b = tf.random.stateless_gamma([batch], seed + 6, alpha)
+    weight = a / tf.maximum(a + b, 1e-12)
+    partner = tf.argsort(tf.random.stateless_uniform([batch], seed + 7))
+    w = tf.reshape(weight, [-1, 1, 1, 1])
+    mixed = w * images + (1.0 - w) * tf.gather(images, partner)
+    return mixed, weight * labels + (1.0 - weight) * tf.gather(labels, partner)
+
+
 def _to_float(images, labels):
     return tf.cast(images, tf.float32) / 255.0, labels
 
@@ -108,6 +122,8 @@ def train_dataset(decoded: tf.data.Dataset, count: int, global_batch: int, confi
             images = augment_batch(images, step_seed, flip=config.flip,
                                    rotation_degrees=config.rotation_degrees, zoom=config.zoom,
                                    brightness=config.brightness, contrast=config.contrast)
+            if config.mixup > 0:
+                images, labels = mix_batch(images, labels, step_seed, config.mixup)
             return images, labels
 
         dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE)

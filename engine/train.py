@@ -282,7 +282,8 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
             if not math.isfinite(loss_value):
                 raise NonFiniteLoss(f"non-finite loss ({loss_value}) at step {step} "
                                     f"(epoch {epoch + 1}); the last good checkpoint is kept")
-            probs_np, labels_np = probs.numpy(), labels.numpy()
+            # Mixup's soft labels are scored against the class they lean to.
+            probs_np, labels_np = probs.numpy(), np.round(labels.numpy())
             probs_seen.append(probs_np)
             labels_seen.append(labels_np)
             loss_sum += loss_value * len(labels_np)
