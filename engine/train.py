@@ -160,7 +160,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     from engine.manifest import rows_for_split, rows_for_training
     from engine.metrics import binary_metrics
     from engine.metrics_log import MetricsLog
-    from engine.ema import WeightAverage
+    from engine.ema import STATISTICS_BATCHES, WeightAverage, make_statistics_pass
     from engine.model import build_model, count_parameters, decay_mask
     from engine.optim import Adam, learning_rate_at
     from engine.steps import make_eval_step, make_train_step
@@ -240,6 +240,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
                                  label_smoothing=config.label_smoothing,
                                  weight_average=weight_average)
     eval_step = make_eval_step(strategy, eval_model)
+    statistics_pass = make_statistics_pass(strategy, average_model) if average_model is not None else None
     metrics_log = MetricsLog(folder)
     metrics_path = folder / runs.METRICS_FILE
     _drop_records_after(metrics_path, int(epoch_var.numpy()), int(optimizer.iterations.numpy()))
@@ -316,6 +317,9 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         # Validation, in inference mode, every image exactly once.
         if weight_average is not None:
             weight_average.copy_statistics()
+            statistics_pass(strategy.experimental_distribute_dataset(pipeline.train_dataset(
+                train_decoded, len(train_rows), global_batch, config,
+                seed=config.seed * 10_007 + epoch + 500_000).take(STATISTICS_BATCHES)))
         val_probs, val_labels, val_losses = [], [], []
         for batch in val_batches:
             probs, labels, losses = eval_step(batch)
