@@ -97,18 +97,24 @@ def near_duplicate_pairs(
 
 
 def group_duplicates(
-    digests: list[str], hashes: list[int], mirrored: list[int], max_distance: int
+    digests: list[str], hashes: list[int], mirrored: list[int], max_distance: int,
+    same_source: list[str] | None = None,
 ) -> np.ndarray:
     """Group ids (0..G-1, ordered by first member) such that exact and near
-    duplicates share a group, transitively."""
+    duplicates share a group, transitively. Images with the same non-empty
+    ``same_source`` key (one patient's DICOM slices, one NIfTI volume's slices) share
+    a group too, so a split can never put one patient on both sides."""
     count = len(digests)
     union = _UnionFind(count)
-    first_with_digest: dict[str, int] = {}
-    for index, digest in enumerate(digests):
-        if digest in first_with_digest:
-            union.union(first_with_digest[digest], index)
-        else:
-            first_with_digest[digest] = index
+    for keys in (digests, same_source or []):
+        first_with_key: dict[str, int] = {}
+        for index, key in enumerate(keys):
+            if not key:
+                continue
+            if key in first_with_key:
+                union.union(first_with_key[key], index)
+            else:
+                first_with_key[key] = index
     if max_distance >= 0 and count:
         for a, b in near_duplicate_pairs(np.array(hashes, dtype=np.uint64),
                                          np.array(mirrored, dtype=np.uint64), max_distance):

@@ -8,11 +8,15 @@ person can act on.
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine import scans
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "MPO", "WEBP")
 # A 224x224 model never needs more than this; larger headers are refused before
@@ -32,7 +36,8 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageDecodeError("not a recognised image (content is not JPEG, PNG, BMP or TIFF)") from None
+        raise ImageDecodeError("not a recognised image (content is not JPEG, PNG, BMP, TIFF, GIF, "
+                               "WebP, DICOM or NIfTI)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageDecodeError(f"image too large (over {MAX_PIXELS:,} pixels)") from None
     except Exception as err:  # PIL raises many types for bad headers
@@ -67,11 +72,19 @@ def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def decode_rgb(data: bytes) -> np.ndarray:
+def decode_rgb(data: bytes, slice_index: int | None = None) -> np.ndarray:
     """Decode image bytes to an HxWx3 uint8 array (first frame, EXIF rotation applied).
+    DICOM and NIfTI bytes give one slice (engine.scans): ``slice_index`` in the file,
+    or the middle kept slice when None.
 
     Raises ImageDecodeError for anything that is not a usable image.
     """
+    if scans.is_scan(data):
+        scan = read_scan(data)
+        try:
+            return scan.rgb(scan.position_of(slice_index))
+        except scans.ScanError as err:
+            raise ImageDecodeError(str(err)) from None
     image = _open(data)
     try:
         image.seek(0)
@@ -145,6 +158,37 @@ def prepare_rgb(rgb: np.ndarray, size: int, crop: bool = False) -> np.ndarray:
 def load_for_model(data: bytes, size: int, crop: bool = False) -> np.ndarray:
     """Bytes -> size x size x 3 float32 in [0, 1], exactly as the model sees it."""
     return prepare_rgb(decode_rgb(data), size, crop).astype(np.float32) / 255.0
+
+
+def read_scan(data: bytes, *, salt: bytes = b"", name: str = "") -> "scans.Scan":
+    """engine.scans.read_scan with its errors as ImageDecodeError."""
+    try:
+        return scans.read_scan(data, salt=salt, name=name)
+    except scans.ScanError as err:
+        raise ImageDecodeError(str(err)) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _scan_at(path: str, mtime: float) -> "scans.Scan":
+    # A volume's slices are read one after another (manifest, pipeline, Errors page):
+    # decode it once, not once per slice.
+    return read_scan(read_file_bytes(path), name=path)
+
+
+def decode_path(path: str) -> np.ndarray:
+    """A manifest address -> HxWx3 uint8: a picture file, or one slice of a scan file
+    (``file#slice=K``, see engine.scans.slice_path)."""
+    file_path, index = scans.split_slice_path(path)
+    if index is None:
+        return decode_rgb(read_file_bytes(path))
+    try:
+        scan = _scan_at(file_path, os.path.getmtime(file_path))
+    except OSError as err:
+        raise ImageDecodeError(f"cannot read file: {err.strerror or err}") from None
+    try:
+        return scan.rgb(scan.position_of(index))
+    except scans.ScanError as err:
+        raise ImageDecodeError(str(err)) from None
 
 
 def read_file_bytes(path: str) -> bytes:

@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from engine.calibration import calibrated
 from engine.ood import OOD_FILE, FeatureGaussians
-from engine.imageio import ImageDecodeError, crop_to_head, decode_rgb, prepare_rgb
+from engine import scans
+from engine.imageio import ImageDecodeError, crop_to_head, decode_rgb, prepare_rgb, read_scan
 from engine.runs import EXPORT_DIR, MODEL_INFO_FILE, SHIPPED_MODEL_DIR
 CLASS_NAMES = {0: "no tumor", 1: "tumor"}
 
@@ -131,6 +132,9 @@ class Prediction:
     ood_score: float | None = None  # > 1 means out of distribution
     predicted_label: int | None = None
     error: str = ""
+    source: str = ""  # the file a slice came from (= name for a picture)
+    slice_index: int | None = None  # the slice's index in a DICOM or NIfTI file
+    identifiers_withheld: bool = False  # the DICOM carried patient identifiers (never read out)
     image: np.ndarray | None = field(default=None, repr=False)  # decoded RGB, original size
     cam: np.ndarray | None = field(default=None, repr=False)
 
@@ -142,19 +146,30 @@ class Prediction:
 def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain: bool = False,
                   batch_size: int = 16) -> list[Prediction]:
     """Predict every (name, bytes) item; a bad file gets its own error and the others
-    are still predicted."""
-    results = [Prediction(name) for name, _ in items]
+    are still predicted. A DICOM or NIfTI file with several slices gives one result per
+    kept slice, named ``name#slice=K`` (engine.scans)."""
+    results: list[Prediction] = []
     ready: list[tuple[int, np.ndarray]] = []
-    for index, (_, data) in enumerate(items):
+    for name, data in items:
         try:
-            rgb = decode_rgb(data)
+            if scans.is_scan(data):
+                scan = read_scan(data, name=name)
+                several = scan.kind == "NIfTI" or len(scan.indices) > 1
+                pictures = [(scans.slice_path(name, index) if several else name,
+                             index if several else None, scan.rgb(position))
+                            for position, index in enumerate(scan.indices)]
+                withheld = scan.had_identifiers
+            else:
+                pictures, withheld = [(name, None, decode_rgb(data))], False
         except ImageDecodeError as err:
-            results[index].error = str(err)
+            results.append(Prediction(name, error=str(err), source=name))
             continue
-        # The image kept is the model's view (cropped to the head if the model crops),
-        # so a heat map overlays the pixels it was computed on.
-        results[index].image = model.view(rgb)
-        ready.append((index, model.model_input(rgb)))
+        for slice_name, index, rgb in pictures:
+            # The image kept is the model's view (cropped to the head if the model
+            # crops), so a heat map overlays the pixels it was computed on.
+            results.append(Prediction(slice_name, source=name, slice_index=index,
+                                      identifiers_withheld=withheld, image=model.view(rgb)))
+            ready.append((len(results) - 1, model.model_input(rgb)))
     for start in range(0, len(ready), batch_size):
         chunk = ready[start:start + batch_size]
         batch = np.stack([image for _, image in chunk])

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from engine import dedup, splits
-from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
+from engine import dedup, scans, splits
+from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes, read_scan
 from engine.sources import SourceImage, discover, relocate
 
 
@@ -35,24 +36,41 @@ class ManifestRow:
     fold: int = -1  # cross-validation fold (engine.cv); -1 outside CV and for test images
     original_label: int = -1  # the folder's label; ``label`` is the one after label review
     review: str = ""  # label review decision: "", keep, relabel or exclude (engine.review)
+    patient_key: str = ""  # salted hash of a scan file's patient/study (engine.scans), never the ID
 
 
 FIELDS = [f.name for f in fields(ManifestRow)]
 
 
-def _inspect(source: SourceImage) -> ManifestRow:
-    row = ManifestRow(source.path, source.label, source.class_name, source.modality,
-                      original_label=source.label)
-    try:
-        rgb = decode_rgb(read_file_bytes(source.path))
-    except ImageDecodeError as err:
-        row.usable, row.reason = False, str(err)
-        return row
+def _hashed(row: ManifestRow, rgb: np.ndarray) -> ManifestRow:
     row.height, row.width = int(rgb.shape[0]), int(rgb.shape[1])
     row.sha256 = dedup.pixel_digest(rgb)
     hashed, mirrored = dedup.perceptual_hashes(rgb)
     row.phash, row.phash_mirror = f"{hashed:016x}", f"{mirrored:016x}"
     return row
+
+
+def _inspect(source: SourceImage, salt: bytes = b"") -> list[ManifestRow]:
+    """The rows of one file: one for a picture or a single-frame DICOM, one per kept
+    slice (``file#slice=K``) for a multi-frame DICOM or a NIfTI volume, or one
+    unusable row with the reason."""
+    row = ManifestRow(source.path, source.label, source.class_name, source.modality,
+                      original_label=source.label)
+    try:
+        data = read_file_bytes(source.path)
+        if not scans.is_scan(data):
+            return [_hashed(row, decode_rgb(data))]
+        scan = read_scan(data, salt=salt, name=source.path)
+    except ImageDecodeError as err:
+        row.usable, row.reason = False, str(err)
+        return [row]
+    modality = scan.modality if scan.modality != "unknown" else source.modality
+    several = scan.kind == "NIfTI" or len(scan.indices) > 1
+    return [_hashed(ManifestRow(scans.slice_path(source.path, index) if several else source.path,
+                                source.label, source.class_name, modality,
+                                original_label=source.label, patient_key=scan.group_key),
+                    scan.rgb(position))
+            for position, index in enumerate(scan.indices)]
 
 
 def build_manifest(
@@ -69,8 +87,9 @@ def build_manifest(
     few usable images remain to split.
     """
     sources, layout = discover(data_dir)
+    salt = secrets.token_bytes(16)  # per manifest: keys group files, never link runs
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
-        rows = list(pool.map(_inspect, sources))
+        rows = [row for found in pool.map(lambda s: _inspect(s, salt), sources) for row in found]
     usable = [row for row in rows if row.usable]
     if len(usable) < 3 or len({row.label for row in usable}) < 2:
         raise ValueError(
@@ -82,6 +101,7 @@ def build_manifest(
         [int(row.phash, 16) for row in usable],
         [int(row.phash_mirror, 16) for row in usable],
         dedup_distance,
+        same_source=[row.patient_key for row in usable],
     )
     labels = np.array([row.label for row in usable])
     modalities = [row.modality for row in usable]
@@ -97,6 +117,10 @@ def build_manifest(
         "skipped_reasons": _count_reasons(rows),
         "dedup_distance": dedup_distance,
     })
+    if any(row.patient_key for row in usable):
+        # Patients (or volumes) per split: each key lies in exactly one split.
+        summary["patients"] = {split: len({r.patient_key for r in usable if r.split == split and r.patient_key})
+                               for split in ("train", "val", "test")}
     return rows, summary
 
 
@@ -134,6 +158,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
                 fold=int(record.get("fold") or -1),
                 original_label=int(record.get("original_label") or record["label"]),
                 review=record.get("review") or "",
+                patient_key=record.get("patient_key") or "",
             ))
         return result
 

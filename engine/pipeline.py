@@ -14,14 +14,14 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from engine.imageio import ImageDecodeError, decode_rgb, prepare_rgb
+from engine.imageio import ImageDecodeError, decode_path, prepare_rgb
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _decode_to_uint8(data: bytes, size: int, crop: bool) -> np.ndarray:
+def _decode_to_uint8(path: bytes, size: int, crop: bool) -> np.ndarray:
     try:
-        return prepare_rgb(decode_rgb(bytes(data)), int(size), bool(crop))
+        return prepare_rgb(decode_path(path.decode()), int(size), bool(crop))
     except ImageDecodeError:
         # The manifest already excluded unreadable files; a file that broke since
         # becomes a black image rather than a crashed run, and is logged by the caller.
@@ -37,7 +37,9 @@ def decoded_dataset(paths: list[str], labels: list[int], image_size: int,
     targets = tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.float32))
 
     def load(path):
-        image = tf.numpy_function(_decode_to_uint8, [tf.io.read_file(path), image_size, crop_to_head],
+        # The file is read in Python, not tf.io.read_file: a manifest address may name
+        # one slice of a DICOM or NIfTI file (engine.scans).
+        image = tf.numpy_function(_decode_to_uint8, [path, image_size, crop_to_head],
                                   tf.uint8, stateful=False)
         image.set_shape([image_size, image_size, 3])
         return image

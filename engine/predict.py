@@ -1,6 +1,8 @@
-"""``python -m engine.predict IMAGE...``: tumor probability and predicted class per
-image, for the shipped model or a chosen run. Unreadable files get a message and a
-non-zero exit; the other images are still predicted."""
+"""``python -m engine.predict FILE...``: tumor probability and predicted class per
+image, for the shipped model or a chosen run. Pictures (JPEG, PNG, BMP, TIFF, GIF,
+WebP), DICOM (one line per frame of a multi-frame file) and NIfTI volumes (one line
+per kept axial slice). Unreadable files get a message and a non-zero exit; the other
+images are still predicted. Patient identifiers in DICOM files are never printed."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from engine.imageio import ImageDecodeError, read_file_bytes
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.predict", description=__doc__)
-    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, TIFF)")
+    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, TIFF, GIF, WebP), DICOM files or NIfTI volumes")
     parser.add_argument("--model", default="", help="model folder: a finished run folder or "
                         "checkpoints/ (default: the shipped model)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
@@ -42,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(record) if args.json else f"{result.name}: error: {error}",
                   file=sys.stdout if args.json else sys.stderr)
             continue
-        record = {"path": result.name, "probability": round(result.probability, 6),
+        record = {"path": result.name, "slice": result.slice_index,
+                  "identifiers_withheld": result.identifiers_withheld,
+                  "probability": round(result.probability, 6),
                   "uncertainty": (None if result.uncertainty is None
                                   else round(result.uncertainty, 6)),
                   "out_of_distribution": result.out_of_distribution,

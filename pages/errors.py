@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from engine.explain import overlay
-from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
+from engine.imageio import ImageDecodeError, decode_path
 from ui.app import require_navigation
 from ui.common import (
     SHIPPED_DIR, model_for, model_stamp, read_json, read_predictions, selected_model_dir, square,
@@ -93,7 +93,7 @@ if shown.empty:
 @st.cache_data(max_entries=512, show_spinner=False)
 def heatmap(model_dir: str, path: str, stamp: float):
     model = model_for(Path(model_dir))
-    rgb = decode_rgb(read_file_bytes(path))
+    rgb = decode_path(path)
     # The model's own view and input (cropped to the head if it was trained so).
     _, cams = model.explain(model.model_input(rgb)[None])
     return model.view(rgb), cams[0]

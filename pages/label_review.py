@@ -10,7 +10,7 @@ import streamlit as st
 from engine import runs
 from engine.audit import ISSUES_FILE, audit, read_issues
 from engine.explain import overlay
-from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes
+from engine.imageio import ImageDecodeError, decode_path
 from engine.review import DECISIONS, read_review, record_decision
 from ui.app import require_navigation
 from ui.common import SHIPPED_DIR, model_for, runs_root
@@ -108,7 +108,7 @@ for group in shown:
         cols = st.columns(4)
         for col, issue in zip(cols, group_issues[:4]):
             try:
-                rgb = decode_rgb(read_file_bytes(issue["path"]))
+                rgb = decode_path(issue["path"])
             except ImageDecodeError as err:
                 col.error(f"{Path(issue['path']).name}: {err}")
                 continue

@@ -21,16 +21,18 @@ st.caption(RESEARCH_NOTE)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def predict_one(model_dir: str, stamp: float, name: str, digest: str, data: bytes) -> dict:
-    """Probability, class and Grad-CAM for one file; cached per model and content."""
+def predict_one(model_dir: str, stamp: float, name: str, digest: str, data: bytes) -> list[dict]:
+    """Probability, class and Grad-CAM for one file (one entry per slice of a DICOM
+    series file or NIfTI volume); cached per model and content."""
     from engine.inference import predict_files
     model = _model(model_dir)
-    result = predict_files(model, [(name, data)], explain=True)[0]
-    return {"name": name, "probability": result.probability, "uncertainty": result.uncertainty,
-            "ood": result.out_of_distribution, "ood_score": result.ood_score,
-            "label": result.predicted_label,
-            "class": result.predicted_class, "error": result.error, "image": result.image,
-            "cam": result.cam, "threshold": model.threshold}
+    return [{"name": name, "slice": result.slice_index, "withheld": result.identifiers_withheld,
+             "probability": result.probability, "uncertainty": result.uncertainty,
+             "ood": result.out_of_distribution, "ood_score": result.ood_score,
+             "label": result.predicted_label,
+             "class": result.predicted_class, "error": result.error, "image": result.image,
+             "cam": result.cam, "threshold": model.threshold}
+            for result in predict_files(model, [(name, data)], explain=True)]
 
 
 def _model(model_dir: str):
@@ -63,9 +65,11 @@ stamp = model_stamp(model_dir)
 
 left, right = st.columns([3, 2])
 with left:
+    # No extension filter: files are recognised by their content (DICOM often has no
+    # extension); anything else gets a message of its own.
     uploads = st.file_uploader(
-        f"Brain CT or MRI slices (JPEG, PNG, BMP, TIFF, GIF, WebP; up to {MAX_UPLOAD_MB} MB each)",
-        type=["jpg", "jpeg", "png", "bmp", "tif", "tiff", "gif", "webp"], accept_multiple_files=True)
+        f"Brain CT or MRI slices: JPEG, PNG, BMP, TIFF, GIF, WebP, DICOM, NIfTI (.nii, .nii.gz); "
+        f"up to {MAX_UPLOAD_MB} MB each", accept_multiple_files=True)
 with right:
     count = st.number_input("Samples to draw", 1, 12, 4)
     if st.button("Try samples from the test split", help="Images the shipped model never saw in training"):
@@ -93,14 +97,13 @@ results = []
 progress = st.progress(0.0, text="Predicting ...")
 for index, (name, data, truth) in enumerate(items):
     digest = hashlib.sha256(data).hexdigest()
-    result = dict(predict_one(str(model_dir), stamp, name, digest, data))
-    result["truth"] = truth
-    results.append(result)
+    for result in predict_one(str(model_dir), stamp, name, digest, data):
+        results.append(dict(result, truth=truth))
     progress.progress((index + 1) / len(items), text=f"Predicted {index + 1}/{len(items)}")
 progress.empty()
 
 table = pd.DataFrame([{
-    "file": r["name"],
+    "file": r["name"], "slice": r.get("slice"),
     "tumor probability": None if r["error"] else round(r["probability"], 4),
     "uncertainty (ensemble sd)": (None if r["error"] or r.get("uncertainty") is None
                                   else round(r["uncertainty"], 4)),
@@ -110,6 +113,7 @@ table = pd.DataFrame([{
     "true label": {None: "", 1: "tumor", 0: "no tumor"}[r["truth"]],
     "error": r["error"],
 } for r in results])
+table["slice"] = table["slice"].astype("Int64")  # empty for pictures, the index in a volume
 st.subheader("Results")
 st.dataframe(table, hide_index=True, width="stretch")
 st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), "predictions.csv", "text/csv")
@@ -118,8 +122,31 @@ st.caption(f"Threshold {model.threshold:.3f} (chosen on {model.info.get('calibra
            + (f" The model is an ensemble of {model.members} fold models; the uncertainty is the "
               "standard deviation of their probabilities." if model.members > 1 else ""))
 
+for name in dict.fromkeys(r["name"] for r in results if r.get("withheld")):
+    st.info(f"{name}: the file carries patient identifiers (name, ID, dates or similar). They were "
+            "not read into this page, shown, or written anywhere.", icon=":material/shield_person:")
+
+# A volume or multi-frame file: its slices' probabilities, and one slice at a time.
+volumes: dict[str, list[dict]] = {}
+for r in results:
+    if r.get("slice") is not None and not r["error"]:
+        volumes.setdefault(r["name"], []).append(r)
+for name, slices in volumes.items():
+    st.subheader(f"{name}: {len(slices)} slices")
+    st.line_chart(pd.DataFrame({"slice": [r["slice"] for r in slices],
+                                "tumor probability": [r["probability"] for r in slices]}).set_index("slice"),
+                  height=180)
+    worst = max(slices, key=lambda r: r["probability"])
+    chosen = st.select_slider("Slice", [r["slice"] for r in slices], value=worst["slice"],
+                              key=f"slice_{name}", help="Starts at the slice with the highest probability")
+    result = next(r for r in slices if r["slice"] == chosen)
+    st.image(overlay(np.asarray(result["image"]), result["cam"], opacity), width=420,
+             caption=f"{name}, slice {chosen}: Grad-CAM for the tumor class, scaled per image")
+    st.markdown(f"probability **{result['probability']:.3f}** · {result['class']} "
+                f"(slices at or above the threshold: {sum(r['label'] == 1 for r in slices)} of {len(slices)})")
+
 columns = st.columns(3)
-shown = [r for r in results if not r["error"]]
+shown = [r for r in results if not r["error"] and r.get("slice") is None]
 for index, result in enumerate(shown):
     with columns[index % 3]:
         image = np.asarray(result["image"])

@@ -111,6 +111,20 @@ def test_upload_on_predict_shows_a_probability(server, page, tmp_path):
     shot(page, "predict")
 
 
+def test_upload_a_dicom_on_predict(server, page, tmp_path):
+    import numpy as np
+    from scan_fixtures import FAKE_IDENTIFIERS, head_slice, write_dicom
+    dicom = write_dicom(tmp_path / "slice.dcm", head_slice(64, tumor=True).astype(np.uint8))
+    page.goto(f"{server['url']}/predict?model=fixture-run")
+    page.get_by_text("Upload one or more images").wait_for()
+    page.locator("input[type=file]").set_input_files(str(dicom))
+    page.get_by_text(re.compile(r"probability \d\.\d{3}")).first.wait_for()
+    page.get_by_text(re.compile("carries patient identifiers")).wait_for()
+    body = page.locator("body").inner_text()
+    assert not any(secret in body for secret in FAKE_IDENTIFIERS)
+    shot(page, "predict_dicom")
+
+
 def test_an_upload_over_the_size_limit_is_refused_with_a_message(server, page, tmp_path):
     big = tmp_path / "huge.png"
     big.write_bytes(b"\x89PNG" + b"\0" * (21 * 1024 * 1024))  # over server.maxUploadSize = 20 MB

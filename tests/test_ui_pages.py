@@ -330,3 +330,33 @@ def test_square_pads_without_resampling():
     padded = square(tall)
     assert padded.shape == (6, 6, 3)
     assert (padded[:, 1:5] == tall).all() and padded[:, 0].max() == 0 and padded[:, 5].max() == 0
+
+
+def test_predict_takes_dicom_and_nifti_and_never_shows_identifiers(run_folder, tmp_path):
+    pytest.importorskip("pydicom")
+    from scan_fixtures import FAKE_IDENTIFIERS, head_slice, write_dicom, write_nifti
+    dicom = write_dicom(tmp_path / "scan", head_slice(64, tumor=True).astype(np.uint8)).read_bytes()
+    volume = np.zeros((64, 64, 12), np.float32)
+    for k in range(3, 9):
+        volume[:, :, k] = head_slice(64, tumor=k == 5, seed=k)
+    nifti = write_nifti(tmp_path / "vol.nii.gz", volume).read_bytes()
+    at = app_on("predict")
+    at.file_uploader[0].set_value([("scan", dicom, "application/octet-stream"),
+                                   ("vol.nii.gz", nifti, "application/gzip")])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert table[table["file"] == "scan"]["tumor probability"].between(0, 1).all()
+    volume_rows = table[table["file"] == "vol.nii.gz"]
+    assert volume_rows["slice"].tolist() == list(range(3, 9))
+    assert any("carries patient identifiers" in i.value for i in at.info), [i.value for i in at.info] + [e.value for e in at.error]
+    slider = next(s for s in at.select_slider if s.label == "Slice")
+    slider.set_value(7).run()
+    probability = table[(table["file"] == "vol.nii.gz") & (table["slice"] == 7)]["tumor probability"].iloc[0]
+    assert any(m.value.startswith(f"probability **{probability:.3f}**") for m in at.markdown)
+    assert len(at.get("image")) >= 2  # the chosen slice's Grad-CAM and the DICOM's
+    page_text = " ".join(str(e.value) for kind in ("markdown", "caption", "info", "error", "warning")
+                         for e in at.get(kind))
+    page_text += table.to_csv()
+    for secret in FAKE_IDENTIFIERS:
+        assert secret not in page_text
