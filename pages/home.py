@@ -59,6 +59,7 @@ if summary:
         counts = summary["splits"][split]
         rows.append({"split": split, "images": counts["images"], "distinct groups": counts["groups"],
                      "tumor": counts["tumor"], "no tumor": counts["no_tumor"],
+                     **({"patients or volumes": summary["patients"][split]} if summary.get("patients") else {}),
                      **{f"modality {k}": v for k, v in counts["modalities"].items()}})
     st.dataframe(rows, hide_index=True, width="stretch")
     leak = summary["leak_if_random_split"]
