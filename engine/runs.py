@@ -272,6 +272,22 @@ def list_runs(root: str | os.PathLike | None = None) -> list[RunSummary]:
     return [summarize_run(p) for p in folders]
 
 
+def estimate_seconds(history: list[RunSummary], config: dict, train_images: int) -> tuple[float, str] | None:
+    """Expected training time of ``config`` on ``train_images`` images, from the
+    measured epoch times of earlier runs of the same network and input size on this
+    machine: (seconds, id of the run it is based on), or None with no such run.
+    Pure: summaries and numbers in, a number out."""
+    keys = ("preset", "width", "image_size", "devices")
+    matching = [r for r in history
+                if all(r.config.get(k) == config.get(k) for k in keys)
+                and r.last_epoch.get("epoch_seconds") and r.derived.get("train_images")]
+    if not matching:
+        return None
+    newest = matching[0]  # list_runs is newest first
+    per_image = newest.last_epoch["epoch_seconds"] / newest.derived["train_images"]
+    return per_image * train_images * int(config.get("epochs", 1)), newest.run_id
+
+
 def active_runs(root: str | os.PathLike | None = None) -> list[RunSummary]:
     return [run for run in list_runs(root) if run.state in ACTIVE_STATES]
 

@@ -13,7 +13,7 @@ from engine.explain import overlay
 from engine.imageio import ImageDecodeError, decode_path
 from engine.review import DECISIONS, read_review, record_decision
 from ui.app import require_navigation
-from ui.common import SHIPPED_DIR, model_for, runs_root
+from ui.common import SHIPPED_DIR, all_runs, model_for, runs_root
 
 require_navigation()
 
@@ -29,7 +29,7 @@ def audit_sources() -> dict[str, Path]:
     found = {}
     if (SHIPPED_DIR / "oof_predictions.csv").exists():
         found["Shipped model (checkpoints/)"] = SHIPPED_DIR
-    for run in runs.list_runs(runs_root()):
+    for run in all_runs():
         if runs.is_cv(run.path) and (run.path / "oof_predictions.csv").exists():
             found[f"cross-validation {run.run_id}"] = run.path
     return found

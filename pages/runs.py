@@ -8,12 +8,12 @@ from engine import metric_names as names
 from engine import runs
 from ui import charts, cv_view
 from ui.app import require_navigation
-from ui.common import duration, runs_root
+from ui.common import all_runs, duration, runs_root
 
 require_navigation()
 
 st.title("Runs")
-all_runs = runs.list_runs(runs_root())
+all_runs = all_runs()
 if not all_runs:
     st.info("No runs yet. Start one on the **Train** page; runs are folders under "
             f"`{runs_root()}`.")

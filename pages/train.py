@@ -12,7 +12,7 @@ from engine.sources import DataLayoutError, check_data_dir_allowed, discover
 from ui import charts
 from ui import cv_view
 from ui.app import require_navigation
-from ui.common import available_devices, duration, percent, runs_root
+from ui.common import all_runs, available_devices, duration, percent, runs_root
 
 require_navigation()
 
@@ -30,6 +30,7 @@ recipe_name = st.selectbox("Recipe", list(RECIPES), help="Every setting not show
 recipe = RECIPES[recipe_name]()
 found_devices = available_devices()
 
+st.caption(f"Devices on this machine: {found_devices}.")
 with st.expander("Start a new training run", expanded=not runs.active_runs(runs_root())):
     with st.form(f"train_form_{list(RECIPES).index(recipe_name)}"):
         c1, c2, c3 = st.columns(3)
@@ -84,7 +85,7 @@ if submitted:
                 raise ValueError("cross-validation needs at least 2 folds (0 = one ordinary run)")
             if int(folds) >= 2:
                 config = config.replace(best_metric="last")
-            discover(values["data_dir"] or None)
+            found_images, _ = discover(values["data_dir"] or None)
         except (ValueError, DataLayoutError) as err:
             problem = str(err)
     if problem:
@@ -105,10 +106,17 @@ if submitted:
         else:
             st.session_state["watch_run"] = run_id
             st.query_params["run"] = run_id
+            pool = len(found_images) * (1.0 - config.split_fractions[2])
+            trained = (pool * (int(folds) - 1) if module == "engine.cv"  # K folds of (K-1)/K
+                       else len(found_images) * config.split_fractions[0])
+            estimate = runs.estimate_seconds(all_runs(), config.to_dict(), int(trained))
+            expected = (f" Expected to take about {duration(estimate[0])}, from the measured speed of run "
+                        f"{estimate[1]} (same network and image size on this machine)." if estimate
+                        else " No earlier run of this network and image size here to estimate its duration from.")
             st.success(f"Started {'cross-validation' if module == 'engine.cv' else 'run'} {run_id}. "
-                       "It keeps training if you close the browser.")
+                       "It keeps training if you close the browser." + expected)
 
-all_runs = runs.list_runs(runs_root())
+all_runs = all_runs()
 if not all_runs:
     st.info("No runs yet: start one above.")
     st.stop()

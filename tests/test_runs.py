@@ -124,3 +124,15 @@ def test_cli_refuses_bad_data_folders_before_starting(tmp_path, setup, message):
     assert out.returncode == 2
     assert message in out.stderr
     assert runs.read_status(tmp_path / "run")["state"] == "failed"
+
+
+def test_estimate_uses_the_newest_run_of_the_same_network_and_size(tmp_path):
+    def summary(run_id, size, seconds, images):
+        config = {"preset": "resnet10", "width": 0.5, "image_size": size, "devices": "auto", "epochs": 9}
+        return runs.RunSummary(run_id, tmp_path / run_id, {}, config, {"train_images": images},
+                               last_epoch={"epoch_seconds": seconds})
+    history = [summary("new", 128, 20.0, 2000), summary("old", 128, 99.0, 2000), summary("big", 224, 60.0, 2000)]
+    wanted = {"preset": "resnet10", "width": 0.5, "image_size": 128, "devices": "auto", "epochs": 10}
+    seconds, based_on = runs.estimate_seconds(history, wanted, 1000)
+    assert based_on == "new" and seconds == pytest.approx(20.0 / 2000 * 1000 * 10)
+    assert runs.estimate_seconds(history, dict(wanted, image_size=64), 1000) is None

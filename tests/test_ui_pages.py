@@ -267,6 +267,8 @@ def test_train_form_writes_the_whole_config_it_shows_and_trains_it(run_folder, m
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+    # 48 px: no earlier run of that size to time it by (the fixture run is 32 px).
+    assert any("No earlier run of this network and image size" in m.value for m in at.success)
     started = [r for r in runs.list_runs(run_folder.parent) if r.run_id.endswith("formrun")]
     assert len(started) == 1
     folder = started[0].path

@@ -5,6 +5,7 @@ and it is cached once per server process (``st.cache_resource``)."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,44 @@ def runs_root() -> Path:
     return Path(os.environ.get("BRAIN_RUNS_DIR", runs.DEFAULT_RUNS_ROOT))
 
 
+def all_runs() -> list[runs.RunSummary]:
+    """runs.list_runs for the runs folder, cached until a run's files change (every
+    page and the sidebar list the runs on each rerun). A cached run that was active is
+    re-read, so a training process that died without a word shows as failed at once."""
+    root = runs_root()
+    cached = _runs_cached(str(root), _fingerprint(root))
+    return [replace(run, status=runs.read_status(run.path)) if run.state in runs.ACTIVE_STATES else run
+            for run in cached]
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _runs_cached(root: str, fingerprint: tuple) -> list[runs.RunSummary]:
+    return runs.list_runs(root)
+
+
+def _fingerprint(root: Path) -> tuple:
+    """Names and modification times of the files a run summary is read from."""
+    found = []
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return ()
+    for entry in entries:
+        if entry.is_dir():
+            for name in (runs.STATUS_FILE, runs.CONFIG_FILE, runs.METRICS_FILE, "eval_test.json",
+                         runs.CV_SUMMARY_FILE):
+                try:
+                    found.append((entry.name, name, os.stat(os.path.join(entry.path, name)).st_mtime_ns))
+                except OSError:
+                    pass
+    return tuple(found)
+
+
 def model_dirs() -> dict[str, Path]:
     """Label -> folder of every model that can predict: the shipped one and each
     run with an exported model."""
     choices = {SHIPPED: SHIPPED_DIR}
-    for run in runs.list_runs(runs_root()):
+    for run in all_runs():
         if (run.path / runs.EXPORT_DIR / "saved_model.pb").exists():
             choices[f"run {run.run_id}"] = run.path
     return choices
