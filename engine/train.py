@@ -158,7 +158,6 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
 
     from engine import pipeline
     from engine.manifest import rows_for_split, rows_for_training
-    from engine.metrics import binary_metrics
     from engine.metrics_log import MetricsLog
     from engine.ema import STATISTICS_BATCHES, WeightAverage, make_statistics_pass
     from engine.model import build_model, count_parameters, decay_mask
@@ -166,25 +165,13 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     from engine.steps import make_eval_step, make_train_step
 
     tf.random.set_seed(config.seed)
-    rows, summary = _prepare_data(config, folder, resume)
+    rows, _ = _prepare_data(config, folder, resume)
     train_rows, val_rows = rows_for_training(rows, "train"), rows_for_training(rows, "val")
-    if not train_rows or not val_rows:
-        raise ValueError(f"split left {len(train_rows)} train and {len(val_rows)} val images; "
-                         "add data or change split_fractions")
-    replicas = strategy.num_replicas_in_sync
-    global_batch = config.batch_size
-    if global_batch % replicas:
-        raise ValueError(f"batch_size {global_batch} is not divisible by {replicas} replicas")
-    steps_per_epoch = pipeline.steps_for(len(train_rows), global_batch, drop_remainder=True)
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
-    derived = Derived(
-        train_images=len(train_rows), val_images=len(val_rows),
-        test_images=len(rows_for_split(rows, "test")), replicas=replicas,
-        global_batch_size=global_batch, per_replica_batch_size=global_batch // replicas,
-        steps_per_epoch=steps_per_epoch, total_steps=total_steps, warmup_steps=warmup_steps)
+    derived = derive(config, len(train_rows), len(val_rows), len(rows_for_split(rows, "test")),
+                     strategy.num_replicas_in_sync)
+    replicas, global_batch = derived.replicas, derived.global_batch_size
+    steps_per_epoch, total_steps = derived.steps_per_epoch, derived.total_steps
+    warmup_steps = derived.warmup_steps
 
     def lr_fn(step):
         return learning_rate_at(step, base_lr=config.learning_rate, total_steps=total_steps,
@@ -320,22 +307,12 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
             statistics_pass(strategy.experimental_distribute_dataset(pipeline.train_dataset(
                 train_decoded, len(train_rows), global_batch, config,
                 seed=config.seed * 10_007 + epoch + 500_000).take(STATISTICS_BATCHES)))
-        val_probs, val_labels, val_losses = [], [], []
-        for batch in val_batches:
-            probs, labels, losses = eval_step(batch)
-            val_probs.append(probs.numpy())
-            val_labels.append(labels.numpy())
-            val_losses.append(losses.numpy())
-        val_p, val_y = np.concatenate(val_probs), np.concatenate(val_labels)
         record = {"kind": names.KIND_EPOCH, "epoch": epoch + 1,
                   "step": int(optimizer.iterations.numpy()), "time": time.time()}
         if loss_count:
             record[names.TRAIN_LOSS] = loss_sum / loss_count
-            train_metrics = binary_metrics(np.concatenate(labels_seen), np.concatenate(probs_seen))
-            record.update({names.split_metric("train", k): v for k, v in train_metrics.items()})
-        record[names.VAL_LOSS] = float(np.mean(np.concatenate(val_losses)))
-        record.update({names.split_metric("val", k): v
-                       for k, v in binary_metrics(val_y, val_p).items()})
+            record.update(_split_metrics("train", np.concatenate(labels_seen), np.concatenate(probs_seen)))
+        record.update(_validate(eval_step, val_batches))
         epoch_seconds = time.time() - epoch_start
         eta = eta_seconds(int(optimizer.iterations.numpy()))
         record[names.EPOCH_SECONDS] = epoch_seconds
@@ -348,13 +325,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         record["best"] = bool(improved)
         metrics_log.write(record, flush=True)
         save_checkpoint()
-        log.info(
-            "epoch %d/%d  train loss %.4f acc %s | val loss %.4f acc %.4f auc %s sens %s spec %s"
-            " | %.1fs, %s left%s", epoch + 1, config.epochs, record.get(names.TRAIN_LOSS, float("nan")),
-            _fmt(record.get(names.TRAIN_ACCURACY)), record[names.VAL_LOSS],
-            record[names.VAL_ACCURACY], _fmt(record[names.VAL_AUC]),
-            _fmt(record[names.VAL_SENSITIVITY]), _fmt(record[names.VAL_SPECIFICITY]),
-            epoch_seconds, format_seconds(eta), "  *best*" if improved else "")
+        _log_epoch(record, config.epochs)
         runs.write_status(folder, runs.RUNNING, epoch=epoch + 1,
                           step=int(optimizer.iterations.numpy()), total_steps=total_steps,
                           eta_seconds=eta)
@@ -371,6 +342,56 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         return runs.write_status(folder, runs.STOPPED, ended=time.time(), phase=None,
                                  stopped_by=stop.signal_name)
     return runs.write_status(folder, runs.FINISHED, ended=time.time(), phase=None)
+
+
+def derive(config: TrainConfig, train_images: int, val_images: int, test_images: int,
+           replicas: int) -> Derived:
+    """The values a run computes from its config and data (pure); raises ValueError
+    for a split or batch size that cannot train."""
+    from engine.pipeline import steps_for
+    if not train_images or not val_images:
+        raise ValueError(f"split left {train_images} train and {val_images} val images; "
+                         "add data or change split_fractions")
+    if config.batch_size % replicas:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by {replicas} replicas")
+    steps_per_epoch = steps_for(train_images, config.batch_size, drop_remainder=True)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    return Derived(
+        train_images=train_images, val_images=val_images, test_images=test_images,
+        replicas=replicas, global_batch_size=config.batch_size,
+        per_replica_batch_size=config.batch_size // replicas, steps_per_epoch=steps_per_epoch,
+        total_steps=steps_per_epoch * config.epochs,
+        warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)))
+
+
+def _split_metrics(split: str, labels, probabilities) -> dict:
+    from engine.metrics import binary_metrics
+    return {names.split_metric(split, k): v for k, v in binary_metrics(labels, probabilities).items()}
+
+
+def _validate(eval_step, val_batches) -> dict:
+    """Val loss and metrics of the evaluated model, in inference mode, every image once."""
+    import numpy as np
+    probs, labels, losses = [], [], []
+    for batch in val_batches:
+        p, y, loss = eval_step(batch)
+        probs.append(p.numpy())
+        labels.append(y.numpy())
+        losses.append(loss.numpy())
+    return {names.VAL_LOSS: float(np.mean(np.concatenate(losses))),
+            **_split_metrics("val", np.concatenate(labels), np.concatenate(probs))}
+
+
+def _log_epoch(record: dict, epochs: int) -> None:
+    log.info(
+        "epoch %d/%d  train loss %.4f acc %s | val loss %.4f acc %.4f auc %s sens %s spec %s"
+        " | %.1fs, %s left%s", record["epoch"], epochs, record.get(names.TRAIN_LOSS, float("nan")),
+        _fmt(record.get(names.TRAIN_ACCURACY)), record[names.VAL_LOSS],
+        record[names.VAL_ACCURACY], _fmt(record[names.VAL_AUC]),
+        _fmt(record[names.VAL_SENSITIVITY]), _fmt(record[names.VAL_SPECIFICITY]),
+        record[names.EPOCH_SECONDS], format_seconds(record[names.ETA_SECONDS]),
+        "  *best*" if record["best"] else "")
 
 
 def _fmt(value) -> str:
