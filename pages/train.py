@@ -66,7 +66,12 @@ with st.expander("Start a new training run", expanded=not runs.active_runs(runs_
                                 "mean ± std over folds (python -m engine.cv)")
         label_review = c4.text_input("Label review file (optional)", recipe.label_review,
                                      help="A CSV from the Label review page: train on the reviewed labels")
-        parallel = st.checkbox("Allow a run in parallel with one already training")
+        c1, c2 = st.columns([1, 3])
+        workers = c1.number_input("Workers (processes)", 1, 16, 1,
+                                  help="Above 1: one run as several local worker processes under "
+                                  "MultiWorkerMirroredStrategy (python -m engine.launch); each takes "
+                                  "its part of every global batch")
+        parallel = c2.checkbox("Allow a run in parallel with one already training")
         submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
@@ -85,6 +90,8 @@ if submitted:
                 raise ValueError("cross-validation needs at least 2 folds (0 = one ordinary run)")
             if int(folds) >= 2:
                 config = config.replace(best_metric="last")
+                if int(workers) > 1:
+                    raise ValueError("cross-validation runs on one worker; set Workers to 1")
             found_images, _ = discover(values["data_dir"] or None)
         except (ValueError, DataLayoutError) as err:
             problem = str(err)
@@ -92,13 +99,15 @@ if submitted:
         st.error(f"Not started: {problem}")
     else:
         payload = {"config": config.to_dict()}
-        module = "engine.train"
+        module, extra = "engine.train", []
+        if int(workers) > 1:
+            module, extra = "engine.launch", ["--workers", str(int(workers))]
         if int(folds) >= 2:
             payload["cv"] = {"folds": int(folds), "evaluate_test": True}
             module = "engine.cv"
         name = run_name or (f"cv{int(folds)}-{preset}" if int(folds) >= 2 else preset)
         try:
-            run_id, _ = runs.start_run(["--folds", str(int(folds))] if module == "engine.cv" else [],
+            run_id, _ = runs.start_run(["--folds", str(int(folds))] if module == "engine.cv" else extra,
                                        runs.new_run_id(name), root=runs_root(),
                                        allow_parallel=parallel, module=module, config=payload)
         except runs.RunError as err:

@@ -136,3 +136,14 @@ def test_estimate_uses_the_newest_run_of_the_same_network_and_size(tmp_path):
     seconds, based_on = runs.estimate_seconds(history, wanted, 1000)
     assert based_on == "new" and seconds == pytest.approx(20.0 / 2000 * 1000 * 10)
     assert runs.estimate_seconds(history, dict(wanted, image_size=64), 1000) is None
+
+
+def test_a_multi_worker_run_resumes_on_as_many_workers(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    runs.write_json_atomic(folder / "config.json", {"config": {}, "environment": {"workers": 3}})
+    runs.write_status(folder, "stopped")
+    launched = []
+    monkeypatch.setattr(runs, "_launch", lambda command, folder, env: launched.append(command))
+    runs.resume_run(folder)
+    assert launched[0][1:] == ["-m", "engine.launch", "--resume", str(folder), "--workers", "3"]

@@ -161,7 +161,7 @@ def test_file_cache_and_two_logical_devices(data_dir, tmp_path):
 
 class _StopAfterSteps(StopRequested):
     """A stop request that arrives on the loop's ``asks + 1``-th question, as a SIGTERM
-    would in the middle of an epoch. The loop asks once after each step and twice at
+    would in the middle of an epoch. The loop asks once after each step and once at
     the end of each epoch."""
 
     def __init__(self, asks):
@@ -187,7 +187,7 @@ def test_stop_mid_epoch_then_resume_trains_like_an_uninterrupted_run(data_dir, t
     whole = train_and_evaluate(config, tmp_path / "whole", final_evaluation=False)
     assert whole["state"] == "finished"
     folder = tmp_path / "split"
-    stopped = train_and_evaluate(config, folder, stop=_StopAfterSteps(7 + 2 + 2), final_evaluation=False)
+    stopped = train_and_evaluate(config, folder, stop=_StopAfterSteps(7 + 1 + 2), final_evaluation=False)
     assert stopped["state"] == "stopped"
     steps_before = [s["step"] for s in runs.read_metrics(folder, "step")]
     assert max(steps_before) == 10  # the step lines up to the stop checkpoint

@@ -362,3 +362,18 @@ def test_predict_takes_dicom_and_nifti_and_never_shows_identifiers(run_folder, t
     page_text += table.to_csv()
     for secret in FAKE_IDENTIFIERS:
         assert secret not in page_text
+
+
+def test_train_form_with_two_workers_starts_engine_launch(run_folder, monkeypatch):
+    from engine import runs
+    calls = []
+
+    def fake_start(args, run_id, **kw):
+        calls.append((args, kw["module"]))
+        return run_id, run_folder
+    monkeypatch.setattr(runs, "start_run", fake_start)
+    at = app_on("train")
+    next(n for n in at.number_input if n.label == "Workers (processes)").set_value(2)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert calls == [(["--workers", "2"], "engine.launch")]
