@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -59,3 +60,47 @@ def png_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(blob_image(np.random.default_rng(1), True)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+# One finished cross-validation for every test that only reads one (engine tests and the
+# dashboard's), built once per session: it is the most expensive fixture.
+CV_FOLDS = 3
+
+
+def _add_duplicates(root, count=6):
+    """Exact and mirrored copies of some images, so duplicate groups exist."""
+    for name in ("yes", "no"):
+        sources = sorted((root / name).glob("*.png"))[:count]
+        for index, source in enumerate(sources):
+            image = Image.open(source)
+            if index % 2:
+                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            image.save(root / name / f"copy_{source.name}")
+
+
+@pytest.fixture(scope="session")
+def flipped_data(tmp_path_factory):
+    """60 images per class; 12 of the 120 (10%) moved to the other class folder."""
+    root = write_class_folders(tmp_path_factory.mktemp("cvdata"), per_class=60, seed=3)
+    flipped = []
+    for name, other in (("yes", "no"), ("no", "yes")):
+        for source in sorted((root / name).glob("*.png"))[-6:]:
+            target = root / other / f"flipped_{source.name}"
+            shutil.move(source, target)
+            flipped.append(str(target))
+    _add_duplicates(root)
+    return root, flipped
+
+
+@pytest.fixture(scope="session")
+def cv_run(flipped_data, tmp_path_factory):
+    root, _ = flipped_data
+    folder = tmp_path_factory.mktemp("cv")
+    from engine.config import tiny_config
+    config = tiny_config(data_dir=str(root), epochs=6, flip_tta=False)
+    from engine.cv import cross_validate
+    status = cross_validate(config, folder, CV_FOLDS)
+    assert status["state"] == "finished", status
+    return folder
+
+

@@ -3,12 +3,12 @@ synthetic data: real training, real files."""
 
 import csv
 import json
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import CV_FOLDS as FOLDS
 from conftest import write_class_folders
 from engine import runs
 from engine.audit import audit, confident_classes, label_issue_table
@@ -16,44 +16,6 @@ from engine.config import tiny_config
 from engine.cv import assign_folds, cross_validate, fold_dir, rows_for_fold
 from engine.manifest import read_manifest
 from engine.splits import fold_groups
-
-FOLDS = 3
-
-
-def _add_duplicates(root, count=6):
-    """Exact and mirrored copies of some images, so duplicate groups exist."""
-    for name in ("yes", "no"):
-        sources = sorted((root / name).glob("*.png"))[:count]
-        for index, source in enumerate(sources):
-            image = Image.open(source)
-            if index % 2:
-                image = image.transpose(Image.FLIP_LEFT_RIGHT)
-            image.save(root / name / f"copy_{source.name}")
-
-
-@pytest.fixture(scope="module")
-def flipped_data(tmp_path_factory):
-    """60 images per class; 12 of the 120 (10%) moved to the other class folder."""
-    root = write_class_folders(tmp_path_factory.mktemp("cvdata"), per_class=60, seed=3)
-    flipped = []
-    for name, other in (("yes", "no"), ("no", "yes")):
-        for source in sorted((root / name).glob("*.png"))[-6:]:
-            target = root / other / f"flipped_{source.name}"
-            shutil.move(source, target)
-            flipped.append(str(target))
-    _add_duplicates(root)
-    return root, flipped
-
-
-@pytest.fixture(scope="module")
-def cv_run(flipped_data, tmp_path_factory):
-    root, _ = flipped_data
-    folder = tmp_path_factory.mktemp("cv")
-    config = tiny_config(data_dir=str(root), epochs=6, flip_tta=False)
-    status = cross_validate(config, folder, FOLDS)
-    assert status["state"] == "finished", status
-    return folder
-
 
 def test_fold_groups_keep_duplicate_groups_whole_and_balance_labels():
     rng = np.random.default_rng(0)

@@ -191,9 +191,15 @@ def test_runs_page_with_50_runs_does_not_load_tensorflow(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def cv_folder(run_folder, tmp_path_factory):
-    from ui_fixtures import make_cv_run
-    return make_cv_run(run_folder.parent, tmp_path_factory.mktemp("cvdata"))
+def cv_folder(run_folder, cv_run):
+    """The session's finished cross-validation, copied into this module's runs folder
+    as "fixture-cv", with its label audit."""
+    import shutil
+    from engine.audit import audit
+    folder = run_folder.parent / "fixture-cv"
+    shutil.copytree(cv_run, folder)
+    audit(folder)
+    return folder
 
 
 def test_runs_and_evaluate_show_the_per_fold_table_and_mean_std(cv_folder):

@@ -19,19 +19,6 @@ def make_noisy_data(root: Path, per_class: int = 36) -> Path:
     return data
 
 
-def make_cv_run(runs_root: Path, data_root: Path, run_id: str = "fixture-cv", folds: int = 3) -> Path:
-    """A finished 3-fold cross-validation with its label audit."""
-    from engine.audit import audit
-    from engine.config import tiny_config
-    from engine.cv import cross_validate
-    data = make_noisy_data(data_root)
-    folder = runs_root / run_id
-    status = cross_validate(tiny_config(data_dir=str(data), epochs=3, dedup_distance=-1), folder, folds)
-    assert status["state"] == "finished", status.get("error")
-    audit(folder)
-    return folder
-
-
 def make_finished_run(runs_root: Path, data_root: Path, run_id: str = "fixture-run") -> Path:
     from engine.config import tiny_config
     from engine.train import train_and_evaluate
