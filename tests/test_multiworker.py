@@ -62,10 +62,20 @@ def _worker_pid(launcher: subprocess.Popen, index: int) -> int:
 
 
 @pytest.fixture
-def launched():
-    """Launchers started by a test; whatever is left of them is killed afterwards."""
+def launch():
+    """launch(config, folder): ``python -m engine.launch --workers 2`` in the background;
+    whatever is left of the launchers a test started is killed afterwards."""
     started = []
-    yield started
+
+    def start(config: Path, folder: Path) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "engine.launch", "--workers", "2", "--config",
+                                    str(config), "--run-dir", str(folder)], cwd=ROOT, env=_env(),
+                                   start_new_session=True, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        started.append(process)
+        return process
+
+    yield start
     for process in started:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -102,13 +112,10 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(data, tmp_
     assert not list(multi.rglob("worker1*"))
 
 
-def test_sigterm_to_one_worker_stops_all_and_the_run_resumes(data, tmp_path, launched):
+def test_sigterm_to_one_worker_stops_all_and_the_run_resumes(data, tmp_path, launch):
     config = _config_file(tmp_path, data, epochs=60)
     folder = tmp_path / "run"
-    launcher = subprocess.Popen([sys.executable, "-m", "engine.launch", "--workers", "2", "--config", str(config),
-                                 "--run-dir", str(folder)], cwd=ROOT, env=_env(), start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    launched.append(launcher)
+    launcher = launch(config, folder)
     _wait_for_steps(folder, launcher, count=3)
     os.kill(_worker_pid(launcher, 1), signal.SIGTERM)  # not the chief
     assert launcher.wait(timeout=180) == 0
@@ -127,13 +134,10 @@ def test_sigterm_to_one_worker_stops_all_and_the_run_resumes(data, tmp_path, lau
     assert steps == sorted(steps) and steps[-1] > stopped_at
 
 
-def test_a_killed_worker_fails_the_run_within_the_timeout(data, tmp_path, launched):
+def test_a_killed_worker_fails_the_run_within_the_timeout(data, tmp_path, launch):
     config = _config_file(tmp_path, data, epochs=200)
     folder = tmp_path / "run"
-    launcher = subprocess.Popen([sys.executable, "-m", "engine.launch", "--workers", "2", "--config", str(config),
-                                 "--run-dir", str(folder)], cwd=ROOT, env=_env(), start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    launched.append(launcher)
+    launcher = launch(config, folder)
     _wait_for_steps(folder, launcher, count=3)
     killed = time.time()
     os.kill(_worker_pid(launcher, 1), signal.SIGKILL)
