@@ -95,13 +95,16 @@ class BatchNorm(tf.Module):
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
             return tf.nn.moments(x, axes=[0, 1, 2])
+        # Two passes (the global mean, then squared deviations from it), not
+        # E[x^2] - E[x]^2: in float32 that difference loses every digit when the mean
+        # is large against the spread. One more all-reduce of C numbers per layer.
         count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
-        total, squares, count = context.all_reduce(
-            tf.distribute.ReduceOp.SUM,
-            [tf.reduce_sum(x, axis=[0, 1, 2]), tf.reduce_sum(tf.square(x), axis=[0, 1, 2]), count])
+        total, count = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                          [tf.reduce_sum(x, axis=[0, 1, 2]), count])
         mean = total / tf.maximum(count, 1.0)
-        variance = tf.maximum(squares / tf.maximum(count, 1.0) - tf.square(mean), 0.0)
-        return mean, variance
+        squares = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                     tf.reduce_sum(tf.square(x - mean), axis=[0, 1, 2]))
+        return mean, squares / tf.maximum(count, 1.0)
 
 
 class Dense(tf.Module):
