@@ -1,6 +1,8 @@
 """Evaluate: metrics, confusion matrix, ROC, precision-recall and calibration for the
 chosen model and split, with a live threshold slider and a per-modality breakdown."""
 
+import json
+
 import pandas as pd
 import streamlit as st
 
@@ -95,8 +97,9 @@ if reviewed:
 
 if report.get("curves"):
     c1, c2, c3 = st.columns(3)
-    c1.plotly_chart(charts.roc_curve(report["curves"], report["roc_auc"]), width="stretch")
-    c2.plotly_chart(charts.pr_curve(report["curves"], report["pr_auc"]), width="stretch")
+    point = dict(live, threshold=threshold)  # the slider's operating point, on both curves
+    c1.plotly_chart(charts.roc_curve(report["curves"], report["roc_auc"], point), width="stretch")
+    c2.plotly_chart(charts.pr_curve(report["curves"], report["pr_auc"], point), width="stretch")
     c3.plotly_chart(charts.calibration_plot(report["curves"]), width="stretch")
 
 modalities = predictions["modality"].astype(str).to_numpy()
@@ -110,6 +113,12 @@ if len(set(modalities)) > 1:
                      "sensitivity": part["sensitivity"], "specificity": part["specificity"],
                      "ROC AUC": part["roc_auc"]})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+d1, d2 = st.columns(2)
+d1.download_button(f"Download the per-image predictions ({split}, CSV)", predictions.to_csv(index=False).encode(),
+                   f"predictions_{split}.csv", "text/csv")
+d2.download_button(f"Download the evaluation ({split}, JSON)", json.dumps(report, indent=2).encode(),
+                   f"eval_{split}.json", "application/json")
 
 if st.button("Re-run this evaluation"):
     from engine.evaluate import evaluate

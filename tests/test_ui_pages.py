@@ -151,6 +151,15 @@ def test_evaluate_page_threshold_slider_updates_the_confusion_matrix(run_folder)
     stored = json.loads((run_folder / "eval_test.json").read_text())["threshold"]
     next(b for b in at.button if b.label == "Reset to the stored threshold").click().run()
     assert at.slider[0].value == pytest.approx(round(stored, 3))  # 3 decimals, not 0.80 for 0.804
+    # The operating point at the slider's threshold is drawn on the ROC curve.
+    roc = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "ROC" in c.proto.spec)
+    marker = next(t for t in roc["data"] if t.get("mode") == "markers")
+    live_specificity = float(next(m.value for m in at.metric if m.label == "specificity").rstrip("%")) / 100
+    assert marker["x"][0] == pytest.approx(1 - live_specificity, abs=1e-4)
+    assert marker["name"] == f"threshold {round(stored, 3):.3f}"
+    labels = [b.label for b in at.get("download_button")]
+    assert "Download the per-image predictions (test, CSV)" in labels
+    assert "Download the evaluation (test, JSON)" in labels
 
 
 def test_errors_page_shows_the_gallery_of_mistakes(run_folder):

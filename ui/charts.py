@@ -54,18 +54,29 @@ def confusion_matrix(cm: dict) -> go.Figure:
     return figure
 
 
-def roc_curve(curves: dict, auc: float | None) -> go.Figure:
+def _operating_point(figure: go.Figure, x: float, y: float, threshold: float) -> None:
+    figure.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=f"threshold {threshold:.3f}",
+                                marker=dict(size=12, color="crimson", symbol="x")))
+
+
+def roc_curve(curves: dict, auc: float | None, point: dict | None = None) -> go.Figure:
+    """``point``: the report at the chosen threshold, drawn on the curve."""
     roc = curves["roc"]
     figure = go.Figure(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name="ROC"))
+    if point and point.get("specificity") is not None and point.get("sensitivity") is not None:
+        _operating_point(figure, 1 - point["specificity"], point["sensitivity"], point["threshold"])
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="chance"))
     figure.update_layout(title=f"ROC (AUC {auc:.4f})" if auc is not None else "ROC", height=340,
                          xaxis_title="1 - specificity", yaxis_title="sensitivity", margin=dict(l=30, r=10, t=40, b=30))
     return figure
 
 
-def pr_curve(curves: dict, ap: float | None) -> go.Figure:
+def pr_curve(curves: dict, ap: float | None, point: dict | None = None) -> go.Figure:
     pr = curves["pr"]
     figure = go.Figure(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", name="PR"))
+    cm = (point or {}).get("confusion_matrix", {})
+    if point and cm.get("tp", 0) + cm.get("fp", 0) > 0:  # precision is defined
+        _operating_point(figure, point["sensitivity"], point["precision"], point["threshold"])
     figure.update_layout(title=f"Precision-recall (AP {ap:.4f})" if ap is not None else "Precision-recall",
                          height=340, xaxis_title="recall (sensitivity)", yaxis_title="precision",
                          margin=dict(l=30, r=10, t=40, b=30))
