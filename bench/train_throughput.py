@@ -4,6 +4,7 @@ the same machine. Prints a table and the ratio engine / Keras.
 
     python bench/train_throughput.py                      # resnet18 and the compact preset, 224 px
     python bench/train_throughput.py --steps 30 --batch 32 --presets resnet18
+    python bench/train_throughput.py --precisions float32 mixed_bfloat16 mixed_float16 --presets compact
 
 Data are random images held in memory, so decoding is not measured: this is the
 training step itself (forward, backward, optimizer update, metrics fetch).
@@ -37,10 +38,14 @@ def dataset(batch: int, size: int, steps: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch).cache().repeat().take(steps)
 
 
-def engine_rate(preset, width, head, batch, size, steps, warmup) -> tuple[float, int]:
+def engine_rate(preset, width, head, batch, size, steps, warmup,
+                precision: str = "float32") -> tuple[float, int]:
+    from engine.optim import DynamicLossScale
     strategy = tf.distribute.get_strategy()
-    model = ResNet(preset, width, head)
+    model = ResNet(preset, width, head, precision=precision)
     optimizer = Adam(model.trainable_variables, decay_mask(model), weight_decay=1e-4)
+    if precision == "mixed_float16":
+        optimizer.loss_scale = DynamicLossScale()
     step = make_train_step(strategy, model, optimizer, lambda _: tf.constant(1e-3))
     iterator = iter(dataset(batch, size, steps + warmup))
     for _ in range(warmup):
@@ -53,8 +58,10 @@ def engine_rate(preset, width, head, batch, size, steps, warmup) -> tuple[float,
     return batch * steps / (time.perf_counter() - start), count_parameters(model)
 
 
-def keras_rate(preset, width, head, batch, size, steps, warmup) -> tuple[float, int]:
+def keras_rate(preset, width, head, batch, size, steps, warmup,
+               precision: str = "float32") -> tuple[float, int]:
     import keras
+    keras.mixed_precision.set_global_policy(precision)
 
     from bench.keras_reference import keras_resnet
     model = keras_resnet(preset, width, head, size)
@@ -76,21 +83,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2, help="alternating engine/Keras rounds; best kept")
+    parser.add_argument("--precisions", nargs="+", default=["float32"],
+                        choices=["float32", "mixed_bfloat16", "mixed_float16"])
     args = parser.parse_args()
     devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
     print(f"TensorFlow {tf.__version__}, device {devices[0].name}, {os.cpu_count()} CPU cores, "
           f"batch {args.batch}, {args.image_size}x{args.image_size}, {args.steps} timed steps")
-    print(f"{'preset':10} {'params':>11} {'engine img/s':>13} {'keras img/s':>12} {'ratio':>7}")
+    print(f"{'preset':10} {'precision':15} {'params':>11} {'engine img/s':>13} {'keras img/s':>12} {'ratio':>7}")
     for name in args.presets:
         preset, width, head = PRESETS[name]
-        engine_best = keras_best = 0.0
-        for _ in range(args.repeats):
-            rate, params = engine_rate(preset, width, head, args.batch, args.image_size, args.steps, args.warmup)
-            engine_best = max(engine_best, rate)
-            k_rate, k_params = keras_rate(preset, width, head, args.batch, args.image_size, args.steps, args.warmup)
-            keras_best = max(keras_best, k_rate)
-        assert params == k_params, f"architectures differ: {params} vs {k_params} parameters"
-        print(f"{name:10} {params:>11,} {engine_best:>13.1f} {keras_best:>12.1f} {engine_best / keras_best:>7.2f}")
+        for precision in args.precisions:
+            engine_best = keras_best = 0.0
+            for _ in range(args.repeats):
+                rate, params = engine_rate(preset, width, head, args.batch, args.image_size, args.steps,
+                                           args.warmup, precision)
+                engine_best = max(engine_best, rate)
+                k_rate, k_params = keras_rate(preset, width, head, args.batch, args.image_size, args.steps,
+                                              args.warmup, precision)
+                keras_best = max(keras_best, k_rate)
+            assert params == k_params, f"architectures differ: {params} vs {k_params} parameters"
+            print(f"{name:10} {precision:15} {params:>11,} {engine_best:>13.1f} {keras_best:>12.1f} "
+                  f"{engine_best / keras_best:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":

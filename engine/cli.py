@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--collective", choices=["auto", "ring", "nccl"], default=defaults.collective,
                         help="all-reduce implementation across workers when TF_CONFIG names several "
                         "(python -m engine.launch)")
+    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                        default=defaults.precision,
+                        help="compute type (variables stay float32; float16 gets dynamic loss scaling)")
     parser.add_argument("--mixup", type=float, default=defaults.mixup,
                         help="mixup's Beta(a, a) concentration, e.g. 0.2; 0 = off")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
@@ -93,7 +96,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
     fields = ("data_dir", "preset", "width", "image_size", "epochs", "batch_size", "learning_rate",
               "schedule", "warmup_epochs", "weight_decay", "devices", "cache", "best_metric",
               "max_steps_per_epoch", "seed", "rotation_degrees", "zoom", "ema_decay", "label_review",
-              "kernel_init", "mixup", "collective")
+              "kernel_init", "mixup", "collective", "precision")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}
     if args.class_weighting:

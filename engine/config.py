@@ -15,6 +15,7 @@ CACHES = ("memory", "file", "none")
 # "last" exports the last epoch: a fixed epoch budget, nothing chosen on the val split
 # (what cross-validation needs, where the val split is the fold being scored).
 KERNEL_INITS = ("he_normal", "glorot_uniform")  # engine.model.initial_kernel
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # engine.model.COMPUTE_DTYPES
 BEST_METRICS = ("val/auc", "val/accuracy", "val/loss", "last")
 
 
@@ -34,6 +35,7 @@ class TrainConfig:
     head_units: tuple[int, ...] = (256,)
     dropout: float = 0.0
     kernel_init: str = "he_normal"  # or "glorot_uniform" (the Keras default); see engine.model
+    precision: str = "float32"  # or "mixed_bfloat16" / "mixed_float16": float32 variables, low-precision compute
     # Optimisation
     epochs: int = 20
     batch_size: int = 32  # global batch, split across replicas
@@ -69,6 +71,7 @@ class TrainConfig:
             (self.image_size >= 32, "image_size must be at least 32"),
             (self.preset in PRESETS, f"preset must be one of {PRESETS}"),
             (self.kernel_init in KERNEL_INITS, f"kernel_init must be one of {KERNEL_INITS}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.width > 0, "width must be positive"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),

@@ -25,6 +25,9 @@ DEPTHS = {
     "resnet50": ([3, 4, 6, 3], True),
 }
 BASE_WIDTHS = (64, 128, 256, 512)
+# Mixed precision: convolutions in the low type, variables, batch norm, head and loss in
+# float32 (as Keras's mixed policies do).
+COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 _TRAINABLE = dict(trainable=True, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -61,7 +64,9 @@ class Conv2D(tf.Module):
             self.kernel = tf.Variable(kernels(shape), name="kernel", **_TRAINABLE)
 
     def __call__(self, x):
-        return tf.nn.conv2d(x, self.kernel, strides=self.stride, padding="SAME")
+        # Variables stay float32; under mixed precision the kernel is cast to the
+        # activations' compute type for the convolution.
+        return tf.nn.conv2d(x, tf.cast(self.kernel, x.dtype), strides=self.stride, padding="SAME")
 
 
 class BatchNorm(tf.Module):
@@ -77,6 +82,8 @@ class BatchNorm(tf.Module):
                                                **on_read)
 
     def __call__(self, x, *, training: bool):
+        compute_dtype = x.dtype
+        x = tf.cast(x, tf.float32)  # statistics and normalisation in float32 under mixed precision
         if training:
             mean, variance = self._batch_moments(x)
             self.moving_mean.assign(BN_MOMENTUM * self.moving_mean + (1 - BN_MOMENTUM) * mean)
@@ -84,7 +91,8 @@ class BatchNorm(tf.Module):
                 BN_MOMENTUM * self.moving_variance + (1 - BN_MOMENTUM) * variance)
         else:
             mean, variance = self.moving_mean, self.moving_variance
-        return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, BN_EPSILON)
+        normalised = tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, BN_EPSILON)
+        return tf.cast(normalised, compute_dtype)
 
     @staticmethod
     def _batch_moments(x):
@@ -184,12 +192,16 @@ class ResNet(tf.Module):
 
     def __init__(self, preset: str = "resnet18", width: float = 1.0,
                  head_units: tuple[int, ...] = (256,), dropout: float = 0.0,
-                 seed: int = 0, name: str = "resnet", kernel_init: str = "he_normal"):
+                 seed: int = 0, name: str = "resnet", kernel_init: str = "he_normal",
+                 precision: str = "float32"):
         super().__init__(name=name)
         if preset not in DEPTHS:
             raise ValueError(f"unknown preset {preset!r}; choose from {sorted(DEPTHS)}")
         if width <= 0:
             raise ValueError("width must be positive")
+        if precision not in COMPUTE_DTYPES:
+            raise ValueError(f"unknown precision {precision!r}; choose from {sorted(COMPUTE_DTYPES)}")
+        self.compute_dtype = COMPUTE_DTYPES[precision]
         rng = np.random.default_rng(seed)
 
         def kernels(shape):  # every kernel drawn from one seeded stream, in creation order
@@ -220,12 +232,13 @@ class ResNet(tf.Module):
 
     def __call__(self, images, *, training: bool):
         """images: [B, H, W, 3] float32 in [0, 1] -> (logits [B], features [B, h, w, C])."""
-        x = (images - 0.5) * 2.0  # centre the [0, 1] input; the scale matches He init
+        x = tf.cast((images - 0.5) * 2.0, self.compute_dtype)  # centred [0, 1] input
         x = tf.nn.relu(self.stem_bn(self.stem_conv(x), training=training))
         x = tf.nn.max_pool2d(x, ksize=3, strides=2, padding="SAME")
         for block in self.blocks:
             x = block(x, training=training)
-        return self.head_from_features(x, training=training), x
+        features = tf.cast(x, tf.float32)  # pooling, head, logit and Grad-CAM in float32
+        return self.head_from_features(features, training=training), features
 
     def head_from_features(self, features, *, training: bool = False):
         """Logits from the last block's feature map: pooling, dense head, classifier.
@@ -241,7 +254,7 @@ class ResNet(tf.Module):
 def build_model(config) -> ResNet:
     """The model a TrainConfig describes (create it inside ``strategy.scope()``)."""
     return ResNet(config.preset, config.width, tuple(config.head_units), config.dropout,
-                  seed=config.seed, kernel_init=config.kernel_init)
+                  seed=config.seed, kernel_init=config.kernel_init, precision=config.precision)
 
 
 def count_parameters(module: tf.Module, trainable_only: bool = True) -> int:

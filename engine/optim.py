@@ -61,17 +61,55 @@ class Adam(tf.Module):
             self.v = [tf.Variable(tf.zeros_like(v), name=f"v_{i}", **_FIRST)
                       for i, v in enumerate(variables)]
 
-    def apply(self, gradients, variables, learning_rate):
-        """One update. ``gradients`` must already be summed over replicas."""
+    def apply(self, gradients, variables, learning_rate, finite=None):
+        """One update. ``gradients`` must already be summed over replicas. With
+        ``finite`` (a boolean tensor, from DynamicLossScale) a step whose gradients
+        overflowed leaves weights and moments as they were; the step still counts."""
         self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
         correction = tf.sqrt(1.0 - tf.pow(self.beta_2, t)) / (1.0 - tf.pow(self.beta_1, t))
         for grad, var, m, v, decay in zip(gradients, variables, self.m, self.v, self.decay_mask):
             if grad is None:
                 continue
-            m.assign(self.beta_1 * m + (1.0 - self.beta_1) * grad)
-            v.assign(self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad))
-            update = learning_rate * correction * m / (tf.sqrt(v) + self.epsilon)
+            if finite is not None:
+                grad = tf.where(tf.math.is_finite(grad), grad, tf.zeros_like(grad))
+            new_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
+            new_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
+            update = learning_rate * correction * new_m / (tf.sqrt(new_v) + self.epsilon)
             if decay and self.weight_decay > 0:
                 update += learning_rate * self.weight_decay * var
-            var.assign_sub(update)
+            if finite is None:
+                m.assign(new_m)
+                v.assign(new_v)
+                var.assign_sub(update)
+            else:
+                m.assign(tf.where(finite, new_m, m))
+                v.assign(tf.where(finite, new_v, v))
+                var.assign_sub(tf.where(finite, update, tf.zeros_like(update)))
+
+
+class DynamicLossScale(tf.Module):
+    """Loss scaling for float16 compute (mixed_float16): the loss is multiplied by
+    ``scale`` so small gradients survive float16, the gradients divided back. A step
+    whose gradients overflow is skipped and the scale halved; after ``growth_interval``
+    good steps it doubles. The policy of Keras's LossScaleOptimizer."""
+
+    def __init__(self, initial: float = 2.0 ** 15, growth_interval: int = 2000, name="loss_scale"):
+        super().__init__(name=name)
+        self.growth_interval = growth_interval
+        with self.name_scope:
+            self.scale = tf.Variable(initial, dtype=tf.float32, name="scale", **_FIRST)
+            self.good_steps = tf.Variable(0, dtype=tf.int64, name="good_steps", **_FIRST)
+
+    def unscale(self, gradients):
+        """Gradients of the scaled loss -> true gradients, and whether all are finite."""
+        gradients = [None if g is None else g / self.scale for g in gradients]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
+        return gradients, finite
+
+    def update(self, finite):
+        grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_interval)
+        self.scale.assign(tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale),
+                                   tf.maximum(self.scale / 2.0, 1.0)))
+        self.good_steps.assign(tf.where(tf.logical_and(finite, tf.logical_not(grow)),
+                                        self.good_steps + 1, tf.zeros_like(self.good_steps)))

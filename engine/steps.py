@@ -36,14 +36,21 @@ def make_train_step(strategy, model, optimizer, learning_rate_fn, *, class_weigh
         replica = tf.distribute.get_replica_context()
         count = _global_count(labels)
         lr = learning_rate_fn(optimizer.iterations)
+        loss_scale = getattr(optimizer, "loss_scale", None)  # set for mixed_float16
         with tf.GradientTape() as tape:
             logits, _ = model(images, training=True)
             losses = per_example_loss(labels, logits, class_weights, label_smoothing)
             loss = tf.nn.compute_average_loss(losses, global_batch_size=count)
-        gradients = tape.gradient(loss, variables)
+            scaled = loss * loss_scale.scale if loss_scale is not None else loss
+        gradients = tape.gradient(scaled, variables)
         # Sum of per-replica gradients of (local sum / global count) = global mean.
         gradients = replica.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-        optimizer.apply(gradients, variables, lr)
+        if loss_scale is None:
+            optimizer.apply(gradients, variables, lr)
+        else:  # the summed gradients are the same on every replica: so is the verdict
+            gradients, finite = loss_scale.unscale(gradients)
+            optimizer.apply(gradients, variables, lr, finite=finite)
+            loss_scale.update(finite)
         if weight_average is not None:
             weight_average.update(optimizer.iterations)
         return loss, tf.sigmoid(logits), labels, lr

@@ -190,7 +190,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     from engine.metrics_log import MetricsLog
     from engine.ema import STATISTICS_BATCHES, WeightAverage, make_statistics_pass
     from engine.model import build_model, count_parameters, decay_mask
-    from engine.optim import Adam, learning_rate_at
+    from engine.optim import Adam, DynamicLossScale, learning_rate_at
     from engine.steps import make_eval_step, make_train_step
 
     tf.random.set_seed(config.seed)
@@ -213,6 +213,8 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         model = build_model(config)
         optimizer = Adam(model.trainable_variables, decay_mask(model),
                          weight_decay=config.weight_decay)
+        if config.precision == "mixed_float16":
+            optimizer.loss_scale = DynamicLossScale()  # checkpointed with the optimizer
         epoch_var = tf.Variable(0, dtype=tf.int64, name="epoch", trainable=False)
         best_var = tf.Variable(float("nan"), dtype=tf.float32, name="best", trainable=False)
         average_model = build_model(config) if config.ema_decay > 0 else None
