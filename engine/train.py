@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine import metric_names as names
@@ -171,44 +172,29 @@ def _not_written(folder, state, **fields) -> dict:
     return {"state": state, **fields}
 
 
-def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
-           final_evaluation: bool = True, status=runs.write_status) -> dict:
-    from engine.distribute import make_strategy, worker_role
-    strategy = make_strategy(config.devices, config.collective)
-    role = worker_role()
-    chief = role.is_chief
-    if role.workers > 1 and stop.installed:
-        # MultiWorkerMirroredStrategy's coordination service takes SIGTERM over for its
-        # preemption notice; take it back so a stop request reaches this loop.
-        stop.install()
+@dataclass
+class TrainingState:
+    """Everything a run trains and checkpoints, built in the strategy's scope."""
+    model: object
+    optimizer: object
+    epoch: object  # tf.Variable: epochs completed
+    best: object  # tf.Variable: best value of the selection metric so far
+    average_model: object | None
+    weight_average: object | None
+    eval_model: object
+    manager: object  # CheckpointManager of the latest checkpoints
+    best_manager: object  # CheckpointManager of the best (evaluated) model
+    scratch: Path | None  # a non-chief worker's throw-away checkpoint folder
 
-    import numpy as np
+
+def _build_state(config: TrainConfig, strategy, folder: Path, role, resume: bool) -> TrainingState:
+    """Model, optimizer, weight average and checkpoints; restored from the latest
+    checkpoint when resuming."""
     import tensorflow as tf
 
-    from engine import pipeline
-    from engine.manifest import rows_for_split, rows_for_training
-    from engine.metrics_log import MetricsLog
-    from engine.ema import STATISTICS_BATCHES, WeightAverage, make_statistics_pass
-    from engine.model import build_model, count_parameters, decay_mask
-    from engine.optim import Adam, DynamicLossScale, learning_rate_at
-    from engine.steps import make_eval_step, make_train_step
-
-    tf.random.set_seed(config.seed)
-    rows, _ = _prepare_data(config, folder, resume, write=chief)
-    train_rows, val_rows = rows_for_training(rows, "train"), rows_for_training(rows, "val")
-    derived = derive(config, len(train_rows), len(val_rows), len(rows_for_split(rows, "test")),
-                     strategy.num_replicas_in_sync)
-    replicas, global_batch = derived.replicas, derived.global_batch_size
-    steps_per_epoch, total_steps = derived.steps_per_epoch, derived.total_steps
-    warmup_steps = derived.warmup_steps
-
-    def lr_fn(step):
-        return learning_rate_at(step, base_lr=config.learning_rate, total_steps=total_steps,
-                                warmup_steps=warmup_steps, schedule=config.schedule,
-                                steps_per_epoch=steps_per_epoch,
-                                decay_every_epochs=config.step_decay_every,
-                                decay_factor=config.step_decay_factor)
-
+    from engine.ema import WeightAverage
+    from engine.model import build_model, decay_mask
+    from engine.optim import Adam, DynamicLossScale
     with strategy.scope():
         model = build_model(config)
         optimizer = Adam(model.trainable_variables, decay_mask(model),
@@ -230,7 +216,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     # Every worker takes part in saving (the variables are synchronised); only the
     # chief's files are kept, the others write to a scratch folder that is removed
     # (TensorFlow's multi-worker checkpointing pattern).
-    scratch = None if chief else Path(tempfile.mkdtemp(prefix=f"worker{role.task_index}-"))
+    scratch = None if role.is_chief else Path(tempfile.mkdtemp(prefix=f"worker{role.task_index}-"))
     manager = tf.train.CheckpointManager(checkpoint, str((scratch or folder) / runs.CHECKPOINT_DIR),
                                          max_to_keep=config.keep_checkpoints)
     best_manager = tf.train.CheckpointManager(best_checkpoint, str((scratch or folder) / runs.BEST_DIR),
@@ -240,6 +226,52 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         checkpoint.restore(latest).assert_existing_objects_matched()
         log.info("resumed from %s at epoch %d, step %d", latest,
                  int(epoch_var.numpy()), int(optimizer.iterations.numpy()))
+    return TrainingState(model, optimizer, epoch_var, best_var, average_model, weight_average,
+                         eval_model, manager, best_manager, scratch)
+
+
+def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
+           final_evaluation: bool = True, status=runs.write_status) -> dict:
+    from engine.distribute import make_strategy, worker_role
+    strategy = make_strategy(config.devices, config.collective)
+    role = worker_role()
+    chief = role.is_chief
+    if role.workers > 1 and stop.installed:
+        # MultiWorkerMirroredStrategy's coordination service takes SIGTERM over for its
+        # preemption notice; take it back so a stop request reaches this loop.
+        stop.install()
+
+    import numpy as np
+    import tensorflow as tf
+
+    from engine import pipeline
+    from engine.manifest import rows_for_split, rows_for_training
+    from engine.metrics_log import MetricsLog
+    from engine.ema import STATISTICS_BATCHES, make_statistics_pass
+    from engine.model import count_parameters
+    from engine.optim import learning_rate_at
+    from engine.steps import make_eval_step, make_train_step
+
+    tf.random.set_seed(config.seed)
+    rows, _ = _prepare_data(config, folder, resume, write=chief)
+    train_rows, val_rows = rows_for_training(rows, "train"), rows_for_training(rows, "val")
+    derived = derive(config, len(train_rows), len(val_rows), len(rows_for_split(rows, "test")),
+                     strategy.num_replicas_in_sync)
+    replicas, global_batch = derived.replicas, derived.global_batch_size
+    steps_per_epoch, total_steps = derived.steps_per_epoch, derived.total_steps
+    warmup_steps = derived.warmup_steps
+
+    def lr_fn(step):
+        return learning_rate_at(step, base_lr=config.learning_rate, total_steps=total_steps,
+                                warmup_steps=warmup_steps, schedule=config.schedule,
+                                steps_per_epoch=steps_per_epoch,
+                                decay_every_epochs=config.step_decay_every,
+                                decay_factor=config.step_decay_factor)
+
+    state = _build_state(config, strategy, folder, role, resume)
+    model, optimizer, epoch_var, best_var = state.model, state.optimizer, state.epoch, state.best
+    manager, best_manager, scratch = state.manager, state.best_manager, state.scratch
+    weight_average, average_model, eval_model = state.weight_average, state.average_model, state.eval_model
     params = count_parameters(model)
     if chief:
         runs.write_json_atomic(folder / runs.CONFIG_FILE, {

@@ -131,7 +131,9 @@ def test_sigterm_to_one_worker_stops_all_and_the_run_resumes(data, tmp_path, lau
     assert runs.read_status(folder)["state"] == "finished"
     assert "resumed from" in (folder / "train.log").read_text()
     steps = [r["step"] for r in runs.read_metrics(folder, "step")]
-    assert steps == sorted(steps) and steps[-1] > stopped_at
+    per_epoch = runs.read_config_file(folder)["derived"]["steps_per_epoch"]
+    assert steps == sorted(steps) and steps[-1] == (done + 1) * per_epoch >= stopped_at
+    assert [r["epoch"] for r in runs.read_metrics(folder, "epoch")] == list(range(1, done + 2))
 
 
 def test_a_killed_worker_fails_the_run_within_the_timeout(data, tmp_path, launch):
