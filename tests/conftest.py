@@ -104,3 +104,18 @@ def cv_run(flipped_data, tmp_path_factory):
     return folder
 
 
+
+
+@pytest.fixture(scope="session")
+def finished_run_template(tmp_path_factory):
+    """One finished tiny run on noisy data (ui_fixtures.make_finished_run), built once;
+    tests that show it in the dashboard copy it into their own runs folder."""
+    from ui_fixtures import make_finished_run
+    root = tmp_path_factory.mktemp("template")
+    return make_finished_run(root / "runs", root / "data")
+
+
+def copy_run(template: Path, runs_root: Path, run_id: str = "fixture-run") -> Path:
+    target = Path(runs_root) / run_id
+    shutil.copytree(template, target)
+    return target

@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, write_class_folders
-from ui_fixtures import make_finished_run
+from conftest import ROOT, copy_run, write_class_folders
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -32,10 +31,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, finished_run_template):
     runs_root = tmp_path_factory.mktemp("runs")
     data_root = tmp_path_factory.mktemp("data")
-    make_finished_run(runs_root, data_root / "noisy")
+    copy_run(finished_run_template, runs_root)
     train_data = write_class_folders(data_root / "train", per_class=24, seed=3)
     port = free_port()
     env = dict(os.environ, BRAIN_RUNS_DIR=str(runs_root), BRAIN_DATA_ROOTS=str(data_root),

@@ -8,16 +8,15 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, blob_image
-from ui_fixtures import make_finished_run
+from conftest import ROOT, blob_image, copy_run
 
 APP = str(ROOT / "streamlit_app.py")
 
 
 @pytest.fixture(scope="module")
-def run_folder(tmp_path_factory):
+def run_folder(tmp_path_factory, finished_run_template):
     root = tmp_path_factory.mktemp("runs")
-    folder = make_finished_run(root, tmp_path_factory.mktemp("data"))
+    folder = copy_run(finished_run_template, root)
     old = os.environ.get("BRAIN_RUNS_DIR")
     os.environ["BRAIN_RUNS_DIR"] = str(root)
     yield folder
@@ -275,7 +274,8 @@ def test_train_form_writes_the_whole_config_it_shows_and_trains_it(run_folder, m
         next(n for n in at.number_input if n.label == label).set_value(value)
     next(c for c in at.checkbox if c.label == "Crop to the head").check()
     data_dir = runs.read_config_file(run_folder)["config"]["data_dir"]
-    monkeypatch.setenv("BRAIN_DATA_ROOTS", str(run_folder.parent.parent))
+    from pathlib import Path
+    monkeypatch.setenv("BRAIN_DATA_ROOTS", str(Path(data_dir).parent))
     next(t for t in at.text_input if t.label == "Data folder").set_value(data_dir)
     next(t for t in at.text_input if t.label == "Run name").set_value("formrun")
     next(c for c in at.checkbox if c.label.startswith("Allow a run in parallel")).check()
