@@ -160,7 +160,11 @@ def _read_dicom(data: bytes, salt: bytes, name: str) -> Scan:
         stack = pixels.reshape((frames,) + pixels.shape[-3:]) if frames > 1 else pixels[None]
     modality_tag = str(dataset.get("Modality", "")).upper()
     modality = {"CT": "CT", "MR": "MRI"}.get(modality_tag, "unknown")
-    slices = [_dicom_frame_to_uint8(frame, dataset, modality_tag, samples) for frame in stack]
+    try:
+        slices = [_dicom_frame_to_uint8(frame, dataset, modality_tag, samples) for frame in stack]
+    except Exception as err:  # noqa: BLE001 - a broken rescale or window tag, found by the fuzz test
+        raise ScanError(f"DICOM pixel values cannot be interpreted (rescale or window tags): "
+                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     key_source = (str(dataset.get("PatientID", "") or "").strip()
                   or str(dataset.get("StudyInstanceUID", "") or "").strip())
     group_key = salted_key(("patient:" + key_source) if key_source else ("file:" + name), salt)

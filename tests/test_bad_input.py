@@ -83,17 +83,45 @@ def check(data: bytes) -> None:
     assert time.perf_counter() - started < 5, "decoding must never hang"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=2048))
-def test_fuzz_random_bytes(data):
+def _dicom_seed() -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    from scan_fixtures import write_dicom
+    with tempfile.TemporaryDirectory() as folder:
+        pixels = np.random.default_rng(2).integers(0, 4000, (16, 16)).astype(np.uint16)
+        return write_dicom(Path(folder) / "seed.dcm", pixels, modality="CT", bits=16,
+                           intercept=-1024).read_bytes()
+
+
+DICOM_SEED = _dicom_seed()
+# The default run tries a few hundred inputs per test; `pytest -m fuzz` runs the same
+# checks on 10,000 each (README, "Tests").
+QUICK, LONG = 300, 10_000
+
+
+def random_bytes(data):
     check(data)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from([SEED, JPEG_SEED]), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12),
-       st.integers(0, 10_000))
-def test_fuzz_mutated_images(seed, flips, cut):
+def mutated_file(seed, flips, cut):
     data = bytearray(seed)
     for position, value in flips:
         data[position % len(data)] = value
     check(bytes(data[: max(cut, 8)]))
+
+
+RANDOM = given(st.binary(max_size=2048))
+MUTATED = given(st.sampled_from([SEED, JPEG_SEED, DICOM_SEED]),
+                st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12),
+                st.integers(0, 10_000))
+
+
+def _fuzz(examples):
+    return settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+test_fuzz_random_bytes = _fuzz(QUICK)(RANDOM(random_bytes))
+test_fuzz_mutated_files = _fuzz(QUICK)(MUTATED(mutated_file))
+test_fuzz_random_bytes_long = pytest.mark.fuzz(_fuzz(LONG)(RANDOM(random_bytes)))
+test_fuzz_mutated_files_long = pytest.mark.fuzz(_fuzz(LONG)(MUTATED(mutated_file)))
