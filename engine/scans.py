@@ -120,11 +120,16 @@ def salted_key(value: str, salt: bytes) -> str:
 def read_scan(data: bytes, *, salt: bytes = b"", name: str = "") -> Scan:
     """Every usable slice of a DICOM or NIfTI file. ``name`` (the file's path) keys
     files that carry no patient or study identifier."""
-    if is_dicom(data):
-        return _read_dicom(data, salt, name)
-    if is_nifti(data):
-        return _read_nifti(data, salt, name)
-    raise ScanError("not a DICOM or NIfTI file")
+    if not is_scan(data):
+        raise ScanError("not a DICOM or NIfTI file")
+    kind = "DICOM" if is_dicom(data) else "NIfTI"
+    try:
+        return _read_dicom(data, salt, name) if kind == "DICOM" else _read_nifti(data, salt, name)
+    except ScanError:
+        raise
+    except Exception as err:  # noqa: BLE001 - pydicom parses lazily: any tag read can raise
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise ScanError(f"unreadable {kind} ({type(err).__name__}{': ' + detail if detail else ''})") from None
 
 
 # ---------------------------------------------------------------- DICOM
