@@ -57,3 +57,11 @@ def test_shipped_model_predicts_with_tensorflow_alone():
     images = np.zeros((2, size, size, 3), np.float32)
     probability = loaded.signatures["serving_default"](images=tf.constant(images))["probability"].numpy()
     assert probability.shape == (2,) and np.all((0 <= probability) & (probability <= 1))
+
+
+def test_the_shipped_recipe_is_what_trained_the_shipped_model():
+    """python -m engine.cv --shipped-recipe (and the Train form's first recipe) must
+    reproduce the shipped model's settings field by field."""
+    from engine.config import TrainConfig, shipped_config
+    stored = TrainConfig.from_dict(json.loads((CHECKPOINTS / "config.json").read_text())["config"])
+    assert stored == shipped_config(best_metric="last")  # engine.cv fixes the epoch budget
