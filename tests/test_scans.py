@@ -169,3 +169,36 @@ def test_predict_cli_on_dicom_and_nifti_gives_probabilities_without_identifiers(
     # The same picture in three containers is seen the same way: MR (percentiles) and
     # the NIfTI (percentiles of non-zero voxels) agree closely.
     assert abs(records[0]["probability"] - records[2]["probability"]) < 0.15
+
+
+def _jpeg_dicom(tmp_path, pixels):
+    import io
+
+    import pydicom
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+    dataset = pydicom.dcmread(write_dicom(tmp_path / "plain.dcm", pixels))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+    dataset.PixelData = encapsulate([buffer.getvalue()])
+    dataset["PixelData"].VR = "OB"
+    dataset.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    path = tmp_path / "jpeg.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_jpeg_compressed_dicom_decodes_through_the_plugin_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    pixels = head_slice(64, tumor=True).astype(np.uint8)
+    path = _jpeg_dicom(tmp_path, pixels)
+    # Lossy JPEG at quality 95: within a few grey levels of the uncompressed file.
+    assert np.abs(gray(path) - gray(tmp_path / "plain.dcm")).mean() < 3
+    import pydicom
+
+    def no_decoder(self):
+        raise RuntimeError("Unable to decode the pixel data as a (1.2.840.10008.1.2.4.50) 'JPEG Baseline "
+                           "(Process 1)' plugin is required: no decoding plugins are available")
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoder))
+    with pytest.raises(ImageDecodeError, match="needs a decoder plugin.*pylibjpeg"):
+        decode_rgb(path.read_bytes())
