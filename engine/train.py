@@ -230,6 +230,72 @@ def _build_state(config: TrainConfig, strategy, folder: Path, role, resume: bool
                          eval_model, manager, best_manager, scratch)
 
 
+@dataclass
+class EpochLoop:
+    """What the step loop of an epoch works with (see _train_epoch)."""
+    config: TrainConfig
+    train_step: object
+    optimizer: object
+    metrics_log: object | None  # None on workers other than the chief
+    status: object
+    folder: Path
+    total_steps: int
+    eta_seconds: object
+    should_stop: object
+
+
+@dataclass
+class EpochTotals:
+    loss_sum: float = 0.0
+    count: int = 0
+    labels: list = None
+    probs: list = None
+    stopped: bool = False
+
+
+def _train_epoch(loop: EpochLoop, epoch: int, iterator, remaining: int, epoch_start: float) -> EpochTotals:
+    """Up to ``remaining`` training steps of one epoch: the NaN check, step lines every
+    ``log_every_steps``, the status and progress bar, and the stop agreement after
+    each step."""
+    import numpy as np
+    config = loop.config
+    totals = EpochTotals(labels=[], probs=[])
+    window_start, window_images = time.time(), 0
+    for index in range(remaining):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        loss, probs, labels, lr = loop.train_step(batch)
+        step = int(loop.optimizer.iterations.numpy())
+        loss_value = float(loss.numpy())  # a sync point: also where a NaN is caught
+        if not math.isfinite(loss_value):
+            raise NonFiniteLoss(f"non-finite loss ({loss_value}) at step {step} "
+                                f"(epoch {epoch + 1}); the last good checkpoint is kept")
+        # Mixup's soft labels are scored against the class they lean to.
+        probs_np, labels_np = probs.numpy(), np.round(labels.numpy())
+        totals.probs.append(probs_np)
+        totals.labels.append(labels_np)
+        totals.loss_sum += loss_value * len(labels_np)
+        totals.count += len(labels_np)
+        window_images += len(labels_np)
+        if step % config.log_every_steps == 0 or index == remaining - 1:
+            rate = window_images / max(time.time() - window_start, 1e-9)
+            if loop.metrics_log:
+                loop.metrics_log.write({"kind": names.KIND_STEP, "epoch": epoch + 1, "step": step,
+                                        names.TRAIN_LOSS: loss_value, names.LEARNING_RATE: float(lr.numpy()),
+                                        names.IMAGES_PER_SECOND: rate, "time": time.time()})
+            window_start, window_images = time.time(), 0
+            loop.status(loop.folder, runs.RUNNING, epoch=epoch + 1, step=step,
+                        total_steps=loop.total_steps, eta_seconds=loop.eta_seconds(step))
+        progress_bar(epoch + 1, config.epochs, index + 1, remaining, loss_value,
+                     totals.count / max(time.time() - epoch_start, 1e-9))
+        totals.stopped = loop.should_stop()
+        if totals.stopped:
+            break
+    return totals
+
+
 def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
            final_evaluation: bool = True, status=runs.write_status) -> dict:
     from engine.distribute import make_strategy, worker_role
@@ -326,6 +392,8 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         checkpoints included) times the steps left, updated at every logged step."""
         per_step = (time.time() - run_started) / max(step - first_step, 1)
         return per_step * max(total_steps - step, 0)
+    loop = EpochLoop(config, train_step, optimizer, metrics_log, status, folder, total_steps,
+                     eta_seconds, should_stop)
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.time()
         done_in_epoch = int(optimizer.iterations.numpy()) - epoch * steps_per_epoch
@@ -336,42 +404,8 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         train_batches = strategy.experimental_distribute_dataset(_sharded(pipeline.train_dataset(
             train_decoded, len(train_rows), global_batch, config,
             seed=config.seed * 10_007 + epoch).skip(max(done_in_epoch, 0))))
-        probs_seen, labels_seen, loss_sum, loss_count = [], [], 0.0, 0
-        window_start, window_images = time.time(), 0
-        iterator = iter(train_batches)
-        for index in range(remaining):
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
-            loss, probs, labels, lr = train_step(batch)
-            step = int(optimizer.iterations.numpy())
-            loss_value = float(loss.numpy())  # a sync point: also where a NaN is caught
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(f"non-finite loss ({loss_value}) at step {step} "
-                                    f"(epoch {epoch + 1}); the last good checkpoint is kept")
-            # Mixup's soft labels are scored against the class they lean to.
-            probs_np, labels_np = probs.numpy(), np.round(labels.numpy())
-            probs_seen.append(probs_np)
-            labels_seen.append(labels_np)
-            loss_sum += loss_value * len(labels_np)
-            loss_count += len(labels_np)
-            window_images += len(labels_np)
-            if step % config.log_every_steps == 0 or index == remaining - 1:
-                rate = window_images / max(time.time() - window_start, 1e-9)
-                record = {"kind": names.KIND_STEP, "epoch": epoch + 1, "step": step,
-                          names.TRAIN_LOSS: loss_value, names.LEARNING_RATE: float(lr.numpy()),
-                          names.IMAGES_PER_SECOND: rate, "time": time.time()}
-                if metrics_log:
-                    metrics_log.write(record)
-                window_start, window_images = time.time(), 0
-                status(folder, runs.RUNNING, epoch=epoch + 1, step=step,
-                       total_steps=total_steps, eta_seconds=eta_seconds(step))
-            progress_bar(epoch + 1, config.epochs, index + 1, remaining, loss_value,
-                      loss_count / max(time.time() - epoch_start, 1e-9))
-            stopping = should_stop()
-            if stopping:
-                break
+        totals = _train_epoch(loop, epoch, iter(train_batches), remaining, epoch_start)
+        stopping = totals.stopped
         if stopping:
             save_checkpoint()
             log.info("stop requested (%s): checkpoint saved at step %d", stop.signal_name,
@@ -392,9 +426,9 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
                 seed=config.seed * 10_007 + epoch + 500_000).take(STATISTICS_BATCHES))))
         record = {"kind": names.KIND_EPOCH, "epoch": epoch + 1,
                   "step": int(optimizer.iterations.numpy()), "time": time.time()}
-        if loss_count:
-            record[names.TRAIN_LOSS] = loss_sum / loss_count
-            record.update(_split_metrics("train", np.concatenate(labels_seen), np.concatenate(probs_seen)))
+        if totals.count:
+            record[names.TRAIN_LOSS] = totals.loss_sum / totals.count
+            record.update(_split_metrics("train", np.concatenate(totals.labels), np.concatenate(totals.probs)))
         record.update(_validate(eval_step, val_batches))
         epoch_seconds = time.time() - epoch_start
         eta = eta_seconds(int(optimizer.iterations.numpy()))
@@ -420,15 +454,22 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
 
     if not chief:  # the chief exports and evaluates; nothing else needs this worker
         return status(folder, runs.STOPPED if stopping else runs.FINISHED)
+    log.info("finished in %s", format_seconds(time.time() - run_started))
+    return _finish(config, folder, derived, best_manager, status, final_evaluation and not stopping,
+                   (stop.signal_name or "a stop on another worker") if stopping else None)
+
+
+def _finish(config: TrainConfig, folder: Path, derived: Derived, best_manager, status,
+            evaluate: bool, stopped_by: str | None) -> dict:
+    """After the last epoch (or a stop at an epoch's end): export the best model,
+    calibrate and evaluate it when asked, and write the final state."""
     status(folder, runs.RUNNING, phase=runs.PHASE_EXPORTING, eta_seconds=None)
     _export_best(best_manager, config, folder)
-    log.info("finished in %s", format_seconds(time.time() - run_started))
-    if not stopping and final_evaluation:
+    if evaluate:
         status(folder, runs.RUNNING, phase=runs.PHASE_EVALUATING)
         _evaluate_splits(folder, derived)
-    if stopping:
-        return status(folder, runs.STOPPED, ended=time.time(), phase=None,
-                      stopped_by=stop.signal_name or "a stop on another worker")
+    if stopped_by:
+        return status(folder, runs.STOPPED, ended=time.time(), phase=None, stopped_by=stopped_by)
     return status(folder, runs.FINISHED, ended=time.time(), phase=None)
 
 
