@@ -119,6 +119,8 @@ def test_upload_a_dicom_on_predict(server, page, tmp_path):
     page.locator("input[type=file]").set_input_files(str(dicom))
     page.get_by_text(re.compile(r"probability \d\.\d{3}")).first.wait_for()
     page.get_by_text(re.compile("carries patient identifiers")).wait_for()
+    page.locator("[data-testid=stImage] img").first.wait_for()  # its Grad-CAM overlay
+    page.wait_for_timeout(1000)
     body = page.locator("body").inner_text()
     assert not any(secret in body for secret in FAKE_IDENTIFIERS)
     shot(page, "predict_dicom")
