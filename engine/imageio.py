@@ -80,11 +80,7 @@ def decode_rgb(data: bytes, slice_index: int | None = None) -> np.ndarray:
     Raises ImageDecodeError for anything that is not a usable image.
     """
     if scans.is_scan(data):
-        scan = read_scan(data)
-        try:
-            return scan.rgb(scan.position_of(slice_index))
-        except scans.ScanError as err:
-            raise ImageDecodeError(str(err)) from None
+        return _slice_of(read_scan(data), slice_index)
     image = _open(data)
     try:
         image.seek(0)
@@ -185,8 +181,12 @@ def decode_path(path: str) -> np.ndarray:
         scan = _scan_at(file_path, os.path.getmtime(file_path))
     except OSError as err:
         raise ImageDecodeError(f"cannot read file: {err.strerror or err}") from None
+    return _slice_of(scan, index)
+
+
+def _slice_of(scan: "scans.Scan", index: int | None) -> np.ndarray:
     try:
-        return scan.rgb(scan.position_of(index))
+        return scan.rgb_of(index)
     except scans.ScanError as err:
         raise ImageDecodeError(str(err)) from None
 

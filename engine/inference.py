@@ -154,11 +154,7 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
         try:
             if scans.is_scan(data):
                 scan = read_scan(data, name=name)
-                several = scan.kind == "NIfTI" or len(scan.indices) > 1
-                pictures = [(scans.slice_path(name, index) if several else name,
-                             index if several else None, scan.rgb(position))
-                            for position, index in enumerate(scan.indices)]
-                withheld = scan.had_identifiers
+                pictures, withheld = list(scan.addressed(name)), scan.had_identifiers
             else:
                 pictures, withheld = [(name, None, decode_rgb(data))], False
         except ImageDecodeError as err:

@@ -65,12 +65,9 @@ def _inspect(source: SourceImage, salt: bytes = b"") -> list[ManifestRow]:
         row.usable, row.reason = False, str(err)
         return [row]
     modality = scan.modality if scan.modality != "unknown" else source.modality
-    several = scan.kind == "NIfTI" or len(scan.indices) > 1
-    return [_hashed(ManifestRow(scans.slice_path(source.path, index) if several else source.path,
-                                source.label, source.class_name, modality,
-                                original_label=source.label, patient_key=scan.group_key),
-                    scan.rgb(position))
-            for position, index in enumerate(scan.indices)]
+    return [_hashed(ManifestRow(address, source.label, source.class_name, modality,
+                                original_label=source.label, patient_key=scan.group_key), rgb)
+            for address, _, rgb in scan.addressed(source.path)]
 
 
 def build_manifest(

@@ -68,6 +68,19 @@ class Scan:
         gray = self.slices[position]
         return np.repeat(gray[:, :, None], 3, axis=2)
 
+    def addressed(self, name: str):
+        """(address, slice index or None, RGB) per kept slice: a single-frame DICOM is
+        addressed by its file name, the slices of a volume or multi-frame file as
+        ``name#slice=K`` (slice_path)."""
+        several = self.kind == "NIfTI" or len(self.indices) > 1
+        for position, index in enumerate(self.indices):
+            yield (slice_path(name, index) if several else name, index if several else None,
+                   self.rgb(position))
+
+    def rgb_of(self, index: int | None) -> np.ndarray:
+        """The RGB slice with file index ``index`` (None = the middle kept slice)."""
+        return self.rgb(self.position_of(index))
+
     def position_of(self, index: int | None) -> int:
         """The position of the slice with file index ``index``; None = the middle one."""
         if index is None:
