@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from engine.config import PRECISIONS  # noqa: E402
 from engine.model import ResNet, count_parameters, decay_mask  # noqa: E402
 from engine.optim import Adam  # noqa: E402
 from engine.steps import make_train_step  # noqa: E402
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2, help="alternating engine/Keras rounds; best kept")
     parser.add_argument("--precisions", nargs="+", default=["float32"],
-                        choices=["float32", "mixed_bfloat16", "mixed_float16"])
+                        choices=list(PRECISIONS))
     args = parser.parse_args()
     devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
     print(f"TensorFlow {tf.__version__}, device {devices[0].name}, {os.cpu_count()} CPU cores, "

@@ -7,7 +7,9 @@ import argparse
 from typing import Callable
 
 from engine import runs
-from engine.config import BEST_METRICS, CACHES, KERNEL_INITS, PRESETS, SCHEDULES, TrainConfig
+from engine.config import (
+    BEST_METRICS, CACHES, COLLECTIVES, KERNEL_INITS, PRECISIONS, PRESETS, SCHEDULES, TrainConfig,
+)
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
@@ -30,10 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight averaging for the evaluated/exported model; 0 = off")
     parser.add_argument("--kernel-init", choices=KERNEL_INITS, default=defaults.kernel_init,
                         help="starting values of conv and dense kernels (glorot_uniform = the Keras default)")
-    parser.add_argument("--collective", choices=["auto", "ring", "nccl"], default=defaults.collective,
+    parser.add_argument("--collective", choices=COLLECTIVES, default=defaults.collective,
                         help="all-reduce implementation across workers when TF_CONFIG names several "
                         "(python -m engine.launch)")
-    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
+    parser.add_argument("--precision", choices=PRECISIONS,
                         default=defaults.precision,
                         help="compute type (variables stay float32; float16 gets dynamic loss scaling)")
     parser.add_argument("--mixup", type=float, default=defaults.mixup,

@@ -16,6 +16,7 @@ CACHES = ("memory", "file", "none")
 # (what cross-validation needs, where the val split is the fold being scored).
 KERNEL_INITS = ("he_normal", "glorot_uniform")  # engine.model.initial_kernel
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # engine.model.COMPUTE_DTYPES
+COLLECTIVES = ("auto", "ring", "nccl")  # engine.distribute.multi_worker_strategy
 BEST_METRICS = ("val/auc", "val/accuracy", "val/loss", "last")
 
 
@@ -78,7 +79,7 @@ class TrainConfig:
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
             (self.cache in CACHES, f"cache must be one of {CACHES}"),
-            (self.collective in ("auto", "ring", "nccl"), "collective must be auto, ring or nccl"),
+            (self.collective in COLLECTIVES, f"collective must be one of {COLLECTIVES}"),
             (self.best_metric in BEST_METRICS, f"best_metric must be one of {BEST_METRICS}"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)"),

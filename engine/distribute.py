@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-COLLECTIVES = ("auto", "ring", "nccl")
+from engine.config import COLLECTIVES
+
 # A collective that waits longer than this fails the step: a dead or hung worker ends
 # the run with an error instead of a hang (MultiWorkerMirroredStrategy also checks
 # its peers' health in the background).

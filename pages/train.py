@@ -125,16 +125,16 @@ if submitted:
             st.success(f"Started {'cross-validation' if module == 'engine.cv' else 'run'} {run_id}. "
                        "It keeps training if you close the browser." + expected)
 
-all_runs = all_runs()
-if not all_runs:
+run_list = all_runs()
+if not run_list:
     st.info("No runs yet: start one above.")
     st.stop()
-ids = [r.run_id for r in all_runs]
+ids = [r.run_id for r in run_list]
 wanted = st.session_state.get("watch_run") or st.query_params.get("run")
-active = [r.run_id for r in all_runs if r.state in runs.ACTIVE_STATES]
+active = [r.run_id for r in run_list if r.state in runs.ACTIVE_STATES]
 default = wanted if wanted in ids else (active[0] if active else ids[0])
 watched = st.selectbox("Run to watch", ids, index=ids.index(default),
-                       format_func=lambda i: f"{i} ({next(r.state for r in all_runs if r.run_id == i)})")
+                       format_func=lambda i: f"{i} ({next(r.state for r in run_list if r.run_id == i)})")
 st.session_state["watch_run"] = watched
 folder = runs.run_dir(watched, runs_root())
 
