@@ -50,6 +50,20 @@ def test_home_shows_model_metrics_data_summary_and_the_leak(run_folder):
     assert {"accuracy", "sensitivity", "specificity", "ROC AUC"} <= set(labels)
     assert any("Duplicate leak" in e.value for e in at.error)
     assert at.dataframe[0].value["split"].tolist() == ["train", "val", "test"]
+    assert "patients or volumes" not in at.dataframe[0].value.columns  # pictures only
+
+
+def test_home_counts_patients_per_split_for_scanner_data(run_folder, tmp_path, monkeypatch):
+    import json
+    import shutil
+    folder = tmp_path / "scan-run"
+    shutil.copytree(run_folder, folder, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    summary = json.loads((folder / "data_summary.json").read_text())
+    summary["patients"] = {"train": 7, "val": 2, "test": 3}
+    (folder / "data_summary.json").write_text(json.dumps(summary))
+    monkeypatch.setenv("BRAIN_RUNS_DIR", str(tmp_path))
+    at = app_on("home", model_choice="run scan-run")
+    assert at.dataframe[0].value["patients or volumes"].tolist() == [7, 2, 3]
 
 
 def test_predict_shows_a_probability_for_an_upload_and_an_error_for_a_bad_file(run_folder):
