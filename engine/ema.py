@@ -29,12 +29,17 @@ class WeightAverage(tf.Module):
         for source, target in self._pairs:
             target.assign(source)
 
-    def update(self, step):
-        """Blend the current weights in (runs in replica context after the update)."""
-        t = tf.cast(step, tf.float32)
-        decay = tf.minimum(self.decay, (1.0 + t) / (10.0 + t))
+    def update(self, strategy, step):
+        """Blend the current weights in. Cross-replica context (Adam.apply's ``after``):
+        each device's copy of the average blends in that device's copy of the weights;
+        ``step`` (the new iteration count) may hold one value per replica."""
+
+        def blend(target, source, step):
+            t = tf.cast(step, tf.float32)
+            decay = tf.minimum(self.decay, (1.0 + t) / (10.0 + t))
+            return target.assign(decay * target + (1.0 - decay) * source)
         for source, target in self._pairs:
-            target.assign(decay * target + (1.0 - decay) * source)
+            strategy.extended.update(target, blend, args=(source, step), group=False)
 
     def copy_statistics(self):
         """Start the averaged model's statistics from the raw model's (close to the

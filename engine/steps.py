@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from engine.epoch_metrics import local_sums
+
 
 def per_example_loss(labels, logits, class_weights=(1.0, 1.0), label_smoothing: float = 0.0):
     """Binary cross-entropy from logits, optionally class-weighted and smoothed."""
@@ -28,9 +30,15 @@ def _global_count(labels):
 
 
 def make_train_step(strategy, model, optimizer, learning_rate_fn, *, class_weights=(1.0, 1.0),
-                    label_smoothing: float = 0.0, weight_average=None, compile: bool = True):
-    """Returns step(distributed_batch) -> (mean loss, probabilities, labels, lr)."""
+                    label_smoothing: float = 0.0, weight_average=None, metrics=None,
+                    compile: bool = True):
+    """Returns step(distributed_batch) -> the global mean loss (a device tensor; the
+    loop reads it only when it logs). With ``metrics`` (an EpochMetrics) the step also
+    adds its loss, confusion counts and logit histograms to the epoch's running sums,
+    one all-reduce of a small vector per step, nothing gathered to the host."""
     variables = model.trainable_variables
+    if len(variables) != len(optimizer.m):
+        raise ValueError("the optimizer was built for other variables")
 
     def replica_step(images, labels):
         replica = tf.distribute.get_replica_context()
@@ -45,24 +53,24 @@ def make_train_step(strategy, model, optimizer, learning_rate_fn, *, class_weigh
         gradients = tape.gradient(scaled, variables)
         # Sum of per-replica gradients of (local sum / global count) = global mean.
         gradients = replica.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        after = None if weight_average is None else weight_average.update
         if loss_scale is None:
-            optimizer.apply(gradients, variables, lr)
+            optimizer.apply(gradients, lr, after=after)
         else:  # the summed gradients are the same on every replica: so is the verdict
             gradients, finite = loss_scale.unscale(gradients)
-            optimizer.apply(gradients, variables, lr, finite=finite)
+            optimizer.apply(gradients, lr, finite=finite, after=after)
             loss_scale.update(finite)
-        if weight_average is not None:
-            weight_average.update(optimizer.iterations)
-        return loss, tf.sigmoid(logits), labels, lr
+        sums = local_sums(tf.stop_gradient(logits), labels) if metrics is not None else tf.zeros([0], tf.int64)
+        return loss, sums
 
     def step(batch):
         images, labels = batch
-        loss, probs, labels_out, lr = strategy.run(replica_step, args=(images, labels))
+        loss, sums = strategy.run(replica_step, args=(images, labels))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-        probs = strategy.gather(probs, axis=0)
-        labels_out = strategy.gather(labels_out, axis=0)
-        lr = strategy.reduce(tf.distribute.ReduceOp.MEAN, lr, axis=None)
-        return loss, probs, labels_out, lr
+        if metrics is not None:
+            metrics.update(loss, strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None),
+                           optimizer.iterations)
+        return loss
 
     return tf.function(step) if compile else step
 

@@ -19,7 +19,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import metric_names as names
@@ -233,6 +233,8 @@ class EpochLoop:
     config: TrainConfig
     train_step: object
     optimizer: object
+    metrics: object  # engine.epoch_metrics.EpochMetrics, updated by train_step
+    learning_rate_at: object  # step (0-based) -> learning rate
     metrics_log: object | None  # None on workers other than the chief
     status: object
     folder: Path
@@ -243,53 +245,62 @@ class EpochLoop:
 
 @dataclass
 class EpochTotals:
-    loss_sum: float = 0.0
     count: int = 0
-    labels: list = None
-    probs: list = None
+    summary: dict = field(default_factory=dict)  # train loss and metrics (names.TRAIN_*)
     stopped: bool = False
 
 
+def _fetch_checked(loop: EpochLoop, epoch: int) -> dict:
+    """The epoch's running sums from the device; a non-finite loss since the last fetch
+    fails the run here, before anything is logged or saved after it."""
+    fetched = loop.metrics.fetch()
+    bad_step = fetched["first_non_finite_step"]
+    if bad_step >= 0:
+        raise NonFiniteLoss(f"non-finite loss ({fetched['first_non_finite_loss']}) at step {bad_step} "
+                            f"(epoch {epoch + 1}); the last good checkpoint is kept")
+    return fetched
+
+
 def _train_epoch(loop: EpochLoop, epoch: int, iterator, remaining: int, epoch_start: float) -> EpochTotals:
-    """Up to ``remaining`` training steps of one epoch: the NaN check, step lines every
-    ``log_every_steps``, the status and progress bar, and the stop agreement after
-    each step."""
-    import numpy as np
+    """Up to ``remaining`` training steps of one epoch. The steps run back to back;
+    every ``log_every_steps`` steps (and at the end or a stop) the loop fetches the
+    device-side sums once: the NaN check, a step line, the status and progress bar.
+    The stop agreement runs after each step."""
+    from engine.epoch_metrics import summary
     config = loop.config
-    totals = EpochTotals(labels=[], probs=[])
-    window_start, window_images = time.time(), 0
+    totals = EpochTotals()
+    loop.metrics.reset()
+    step = int(loop.optimizer.iterations.numpy())
+    window_start, window_count = time.time(), 0
+    fetched = None
     for index in range(remaining):
         try:
             batch = next(iterator)
         except StopIteration:
             break
-        loss, probs, labels, lr = loop.train_step(batch)
-        step = int(loop.optimizer.iterations.numpy())
-        loss_value = float(loss.numpy())  # a sync point: also where a NaN is caught
-        if not math.isfinite(loss_value):
-            raise NonFiniteLoss(f"non-finite loss ({loss_value}) at step {step} "
-                                f"(epoch {epoch + 1}); the last good checkpoint is kept")
-        # Mixup's soft labels are scored against the class they lean to.
-        probs_np, labels_np = probs.numpy(), np.round(labels.numpy())
-        totals.probs.append(probs_np)
-        totals.labels.append(labels_np)
-        totals.loss_sum += loss_value * len(labels_np)
-        totals.count += len(labels_np)
-        window_images += len(labels_np)
-        if step % config.log_every_steps == 0 or index == remaining - 1:
-            rate = window_images / max(time.time() - window_start, 1e-9)
-            if loop.metrics_log:
-                loop.metrics_log.write({"kind": names.KIND_STEP, "epoch": epoch + 1, "step": step,
-                                        names.TRAIN_LOSS: loss_value, names.LEARNING_RATE: float(lr.numpy()),
-                                        names.IMAGES_PER_SECOND: rate, "time": time.time()})
-            window_start, window_images = time.time(), 0
-            loop.status(loop.folder, runs.RUNNING, epoch=epoch + 1, step=step,
-                        total_steps=loop.total_steps, eta_seconds=loop.eta_seconds(step))
-        progress_bar(epoch + 1, config.epochs, index + 1, remaining, loss_value,
-                     totals.count / max(time.time() - epoch_start, 1e-9))
+        loss = loop.train_step(batch)
+        step += 1
         totals.stopped = loop.should_stop()
+        if step % config.log_every_steps and index != remaining - 1 and not totals.stopped:
+            continue
+        fetched = _fetch_checked(loop, epoch)
+        loss_value = float(loss.numpy())
+        rate = (fetched["count"] - window_count) / max(time.time() - window_start, 1e-9)
+        if loop.metrics_log:
+            loop.metrics_log.write({"kind": names.KIND_STEP, "epoch": epoch + 1, "step": step,
+                                    names.TRAIN_LOSS: loss_value,
+                                    names.LEARNING_RATE: float(loop.learning_rate_at(step - 1)),
+                                    names.IMAGES_PER_SECOND: rate, "time": time.time()})
+        window_start, window_count = time.time(), fetched["count"]
+        loop.status(loop.folder, runs.RUNNING, epoch=epoch + 1, step=step,
+                    total_steps=loop.total_steps, eta_seconds=loop.eta_seconds(step))
+        progress_bar(epoch + 1, config.epochs, index + 1, remaining, loss_value,
+                     fetched["count"] / max(time.time() - epoch_start, 1e-9))
         if totals.stopped:
             break
+    if fetched is not None:
+        totals.count = fetched["count"]
+        totals.summary = summary(fetched) if fetched["count"] else {}
     return totals
 
 
@@ -304,13 +315,13 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         # preemption notice; take it back so a stop request reaches this loop.
         stop.install()
 
-    import numpy as np
     import tensorflow as tf
 
     from engine import pipeline
     from engine.manifest import rows_for_split, rows_for_training
     from engine.metrics_log import MetricsLog
     from engine.ema import STATISTICS_BATCHES, make_statistics_pass
+    from engine.epoch_metrics import EpochMetrics
     from engine.model import count_parameters
     from engine.optim import learning_rate_at
     from engine.steps import make_eval_step, make_train_step
@@ -354,10 +365,12 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         config.cache, str(cache_dir / "val"), crop_to_head=config.crop_to_head)
     val_batches = strategy.experimental_distribute_dataset(
         pipeline.eval_dataset(val_decoded, global_batch))
+    with strategy.scope():
+        epoch_metrics = EpochMetrics()
     train_step = make_train_step(strategy, model, optimizer, lr_fn,
                                  class_weights=_class_weights(config, [r.label for r in train_rows]),
                                  label_smoothing=config.label_smoothing,
-                                 weight_average=weight_average)
+                                 weight_average=weight_average, metrics=epoch_metrics)
     eval_step = make_eval_step(strategy, eval_model)
     statistics_pass = make_statistics_pass(strategy, average_model) if average_model is not None else None
     metrics_log = MetricsLog(folder) if chief else None
@@ -393,8 +406,8 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         checkpoints included) times the steps left, updated at every logged step."""
         per_step = (time.time() - run_started) / max(step - first_step, 1)
         return per_step * max(total_steps - step, 0)
-    loop = EpochLoop(config, train_step, optimizer, metrics_log, status, folder, total_steps,
-                     eta_seconds, should_stop)
+    loop = EpochLoop(config, train_step, optimizer, epoch_metrics, lr_fn, metrics_log, status,
+                     folder, total_steps, eta_seconds, should_stop)
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.time()
         done_in_epoch = int(optimizer.iterations.numpy()) - epoch * steps_per_epoch
@@ -421,9 +434,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
                 seed=config.seed * 10_007 + epoch + 500_000).take(STATISTICS_BATCHES))))
         record = {"kind": names.KIND_EPOCH, "epoch": epoch + 1,
                   "step": int(optimizer.iterations.numpy()), "time": time.time()}
-        if totals.count:
-            record[names.TRAIN_LOSS] = totals.loss_sum / totals.count
-            record.update(_split_metrics("train", np.concatenate(totals.labels), np.concatenate(totals.probs)))
+        record.update(totals.summary)
         record.update(_validate(eval_step, val_batches))
         epoch_seconds = time.time() - epoch_start
         eta = eta_seconds(int(optimizer.iterations.numpy()))

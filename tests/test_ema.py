@@ -12,10 +12,10 @@ def test_average_follows_the_warmed_up_decay_and_copies_statistics():
     start = model.classifier.bias.numpy().copy()
     np.testing.assert_array_equal(average.classifier.bias.numpy(), start)  # starts as a copy
     model.classifier.bias.assign_add([1.0])
-    tracker.update(tf.constant(100))  # warm-up factor 101/110 > 0.5: decay = 0.5
+    tracker.update(tf.distribute.get_strategy(), tf.constant(100))  # warm-up factor 101/110 > 0.5: decay = 0.5
     np.testing.assert_allclose(average.classifier.bias.numpy(), start + 0.5)
     model.classifier.bias.assign_add([1.0])
-    tracker.update(tf.constant(0))  # warm-up: decay = 1/10
+    tracker.update(tf.distribute.get_strategy(), tf.constant(0))  # warm-up: decay = 1/10
     np.testing.assert_allclose(average.classifier.bias.numpy(), 0.1 * (start + 0.5) + 0.9 * (start + 2.0))
     model(tf.random.uniform([2, 32, 32, 3]), training=True)
     tracker.copy_statistics()

@@ -38,7 +38,7 @@ def test_adam_matches_the_reference_update_rule():
     x = start.astype(np.float64)
     for t in range(1, 6):
         grad = 2 * x  # gradient of sum(x^2)
-        opt.apply([tf.constant(grad, tf.float32)], [var], 0.01)
+        opt.apply([tf.constant(grad, tf.float32)], 0.01)
         m = 0.9 * m + 0.1 * grad
         v = 0.999 * v + 0.001 * grad ** 2
         m_hat, v_hat = m / (1 - 0.9 ** t), v / (1 - 0.999 ** t)

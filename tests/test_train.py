@@ -100,21 +100,17 @@ def test_stop_request_saves_checkpoint_and_marks_stopped(data_dir, tmp_path):
 
 
 def test_non_finite_loss_fails_the_run_naming_the_step(data_dir, tmp_path, monkeypatch):
-    """The NaN is injected into the real compiled step's loss at its third call, so the
-    check in the loop is exercised the same way on every CPU (provoking one through an
-    absurd learning rate overflows on some kernels and not on others)."""
+    """A NaN learning rate at the second step makes the weights NaN, so the real
+    compiled step's loss is NaN at step 3 on every CPU (provoking one through an
+    absurd but finite learning rate overflows on some kernels and not on others). The
+    device-side check records the step; the loop reads it at its next fetch."""
     import engine.steps
     real_make_train_step = engine.steps.make_train_step
 
-    def make_faulty_train_step(*args, **kwargs):
-        step = real_make_train_step(*args, **kwargs)
-        calls = []
-
-        def faulty(batch):
-            loss, probs, labels, lr = step(batch)
-            calls.append(1)
-            return (loss * float("nan") if len(calls) == 3 else loss), probs, labels, lr
-        return faulty
+    def make_faulty_train_step(strategy, model, optimizer, learning_rate_fn, **kwargs):
+        def poisoned(step):  # NaN at the second step: NaN weights, so step 3's loss is NaN
+            return tf.where(tf.equal(step, 1), tf.constant(float("nan")), learning_rate_fn(step))
+        return real_make_train_step(strategy, model, optimizer, poisoned, **kwargs)
 
     monkeypatch.setattr(engine.steps, "make_train_step", make_faulty_train_step)
     config = tiny_config(data_dir=str(data_dir), dedup_distance=-1, epochs=3)
