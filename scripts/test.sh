@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need (Python packages, Debian's chromium for the
 # browser tests) and run the whole suite.
-#   bash scripts/test.sh [--gpu] [pytest arguments]; PYTHON selects the interpreter.
+#   bash scripts/test.sh [--gpu] [pytest arguments]; PYTHON selects the interpreter,
+#   TEST_WORKERS the number of pytest-xdist workers (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -15,4 +16,7 @@ if ! command -v chromium >/dev/null 2>&1; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
 fi
-exec "$PYTHON" -m pytest -q tests "$@"
+# Two pytest-xdist workers: much of the suite waits on child processes (training
+# subprocesses, a Streamlit server, Chromium), so two workers share 2 cores well.
+# Tests sharing an expensive fixture stay on one worker (tests/conftest.py).
+exec "$PYTHON" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadgroup tests "$@"

@@ -28,6 +28,21 @@ def pytest_configure(config):
         pass
 
 
+# The suite runs on two pytest-xdist workers (scripts/test.sh: -n 2 --dist loadgroup).
+# Tests that share an expensive session or module fixture run on one worker, so it is
+# built once: the finished cross-validation, the browser's server and Chromium.
+_XDIST_GROUPS = {"cv_run": "cv"}
+_XDIST_MODULE_GROUPS = {"test_browser": "browser", "test_multiworker": "multiworker"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = _XDIST_MODULE_GROUPS.get(item.module.__name__.rpartition(".")[2])
+        group = group or next((g for f, g in _XDIST_GROUPS.items() if f in item.fixturenames), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def blob_image(rng: np.random.Generator, tumor: bool, size: int = 48) -> np.ndarray:
     """A noisy dark square; tumor images carry a bright blob at a random place."""
     image = (rng.random((size, size)) * 60).astype(np.uint8)
