@@ -147,7 +147,7 @@ def test_file_cache_and_two_logical_devices(data_dir, tmp_path):
     two replicas (the CPU split by conftest)."""
     config = tiny_config(data_dir=str(data_dir), epochs=1, dedup_distance=-1, cache="file",
                          devices="cpu:2")
-    status = train_and_evaluate(config, tmp_path)
+    status = train_and_evaluate(config, tmp_path, final_evaluation=False)  # evaluation: other tests
     assert status["state"] == "finished", status.get("error")
     assert list((tmp_path / "cache").glob("train*.index"))
     stored = json.loads((tmp_path / "config.json").read_text())
