@@ -35,12 +35,22 @@ _XDIST_GROUPS = {"cv_run": "cv"}
 _XDIST_MODULE_GROUPS = {"test_browser": "browser", "test_multiworker": "multiworker"}
 
 
+# The longest units are handed out first (longest-processing-time-first scheduling), so
+# that no worker starts one of them while the other has nothing left to do.
+_LONG_FIRST = ("test_multiworker", "test_kill_resume", "test_browser", "test_cv", "test_load",
+               "test_cpu_isa")
+
+
 def pytest_collection_modifyitems(config, items):
+    def module(item):
+        return item.module.__name__.rpartition(".")[2]
     for item in items:
-        group = _XDIST_MODULE_GROUPS.get(item.module.__name__.rpartition(".")[2])
+        group = _XDIST_MODULE_GROUPS.get(module(item))
         group = group or next((g for f, g in _XDIST_GROUPS.items() if f in item.fixturenames), None)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: _LONG_FIRST.index(module(item)) if module(item) in _LONG_FIRST
+               else len(_LONG_FIRST))
 
 
 def blob_image(rng: np.random.Generator, tumor: bool, size: int = 48) -> np.ndarray:

@@ -33,8 +33,10 @@ def test_onednn_honours_the_avx2_cap():
 
 
 def test_compiled_step_tests_pass_with_avx2_kernels():
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "tests/test_steps.py"],
+    # The two tests whose tolerances are derived from float32 reordering.
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "tests/test_steps.py", "-k",
+                          "compiled_step_equals_eager_step or two_replicas_match_one"],
                          cwd=ROOT, capture_output=True, text=True, timeout=900,
                          env=_env(ONEDNN_MAX_CPU_ISA="AVX2", TF_ENABLE_ONEDNN_OPTS="1"))
     assert out.returncode == 0, out.stdout[-3000:]
-    assert " passed" in out.stdout and "failed" not in out.stdout
+    assert "2 passed" in out.stdout and "failed" not in out.stdout
