@@ -5,6 +5,7 @@ the same machine. Prints a table and the ratio engine / Keras.
     python bench/train_throughput.py                      # resnet18 and the compact preset, batch 32, 224 px
     python bench/train_throughput.py --steps 30 --presets resnet18
     python bench/train_throughput.py --precisions float32 mixed_bfloat16 mixed_float16 --presets compact
+    python bench/train_throughput.py --devices cpu:2 --engine-root ../old-checkout --skip-keras   # before/after
 
 Data are random images held in memory, so decoding is not measured: this is the
 training step itself (forward, backward, optimizer update, metrics fetch). The last
@@ -14,13 +15,27 @@ line is the first preset's ratio: ``engine/keras resnet18: <ratio>x``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _engine_root(argv: list[str]) -> Path:
+    """``--engine-root DIR`` (another checkout, for before/after figures) must be on the
+    path before ``engine`` is first imported."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--engine-root", type=Path, default=ROOT)
+    return pre.parse_known_args(argv)[0].engine_root.resolve()
+
+
+ENGINE_ROOT = _engine_root(sys.argv[1:])
+sys.path.insert(0, str(ROOT))  # bench.keras_reference
+sys.path.insert(0, str(ENGINE_ROOT))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -40,42 +55,54 @@ def dataset(batch: int, size: int, steps: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch).cache().repeat().take(steps)
 
 
-def engine_rate(preset, width, head, batch, size, steps, warmup,
+def engine_rate(strategy, preset, width, head, batch, size, steps, warmup,
                 precision: str = "float32", fetch_every: int = 10) -> tuple[float, int]:
-    """The engine's loop as engine.train runs it: compiled step with the device-side
-    epoch metrics, the sums (and the NaN check) fetched every ``fetch_every`` steps."""
-    from engine.epoch_metrics import EpochMetrics
-    from engine.optim import DynamicLossScale
-    strategy = tf.distribute.get_strategy()
-    model = ResNet(preset, width, head, precision=precision)
-    optimizer = Adam(model.trainable_variables, decay_mask(model), weight_decay=1e-4)
-    if precision == "mixed_float16":
-        optimizer.loss_scale = DynamicLossScale()
-    metrics = EpochMetrics()
-    step = make_train_step(strategy, model, optimizer, lambda _: tf.constant(1e-3), metrics=metrics)
-    iterator = iter(dataset(batch, size, steps + warmup))
-    for _ in range(warmup):
-        float(step(next(iterator)))
-    metrics.fetch()
+    """The engine's loop as engine.train runs it. This checkout: compiled step with the
+    device-side epoch metrics, the sums (and the NaN check) fetched every
+    ``fetch_every`` steps. An older checkout (``--engine-root``) whose step returns the
+    loss and probabilities: both fetched every step, as its loop did."""
+    device_metrics = "metrics" in inspect.signature(make_train_step).parameters
+    with strategy.scope():
+        model = ResNet(preset, width, head, precision=precision)
+        optimizer = Adam(model.trainable_variables, decay_mask(model), weight_decay=1e-4)
+        if precision == "mixed_float16":
+            from engine.optim import DynamicLossScale
+            optimizer.loss_scale = DynamicLossScale()
+        metrics = None
+        if device_metrics:
+            from engine.epoch_metrics import EpochMetrics
+            metrics = EpochMetrics()
+    extra = {"metrics": metrics} if device_metrics else {}
+    step = make_train_step(strategy, model, optimizer, lambda _: tf.constant(1e-3), **extra)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset(batch, size, steps + warmup)))
+
+    def run(index: int) -> None:
+        out = step(next(iterator))
+        if not device_metrics:
+            float(out[0])  # the old loop read the loss and probabilities every step
+            out[1].numpy()
+        elif index % fetch_every == 0 or index == steps:
+            metrics.fetch()  # what the loop reads when it logs
+            float(out)
+    for index in range(1, warmup + 1):
+        run(index)
     start = time.perf_counter()
     for index in range(1, steps + 1):
-        loss = step(next(iterator))
-        if index % fetch_every == 0 or index == steps:
-            metrics.fetch()  # what the loop reads when it logs
-            float(loss)
+        run(index)
     return batch * steps / (time.perf_counter() - start), count_parameters(model)
 
 
-def keras_rate(preset, width, head, batch, size, steps, warmup,
+def keras_rate(strategy, preset, width, head, batch, size, steps, warmup,
                precision: str = "float32") -> tuple[float, int]:
     import keras
     keras.mixed_precision.set_global_policy(precision)
 
     from bench.keras_reference import keras_resnet
-    model = keras_resnet(preset, width, head, size)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
+    with strategy.scope():
+        model = keras_resnet(preset, width, head, size)
+        model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
     model.fit(dataset(batch, size, warmup), epochs=1, steps_per_epoch=warmup, verbose=0)
     start = time.perf_counter()
     model.fit(dataset(batch, size, steps), epochs=1, steps_per_epoch=steps, verbose=0)
@@ -93,9 +120,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating engine/Keras rounds; best kept")
     parser.add_argument("--precisions", nargs="+", default=["float32"],
                         choices=list(PRECISIONS))
+    parser.add_argument("--devices", default="auto",
+                        help="as engine.train's --devices: auto (one device), cpu:2 (the CPU split into "
+                        "two replicas under MirroredStrategy), gpu, ...; Keras runs under the same strategy")
+    parser.add_argument("--engine-root", type=Path, default=ROOT,
+                        help="measure the engine of another checkout (before/after figures)")
+    parser.add_argument("--skip-keras", action="store_true", help="engine only")
     args = parser.parse_args()
+    from engine.distribute import make_strategy
+    strategy = make_strategy(args.devices)
     devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
     print(f"TensorFlow {tf.__version__}, device {devices[0].name}, {os.cpu_count()} CPU cores, "
+          f"{strategy.num_replicas_in_sync} replica(s) ({args.devices}), engine from {ENGINE_ROOT}, "
           f"batch {args.batch}, {args.image_size}x{args.image_size}, {args.steps} timed steps")
     print(f"{'preset':10} {'precision':15} {'params':>11} {'engine img/s':>13} {'keras img/s':>12} {'ratio':>7}")
     ratios = {}
@@ -104,19 +140,25 @@ def main() -> None:
         for precision in args.precisions:
             engine_best = keras_best = 0.0
             for _ in range(args.repeats):
-                rate, params = engine_rate(preset, width, head, args.batch, args.image_size, args.steps,
-                                           args.warmup, precision)
+                rate, params = engine_rate(strategy, preset, width, head, args.batch, args.image_size,
+                                           args.steps, args.warmup, precision)
                 engine_best = max(engine_best, rate)
-                k_rate, k_params = keras_rate(preset, width, head, args.batch, args.image_size, args.steps,
-                                              args.warmup, precision)
+                if args.skip_keras:
+                    continue
+                k_rate, k_params = keras_rate(strategy, preset, width, head, args.batch, args.image_size,
+                                              args.steps, args.warmup, precision)
                 keras_best = max(keras_best, k_rate)
-            assert params == k_params, f"architectures differ: {params} vs {k_params} parameters"
+                assert params == k_params, f"architectures differ: {params} vs {k_params} parameters"
+            if args.skip_keras:
+                print(f"{name:10} {precision:15} {params:>11,} {engine_best:>13.1f}", flush=True)
+                continue
             print(f"{name:10} {precision:15} {params:>11,} {engine_best:>13.1f} {keras_best:>12.1f} "
                   f"{engine_best / keras_best:>7.2f}", flush=True)
             ratios[(name, precision)] = engine_best / keras_best
-    name, precision = next(iter(ratios))
-    label = name if precision == "float32" else f"{name} {precision}"
-    print(f"engine/keras {label}: {ratios[(name, precision)]:.2f}x")
+    if ratios:
+        name, precision = next(iter(ratios))
+        label = name if precision == "float32" else f"{name} {precision}"
+        print(f"engine/keras {label}: {ratios[(name, precision)]:.2f}x")
 
 
 if __name__ == "__main__":
