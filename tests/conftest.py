@@ -41,6 +41,7 @@ _LONG_FIRST = ("test_multiworker", "test_kill_resume", "test_browser", "test_cv"
                "test_cpu_isa")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     def module(item):
         return item.module.__name__.rpartition(".")[2]
