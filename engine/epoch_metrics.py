@@ -104,12 +104,10 @@ def auc_from_histograms(histograms) -> float | None:
 
 def summary(fetched: dict) -> dict:
     """The epoch's train metrics under the names metrics.jsonl uses."""
-    tp, fp, tn, fn = (fetched[k] for k in ("tp", "fp", "tn", "fn"))
-
-    def ratio(a, b):
-        return float(a / b) if b else None
+    from engine.metrics import confusion_metrics
+    counts = confusion_metrics(*(fetched[k] for k in ("tp", "fp", "tn", "fn")))
     return {names.TRAIN_LOSS: fetched["loss"],
-            names.TRAIN_ACCURACY: ratio(tp + tn, fetched["count"]),
+            names.TRAIN_ACCURACY: counts["accuracy"],
             names.TRAIN_AUC: auc_from_histograms(fetched["histograms"]),
-            names.TRAIN_SENSITIVITY: ratio(tp, tp + fn),
-            names.TRAIN_SPECIFICITY: ratio(tn, tn + fp)}
+            names.TRAIN_SENSITIVITY: counts["sensitivity"],
+            names.TRAIN_SPECIFICITY: counts["specificity"]}

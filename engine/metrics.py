@@ -31,9 +31,12 @@ def binary_metrics(labels, probabilities, threshold: float = 0.5) -> dict:
     predicted = (probabilities >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
     auc = roc_auc_score(labels, probabilities) if len(np.unique(labels)) == 2 else None
-    return {
-        "accuracy": _safe_ratio(tp + tn, len(labels)),
-        "auc": None if auc is None else float(auc),
-        "sensitivity": _safe_ratio(tp, tp + fn),
-        "specificity": _safe_ratio(tn, tn + fp),
-    }
+    return {**confusion_metrics(tp, fp, tn, fn), "auc": None if auc is None else float(auc)}
+
+
+def confusion_metrics(tp: int, fp: int, tn: int, fn: int) -> dict:
+    """accuracy, sensitivity (tumor recall) and specificity from confusion counts (None
+    where a denominator is 0). Also what the train step's device-side counts become."""
+    return {"accuracy": _safe_ratio(tp + tn, tp + fp + tn + fn),
+            "sensitivity": _safe_ratio(tp, tp + fn),
+            "specificity": _safe_ratio(tn, tn + fp)}

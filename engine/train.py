@@ -245,7 +245,6 @@ class EpochLoop:
 
 @dataclass
 class EpochTotals:
-    count: int = 0
     summary: dict = field(default_factory=dict)  # train loss and metrics (names.TRAIN_*)
     stopped: bool = False
 
@@ -298,9 +297,8 @@ def _train_epoch(loop: EpochLoop, epoch: int, iterator, remaining: int, epoch_st
                      fetched["count"] / max(time.time() - epoch_start, 1e-9))
         if totals.stopped:
             break
-    if fetched is not None:
-        totals.count = fetched["count"]
-        totals.summary = summary(fetched) if fetched["count"] else {}
+    if fetched is not None and fetched["count"]:
+        totals.summary = summary(fetched)
     return totals
 
 
