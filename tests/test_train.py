@@ -40,6 +40,13 @@ def test_short_run_learns_a_separable_task(finished_run):
     assert epochs[-1]["train/loss"] < epochs[0]["train/loss"]
     steps = runs.read_metrics(folder, "step")
     assert steps and all(s["lr"] > 0 and s["images_per_second"] > 0 for s in steps)
+    # The train figures come from the step's device-side sums, fetched every
+    # log_every_steps (2) steps and at each epoch's end (7 steps an epoch).
+    for epoch in epochs:
+        for name in ("train/accuracy", "train/auc", "train/sensitivity", "train/specificity"):
+            assert 0.0 <= epoch[name] <= 1.0, (name, epoch)
+    assert epochs[-1]["train/auc"] > epochs[0]["train/auc"] or epochs[0]["train/auc"] > 0.95
+    assert [s["step"] for s in steps] == [n for n in range(1, 29) if n % 2 == 0 or n % 7 == 0]
 
 
 def test_run_folder_has_everything_a_reader_needs(finished_run):
