@@ -30,9 +30,10 @@ def pytest_configure(config):
 
 # The suite runs on two pytest-xdist workers (scripts/test.sh: -n 2 --dist loadgroup).
 # Tests that share an expensive session or module fixture run on one worker, so it is
-# built once: the finished cross-validation, the browser's server and Chromium.
+# built once: the finished cross-validation, the Streamlit server (browser and load
+# tests) and Chromium.
 _XDIST_GROUPS = {"cv_run": "cv"}
-_XDIST_MODULE_GROUPS = {"test_browser": "browser", "test_multiworker": "multiworker"}
+_XDIST_MODULE_GROUPS = {"test_browser": "browser", "test_load": "browser", "test_multiworker": "multiworker"}
 
 
 # The longest units are handed out first (longest-processing-time-first scheduling), so

@@ -30,7 +30,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # shared with tests/test_load.py (same xdist group)
 def server(tmp_path_factory, finished_run_template):
     runs_root = tmp_path_factory.mktemp("runs")
     data_root = tmp_path_factory.mktemp("data")
