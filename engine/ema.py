@@ -60,7 +60,7 @@ def make_statistics_pass(strategy, average_model: tf.Module):
         average_model(images, training=True)
         return tf.constant(0.0)
 
-    @tf.function
+    @tf.function(autograph=False)
     def one(batch):
         images, _ = batch
         strategy.run(replica, args=(images,))

@@ -60,8 +60,10 @@ class ServingModule(tf.Module):
         self.image_size = tf.Variable(image_size, trainable=False, name="image_size")
         self.member_count = tf.Variable(len(self.members), trainable=False, name="member_count")
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
-        self.serve = tf.function(self._serve, input_signature=[spec])
-        self.explain = tf.function(self._explain, input_signature=[spec])
+        # autograph=False, as for the train steps (engine/steps.py): no branch depends on a
+        # tensor's value, and converting every member's code slowed export and loading.
+        self.serve = tf.function(self._serve, input_signature=[spec], autograph=False)
+        self.explain = tf.function(self._explain, input_signature=[spec], autograph=False)
 
     def _serve(self, images):
         outputs = [predict_logits(m, images, self.flip_tta) for m in self.members]

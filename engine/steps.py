@@ -5,6 +5,12 @@ TensorFlow's custom-training guide. The per-example loss is reduced with
 ``tf.nn.compute_average_loss`` over the number of examples actually in the global
 batch (all-reduced), so the loss and the update are the same whatever the number of
 replicas, and a last partial batch is averaged over its true size.
+
+The steps are compiled with ``autograph=False``: no branch in them, the model or the
+optimizer depends on a tensor's value (each ``if`` is decided by Python values when the
+step is traced), so AutoGraph's conversion of some 470 functions bought nothing and cost
+about 3 seconds of every run's start-up (measured on a tiny run: the first epoch went
+from 6 s to 3 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -72,7 +78,7 @@ def make_train_step(strategy, model, optimizer, learning_rate_fn, *, class_weigh
                            optimizer.iterations)
         return loss
 
-    return tf.function(step) if compile else step
+    return tf.function(step, autograph=False) if compile else step
 
 
 def make_eval_step(strategy, model, *, compile: bool = True):
@@ -89,4 +95,4 @@ def make_eval_step(strategy, model, *, compile: bool = True):
         return (strategy.gather(probs, axis=0), strategy.gather(labels_out, axis=0),
                 strategy.gather(losses, axis=0))
 
-    return tf.function(step) if compile else step
+    return tf.function(step, autograph=False) if compile else step

@@ -501,7 +501,7 @@ def make_stop_agreement(strategy):
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
                                                               tf.identity(flag))
 
-    @tf.function
+    @tf.function(autograph=False)
     def total(flag):
         # The flag enters as a distributed value and is summed by an all-reduce in
         # replica context: a plain tensor given to strategy.reduce counts as "the same
