@@ -127,12 +127,13 @@ def predict_outputs(model, paths: list[str], batch_size: int = 32):
     return np.concatenate(logits), (None if features[0] is None else np.concatenate(features))
 
 
-def fit_ood_for_run(model_dir: Path, train_rows, val_rows) -> dict:
+def fit_ood_for_run(model_dir: Path, train_rows, val_rows, model=None) -> dict:
     """Fit the out-of-distribution statistics of a single run's model: a Gaussian on
-    its training images' features, threshold on its validation images (engine.ood)."""
+    its training images' features, threshold on its validation images (engine.ood).
+    A ``model`` already loaded from ``model_dir`` is used, and given the new statistics."""
     from engine.inference import load_model
-    from engine.ood import OOD_FILE, fit
-    model = load_model(model_dir)
+    from engine.ood import OOD_FILE, FeatureGaussians, fit
+    model = model or load_model(model_dir)
     _, train_features = predict_outputs(model, [r.path for r in train_rows])
     _, val_features = predict_outputs(model, [r.path for r in val_rows])
     if train_features is None or len(train_rows) < 4 or len(val_rows) < 2:
@@ -141,6 +142,7 @@ def fit_ood_for_run(model_dir: Path, train_rows, val_rows) -> dict:
     held_out = np.array([-1] * len(train_rows) + [0] * len(val_rows))
     gaussians = fit(features, held_out)
     gaussians.save(Path(model_dir) / OOD_FILE)
+    model.ood = FeatureGaussians.load(Path(model_dir) / OOD_FILE)  # as a later load sees it
     return {"ood_thresholds": gaussians.thresholds.tolist()}
 
 
@@ -171,11 +173,13 @@ def write_predictions(path: Path, paths, labels, modalities, logits, temperature
 def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | None = None,
              data_dir: str | None = None, out_dir: str | Path | None = None,
              recalibrate: bool = False, threshold_method: str = "youden",
-             target_sensitivity: float = 0.98, limit: int = 0, label_review: str | None = None) -> dict:
+             target_sensitivity: float = 0.98, limit: int = 0, label_review: str | None = None,
+             model=None) -> dict:
     """Evaluate the model in ``model_dir`` on ``split`` of ``manifest`` (default: the
     model folder's own manifest.csv), or on every image of ``data_dir``. Writes
     eval_<split>.json and predictions_<split>.csv into ``out_dir`` (default
-    ``model_dir``) and returns the report."""
+    ``model_dir``) and returns the report. ``model``: the export of ``model_dir`` if the
+    caller has it loaded already (a finishing run evaluates val and test with one load)."""
     from engine.inference import SHIPPED_MODEL_DIR, load_model
     from engine.manifest import build_manifest, read_manifest, rows_for_split
     model_dir = Path(model_dir)
@@ -186,7 +190,7 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
     # The shipped model's files are committed: its evaluations go to the runs folder.
     default_out = runs.DEFAULT_RUNS_ROOT / "evaluations" / "shipped" if shipped else model_dir
     out_dir = Path(out_dir or default_out)
-    model = load_model(model_dir)
+    model = model or load_model(model_dir)
     info_path = model_dir / runs.MODEL_INFO_FILE
     info = runs.read_json(info_path, {}) or {}
     if data_dir:

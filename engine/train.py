@@ -610,17 +610,23 @@ def _evaluate_splits(folder: Path, derived: Derived) -> None:
     curves and per-image predictions as soon as the run finishes. A failure here is
     logged; the trained model is already safe."""
     from engine.evaluate import evaluate, fit_ood_for_run
+    from engine.inference import load_model
     from engine.manifest import read_manifest, rows_for_training
     try:
+        model = load_model(folder)  # once for the three passes below (about 0.6 s each)
+    except Exception:  # noqa: BLE001 - logged; the checkpoints are safe
+        log.exception("loading the exported model for evaluation failed")
+        return
+    try:
         rows = read_manifest(folder / runs.MANIFEST_FILE)
-        fit_ood_for_run(folder, rows_for_training(rows, "train"), rows_for_training(rows, "val"))
+        fit_ood_for_run(folder, rows_for_training(rows, "train"), rows_for_training(rows, "val"), model)
     except Exception:  # noqa: BLE001 - the flag is optional; predictions still work
         log.exception("fitting the out-of-distribution statistics failed")
     for split, count in (("val", derived.val_images), ("test", derived.test_images)):
         if not count:
             continue
         try:
-            report = evaluate(folder, split)
+            report = evaluate(folder, split, model=model)
             log.info("%s: accuracy %.4f, ROC AUC %s, sensitivity %s, specificity %s at threshold %.3f",
                      split, report["accuracy"], _fmt(report["roc_auc"]), _fmt(report["sensitivity"]),
                      _fmt(report["specificity"]), report["threshold"])
