@@ -65,3 +65,35 @@ def test_the_shipped_recipe_is_what_trained_the_shipped_model():
     from engine.config import TrainConfig, shipped_config
     stored = TrainConfig.from_dict(json.loads((CHECKPOINTS / "config.json").read_text())["config"])
     assert stored == shipped_config(best_metric="last")  # engine.cv fixes the epoch budget
+
+
+def test_predict_json_flags_inputs_that_are_not_brain_slices_and_passes_br35h_slices(tmp_path):
+    """Issue #9's bar, on the shipped model through the CLI a user runs: a smooth 16-bit
+    gradient, colour noise and a checkerboard are out of distribution; ordinary Br35H
+    test slices of both classes are not (a sample spaced evenly over the test split)."""
+    import subprocess
+    import sys
+    from PIL import Image
+    from engine.manifest import read_manifest, rows_for_split
+    rng = np.random.default_rng(0)
+    gradient = (np.linspace(0, 65535, 256)[None, :] * np.ones((256, 1))).astype(np.uint16)
+    Image.fromarray(gradient).save(tmp_path / "gradient16.png")
+    Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "colour_noise.png")
+    checker = ((np.indices((256, 256)) // 32).sum(axis=0) % 2 * 255).astype(np.uint8)
+    Image.fromarray(checker).save(tmp_path / "checkerboard.png")
+    synthetic = [tmp_path / n for n in ("gradient16.png", "colour_noise.png", "checkerboard.png")]
+    test_rows = rows_for_split(read_manifest(CHECKPOINTS / "manifest.csv"), "test")
+    slices = []
+    for label in (0, 1):
+        of_class = [r for r in test_rows if r.label == label]
+        slices += [of_class[int(i)].path for i in np.linspace(0, len(of_class) - 1, 10).round()]
+    out = subprocess.run([sys.executable, "-m", "engine.predict", "--json", *map(str, synthetic), *slices],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(records) == len(synthetic) + len(slices) == 23
+    flags = [r["out_of_distribution"] for r in records]
+    assert flags[:3] == [True, True, True], records[:3]
+    assert not any(flags[3:]), [r for r in records[3:] if r["out_of_distribution"]]
+    # A flagged image still gets its probability beside the flag.
+    assert all(0.0 <= r["probability"] <= 1.0 for r in records)
