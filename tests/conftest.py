@@ -28,7 +28,7 @@ def pytest_configure(config):
         pass
 
 
-# The suite runs on two pytest-xdist workers (scripts/test.sh: -n 2 --dist loadgroup).
+# The suite runs on three pytest-xdist workers (scripts/test.sh: -n 3 --dist loadgroup).
 # Tests that share an expensive session or module fixture run on one worker, so it is
 # built once: the finished cross-validation, the Streamlit server (browser and load
 # tests) and Chromium.
