@@ -9,8 +9,8 @@ replicas, and a last partial batch is averaged over its true size.
 The steps are compiled with ``autograph=False``: no branch in them, the model or the
 optimizer depends on a tensor's value (each ``if`` is decided by Python values when the
 step is traced), so AutoGraph's conversion of some 470 functions bought nothing and cost
-about 3 seconds of every run's start-up (measured on a tiny run: the first epoch went
-from 6 s to 3 s on 2 cores).
+about 3 seconds of every run's start-up (measured on a tiny run on 2 cores with another
+job beside it: the first epoch went from 6 s to 3 s).
 """
 
 from __future__ import annotations

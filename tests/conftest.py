@@ -55,6 +55,12 @@ def pytest_collection_modifyitems(config, items):
                else len(_LONG_FIRST))
 
 
+def gradient_16bit(size: int) -> np.ndarray:
+    """A smooth left-to-right 16-bit ramp with no brain in it: the out-of-distribution
+    input the OOD tests expect to be flagged."""
+    return (np.linspace(0, 65535, size)[None, :] * np.ones((size, 1))).astype(np.uint16)
+
+
 def blob_image(rng: np.random.Generator, tumor: bool, size: int = 48) -> np.ndarray:
     """A noisy dark square; tumor images carry a bright blob at a random place."""
     image = (rng.random((size, size)) * 60).astype(np.uint8)

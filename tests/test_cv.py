@@ -150,9 +150,9 @@ def test_a_gradient_image_with_no_brain_is_flagged_out_of_distribution(cv_run, t
     import io
     import subprocess
     import sys
-    from conftest import ROOT
+    from conftest import ROOT, gradient_16bit
     from engine.inference import load_model, predict_files
-    gradient = (np.linspace(0, 65535, 96)[None, :] * np.ones((96, 1))).astype(np.uint16)
+    gradient = gradient_16bit(96)
     buffer = io.BytesIO()
     Image.fromarray(gradient).save(buffer, "PNG")
     model = load_model(cv_run)

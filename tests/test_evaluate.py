@@ -90,6 +90,12 @@ def test_finished_run_has_calibrated_evaluations(trained_run):
         assert rows[0].startswith("path,label,modality,probability") and len(rows) == report["count"] + 1
     info = json.loads((folder / "model.json").read_text())
     assert info["temperature_fitted"] and 0 < info["threshold"] < 1
+    # The run evaluates both splits with one loaded model: the test split is scored at the
+    # threshold and temperature the val pass fitted, not the export's defaults.
+    for split in ("val", "test"):
+        report = json.loads((folder / f"eval_{split}.json").read_text())
+        assert report["threshold"] == pytest.approx(info["threshold"])
+        assert report["temperature"] == pytest.approx(info["temperature"])
 
 
 def run_predict(*args):

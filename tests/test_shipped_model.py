@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, gradient_16bit
 
 CHECKPOINTS = ROOT / "checkpoints"
 
@@ -76,8 +76,7 @@ def test_predict_json_flags_inputs_that_are_not_brain_slices_and_passes_br35h_sl
     from PIL import Image
     from engine.manifest import read_manifest, rows_for_split
     rng = np.random.default_rng(0)
-    gradient = (np.linspace(0, 65535, 256)[None, :] * np.ones((256, 1))).astype(np.uint16)
-    Image.fromarray(gradient).save(tmp_path / "gradient16.png")
+    Image.fromarray(gradient_16bit(256)).save(tmp_path / "gradient16.png")
     Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "colour_noise.png")
     checker = ((np.indices((256, 256)) // 32).sum(axis=0) % 2 * 255).astype(np.uint8)
     Image.fromarray(checker).save(tmp_path / "checkerboard.png")
