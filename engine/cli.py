@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     parser.add_argument("--rotation-degrees", type=float, default=defaults.rotation_degrees)
     parser.add_argument("--zoom", type=float, default=defaults.zoom)
+    parser.add_argument("--brightness", type=float, default=defaults.brightness,
+                        help="random brightness shift, up to this much of the [0, 1] range")
+    parser.add_argument("--contrast", type=float, default=defaults.contrast,
+                        help="random contrast factor in [1 - c, 1 + c] around each image's mean")
     parser.add_argument("--devices", default=defaults.devices,
                         help="auto | cpu | gpu | N (first N GPUs) | cpu:N (N logical CPUs)")
     parser.add_argument("--cache", choices=CACHES, default=defaults.cache)
@@ -97,7 +101,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
     # Options named like the TrainConfig field they set (--image-size -> image_size).
     fields = ("data_dir", "preset", "width", "image_size", "epochs", "batch_size", "learning_rate",
               "schedule", "warmup_epochs", "weight_decay", "devices", "cache", "best_metric",
-              "max_steps_per_epoch", "seed", "rotation_degrees", "zoom", "ema_decay", "label_review",
+              "max_steps_per_epoch", "seed", "rotation_degrees", "zoom", "brightness", "contrast", "ema_decay", "label_review",
               "kernel_init", "mixup", "collective", "precision")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}
