@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     parser.add_argument("--rotation-degrees", type=float, default=defaults.rotation_degrees)
     parser.add_argument("--zoom", type=float, default=defaults.zoom)
+    parser.add_argument("--group-weighting", type=float, default=defaults.group_weighting,
+                        metavar="POWER",
+                        help="weight each training image's loss by 1/(copies of its slice)**POWER, "
+                        "mean 1: 1 counts every duplicate group once, 0 = off")
     parser.add_argument("--brightness", type=float, default=defaults.brightness,
                         help="random brightness shift, up to this much of the [0, 1] range")
     parser.add_argument("--contrast", type=float, default=defaults.contrast,
@@ -101,7 +105,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
     # Options named like the TrainConfig field they set (--image-size -> image_size).
     fields = ("data_dir", "preset", "width", "image_size", "epochs", "batch_size", "learning_rate",
               "schedule", "warmup_epochs", "weight_decay", "devices", "cache", "best_metric",
-              "max_steps_per_epoch", "seed", "rotation_degrees", "zoom", "brightness", "contrast", "ema_decay", "label_review",
+              "max_steps_per_epoch", "seed", "rotation_degrees", "zoom", "brightness", "contrast",
+              "group_weighting", "ema_decay", "label_review",
               "kernel_init", "mixup", "collective", "precision")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}

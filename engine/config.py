@@ -47,6 +47,7 @@ class TrainConfig:
     step_decay_factor: float = 0.1
     weight_decay: float = 1e-4  # decoupled (AdamW-style), kernels only
     class_weighting: bool = False  # weight classes by inverse frequency
+    group_weighting: float = 0.0  # loss weight 1/(copies of the slice)**power; see engine.sample_weights
     label_smoothing: float = 0.0
     ema_decay: float = 0.998  # weight averaging for eval/export; 0 = off
     flip_tta: bool = True  # exported model averages the image and its mirror
@@ -77,6 +78,7 @@ class TrainConfig:
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.group_weighting >= 0, "group_weighting must be at least 0"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
             (self.cache in CACHES, f"cache must be one of {CACHES}"),
             (self.collective in COLLECTIVES, f"collective must be one of {COLLECTIVES}"),

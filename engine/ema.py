@@ -62,7 +62,7 @@ def make_statistics_pass(strategy, average_model: tf.Module):
 
     @tf.function(autograph=False)
     def one(batch):
-        images, _ = batch
+        images = batch[0]  # (images, labels[, loss weights])
         strategy.run(replica, args=(images,))
 
     def run(batches) -> int:

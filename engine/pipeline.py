@@ -30,11 +30,13 @@ def _decode_to_uint8(path: bytes, size: int, crop: bool) -> np.ndarray:
 
 def decoded_dataset(paths: list[str], labels: list[int], image_size: int,
                     cache: str = "memory", cache_path: str = "", *,
-                    crop_to_head: bool = False) -> tf.data.Dataset:
+                    crop_to_head: bool = False, weights=None) -> tf.data.Dataset:
     """(uint8 image [S, S, 3], float32 label) per file, decoded in parallel (through
-    imageio.prepare_rgb, as at inference), cached."""
+    imageio.prepare_rgb, as at inference), cached. With ``weights`` (one float per
+    file, engine.sample_weights) each element carries its loss weight third."""
     files = tf.data.Dataset.from_tensor_slices(list(paths))
     targets = tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.float32))
+    extra = () if weights is None else (tf.data.Dataset.from_tensor_slices(np.asarray(weights, np.float32)),)
 
     def load(path):
         # The file is read in Python, not tf.io.read_file: a manifest address may name
@@ -45,7 +47,7 @@ def decoded_dataset(paths: list[str], labels: list[int], image_size: int,
         return image
 
     images = files.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-    dataset = tf.data.Dataset.zip((images, targets))
+    dataset = tf.data.Dataset.zip((images, targets, *extra))
     if cache == "memory":
         dataset = dataset.cache()
     elif cache == "file":
@@ -88,10 +90,11 @@ def augment_batch(images, seed, *, flip: bool, rotation_degrees: float, zoom: fl
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
-def mix_batch(images, labels, seed, alpha: float):
+def mix_batch(images, labels, seed, alpha: float, loss_weights=None):
     """Mixup: each image blended with another of the same batch, its label likewise,
     with one Beta(alpha, alpha) weight per image (drawn as a ratio of Gamma draws).
-    Soft labels train a smoother decision boundary from few distinct slices."""
+    Soft labels train a smoother decision boundary from few distinct slices. Loss
+    weights, if given, are blended like the labels and returned third."""
     batch = tf.shape(images)[0]
     a = tf.random.stateless_gamma([batch], seed + 5, alpha)
     b = tf.random.stateless_gamma([batch], seed + 6, alpha)
@@ -99,11 +102,14 @@ def mix_batch(images, labels, seed, alpha: float):
     partner = tf.argsort(tf.random.stateless_uniform([batch], seed + 7))
     w = tf.reshape(weight, [-1, 1, 1, 1])
     mixed = w * images + (1.0 - w) * tf.gather(images, partner)
-    return mixed, weight * labels + (1.0 - weight) * tf.gather(labels, partner)
+    mixed_labels = weight * labels + (1.0 - weight) * tf.gather(labels, partner)
+    if loss_weights is None:
+        return mixed, mixed_labels
+    return mixed, mixed_labels, weight * loss_weights + (1.0 - weight) * tf.gather(loss_weights, partner)
 
 
-def _to_float(images, labels):
-    return tf.cast(images, tf.float32) / 255.0, labels
+def _to_float(images, labels, *loss_weights):
+    return (tf.cast(images, tf.float32) / 255.0, labels, *loss_weights)
 
 
 def train_dataset(decoded: tf.data.Dataset, count: int, global_batch: int, config,
@@ -119,14 +125,14 @@ def train_dataset(decoded: tf.data.Dataset, count: int, global_batch: int, confi
         dataset = tf.data.Dataset.zip((dataset, counter))
 
         def augment(batch, index):
-            images, labels = batch
+            images, labels, *loss_weights = batch
             step_seed = tf.stack([tf.cast(seed, tf.int64), index])
             images = augment_batch(images, step_seed, flip=config.flip,
                                    rotation_degrees=config.rotation_degrees, zoom=config.zoom,
                                    brightness=config.brightness, contrast=config.contrast)
             if config.mixup > 0:
-                images, labels = mix_batch(images, labels, step_seed, config.mixup)
-            return images, labels
+                return mix_batch(images, labels, step_seed, config.mixup, *loss_weights)
+            return (images, labels, *loss_weights)
 
         dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)

@@ -20,11 +20,15 @@ import tensorflow as tf
 from engine.epoch_metrics import local_sums
 
 
-def per_example_loss(labels, logits, class_weights=(1.0, 1.0), label_smoothing: float = 0.0):
-    """Binary cross-entropy from logits, optionally class-weighted and smoothed."""
+def per_example_loss(labels, logits, class_weights=(1.0, 1.0), label_smoothing: float = 0.0,
+                     sample_weights=None):
+    """Binary cross-entropy from logits, optionally class-weighted, smoothed and
+    weighted per example (engine.sample_weights)."""
     targets = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
     losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
     weights = tf.where(labels > 0.5, class_weights[1], class_weights[0])
+    if sample_weights is not None:
+        weights = weights * tf.cast(sample_weights, weights.dtype)
     return losses * weights
 
 
@@ -46,14 +50,15 @@ def make_train_step(strategy, model, optimizer, learning_rate_fn, *, class_weigh
     if len(variables) != len(optimizer.m):
         raise ValueError("the optimizer was built for other variables")
 
-    def replica_step(images, labels):
+    def replica_step(images, labels, *sample_weights):
         replica = tf.distribute.get_replica_context()
         count = _global_count(labels)
         lr = learning_rate_fn(optimizer.iterations)
         loss_scale = getattr(optimizer, "loss_scale", None)  # set for mixed_float16
         with tf.GradientTape() as tape:
             logits, _ = model(images, training=True)
-            losses = per_example_loss(labels, logits, class_weights, label_smoothing)
+            losses = per_example_loss(labels, logits, class_weights, label_smoothing,
+                                      sample_weights[0] if sample_weights else None)
             loss = tf.nn.compute_average_loss(losses, global_batch_size=count)
             scaled = loss * loss_scale.scale if loss_scale is not None else loss
         gradients = tape.gradient(scaled, variables)
@@ -70,8 +75,8 @@ def make_train_step(strategy, model, optimizer, learning_rate_fn, *, class_weigh
         return loss, sums
 
     def step(batch):
-        images, labels = batch
-        loss, sums = strategy.run(replica_step, args=(images, labels))
+        # (images, labels) or (images, labels, per-example loss weights)
+        loss, sums = strategy.run(replica_step, args=tuple(batch))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
         if metrics is not None:
             metrics.update(loss, strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None),

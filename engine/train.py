@@ -63,6 +63,17 @@ def _class_weights(config: TrainConfig, labels) -> tuple[float, float]:
     return (total / (2.0 * max(negatives, 1)), total / (2.0 * max(positives, 1)))
 
 
+def _loss_weights(config: TrainConfig, train_rows):
+    """Per-image loss weights by duplicate group (engine.sample_weights), or None."""
+    if config.group_weighting <= 0:
+        return None
+    from engine.sample_weights import group_weights
+    weights = group_weights([r.group for r in train_rows], config.group_weighting)
+    log.info("group weighting %.3g: loss weights %.3f to %.3f over %d training images",
+             config.group_weighting, float(weights.min()), float(weights.max()), len(weights))
+    return weights
+
+
 def _prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = True):
     """The run's manifest rows and data summary: the folder's own manifest if it has
     one, else a fresh scan (written to the folder by the chief; other workers scan the
@@ -357,7 +368,8 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         cache_dir.mkdir(exist_ok=True)
     train_decoded = pipeline.decoded_dataset(
         [r.path for r in train_rows], [r.label for r in train_rows], config.image_size,
-        config.cache, str(cache_dir / "train"), crop_to_head=config.crop_to_head)
+        config.cache, str(cache_dir / "train"), crop_to_head=config.crop_to_head,
+        weights=_loss_weights(config, train_rows))
     val_decoded = pipeline.decoded_dataset(
         [r.path for r in val_rows], [r.label for r in val_rows], config.image_size,
         config.cache, str(cache_dir / "val"), crop_to_head=config.crop_to_head)

@@ -151,11 +151,13 @@ def test_sigterm_to_the_cli_process_stops_cleanly(data_dir, tmp_path):
 
 def test_file_cache_and_two_logical_devices(data_dir, tmp_path):
     """Data that does not fit in memory is cached on disk; devices=cpu:2 trains on
-    two replicas (the CPU split by conftest)."""
+    two replicas (the CPU split by conftest); loss weights by duplicate group travel
+    with the cached images to both replicas and into the weight average's pass."""
     config = tiny_config(data_dir=str(data_dir), epochs=1, dedup_distance=-1, cache="file",
-                         devices="cpu:2")
+                         devices="cpu:2", group_weighting=1.0)
     status = train_and_evaluate(config, tmp_path, final_evaluation=False)  # evaluation: other tests
     assert status["state"] == "finished", status.get("error")
+    assert "group weighting 1: loss weights" in (tmp_path / "train.log").read_text()
     assert list((tmp_path / "cache").glob("train*.index"))
     stored = json.loads((tmp_path / "config.json").read_text())
     assert stored["derived"]["replicas"] == 2 and stored["derived"]["per_replica_batch_size"] == 4
