@@ -4,7 +4,9 @@ Each is one ``tf.function`` wrapping ``strategy.run`` and ``strategy.reduce``, a
 TensorFlow's custom-training guide. The per-example loss is reduced with
 ``tf.nn.compute_average_loss`` over the number of examples actually in the global
 batch (all-reduced), so the loss and the update are the same whatever the number of
-replicas, and a last partial batch is averaged over its true size.
+replicas, and a last partial batch is averaged over its true size. A batch may carry
+per-example loss weights third (engine.sample_weights, mean 1 over the training part);
+the loss then, and the train loss logged, is the weighted mean.
 
 The steps are compiled with ``autograph=False``: no branch in them, the model or the
 optimizer depends on a tensor's value (each ``if`` is decided by Python values when the
