@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", choices=CACHES, default=defaults.cache)
     parser.add_argument("--best-metric", choices=BEST_METRICS, default=defaults.best_metric)
     parser.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap for smoke runs")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed of the split and folds (and of training unless --init-seed)")
+    parser.add_argument("--init-seed", type=int, default=defaults.init_seed,
+                        help="seed of the initial weights, shuffle and augmentation only: another "
+                        "model on the same split or folds; -1 = --seed")
     parser.add_argument("--label-review", default="", metavar="FILE",
                         help="label review CSV (from the Label review page): train on the "
                         "reviewed labels, leave excluded images out; the original labels stay "
@@ -105,8 +109,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
     # Options named like the TrainConfig field they set (--image-size -> image_size).
     fields = ("data_dir", "preset", "width", "image_size", "epochs", "batch_size", "learning_rate",
               "schedule", "warmup_epochs", "weight_decay", "devices", "cache", "best_metric",
-              "max_steps_per_epoch", "seed", "rotation_degrees", "zoom", "brightness", "contrast",
-              "group_weighting", "ema_decay", "label_review",
+              "max_steps_per_epoch", "seed", "init_seed", "rotation_degrees", "zoom", "brightness",
+              "contrast", "group_weighting", "ema_decay", "label_review",
               "kernel_init", "mixup", "collective", "precision")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}

@@ -62,7 +62,8 @@ class TrainConfig:
     # Run
     devices: str = "auto"  # "auto", "cpu", "gpu", or a count such as "2"
     collective: str = "auto"  # all-reduce across workers (TF_CONFIG): "auto", "ring" or "nccl"
-    seed: int = 42
+    seed: int = 42  # the split and the folds; also training's randomness unless init_seed is set
+    init_seed: int = -1  # initial weights, shuffle and augmentation; -1 = seed (same folds, another model)
     log_every_steps: int = 10
     keep_checkpoints: int = 3
     best_metric: str = "val/auc"
@@ -94,6 +95,12 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of everything random in training (not the split): ``init_seed``
+        when set, so several models can train on the same folds."""
+        return self.init_seed if self.init_seed >= 0 else self.seed
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -290,7 +290,7 @@ class ResNet(tf.Module):
 def build_model(config) -> ResNet:
     """The model a TrainConfig describes (create it inside ``strategy.scope()``)."""
     return ResNet(config.preset, config.width, tuple(config.head_units), config.dropout,
-                  seed=config.seed, kernel_init=config.kernel_init, precision=config.precision)
+                  seed=config.training_seed, kernel_init=config.kernel_init, precision=config.precision)
 
 
 def count_parameters(module: tf.Module, trainable_only: bool = True) -> int:

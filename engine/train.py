@@ -335,7 +335,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     from engine.optim import learning_rate_at
     from engine.steps import make_eval_step, make_train_step
 
-    tf.random.set_seed(config.seed)
+    tf.random.set_seed(config.training_seed)
     rows, _ = _prepare_data(config, folder, resume, write=chief)
     train_rows, val_rows = rows_for_training(rows, "train"), rows_for_training(rows, "val")
     derived = derive(config, len(train_rows), len(val_rows), len(rows_for_split(rows, "test")),
@@ -427,7 +427,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         # skipping the ones done replays the uninterrupted run.
         train_batches = strategy.experimental_distribute_dataset(_sharded(pipeline.train_dataset(
             train_decoded, len(train_rows), global_batch, config,
-            seed=config.seed * 10_007 + epoch).skip(max(done_in_epoch, 0))))
+            seed=config.training_seed * 10_007 + epoch).skip(max(done_in_epoch, 0))))
         totals = _train_epoch(loop, epoch, iter(train_batches), remaining, epoch_start)
         stopping = totals.stopped
         if stopping:  # mid-epoch: keep the steps done, skip this epoch's validation
@@ -441,7 +441,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
             weight_average.copy_statistics()
             statistics_pass(strategy.experimental_distribute_dataset(_sharded(pipeline.train_dataset(
                 train_decoded, len(train_rows), global_batch, config,
-                seed=config.seed * 10_007 + epoch + 500_000).take(STATISTICS_BATCHES))))
+                seed=config.training_seed * 10_007 + epoch + 500_000).take(STATISTICS_BATCHES))))
         record = {"kind": names.KIND_EPOCH, "epoch": epoch + 1,
                   "step": int(optimizer.iterations.numpy()), "time": time.time()}
         record.update(totals.summary)

@@ -51,3 +51,21 @@ def test_shipped_recipe_flag_starts_from_the_shipped_config_and_options_override
             "--brightness", "0.15", "--contrast", "0.2"]
     assert config_from_args(parser.parse_args(argv), parser, argv) == shipped_config(
         epochs=3, crop_to_head=True, ema_decay=0.5, brightness=0.15, contrast=0.2)
+
+
+def test_init_seed_changes_the_model_not_the_split():
+    """--init-seed trains another model on the same folds: the initial weights follow
+    it, while --seed alone (init_seed -1) still sets both, as before the option existed."""
+    import numpy as np
+    from engine.model import build_model
+    base = tiny_config(seed=42)
+    assert base.training_seed == 42 and base.replace(init_seed=7).training_seed == 7
+    assert base.replace(init_seed=7).seed == 42  # the split's seed is untouched
+
+    def kernel(config):  # every trainable value; batch-norm ones start at 0 or 1 whatever the seed
+        return np.concatenate([v.numpy().ravel() for v in build_model(config).trainable_variables])
+    np.testing.assert_array_equal(kernel(base), kernel(base.replace(init_seed=42)))
+    assert not np.allclose(kernel(base), kernel(base.replace(init_seed=7)))
+    parser = build_parser()
+    argv = ["--shipped-recipe", "--init-seed", "7"]
+    assert config_from_args(parser.parse_args(argv), parser, argv).training_seed == 7
