@@ -66,12 +66,16 @@ with st.expander("Start a new training run", expanded=not runs.active_runs(runs_
                                 "mean ± std over folds (python -m engine.cv)")
         label_review = c4.text_input("Label review file (optional)", recipe.label_review,
                                      help="A CSV from the Label review page: train on the reviewed labels")
-        c1, c2 = st.columns([1, 3])
+        c1, c2, c3 = st.columns([1, 1, 2])
+        group_weighting = c2.number_input(
+            "Duplicate-group weighting (power, 0 = off)", 0.0, 2.0, float(recipe.group_weighting), 0.25,
+            help="Each training image's loss weighted by 1/(copies of its slice)^power, mean 1: at 1 a "
+            "slice copied 40 times counts as much as a slice with no copies")
         workers = c1.number_input("Workers (processes)", 1, 16, 1,
                                   help="Above 1: one run as several local worker processes under "
                                   "MultiWorkerMirroredStrategy (python -m engine.launch); each takes "
                                   "its part of every global batch")
-        parallel = c2.checkbox("Allow a run in parallel with one already training")
+        parallel = c3.checkbox("Allow a run in parallel with one already training")
         submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
@@ -80,7 +84,8 @@ if submitted:
                   schedule=schedule, devices=devices, seed=int(seed), augment=bool(augment),
                   max_steps_per_epoch=int(max_steps), warmup_epochs=float(warmup_epochs),
                   weight_decay=float(weight_decay), ema_decay=float(ema_decay),
-                  crop_to_head=bool(crop), label_review=label_review.strip())
+                  crop_to_head=bool(crop), label_review=label_review.strip(),
+                  group_weighting=float(group_weighting))
     problem = check_data_dir_allowed(values["data_dir"])
     config = None
     if not problem:

@@ -283,7 +283,8 @@ def test_train_form_writes_the_whole_config_it_shows_and_trains_it(run_folder, m
     at = app_on("train")
     recipe_name = next(n for n in RECIPES if n.startswith("Tiny"))
     next(s for s in at.selectbox if s.label == "Recipe").set_value(recipe_name).run()
-    form_values = {"Epochs": 50, "Image size (px)": 48, "Weight averaging decay (0 = off)": 0.5}
+    form_values = {"Epochs": 50, "Image size (px)": 48, "Weight averaging decay (0 = off)": 0.5,
+                   "Duplicate-group weighting (power, 0 = off)": 0.75}
     for label, value in form_values.items():
         next(n for n in at.number_input if n.label == label).set_value(value)
     next(c for c in at.checkbox if c.label == "Crop to the head").check()
@@ -304,7 +305,8 @@ def test_train_form_writes_the_whole_config_it_shows_and_trains_it(run_folder, m
     try:
         saved = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["config"])
         expected = RECIPES[recipe_name]().replace(
-            data_dir=data_dir, epochs=50, image_size=48, ema_decay=0.5, crop_to_head=True)
+            data_dir=data_dir, epochs=50, image_size=48, ema_decay=0.5, crop_to_head=True,
+            group_weighting=0.75)
         for field, value in expected.to_dict().items():
             assert getattr(saved, field) == value or (
                 isinstance(value, float) and getattr(saved, field) == pytest.approx(value)), field
