@@ -16,6 +16,9 @@ epoch budget, batch size and learning rate with warm-up + cosine decay. Two reci
   test-time averaging), so only the model code and the training loop differ: a
   diagnostic of the implementation, not a user's alternative.
 
+Keras's seeds follow the CV's training seed (``--init-seed`` of engine.cv, else
+``--seed``), so a seed rerun of the engine gets a seed rerun of the reference.
+
 Both sets of out-of-fold predictions are scored the same way (engine.cv.fold_summary:
 per-fold threshold and temperature fitted on the other folds); the script prints both CV
 means ± std and the ratio of out-of-fold errors (engine / Keras), and writes
@@ -81,7 +84,7 @@ def plain_training_data(config: TrainConfig, train_rows, steps: int) -> tf.data.
                                 layers.RandomZoom(config.zoom, fill_mode="constant")])
     decoded = pipeline.decoded_dataset([r.path for r in train_rows], [r.label for r in train_rows],
                                        config.image_size, crop_to_head=False)
-    data = (decoded.shuffle(len(train_rows), seed=config.seed, reshuffle_each_iteration=True)
+    data = (decoded.shuffle(len(train_rows), seed=config.training_seed, reshuffle_each_iteration=True)
             .repeat().batch(config.batch_size, drop_remainder=True)
             .map(lambda x, y: (augment(tf.cast(x, tf.float32) / 255.0, training=True), y),
                  num_parallel_calls=tf.data.AUTOTUNE))
@@ -93,7 +96,7 @@ def same_training_data(config: TrainConfig, train_rows) -> tf.data.Dataset:
     decoded = pipeline.decoded_dataset([r.path for r in train_rows], [r.label for r in train_rows],
                                        config.image_size, crop_to_head=config.crop_to_head)
     epochs = [pipeline.train_dataset(decoded, len(train_rows), config.batch_size, config,
-                                     seed=config.seed * 10_007 + e) for e in range(config.epochs)]
+                                     seed=config.training_seed * 10_007 + e) for e in range(config.epochs)]
     data = epochs[0]
     for later in epochs[1:]:
         data = data.concatenate(later)  # each epoch its own shuffle and augmentation seed
@@ -161,7 +164,7 @@ def main(argv=None) -> int:
     for fold in chosen:
         index = [i for i, r in enumerate(rows) if r.fold == fold]
         train = [r for r in rows if r.fold != fold]
-        logits, took = train_fold(config, train, [rows[i] for i in index], config.seed + fold,
+        logits, took = train_fold(config, train, [rows[i] for i in index], config.training_seed + fold,
                                   args.recipe)
         keras_logits[index] = logits
         seconds.append(took)
