@@ -46,7 +46,7 @@ from keras import layers  # noqa: E402
 from bench.keras_reference import keras_resnet  # noqa: E402
 from engine import pipeline, runs  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
-from engine.cv import OOF_FILE, fold_summary, read_oof  # noqa: E402
+from engine.cv import OOF_FILE, fold_summary, out_of_fold_errors, read_oof  # noqa: E402
 from engine.manifest import read_manifest  # noqa: E402
 
 
@@ -153,13 +153,11 @@ def main(argv=None) -> int:
     keras_logits = np.full(len(rows), np.nan)
     seconds = []
     if args.keras_oof:
-        import csv
-        from engine.sources import relocate
-        with open(args.keras_oof, newline="") as handle:
-            saved = {relocate(r["path"]): (float(r["logit"]), int(r["fold"])) for r in csv.DictReader(handle)}
-        if any(saved.get(r.path, (0, r.fold))[1] != r.fold for r in rows):
+        from bench.oof_compare import read_source
+        saved = read_source(args.keras_oof)  # path -> (label, logit, fold)
+        if any(saved.get(r.path, (0, 0, r.fold))[2] != r.fold for r in rows):
             raise SystemExit("the saved Keras predictions come from different folds")
-        keras_logits = np.array([saved.get(r.path, (np.nan, 0))[0] for r in rows])
+        keras_logits = np.array([saved.get(r.path, (0, np.nan, 0))[1] for r in rows])
         chosen = []
     for fold in chosen:
         index = [i for i, r in enumerate(rows) if r.fold == fold]
@@ -179,8 +177,8 @@ def main(argv=None) -> int:
     results = {}
     for name, logits in (("engine", engine_logits), ("keras", keras_logits[mask])):
         summary = fold_summary(labels, logits, fold_of, len(renumber))
-        errors = sum(round((1 - f["accuracy"]) * f["images"]) for f in summary["folds"])
-        results[name] = {"mean": summary["mean"], "std": summary["std"], "oof_errors": errors,
+        results[name] = {"mean": summary["mean"], "std": summary["std"],
+                         "oof_errors": out_of_fold_errors(summary),
                          "pooled_oof_roc_auc": summary["pooled_oof_roc_auc"]}
     if args.keras_oof:
         ratio = results["engine"]["oof_errors"] / max(results["keras"]["oof_errors"], 1)

@@ -17,7 +17,6 @@ the same images with the same folds; the script stops if they do not.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
@@ -26,28 +25,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from engine.cv import OOF_FILE, fold_summary  # noqa: E402
-from engine.sources import relocate  # noqa: E402
+from engine.cv import OOF_FILE, fold_summary, out_of_fold_errors, read_oof  # noqa: E402
 
 
 def read_source(source: str) -> dict[str, tuple[int, float, int]]:
-    """path -> (label, logit, fold) from a CV folder or a predictions CSV."""
+    """path -> (label, logit, fold) from a CV folder or a predictions CSV (paths mapped
+    onto this machine's Br35H copy by engine.cv.read_oof)."""
     path = Path(source)
     if path.is_dir():
         path = path / OOF_FILE
-    with open(path, newline="") as handle:
-        return {relocate(r["path"]): (int(r["label"]), float(r["logit"]), int(r["fold"]))
-                for r in csv.DictReader(handle)}
+    return {r["path"]: (int(r["label"]), float(r["logit"]), int(r["fold"])) for r in read_oof(path)}
 
 
-def row(name: str, labels, logits, folds_of) -> tuple[str, int]:
-    count = int(folds_of.max()) + 1
-    summary = fold_summary(labels, logits, folds_of, count)
-    errors = sum(round((1 - f["accuracy"]) * f["images"]) for f in summary["folds"])
+def row(name: str, labels, logits, folds_of) -> str:
+    summary = fold_summary(labels, logits, folds_of, int(folds_of.max()) + 1)
     m, s = summary["mean"], summary["std"]
     per_fold = ", ".join(f"{100 * f['accuracy']:.1f}" for f in summary["folds"])
     return (f"| {name} | {100 * m['accuracy']:.1f} ± {100 * s['accuracy']:.1f}% | "
-            f"{m['roc_auc']:.3f} ± {s['roc_auc']:.3f} | {errors} | {per_fold} |"), errors
+            f"{m['roc_auc']:.3f} ± {s['roc_auc']:.3f} | {out_of_fold_errors(summary)} | {per_fold} |")
 
 
 def main(argv=None) -> int:
@@ -69,9 +64,9 @@ def main(argv=None) -> int:
     print("| source | CV accuracy | CV ROC AUC | out-of-fold errors | accuracy per fold |")
     print("|---|---|---|---|---|")
     for source, values in zip(args.sources, logits):
-        print(row(source, labels, values, folds_of)[0])
+        print(row(source, labels, values, folds_of))
     if args.ensemble and len(logits) > 1:
-        print(row(f"mean logit of the {len(logits)} above", labels, np.mean(logits, axis=0), folds_of)[0])
+        print(row(f"mean logit of the {len(logits)} above", labels, np.mean(logits, axis=0), folds_of))
     return 0
 
 

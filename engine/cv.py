@@ -237,6 +237,12 @@ def fold_summary(labels, logits, fold_of, folds: int) -> dict:
     return {"folds": per_fold, "mean": mean, "std": std, "pooled_oof_roc_auc": pooled_auc}
 
 
+def out_of_fold_errors(summary: dict) -> int:
+    """Misclassified out-of-fold images of a ``fold_summary``, each fold at its own
+    cross-fitted threshold: the count the Keras comparison ranks by."""
+    return sum(round((1 - f["accuracy"]) * f["images"]) for f in summary["folds"])
+
+
 def write_oof(path: Path, pool, logits, temperature: float) -> None:
     from engine.calibration import calibrated
     probabilities = calibrated(logits, temperature)

@@ -202,3 +202,22 @@ def test_a_stopped_cv_resumes_with_its_unfinished_fold(tmp_path):
     epochs = [r["epoch"] for r in runs.read_metrics(folder / "fold_1", "epoch")]
     assert epochs == [1, 2, 3]
     assert json.loads((folder / "cv_summary.json").read_text())["folds_count"] == 2
+
+
+def test_out_of_fold_errors_count_each_fold_at_its_cross_fitted_threshold():
+    """The error count the Keras comparison ranks by equals a direct recount of the
+    images each fold gets wrong at the threshold and temperature fitted on the others."""
+    from engine.calibration import calibrated
+    from engine.cv import fold_summary, out_of_fold_errors
+    rng = np.random.default_rng(5)
+    labels = np.tile([0, 1], 150)
+    logits = (2 * labels - 1) * 1.5 + rng.normal(0, 1.5, labels.size)  # overlapping classes
+    fold_of = np.arange(labels.size) % 3
+    summary = fold_summary(labels, logits, fold_of, 3)
+    wrong = 0
+    for fold in summary["folds"]:
+        held = fold_of == fold["fold"]
+        predicted = calibrated(logits[held], fold["temperature"]) >= fold["threshold"]
+        wrong += int((predicted != labels[held].astype(bool)).sum())
+    assert wrong > 10
+    assert out_of_fold_errors(summary) == wrong
