@@ -243,6 +243,27 @@ def out_of_fold_errors(summary: dict) -> int:
     return sum(round((1 - f["accuracy"]) * f["images"]) for f in summary["folds"])
 
 
+def cross_fitted_probabilities(summary: dict, logits, fold_of) -> np.ndarray:
+    """Each out-of-fold image's probability calibrated with its fold's temperature from
+    ``fold_summary`` (fitted on the other folds)."""
+    from engine.calibration import calibrated
+    logits, fold_of = np.asarray(logits, np.float64), np.asarray(fold_of)
+    probabilities = np.zeros(len(logits))
+    for fold in summary["folds"]:
+        held = fold_of == fold["fold"]
+        probabilities[held] = calibrated(logits[held], fold["temperature"])
+    return probabilities
+
+
+def cross_fitted_predictions(summary: dict, logits, fold_of) -> np.ndarray:
+    """Each out-of-fold image's predicted label (0/1) at its fold's threshold, as
+    ``fold_summary`` scored it: the per-image view of ``out_of_fold_errors``, so that
+    several models' errors can be compared image by image."""
+    probabilities = cross_fitted_probabilities(summary, logits, fold_of)
+    thresholds = {f["fold"]: f["threshold"] for f in summary["folds"]}
+    return (probabilities >= np.vectorize(thresholds.get)(np.asarray(fold_of))).astype(int)
+
+
 def write_oof(path: Path, pool, logits, temperature: float) -> None:
     from engine.calibration import calibrated
     probabilities = calibrated(logits, temperature)

@@ -1,0 +1,101 @@
+"""bench/oof_compare.py's command line on synthetic out-of-fold CSVs: each source scored
+as engine.cv scores it, the mean-logit ensemble, and the image-by-image error overlap."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import oof_compare  # noqa: E402
+from engine.cv import cross_fitted_predictions, fold_summary, out_of_fold_errors  # noqa: E402
+
+FOLDS = 3
+
+
+def _write_source(path: Path, names, labels, logits, folds, groups=None) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "probability", "fold", "logit"] + (["group"] if groups is not None else []))
+        for i, name in enumerate(names):
+            extra = [groups[i]] if groups is not None else []
+            writer.writerow([name, labels[i], f"{1 / (1 + np.exp(-logits[i])):.6f}", folds[i],
+                             f"{logits[i]:.6f}", *extra])
+
+
+@pytest.fixture()
+def three_sources(tmp_path):
+    rng = np.random.default_rng(11)
+    n = 240
+    names = [f"/data/img_{i:03d}.png" for i in range(n)]
+    labels = np.tile([0, 1], n // 2)
+    folds = np.arange(n) % FOLDS
+    groups = np.arange(n) // 4
+    signal = (2 * labels - 1) * 1.5
+    hard = np.zeros(n, bool)
+    hard[:12] = True  # every model sees these 12 with the wrong sign
+    logits = []
+    for k in range(3):
+        values = signal + rng.normal(0, 1.4, n)
+        values[hard] = -4 * (2 * labels[hard] - 1)
+        logits.append(np.round(values, 6))
+    cv_dir = tmp_path / "cv"
+    cv_dir.mkdir()
+    _write_source(cv_dir / "oof_predictions.csv", names, labels, logits[0], folds, groups)
+    with open(cv_dir / "label_issues.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "flagged"])
+        for i in range(n):
+            writer.writerow([names[i], labels[i], "True" if i < 5 else "False"])
+    sources = [str(cv_dir)]
+    for k in (1, 2):
+        sources.append(str(tmp_path / f"other_{k}.csv"))
+        _write_source(Path(sources[-1]), names, labels, logits[k], folds)
+    return sources, names, labels, folds, logits, hard
+
+
+def test_rows_and_overlap_match_a_direct_recount(three_sources, tmp_path, capsys):
+    sources, names, labels, folds, logits, hard = three_sources
+    out = tmp_path / "overlap.csv"
+    assert oof_compare.main([*sources, "--ensemble", "--overlap", str(out)]) == 0
+    printed = capsys.readouterr().out
+
+    wrong = []
+    for values in logits:
+        summary = fold_summary(labels, values, folds, FOLDS)
+        predicted = cross_fitted_predictions(summary, values, folds)
+        assert out_of_fold_errors(summary) == int((predicted != labels).sum())
+        assert f"| {out_of_fold_errors(summary)} |" in printed
+        wrong.append(predicted != labels)
+    ensemble = fold_summary(labels, np.mean(logits, axis=0), folds, FOLDS)
+    assert "mean logit of the 3 above" in printed and f"| {out_of_fold_errors(ensemble)} |" in printed
+
+    wrong_in = np.sum(wrong, axis=0)
+    counts = [int((wrong_in == k).sum()) for k in range(4)]
+    assert f"k = 0..3: {counts}" in printed
+    assert counts[3] >= hard.sum()  # the planted errors are made by all three
+    assert f"misclassified by all 3: {counts[3]}" in printed
+    assert f"flagged by the label audit of {sources[0]}: 5" in printed  # the 5 flagged are all hard
+
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == int((wrong_in > 0).sum())
+    assert [int(r["wrong_in"]) for r in rows] == sorted((int(r["wrong_in"]) for r in rows), reverse=True)
+    by_path = {r["path"]: r for r in rows}
+    for i in np.flatnonzero(hard):
+        row = by_path[names[i]]
+        assert row["wrong_in"] == "3" and row["group"] == str(i // 4)
+        assert [row[f"wrong_{k}"] for k in range(3)] == ["1", "1", "1"]
+        assert (float(row["mean_probability"]) > 0.5) != bool(labels[i])
+
+
+def test_sources_on_other_folds_are_refused(three_sources, tmp_path):
+    sources, names, labels, folds, logits, _ = three_sources
+    shifted = tmp_path / "shifted.csv"
+    _write_source(shifted, names, labels, logits[1], (folds + 1) % FOLDS)
+    with pytest.raises(SystemExit, match="same folds"):
+        oof_compare.main([sources[0], str(shifted)])
