@@ -174,41 +174,40 @@ def main(argv=None) -> int:
     renumber = {f: i for i, f in enumerate(sorted(set(fold_of.tolist())))}
     fold_of = np.array([renumber[f] for f in fold_of])
     engine_logits = np.array([engine_oof[r.path] for r in rows])[mask]
-    results = {}
-    for name, logits in (("engine", engine_logits), ("keras", keras_logits[mask])):
-        summary = fold_summary(labels, logits, fold_of, len(renumber))
-        results[name] = {"mean": summary["mean"], "std": summary["std"],
-                         "oof_errors": out_of_fold_errors(summary),
-                         "pooled_oof_roc_auc": summary["pooled_oof_roc_auc"]}
+    summaries = {name: fold_summary(labels, logits, fold_of, len(renumber))
+                 for name, logits in (("engine", engine_logits), ("keras", keras_logits[mask]))}
+    results = {name: {"mean": summary["mean"], "std": summary["std"],
+                      "oof_errors": out_of_fold_errors(summary),
+                      "pooled_oof_roc_auc": summary["pooled_oof_roc_auc"]}
+               for name, summary in summaries.items()}
+    ratio = results["engine"]["oof_errors"] / max(results["keras"]["oof_errors"], 1)
     if args.keras_oof:
-        ratio = results["engine"]["oof_errors"] / max(results["keras"]["oof_errors"], 1)
         print(f"engine {cv_dir.name} vs saved Keras predictions {args.keras_oof}")
-        for name in ("engine", "keras"):
-            m, s = results[name]["mean"], results[name]["std"]
-            print(f"| {name} | {100 * m['accuracy']:.1f} ± {100 * (s['accuracy'] or 0):.1f}% | "
-                  f"{m['roc_auc']:.3f} ± {(s['roc_auc'] or 0):.3f} | {results[name]['oof_errors']} |")
+        print_table(summaries)
         print(f"engine / Keras out-of-fold errors: {ratio:.2f}")
         return 0
     with open(cv_dir / f"keras_{args.recipe}_oof_predictions.csv", "w") as handle:
         handle.write("path,label,logit,fold\n")
         for r, z in zip(np.array(rows, dtype=object)[mask], keras_logits[mask]):
             handle.write(f"{r.path},{r.label},{z:.6f},{r.fold}\n")
-    ratio = results["engine"]["oof_errors"] / max(results["keras"]["oof_errors"], 1)
     print(f"\nKeras recipe: {args.recipe}; "
           f"{len(chosen)} folds, {int(mask.sum())} out-of-fold images, {config.epochs} epochs, "
           f"{config.image_size} px, {config.preset} x{config.width}, crop_to_head={config.crop_to_head}")
-    print("| | accuracy (mean ± std) | ROC AUC (mean ± std) | out-of-fold errors |")
-    print("|---|---|---|---|")
-    for name in ("engine", "keras"):
-        m, s = results[name]["mean"], results[name]["std"]
-        print(f"| {name} | {100 * m['accuracy']:.1f} ± {100 * (s['accuracy'] or 0):.1f}% | "
-              f"{m['roc_auc']:.3f} ± {(s['roc_auc'] or 0):.3f} | {results[name]['oof_errors']} |")
+    print_table(summaries)
     print(f"engine / Keras out-of-fold errors: {ratio:.2f}; Keras training {np.mean(seconds):.0f} s per fold")
     name = "keras_comparison.json" if args.recipe == "plain" else "keras_comparison_same.json"
     (cv_dir / name).write_text(json.dumps(
         {**results, "error_ratio": ratio, "folds": chosen, "recipe": args.recipe,
          "keras_seconds_per_fold": seconds}, indent=2))
     return 0
+
+
+def print_table(summaries: dict) -> None:
+    """The engine's and Keras's rows, as bench/oof_compare.py prints every source."""
+    from bench.oof_compare import TABLE_HEADER, row
+    print(TABLE_HEADER)
+    for name, summary in summaries.items():
+        print(row(name, summary))
 
 
 if __name__ == "__main__":

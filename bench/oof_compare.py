@@ -57,11 +57,16 @@ def summarize(labels, logits, folds_of) -> dict:
     return fold_summary(labels, logits, folds_of, int(folds_of.max()) + 1)
 
 
+TABLE_HEADER = ("| source | CV accuracy | CV ROC AUC | out-of-fold errors | accuracy per fold |\n"
+                "|---|---|---|---|---|")
+
+
 def row(name: str, summary: dict) -> str:
+    """One table row of a fold_summary (std shown as 0 when only one fold was scored)."""
     m, s = summary["mean"], summary["std"]
     per_fold = ", ".join(f"{100 * f['accuracy']:.1f}" for f in summary["folds"])
-    return (f"| {name} | {100 * m['accuracy']:.1f} ± {100 * s['accuracy']:.1f}% | "
-            f"{m['roc_auc']:.3f} ± {s['roc_auc']:.3f} | {out_of_fold_errors(summary)} | {per_fold} |")
+    return (f"| {name} | {100 * m['accuracy']:.1f} ± {100 * (s['accuracy'] or 0):.1f}% | "
+            f"{m['roc_auc']:.3f} ± {(s['roc_auc'] or 0):.3f} | {out_of_fold_errors(summary)} | {per_fold} |")
 
 
 def main(argv=None) -> int:
@@ -82,8 +87,7 @@ def main(argv=None) -> int:
     folds_of = np.array([tables[0][p][2] for p in paths])
     logits = [np.array([t[p][1] for p in paths]) for t in tables]
     print(f"{len(paths)} out-of-fold images, {int(folds_of.max()) + 1} folds")
-    print("| source | CV accuracy | CV ROC AUC | out-of-fold errors | accuracy per fold |")
-    print("|---|---|---|---|---|")
+    print(TABLE_HEADER)
     summaries = [summarize(labels, values, folds_of) for values in logits]
     for source, summary in zip(args.sources, summaries):
         print(row(source, summary))

@@ -99,3 +99,33 @@ def test_sources_on_other_folds_are_refused(three_sources, tmp_path):
     _write_source(shifted, names, labels, logits[1], (folds + 1) % FOLDS)
     with pytest.raises(SystemExit, match="same folds"):
         oof_compare.main([sources[0], str(shifted)])
+
+
+def test_keras_comparison_scores_saved_predictions_on_the_same_folds(cv_run, tmp_path, capsys):
+    """bench/keras_cv.py --keras-oof on a real (tiny) engine.cv folder: both sides scored
+    as engine.cv scores them, the ratio of their error counts, and a refusal when the
+    saved predictions come from other folds."""
+    from bench import keras_cv
+    from engine.cv import read_oof
+    rows = read_oof(cv_run / "oof_predictions.csv")
+    labels = np.array([int(r["label"]) for r in rows])
+    folds = np.array([int(r["fold"]) for r in rows])
+    engine_logits = np.array([float(r["logit"]) for r in rows])
+    other = engine_logits.copy()
+    other[::4] = -other[::4]  # a worse "Keras" model: a quarter of the images turned around
+    saved = tmp_path / "keras_plain_oof_predictions.csv"
+    _write_source(saved, [r["path"] for r in rows], labels, other, folds)
+
+    assert keras_cv.main([str(cv_run), "--keras-oof", str(saved)]) == 0
+    printed = capsys.readouterr().out
+    count = folds.max() + 1
+    engine_errors = out_of_fold_errors(fold_summary(labels, engine_logits, folds, count))
+    keras_errors = out_of_fold_errors(fold_summary(labels, other, folds, count))
+    assert keras_errors > engine_errors  # the turned-around quarter makes the saved model worse
+    assert "| engine | " in printed and f"| {engine_errors} |" in printed
+    assert f"| {keras_errors} |" in printed
+    assert f"engine / Keras out-of-fold errors: {engine_errors / keras_errors:.2f}" in printed
+
+    _write_source(saved, [r["path"] for r in rows], labels, other, (folds + 1) % count)
+    with pytest.raises(SystemExit, match="different folds"):
+        keras_cv.main([str(cv_run), "--keras-oof", str(saved)])
