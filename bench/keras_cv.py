@@ -19,7 +19,7 @@ epoch budget, batch size and learning rate with warm-up + cosine decay. Two reci
 Keras's seeds follow the CV's training seed (``--init-seed`` of engine.cv, else
 ``--seed``), so a seed rerun of the engine gets a seed rerun of the reference.
 
-Both sets of out-of-fold predictions are scored the same way (engine.cv.fold_summary:
+Both sets of out-of-fold predictions are scored the same way (engine.training.cv.fold_summary:
 per-fold threshold and temperature fitted on the other folds); the script prints both CV
 means ± std and the ratio of out-of-fold errors (engine / Keras), and writes
 ``keras_<recipe>_oof_predictions.csv`` and ``keras_comparison[_same].json``.
@@ -44,14 +44,15 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from bench.keras_reference import keras_resnet  # noqa: E402
-from engine import pipeline, runs  # noqa: E402
+from engine.data import pipeline  # noqa: E402
+from engine import runs  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
-from engine.cv import OOF_FILE, fold_summary, out_of_fold_errors, read_oof  # noqa: E402
-from engine.manifest import read_manifest  # noqa: E402
+from engine.evaluation.oof import OOF_FILE, fold_summary, out_of_fold_errors, read_oof  # noqa: E402
+from engine.data.manifest import read_manifest  # noqa: E402
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up then cosine decay to 0, as engine.optim.learning_rate_at."""
+    """Linear warm-up then cosine decay to 0, as engine.training.optim.learning_rate_at."""
 
     def __init__(self, base, warmup, total):
         self.base, self.warmup, self.total = base, float(warmup), float(max(total, 1))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from engine.model import BN_EPSILON, BN_MOMENTUM, DEPTHS, stage_widths
+from engine.model.resnet import BN_EPSILON, BN_MOMENTUM, DEPTHS, stage_widths
 
 
 def _bn():

@@ -28,7 +28,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import metric_names as names  # noqa: E402
+from engine.evaluation import metric_names as names  # noqa: E402
 from engine import runs  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 

@@ -7,7 +7,7 @@ what averaging them would give.
 
 Each argument is an engine.cv folder (its ``oof_predictions.csv``) or a CSV with
 ``path,label,logit,fold`` columns (what bench/keras_cv.py writes). Every source is
-scored as engine.cv scores its own folds (engine.cv.fold_summary: each fold at a
+scored as engine.cv scores its own folds (engine.training.cv.fold_summary: each fold at a
 threshold and temperature fitted on the other folds) and printed as one table row:
 CV accuracy and ROC AUC (mean ± std over folds) and out-of-fold errors. With
 ``--ensemble`` a last row averages the sources' logits image by image: what a fold
@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from engine.cv import (OOF_FILE, cross_fitted_predictions,  # noqa: E402
+from engine.evaluation.oof import (OOF_FILE, cross_fitted_predictions,  # noqa: E402
                        cross_fitted_probabilities, fold_summary, out_of_fold_errors, read_oof)
 
 AUDIT_FILE = "label_issues.csv"
@@ -43,7 +43,7 @@ AUDIT_FILE = "label_issues.csv"
 
 def read_source(source: str) -> dict[str, tuple[int, float, int]]:
     """path -> (label, logit, fold) from a CV folder or a predictions CSV (paths mapped
-    onto this machine's Br35H copy by engine.cv.read_oof)."""
+    onto this machine's Br35H copy by engine.training.cv.read_oof)."""
     return {r["path"]: (int(r["label"]), float(r["logit"]), int(r["fold"]))
             for r in read_oof(_oof_path(source))}
 

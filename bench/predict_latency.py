@@ -26,8 +26,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
 
-    from engine.inference import load_model, predict_files
-    from engine.sources import default_data_dir
+    from engine.serving.inference import load_model, predict_files
+    from engine.data.sources import default_data_dir
     image = Path(args.image) if args.image else sorted((default_data_dir() / "yes").iterdir())[0]
     data = image.read_bytes()
     started = time.perf_counter()

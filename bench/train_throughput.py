@@ -41,9 +41,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from engine.config import PRECISIONS  # noqa: E402
-from engine.model import ResNet, count_parameters, decay_mask  # noqa: E402
-from engine.optim import Adam  # noqa: E402
-from engine.steps import make_train_step  # noqa: E402
+from engine.model.resnet import ResNet, count_parameters, decay_mask  # noqa: E402
+from engine.training.optim import Adam  # noqa: E402
+from engine.training.steps import make_train_step  # noqa: E402
 
 PRESETS = {"resnet18": ("resnet18", 1.0, (256,)), "compact": ("resnet10", 0.5, (128,))}
 
@@ -66,11 +66,11 @@ def engine_rate(strategy, preset, width, head, batch, size, steps, warmup,
         model = ResNet(preset, width, head, precision=precision)
         optimizer = Adam(model.trainable_variables, decay_mask(model), weight_decay=1e-4)
         if precision == "mixed_float16":
-            from engine.optim import DynamicLossScale
+            from engine.training.optim import DynamicLossScale
             optimizer.loss_scale = DynamicLossScale()
         metrics = None
         if device_metrics:
-            from engine.epoch_metrics import EpochMetrics
+            from engine.training.epoch_metrics import EpochMetrics
             metrics = EpochMetrics()
     extra = {"metrics": metrics} if device_metrics else {}
     step = make_train_step(strategy, model, optimizer, lambda _: tf.constant(1e-3), **extra)
@@ -127,7 +127,7 @@ def main() -> None:
                         help="measure the engine of another checkout (before/after figures)")
     parser.add_argument("--skip-keras", action="store_true", help="engine only")
     args = parser.parse_args()
-    from engine.distribute import make_strategy
+    from engine.training.distribute import make_strategy
     strategy = make_strategy(args.devices)
     devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
     print(f"TensorFlow {tf.__version__}, device {devices[0].name}, {os.cpu_count()} CPU cores, "

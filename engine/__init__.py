@@ -1,7 +1,7 @@
 """Brain-tumor classification engine: data, TF Core ResNet, training loop, run folders.
 
 Modules that the UI imports to list and read runs (``engine.runs``, ``engine.config``,
-``engine.metric_names``) never import TensorFlow, so dashboard pages stay fast.
+``engine.evaluation.metric_names``) never import TensorFlow, so dashboard pages stay fast.
 """
 
 import os as _os

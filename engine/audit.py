@@ -1,112 +1,13 @@
-"""Label audit: ``python -m engine.audit CV_DIR`` ranks every image by how likely its
-label is wrong and writes ``CV_DIR/label_issues.csv`` (most suspicious first).
-
-Confident learning (Northcutt, Jiang and Chuang, JAIR 2021), written here in NumPy
-rather than taken from cleanlab: cleanlab is AGPL-licensed and this project is MIT, and
-for two classes the method is a few lines. Each class gets a threshold, the mean
-probability of that class over the images labelled with it; an image is *confidently*
-of class j when its probability of j reaches j's threshold. An image whose confident
-class differs from its label is flagged. Every image is ranked by self-confidence, one
-minus the probability of its given label (cleanlab's ``self_confidence`` ranking).
-
-The probabilities must be out-of-sample: out-of-fold for the CV pool (each image scored
-by the fold model that never trained on its duplicate group) and the fold ensemble's for
-the fixed test split, which no fold trained on.
-"""
+"""``python -m engine.audit CV_DIR``: rank images by how likely their label is wrong,
+parsed here and run by ``engine.evaluation.audit.audit``."""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from engine import runs
-
-ISSUES_FILE = "label_issues.csv"
-ISSUE_FIELDS = ["path", "label", "suggested_label", "score", "group", "probability", "flagged",
-                "source", "modality"]
-
-
-def confident_classes(labels, probabilities) -> np.ndarray:
-    """For each image, the class it confidently belongs to (0 or 1), or -1 if none.
-
-    ``probabilities`` are P(tumor). Per-class thresholds: the mean P(class) over the
-    images labelled with that class. Where both classes pass, the likelier wins."""
-    labels = np.asarray(labels).astype(int)
-    p1 = np.asarray(probabilities, np.float64)
-    class_probs = np.stack([1.0 - p1, p1], axis=1)
-    thresholds = np.array([class_probs[labels == k, k].mean() if (labels == k).any() else 1.0
-                           for k in (0, 1)])
-    passes = class_probs >= thresholds[None, :]
-    confident = np.where(passes, class_probs, -np.inf).argmax(axis=1)
-    return np.where(passes.any(axis=1), confident, -1)
-
-
-def label_issue_table(labels, probabilities) -> dict[str, np.ndarray]:
-    """Score (1 - P(given label); higher = more suspicious), suggested label (the
-    likelier class), and the confident-learning flag, for every image."""
-    labels = np.asarray(labels).astype(int)
-    p1 = np.asarray(probabilities, np.float64)
-    given = np.where(labels == 1, p1, 1.0 - p1)
-    confident = confident_classes(labels, p1)
-    return {"score": 1.0 - given, "suggested_label": (p1 >= 0.5).astype(int),
-            "flagged": (confident >= 0) & (confident != labels)}
-
-
-def audit(cv_dir: str | os.PathLike) -> list[dict]:
-    """Rank the CV pool (out-of-fold) and the test split (fold ensemble) of an engine.cv
-    folder; write label_issues.csv; return its rows, most suspicious first."""
-    from engine.cv import OOF_FILE, read_oof
-    from engine.manifest import read_manifest
-    from engine.sources import relocate
-    cv_dir = Path(cv_dir)
-    if not (cv_dir / OOF_FILE).exists():
-        raise FileNotFoundError(f"{cv_dir} has no {OOF_FILE}: run python -m engine.cv first")
-    manifest = {r.path: r for r in read_manifest(cv_dir / runs.MANIFEST_FILE)}
-    items = [{"path": r["path"], "label": int(r["label"]), "probability": float(r["probability"]),
-              "source": "out-of-fold"} for r in read_oof(cv_dir / OOF_FILE)]
-    test_file = cv_dir / "predictions_test.csv"
-    if test_file.exists():
-        with open(test_file, newline="") as handle:
-            items += [{"path": relocate(r["path"]), "label": int(r["label"]),
-                       "probability": float(r["probability"]), "source": "test (ensemble)"}
-                      for r in csv.DictReader(handle)]
-    table = label_issue_table([i["label"] for i in items], [i["probability"] for i in items])
-    rows = []
-    for index, item in enumerate(items):
-        row = manifest.get(item["path"])
-        rows.append({**item, "score": float(table["score"][index]),
-                     "suggested_label": int(table["suggested_label"][index]),
-                     "flagged": bool(table["flagged"][index]),
-                     "group": row.group if row else -1, "modality": row.modality if row else ""})
-    rows.sort(key=lambda r: -r["score"])
-    write_issues(cv_dir / ISSUES_FILE, rows)
-    return rows
-
-
-def write_issues(path: Path, rows: list[dict]) -> None:
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=ISSUE_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "score": f"{row['score']:.6f}",
-                             "probability": f"{row['probability']:.6f}"})
-    os.replace(tmp, path)
-
-
-def read_issues(path: str | os.PathLike) -> list[dict]:
-    """Rows of label_issues.csv, most suspicious first, Br35H paths relocated."""
-    from engine.sources import relocate
-    with open(path, newline="") as handle:
-        return [{**r, "path": relocate(r["path"]), "label": int(r["label"]), "suggested_label": int(r["suggested_label"]),
-                 "score": float(r["score"]), "probability": float(r["probability"]),
-                 "group": int(r["group"]), "flagged": r["flagged"] == "True"}
-                for r in csv.DictReader(handle)]
+from engine.evaluation.audit import ISSUES_FILE, audit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,9 +14,9 @@ SCHEDULES = ("cosine", "step", "constant")
 CACHES = ("memory", "file", "none")
 # "last" exports the last epoch: a fixed epoch budget, nothing chosen on the val split
 # (what cross-validation needs, where the val split is the fold being scored).
-KERNEL_INITS = ("he_normal", "glorot_uniform")  # engine.model.initial_kernel
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # engine.model.COMPUTE_DTYPES
-COLLECTIVES = ("auto", "ring", "nccl")  # engine.distribute.multi_worker_strategy
+KERNEL_INITS = ("he_normal", "glorot_uniform")  # engine.model.resnet.initial_kernel
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # engine.model.resnet.COMPUTE_DTYPES
+COLLECTIVES = ("auto", "ring", "nccl")  # engine.training.distribute.multi_worker_strategy
 BEST_METRICS = ("val/auc", "val/accuracy", "val/loss", "last")
 
 
@@ -29,13 +29,13 @@ class TrainConfig:
     dedup_distance: int = 4  # pHash Hamming distance for near-duplicates; -1 = exact only
     cache: str = "memory"  # "file" caches decoded images under the run folder
     crop_to_head: bool = False  # crop to the head's bounding box, pad square, then resize
-    label_review: str = ""  # a label review CSV (engine.review) applied to the labels
+    label_review: str = ""  # a label review CSV (engine.evaluation.review) applied to the labels
     # Model
     preset: str = "resnet18"
     width: float = 1.0  # channel multiplier on 64-128-256-512
     head_units: tuple[int, ...] = (256,)
     dropout: float = 0.0
-    kernel_init: str = "he_normal"  # or "glorot_uniform" (the Keras default); see engine.model
+    kernel_init: str = "he_normal"  # or "glorot_uniform" (the Keras default); see engine.model.resnet
     precision: str = "float32"  # or "mixed_bfloat16" / "mixed_float16": float32 variables, low-precision compute
     # Optimisation
     epochs: int = 20
@@ -47,7 +47,7 @@ class TrainConfig:
     step_decay_factor: float = 0.1
     weight_decay: float = 1e-4  # decoupled (AdamW-style), kernels only
     class_weighting: bool = False  # weight classes by inverse frequency
-    group_weighting: float = 0.0  # loss weight 1/(copies of the slice)**power; see engine.sample_weights
+    group_weighting: float = 0.0  # loss weight 1/(copies of the slice)**power; see engine.data.sample_weights
     label_smoothing: float = 0.0
     ema_decay: float = 0.998  # weight averaging for eval/export; 0 = off
     flip_tta: bool = True  # exported model averages the image and its mirror

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from engine.imageio import ImageDecodeError, read_file_bytes
+from engine.data.imageio import ImageDecodeError, read_file_bytes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     args = parser.parse_args(argv)
 
-    from engine.inference import ModelNotFoundError, load_model, predict_files
+    from engine.serving.inference import ModelNotFoundError, load_model, predict_files
     try:
         model = load_model(args.model or None)
     except ModelNotFoundError as err:

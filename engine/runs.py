@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from engine import files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL_DIR = PROJECT_ROOT / "checkpoints"  # the shipped model: the one place it is named
@@ -51,15 +52,7 @@ class RunError(ValueError):
 
 # ---------------------------------------------------------------- files
 
-def write_json_atomic(path: str | os.PathLike, payload) -> None:
-    """Write JSON via a temp file and rename, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+write_json_atomic = files.write_json_atomic  # the one atomic writer (engine.files)
 
 
 def read_json(path: str | os.PathLike, default=None):

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from engine.explain import overlay
-from engine.imageio import ImageDecodeError, decode_path
+from engine.serving.explain import overlay
+from engine.data.imageio import ImageDecodeError, decode_path
 from ui.app import require_navigation
 from ui.common import (
     SHIPPED_DIR, model_for, model_stamp, read_json, read_predictions, selected_model_dir, square,
@@ -17,13 +17,13 @@ require_navigation()
 
 @st.cache_data(show_spinner=False)
 def _groups_from(manifest: str, mtime: float) -> dict:
-    from engine.manifest import read_manifest
+    from engine.data.manifest import read_manifest
     return {row.path: row.group for row in read_manifest(manifest) if row.usable}
 
 
 @st.cache_data(show_spinner=False)
 def _folds_from(manifest: str, mtime: float) -> dict:
-    from engine.manifest import read_manifest
+    from engine.data.manifest import read_manifest
     return {row.path: row.fold for row in read_manifest(manifest) if row.usable}
 
 

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from engine.evaluate import classification_report
+from engine.evaluation.evaluate import classification_report
 from engine import runs
 from ui import charts, cv_view
 from ui.app import require_navigation
@@ -36,7 +36,7 @@ if is_cv_model:
 if report is None or predictions is None:
     st.info(f"No evaluation of the {split} split for this model yet.")
     if split != "oof" and st.button(f"Run the evaluation on {split}", type="primary"):
-        from engine.evaluate import evaluate
+        from engine.evaluation.evaluate import evaluate
         with st.spinner("Predicting every image of the split ..."):
             try:
                 evaluate(model_dir, split)
@@ -121,7 +121,7 @@ d2.download_button(f"Download the evaluation ({split}, JSON)", json.dumps(report
                    f"eval_{split}.json", "application/json")
 
 if st.button("Re-run this evaluation"):
-    from engine.evaluate import evaluate
+    from engine.evaluation.evaluate import evaluate
     with st.spinner("Evaluating ..."):
         evaluate(model_dir, split)
     st.rerun()

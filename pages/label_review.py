@@ -1,6 +1,6 @@
 """Label review: the images whose labels the audit doubts, one card per duplicate group
 with the probability and Grad-CAM; a reviewer marks each group keep, relabel or exclude.
-Decisions go to a review CSV (engine.review) that training, cross-validation and
+Decisions go to a review CSV (engine.evaluation.review) that training, cross-validation and
 evaluation accept with ``--label-review``. The page suggests; only the reviewer decides."""
 
 from pathlib import Path
@@ -8,10 +8,10 @@ from pathlib import Path
 import streamlit as st
 
 from engine import runs
-from engine.audit import ISSUES_FILE, audit, read_issues
-from engine.explain import overlay
-from engine.imageio import ImageDecodeError, decode_path
-from engine.review import DECISIONS, read_review, record_decision
+from engine.evaluation.audit import ISSUES_FILE, audit, read_issues
+from engine.serving.explain import overlay
+from engine.data.imageio import ImageDecodeError, decode_path
+from engine.evaluation.review import DECISIONS, read_review, record_decision
 from ui.app import require_navigation
 from ui.common import SHIPPED_DIR, all_runs, model_for, runs_root
 
@@ -64,7 +64,7 @@ except ValueError as err:
     st.stop()
 
 issues = read_issues(folder / ISSUES_FILE)
-from engine.manifest import read_manifest  # noqa: E402 - after the cheap checks
+from engine.data.manifest import read_manifest  # noqa: E402 - after the cheap checks
 manifest = [r for r in read_manifest(folder / runs.MANIFEST_FILE) if r.usable]
 members: dict[int, list] = {}
 for row in manifest:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.explain import overlay
+from engine.serving.explain import overlay
 from ui.app import require_navigation
 from ui.common import RESEARCH_NOTE, model_for, model_stamp, selected_model_dir
 
@@ -24,7 +24,7 @@ st.caption(RESEARCH_NOTE)
 def predict_one(model_dir: str, stamp: float, name: str, digest: str, data: bytes) -> list[dict]:
     """Probability, class and Grad-CAM for one file (one entry per slice of a DICOM
     series file or NIfTI volume); cached per model and content."""
-    from engine.inference import predict_files
+    from engine.serving.inference import predict_files
     model = _model(model_dir)
     return [{"name": name, "slice": result.slice_index, "withheld": result.identifiers_withheld,
              "probability": result.probability, "uncertainty": result.uncertainty,
@@ -43,14 +43,14 @@ def _model(model_dir: str):
 @st.cache_data(show_spinner=False)
 def sample_pool() -> list[tuple[str, int]]:
     """Test-split images of the shipped model (never trained on), else Br35H."""
-    from engine.manifest import read_manifest, rows_for_split
+    from engine.data.manifest import read_manifest, rows_for_split
     from ui.common import SHIPPED_DIR
     manifest = SHIPPED_DIR / "manifest.csv"
     if manifest.exists():
         rows = rows_for_split(read_manifest(manifest), "test")
         if rows:
             return [(r.path, r.label) for r in rows]
-    from engine.sources import discover
+    from engine.data.sources import discover
     images, _ = discover(None)
     return [(i.path, i.label) for i in images]
 

@@ -4,7 +4,7 @@ overlay curves of several; open one on the other pages; delete one after confirm
 import pandas as pd
 import streamlit as st
 
-from engine import metric_names as names
+from engine.evaluation import metric_names as names
 from engine import runs
 from ui import charts, cv_view
 from ui.app import require_navigation

@@ -5,10 +5,10 @@ browser does not stop training; reopening shows it."""
 
 import streamlit as st
 
-from engine import metric_names as names
+from engine.evaluation import metric_names as names
 from engine import runs
 from engine.config import PRESETS, RECIPES, SCHEDULES, TrainConfig
-from engine.sources import DataLayoutError, check_data_dir_allowed, discover
+from engine.data.sources import DataLayoutError, check_data_dir_allowed, discover
 from ui import charts
 from ui import cv_view
 from ui.app import require_navigation

@@ -27,7 +27,7 @@ CI_SAMPLE = 250
 
 
 def main(source_dir: str) -> None:
-    from engine.evaluate import evaluate
+    from engine.evaluation.evaluate import evaluate
     from engine.runs import is_cv, read_status
     source = Path(source_dir)
     if read_status(source).get("state") != "finished" or not is_cv(source):

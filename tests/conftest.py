@@ -131,7 +131,7 @@ def cv_run(flipped_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cv")
     from engine.config import tiny_config
     config = tiny_config(data_dir=str(root), epochs=6, flip_tta=False)
-    from engine.cv import cross_validate
+    from engine.training.cv import cross_validate
     status = cross_validate(config, folder, CV_FOLDS)
     assert status["state"] == "finished", status
     return folder

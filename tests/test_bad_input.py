@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engine.imageio import ImageDecodeError, decode_rgb
+from engine.data.imageio import ImageDecodeError, decode_rgb
 
 
 def save(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -211,7 +211,7 @@ def test_home_evaluate_and_errors_with_the_shipped_model(server, page):
     page.locator(".js-plotly-plot").nth(3).wait_for()
     page.wait_for_timeout(1500)
     shot(page, "evaluate")
-    from engine.manifest import read_manifest, rows_for_split
+    from engine.data.manifest import read_manifest, rows_for_split
     tests = rows_for_split(read_manifest(ROOT / "checkpoints" / "manifest.csv"), "test")
     scans = [next(r.path for r in tests if r.label == 1), next(r.path for r in tests if r.label == 0)]
     page.goto(f"{server['url']}/predict")

@@ -1,7 +1,7 @@
 import pytest
 
 from engine.config import TrainConfig, compact_config, tiny_config
-from engine.cli import build_parser, config_from_args
+from engine.training.cli import build_parser, config_from_args
 
 
 def test_round_trip_and_unknown_keys_rejected():
@@ -57,7 +57,7 @@ def test_init_seed_changes_the_model_not_the_split():
     """--init-seed trains another model on the same folds: the initial weights follow
     it, while --seed alone (init_seed -1) still sets both, as before the option existed."""
     import numpy as np
-    from engine.model import build_model
+    from engine.model.resnet import build_model
     base = tiny_config(seed=42)
     assert base.training_seed == 42 and base.replace(init_seed=7).training_seed == 7
     assert base.replace(init_seed=7).seed == 42  # the split's seed is untouched

@@ -11,11 +11,11 @@ from PIL import Image
 from conftest import CV_FOLDS as FOLDS
 from conftest import write_class_folders
 from engine import runs
-from engine.audit import audit, confident_classes, label_issue_table
+from engine.evaluation.audit import audit, confident_classes, label_issue_table
 from engine.config import tiny_config
-from engine.cv import assign_folds, cross_validate, fold_dir, rows_for_fold
-from engine.manifest import read_manifest
-from engine.splits import fold_groups
+from engine.training.cv import assign_folds, cross_validate, fold_dir, rows_for_fold
+from engine.data.manifest import read_manifest
+from engine.data.splits import fold_groups
 
 def test_fold_groups_keep_duplicate_groups_whole_and_balance_labels():
     rng = np.random.default_rng(0)
@@ -76,7 +76,7 @@ def test_cv_summary_has_per_fold_figures_mean_std_and_the_ensemble_on_test(cv_ru
 
 
 def test_ensemble_export_predicts_the_mean_of_its_members_with_their_spread(cv_run):
-    from engine.inference import load_model, predict_files
+    from engine.serving.inference import load_model, predict_files
     ensemble = load_model(cv_run)
     members = [load_model(fold_dir(cv_run, fold)) for fold in range(FOLDS)]
     path = next(r.path for r in read_manifest(cv_run / "manifest.csv") if r.split == "test")
@@ -86,7 +86,7 @@ def test_ensemble_export_predicts_the_mean_of_its_members_with_their_spread(cv_r
     member_logits = np.array([m.logits(image)[0] for m in members])
     # Same graph ops, same weights: only the order of a 3-term float32 mean differs.
     np.testing.assert_allclose(ensemble.logits(image)[0], member_logits.mean(), atol=1e-5)
-    from engine.calibration import calibrated
+    from engine.serving.calibration import calibrated
     spread = calibrated(member_logits, ensemble.temperature).std()
     assert result.uncertainty == pytest.approx(spread, abs=1e-5)
 
@@ -120,7 +120,7 @@ def test_confident_learning_flags_only_confidently_other_class_images():
 
 
 def test_rows_for_fold_and_assign_folds_leave_test_rows_alone(flipped_data):
-    from engine.manifest import build_manifest
+    from engine.data.manifest import build_manifest
     rows, _ = build_manifest(str(flipped_data[0]), (0.7, 0.15, 0.15), 42, 4)
     assign_folds(rows, FOLDS, 42)
     assert all(r.fold == -1 for r in rows if r.split == "test")
@@ -132,7 +132,7 @@ def test_rows_for_fold_and_assign_folds_leave_test_rows_alone(flipped_data):
 
 
 def test_ood_statistics_pass_unseen_in_distribution_features_and_flag_shifted_ones():
-    from engine.ood import fit
+    from engine.serving.ood import fit
     rng = np.random.default_rng(0)
     scale = rng.uniform(0.5, 2.0, 16)
     features = (rng.normal(size=(2000, 2, 16)) * scale)
@@ -151,7 +151,7 @@ def test_a_gradient_image_with_no_brain_is_flagged_out_of_distribution(cv_run, t
     import subprocess
     import sys
     from conftest import ROOT, gradient_16bit
-    from engine.inference import load_model, predict_files
+    from engine.serving.inference import load_model, predict_files
     gradient = gradient_16bit(96)
     buffer = io.BytesIO()
     Image.fromarray(gradient).save(buffer, "PNG")
@@ -175,7 +175,7 @@ def test_a_gradient_image_with_no_brain_is_flagged_out_of_distribution(cv_run, t
 def test_a_stopped_cv_resumes_with_its_unfinished_fold(tmp_path):
     """Stop lands in fold 1 (as SIGTERM would: the stop flag is checked between steps);
     the resumed CV keeps fold 0 as it was and finishes fold 1 from its checkpoint."""
-    from engine.train import StopRequested
+    from engine.training.loop import StopRequested
     data = write_class_folders(tmp_path / "data", per_class=24)
     folder = tmp_path / "cv"
 
@@ -207,8 +207,8 @@ def test_a_stopped_cv_resumes_with_its_unfinished_fold(tmp_path):
 def test_out_of_fold_errors_count_each_fold_at_its_cross_fitted_threshold():
     """The error count the Keras comparison ranks by equals a direct recount of the
     images each fold gets wrong at the threshold and temperature fitted on the others."""
-    from engine.calibration import calibrated
-    from engine.cv import fold_summary, out_of_fold_errors
+    from engine.serving.calibration import calibrated
+    from engine.evaluation.oof import fold_summary, out_of_fold_errors
     rng = np.random.default_rng(5)
     labels = np.tile([0, 1], 150)
     logits = (2 * labels - 1) * 1.5 + rng.normal(0, 1.5, labels.size)  # overlapping classes

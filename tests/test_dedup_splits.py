@@ -3,8 +3,8 @@ import io
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from engine import dedup, splits
-from engine.imageio import decode_rgb
+from engine.data import dedup, splits
+from engine.data.imageio import decode_rgb
 
 
 def smooth_slice(seed: int, size: int = 96) -> Image.Image:
@@ -104,7 +104,7 @@ def test_mixed_label_groups_are_reported():
 
 def test_br35h_copies_are_found():
     """On the real default data, a mirrored pair from Br35H falls in one group."""
-    from engine.sources import default_data_dir
+    from engine.data.sources import default_data_dir
     folder = default_data_dir() / "yes"
     files = sorted(folder.iterdir())[:60]
     rgbs = [decode_rgb(p.read_bytes()) for p in files]

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine.ema import WeightAverage
-from engine.model import ResNet
+from engine.training.ema import WeightAverage
+from engine.model.resnet import ResNet
 
 
 def test_average_follows_the_warmed_up_decay_and_copies_statistics():
@@ -32,7 +32,7 @@ def test_statistics_pass_measures_the_averaged_weights_own_statistics():
     """After the pass, the averaged model's stem batch-norm mean is the mean of its own
     stem convolution's output on the training batches, not the raw model's (which was
     measured on other weights: what copying alone would leave)."""
-    from engine.ema import STATISTICS_BATCHES, make_statistics_pass
+    from engine.training.ema import STATISTICS_BATCHES, make_statistics_pass
     model, average = ResNet("resnet10", 0.125, (4,), seed=1), ResNet("resnet10", 0.125, (4,), seed=2)
     tracker = WeightAverage(model, average, decay=0.5)
     average.stem_conv.kernel.assign(average.stem_conv.kernel * 3.0 + 0.05)  # weights unlike the raw ones

@@ -1,13 +1,13 @@
-"""The device-side epoch sums the train step keeps (engine.epoch_metrics) against the
+"""The device-side epoch sums the train step keeps (engine.training.epoch_metrics) against the
 exact host-side metrics (scikit-learn) on the same logits."""
 
 import numpy as np
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-from engine import metric_names as names
-from engine.epoch_metrics import BINS, LOGIT_RANGE, EpochMetrics, auc_from_histograms, local_sums, summary
-from engine.metrics import binary_metrics
+from engine.evaluation import metric_names as names
+from engine.training.epoch_metrics import BINS, LOGIT_RANGE, EpochMetrics, auc_from_histograms, local_sums, summary
+from engine.evaluation.metrics import binary_metrics
 
 
 def _accumulate(logit_batches, label_batches, losses):

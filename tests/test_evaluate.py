@@ -9,8 +9,8 @@ import pytest
 from sklearn import metrics as skm
 
 from conftest import ROOT
-from engine.calibration import choose_threshold, expected_calibration_error, fit_temperature
-from engine.evaluate import classification_report, full_report
+from engine.serving.calibration import choose_threshold, expected_calibration_error, fit_temperature
+from engine.evaluation.evaluate import classification_report, full_report
 
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 1])
 PROBS = np.array([0.1, 0.3, 0.6, 0.2, 0.8, 0.4, 0.9, 0.7, 0.05, 0.95])
@@ -72,7 +72,7 @@ def test_per_modality_breakdown_when_there_are_two():
 def trained_run(tmp_path_factory):
     from conftest import write_class_folders
     from engine.config import tiny_config
-    from engine.train import train_and_evaluate
+    from engine.training.loop import train_and_evaluate
     data = write_class_folders(tmp_path_factory.mktemp("d"), per_class=30)
     folder = tmp_path_factory.mktemp("run")
     status = train_and_evaluate(tiny_config(data_dir=str(data), epochs=3, dedup_distance=-1), folder)
@@ -127,7 +127,7 @@ def test_predict_cli_reports_a_text_file_and_still_predicts_the_rest(trained_run
 def test_a_single_run_gets_ood_statistics_and_reports_the_flagged_share(trained_run):
     """Training fits the OOD statistics of a single run (train features, threshold on
     val) and evaluation reports the share of the split flagged."""
-    from engine.inference import load_model
+    from engine.serving.inference import load_model
     folder, _ = trained_run
     assert (folder / "ood.npz").exists()
     assert load_model(folder).ood is not None
@@ -138,7 +138,7 @@ def test_a_single_run_gets_ood_statistics_and_reports_the_flagged_share(trained_
 
 def test_evaluating_the_shipped_model_never_rewrites_checkpoints(tmp_path, monkeypatch):
     from engine import runs
-    from engine.evaluate import evaluate
+    from engine.evaluation.evaluate import evaluate
     from engine.runs import SHIPPED_MODEL_DIR
     monkeypatch.setattr(runs, "DEFAULT_RUNS_ROOT", tmp_path)
     before = {p.name: p.stat().st_mtime_ns for p in SHIPPED_MODEL_DIR.iterdir() if p.is_file()}
@@ -155,8 +155,8 @@ def test_numpy_cross_entropy_equals_the_training_loss():
     """The fold loss in cv_summary.json and the loss logged in training are one
     definition: the NumPy form equals TensorFlow's on extreme and ordinary logits."""
     import tensorflow as tf
-    from engine.metrics import binary_cross_entropy_from_logits
-    from engine.steps import per_example_loss
+    from engine.evaluation.metrics import binary_cross_entropy_from_logits
+    from engine.training.steps import per_example_loss
     logits = np.array([-80.0, -3.0, -0.1, 0.0, 0.2, 4.0, 90.0])
     labels = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
     expected = float(tf.reduce_mean(per_example_loss(tf.constant(labels, tf.float32),

@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from conftest import write_class_folders
 from engine.config import tiny_config
-from engine.explain import grad_cam, overlay
-from engine.model import build_model
-from engine.train import train_and_evaluate
+from engine.serving.explain import grad_cam, overlay
+from engine.model.resnet import build_model
+from engine.training.loop import train_and_evaluate
 
 SIZE = 128
 

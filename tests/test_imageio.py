@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.imageio import ImageDecodeError, decode_rgb, load_for_model
+from engine.data.imageio import ImageDecodeError, decode_rgb, load_for_model
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -66,7 +66,7 @@ def test_model_input_is_224_float_in_unit_range(png_bytes):
 
 
 def test_head_crop_finds_the_head_ignores_burnt_in_text_and_keeps_the_aspect_ratio():
-    from engine.imageio import crop_to_head, head_box, prepare_rgb
+    from engine.data.imageio import crop_to_head, head_box, prepare_rgb
     rgb = np.zeros((200, 300, 3), np.uint8)
     yy, xx = np.mgrid[:200, :300]
     rgb[((yy - 100) / 60) ** 2 + ((xx - 150) / 90) ** 2 <= 1] = 180  # an elliptic "head"
@@ -86,8 +86,8 @@ def test_head_crop_finds_the_head_ignores_burnt_in_text_and_keeps_the_aspect_rat
 def test_training_pipeline_and_inference_prepare_an_image_identically(tmp_path):
     """One transformation everywhere: the tf.data pipeline (training, evaluation) and
     LoadedModel.model_input (prediction, Errors, Label review) give the same pixels."""
-    from engine import pipeline
-    from engine.imageio import prepare_rgb
+    from engine.data import pipeline
+    from engine.data.imageio import prepare_rgb
     rgb = np.zeros((90, 140, 3), np.uint8)
     rgb[20:70, 30:120] = np.random.default_rng(0).integers(40, 255, (50, 90, 3), dtype=np.uint8)
     path = tmp_path / "slice.png"

@@ -10,9 +10,9 @@ import tensorflow as tf
 keras = pytest.importorskip("keras")
 
 from bench.keras_reference import copy_weights_into_keras, keras_resnet  # noqa: E402
-from engine.model import ResNet, decay_mask  # noqa: E402
-from engine.optim import Adam  # noqa: E402
-from engine.steps import make_train_step  # noqa: E402
+from engine.model.resnet import ResNet, decay_mask  # noqa: E402
+from engine.training.optim import Adam  # noqa: E402
+from engine.training.steps import make_train_step  # noqa: E402
 
 SIZE = 32
 

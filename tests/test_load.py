@@ -66,7 +66,7 @@ async def run_sessions(url: str, images) -> list[float]:
 
 
 def test_eight_sessions_predict_concurrently_with_bounded_memory(server, tmp_path):  # noqa: F811
-    from engine.inference import load_model, predict_files
+    from engine.serving.inference import load_model, predict_files
     images = make_images(tmp_path)
     # Warm the server with one session so the model is loaded before measuring.
     first = asyncio.run(run_sessions(server["url"], images[:1]))[0]

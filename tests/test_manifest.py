@@ -1,7 +1,7 @@
 import csv
 
 from conftest import write_class_folders
-from engine.manifest import build_manifest, read_manifest, write_manifest
+from engine.data.manifest import build_manifest, read_manifest, write_manifest
 
 
 def test_broken_empty_and_non_image_files_are_skipped_with_reason(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine.model import ResNet, count_parameters, decay_mask
+from engine.model.resnet import ResNet, count_parameters, decay_mask
 
 # Backbone parameter counts of the reference ResNets (torchvision's, without the
 # 1000-class classifier): our Core-API model must match them exactly.

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, write_class_folders
 from engine import runs
 from engine.config import tiny_config
-from engine.distribute import worker_role
+from engine.training.distribute import worker_role
 
 
 def test_worker_role_from_tf_config():
@@ -144,7 +144,7 @@ def test_a_killed_worker_fails_the_run_within_the_timeout(data, tmp_path, launch
     killed = time.time()
     os.kill(_worker_pid(launcher, 1), signal.SIGKILL)
     # The chief's next collective fails (peer health check, or the collective timeout of
-    # engine.distribute.COLLECTIVE_TIMEOUT_SECONDS = 120 s at worst), never a hang.
+    # engine.training.distribute.COLLECTIVE_TIMEOUT_SECONDS = 120 s at worst), never a hang.
     assert launcher.wait(timeout=300) == 1
     assert time.time() - killed < 250
     status = runs.read_status(folder)

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import oof_compare  # noqa: E402
-from engine.cv import cross_fitted_predictions, fold_summary, out_of_fold_errors  # noqa: E402
+from engine.evaluation.oof import cross_fitted_predictions, fold_summary, out_of_fold_errors  # noqa: E402
 
 FOLDS = 3
 
@@ -106,7 +106,7 @@ def test_keras_comparison_scores_saved_predictions_on_the_same_folds(cv_run, tmp
     as engine.cv scores them, the ratio of their error counts, and a refusal when the
     saved predictions come from other folds."""
     from bench import keras_cv
-    from engine.cv import read_oof
+    from engine.evaluation.oof import read_oof
     rows = read_oof(cv_run / "oof_predictions.csv")
     labels = np.array([int(r["label"]) for r in rows])
     folds = np.array([int(r["fold"]) for r in rows])

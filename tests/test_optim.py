@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine.optim import Adam, learning_rate_at
+from engine.training.optim import Adam, learning_rate_at
 
 
 def lr(step, **kw):

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from engine import pipeline
+from engine.data import pipeline
 from engine.config import tiny_config
 
 

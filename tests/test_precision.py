@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 from engine.config import tiny_config
-from engine.model import ResNet, decay_mask
-from engine.optim import Adam, DynamicLossScale
-from engine.steps import make_train_step
+from engine.model.resnet import ResNet, decay_mask
+from engine.training.optim import Adam, DynamicLossScale
+from engine.training.steps import make_train_step
 
 
 def test_low_precision_forward_stays_close_to_float32_and_variables_stay_float32():
@@ -30,8 +30,8 @@ def test_low_precision_forward_stays_close_to_float32_and_variables_stay_float32
 def test_a_bfloat16_run_learns_and_exports(tmp_path):
     from conftest import write_class_folders
     from engine import runs
-    from engine.inference import load_model
-    from engine.train import train_and_evaluate
+    from engine.serving.inference import load_model
+    from engine.training.loop import train_and_evaluate
     data = write_class_folders(tmp_path / "data", per_class=40)
     config = tiny_config(data_dir=str(data), epochs=4, dedup_distance=-1, precision="mixed_bfloat16")
     status = train_and_evaluate(config, tmp_path / "run")

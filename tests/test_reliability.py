@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from engine import runs
 from engine.config import tiny_config
-from engine.model import build_model
-from engine.train import train_and_evaluate
+from engine.model.resnet import build_model
+from engine.training.loop import train_and_evaluate
 
 
 def test_disk_full_during_training_fails_the_run_and_keeps_earlier_checkpoints(

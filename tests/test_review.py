@@ -7,9 +7,9 @@ import pytest
 from conftest import write_class_folders
 from engine import runs
 from engine.config import tiny_config
-from engine.manifest import read_manifest
-from engine.review import ReviewFileError, apply_review, read_review, record_decision
-from engine.train import train_and_evaluate
+from engine.data.manifest import read_manifest
+from engine.evaluation.review import ReviewFileError, apply_review, read_review, record_decision
+from engine.training.loop import train_and_evaluate
 
 
 def test_decisions_are_recorded_per_image_and_replaced_on_a_second_decision(tmp_path):
@@ -73,7 +73,7 @@ def test_training_uses_reviewed_labels_and_evaluation_reports_both(tmp_path):
 
 
 def test_apply_review_keeps_the_original_label():
-    from engine.manifest import ManifestRow
+    from engine.data.manifest import ManifestRow
     rows = [ManifestRow("a", 1, "yes", "MRI", original_label=1),
             ManifestRow("b", 0, "no", "MRI", original_label=0)]
     apply_review(rows, {"a": {"decision": "relabel"}, "b": {"decision": "exclude"}})

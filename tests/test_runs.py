@@ -63,7 +63,7 @@ def test_list_and_delete_runs(tmp_path):
 
 
 def test_runs_module_does_not_import_tensorflow():
-    code = "import sys, engine.runs, engine.config, engine.metric_names; print('tensorflow' in sys.modules)"
+    code = "import sys, engine.runs, engine.config, engine.evaluation.metric_names; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.stdout.strip() == "False", out.stderr

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine import pipeline
+from engine.data import pipeline
 from engine.config import tiny_config
-from engine.model import ResNet, decay_mask
-from engine.optim import Adam
-from engine.sample_weights import group_weights
-from engine.steps import make_train_step, per_example_loss
+from engine.model.resnet import ResNet, decay_mask
+from engine.training.optim import Adam
+from engine.data.sample_weights import group_weights
+from engine.training.steps import make_train_step, per_example_loss
 
 
 def test_power_one_counts_every_group_once_and_keeps_the_mean_at_one():

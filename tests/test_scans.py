@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from engine import scans
-from engine.imageio import ImageDecodeError, decode_path, decode_rgb, read_file_bytes
+from engine.data import scans
+from engine.data.imageio import ImageDecodeError, decode_path, decode_rgb, read_file_bytes
 from scan_fixtures import FAKE_IDENTIFIERS, head_slice, write_dicom, write_nifti
 
 pytest.importorskip("pydicom")
@@ -93,7 +93,7 @@ def test_nifti_volume_keeps_the_slices_with_brain_content(tmp_path):
 def test_two_dicom_slices_of_one_patient_never_land_in_different_splits(tmp_path):
     """Ten patients, four slices each (different pictures): every patient's slices
     share one duplicate group, so they share one split; the summary counts patients."""
-    from engine.manifest import build_manifest
+    from engine.data.manifest import build_manifest
     for patient in range(10):
         for index in range(4):
             tumor = patient % 2 == 0
@@ -116,7 +116,7 @@ def test_identifiers_never_reach_the_run_folder_and_dicom_trains(tmp_path):
     Intercept -1024, all carrying a fake name and ID) train for an epoch, and no file
     of the run folder contains any of the fake identifiers."""
     from engine.config import tiny_config
-    from engine.train import train_and_evaluate
+    from engine.training.loop import train_and_evaluate
     data = tmp_path / "data"
     for label, name in ((1, "yes"), (0, "no")):
         (data / name).mkdir(parents=True)
@@ -147,7 +147,7 @@ def test_identifiers_never_reach_the_run_folder_and_dicom_trains(tmp_path):
 def test_predict_cli_on_dicom_and_nifti_gives_probabilities_without_identifiers(tmp_path):
     """The shipped model on a Br35H slice written as an MR DICOM, as a CT DICOM in
     HU, and inside a NIfTI volume: probabilities, no identifier in the output."""
-    from engine.manifest import read_manifest, rows_for_split
+    from engine.data.manifest import read_manifest, rows_for_split
     row = next(r for r in rows_for_split(read_manifest(ROOT / "checkpoints" / "manifest.csv"), "test")
                if r.label == 1)
     picture = decode_rgb(read_file_bytes(row.path))[:, :, 0].astype(float)
@@ -155,7 +155,7 @@ def test_predict_cli_on_dicom_and_nifti_gives_probabilities_without_identifiers(
     ct = write_dicom(tmp_path / "ct.dcm", (picture / 255 * 80 + 1024).astype(np.uint16), modality="CT",
                      bits=16, intercept=-1024)
     volume = np.zeros(picture.shape[::-1] + (3,), np.float32)
-    volume[:, :, 1] = np.flipud(picture).T  # undo the viewer orientation of engine.scans
+    volume[:, :, 1] = np.flipud(picture).T  # undo the viewer orientation of engine.data.scans
     nifti = write_nifti(tmp_path / "one.nii", volume)
     out = subprocess.run([sys.executable, "-m", "engine.predict", "--json", str(mr), str(ct), str(nifti)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -11,7 +11,7 @@ import tomllib
 import pytest
 
 from conftest import ROOT
-from engine.sources import check_data_dir_allowed
+from engine.data.sources import check_data_dir_allowed
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -62,7 +62,7 @@ def test_data_folders_outside_the_allowed_roots_are_refused(path):
 
 
 def test_default_data_and_project_data_folder_are_allowed(tmp_path, monkeypatch):
-    from engine.sources import default_data_dir
+    from engine.data.sources import default_data_dir
     assert check_data_dir_allowed("") == ""
     assert check_data_dir_allowed(str(default_data_dir() / "yes")) == ""
     assert check_data_dir_allowed(str(ROOT / "data" / "mine")) == ""

@@ -25,7 +25,7 @@ def test_shipped_model_is_small_and_complete():
 
 
 def test_shipped_model_accuracy_on_a_fixed_test_sample_matches_the_card(card, tmp_path):
-    from engine.evaluate import evaluate
+    from engine.evaluation.evaluate import evaluate
     report = evaluate(CHECKPOINTS, "test", out_dir=tmp_path, limit=card["ci_sample_size"])
     assert report["count"] == card["ci_sample_size"] >= 200
     assert report["accuracy"] == pytest.approx(card["ci_sample_accuracy"], abs=0.005)
@@ -36,8 +36,8 @@ def test_shipped_model_accuracy_on_a_fixed_test_sample_matches_the_card(card, tm
 
 def test_shipped_cv_has_one_out_of_fold_prediction_per_non_test_image():
     import csv
-    from engine.manifest import read_manifest
-    from engine.sources import relocate
+    from engine.data.manifest import read_manifest
+    from engine.data.sources import relocate
     rows = [r for r in read_manifest(CHECKPOINTS / "manifest.csv") if r.usable]
     with open(CHECKPOINTS / "oof_predictions.csv", newline="") as handle:
         oof = [relocate(r["path"]) for r in csv.DictReader(handle)]
@@ -74,7 +74,7 @@ def test_predict_json_flags_inputs_that_are_not_brain_slices_and_passes_br35h_sl
     import subprocess
     import sys
     from PIL import Image
-    from engine.manifest import read_manifest, rows_for_split
+    from engine.data.manifest import read_manifest, rows_for_split
     rng = np.random.default_rng(0)
     Image.fromarray(gradient_16bit(256)).save(tmp_path / "gradient16.png")
     Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "colour_noise.png")

@@ -1,7 +1,7 @@
 import pytest
 
 from conftest import write_class_folders
-from engine.sources import DataLayoutError, discover
+from engine.data.sources import DataLayoutError, discover
 
 
 @pytest.mark.parametrize("names", [("yes", "no"), ("Tumor", "Healthy"), ("tumor", "no_tumor"),

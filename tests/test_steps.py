@@ -3,10 +3,10 @@
 import numpy as np
 import tensorflow as tf
 
-from engine.epoch_metrics import EpochMetrics
-from engine.model import ResNet, decay_mask
-from engine.optim import Adam
-from engine.steps import make_eval_step, make_train_step
+from engine.training.epoch_metrics import EpochMetrics
+from engine.model.resnet import ResNet, decay_mask
+from engine.training.optim import Adam
+from engine.training.steps import make_eval_step, make_train_step
 
 
 def batch(seed=0, size=8):
@@ -112,7 +112,7 @@ def test_synchronised_batch_norm_variance_is_exact_when_the_mean_is_large():
     """Across two replicas, the batch variance of values with a large mean (1000 plus
     noise of spread 0.01) equals the one-device two-pass variance: E[x^2] - E[x]^2 in
     float32 would lose it entirely (1e6 carries ~0.06 of rounding, the variance is 1e-4)."""
-    from engine.model import BatchNorm
+    from engine.model.resnet import BatchNorm
     rng = np.random.default_rng(5)
     values = (1000.0 + 0.01 * rng.standard_normal((8, 4, 4, 3))).astype(np.float32)
     expected = np.var(values.astype(np.float64), axis=(0, 1, 2))

@@ -14,8 +14,8 @@ import tensorflow as tf
 from conftest import ROOT, write_class_folders
 from engine import runs
 from engine.config import tiny_config
-from engine.model import build_model
-from engine.train import StopRequested, train_and_evaluate
+from engine.model.resnet import build_model
+from engine.training.loop import StopRequested, train_and_evaluate
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +111,15 @@ def test_non_finite_loss_fails_the_run_naming_the_step(data_dir, tmp_path, monke
     compiled step's loss is NaN at step 3 on every CPU (provoking one through an
     absurd but finite learning rate overflows on some kernels and not on others). The
     device-side check records the step; the loop reads it at its next fetch."""
-    import engine.steps
-    real_make_train_step = engine.steps.make_train_step
+    import engine.training.steps
+    real_make_train_step = engine.training.steps.make_train_step
 
     def make_faulty_train_step(strategy, model, optimizer, learning_rate_fn, **kwargs):
         def poisoned(step):  # NaN at the second step: NaN weights, so step 3's loss is NaN
             return tf.where(tf.equal(step, 1), tf.constant(float("nan")), learning_rate_fn(step))
         return real_make_train_step(strategy, model, optimizer, poisoned, **kwargs)
 
-    monkeypatch.setattr(engine.steps, "make_train_step", make_faulty_train_step)
+    monkeypatch.setattr(engine.training.steps, "make_train_step", make_faulty_train_step)
     config = tiny_config(data_dir=str(data_dir), dedup_distance=-1, epochs=3)
     status = train_and_evaluate(config, tmp_path)
     assert status["state"] == "failed"

@@ -217,7 +217,7 @@ def cv_folder(run_folder, cv_run):
     """The session's finished cross-validation, copied into this module's runs folder
     as "fixture-cv", with its label audit."""
     import shutil
-    from engine.audit import audit
+    from engine.evaluation.audit import audit
     folder = run_folder.parent / "fixture-cv"
     shutil.copytree(cv_run, folder)
     audit(folder)
@@ -255,8 +255,8 @@ def test_runs_use_its_model_switches_the_sidebar_model(run_folder):
 
 
 def test_label_review_records_a_decision_for_every_image_of_the_group(cv_folder, tmp_path):
-    from engine.manifest import read_manifest
-    from engine.review import read_review
+    from engine.data.manifest import read_manifest
+    from engine.evaluation.review import read_review
     at = app_on("label_review")
     next(s for s in at.selectbox if s.label == "Audit of").set_value("cross-validation fixture-cv").run()
     review_file = tmp_path / "review.csv"

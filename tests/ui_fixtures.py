@@ -21,7 +21,7 @@ def make_noisy_data(root: Path, per_class: int = 36) -> Path:
 
 def make_finished_run(runs_root: Path, data_root: Path, run_id: str = "fixture-run") -> Path:
     from engine.config import tiny_config
-    from engine.train import train_and_evaluate
+    from engine.training.loop import train_and_evaluate
     data = make_noisy_data(data_root)
     folder = runs_root / run_id
     status = train_and_evaluate(tiny_config(data_dir=str(data), epochs=3, dedup_distance=-1), folder)

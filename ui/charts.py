@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine import metric_names as names
+from engine.evaluation import metric_names as names
 
 _COLOURS = {"train": "#1f77b4", "val": "#d62728"}
 

@@ -99,7 +99,7 @@ def selected_model_dir() -> Path:
 def loaded_model(directory: str, stamp: float):
     """The model in ``directory``; ``stamp`` (model.json's mtime) reloads it after a
     recalibration."""
-    from engine.inference import load_model
+    from engine.serving.inference import load_model
     return load_model(directory)
 
 
@@ -135,7 +135,7 @@ def _read_csv_cached(path: str, mtime: float) -> pd.DataFrame:
 
 
 def read_predictions(directory: Path, split: str) -> pd.DataFrame | None:
-    from engine.sources import relocate
+    from engine.data.sources import relocate
     path = directory / f"predictions_{split}.csv"
     if not path.exists():
         return None

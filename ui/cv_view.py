@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine import metric_names as names
+from engine.evaluation import metric_names as names
 from engine import runs
 from ui import charts
 from ui.common import read_json

@@ -3,7 +3,7 @@ serve: ``serving_default`` maps a batch of [0, 1] images to the tumor probabilit
 ``explain`` adds the Grad-CAM map. Threshold and temperature live beside it in
 model.json, because they are chosen after training, on validation data.
 
-``python -m engine.export RUN_DIR`` re-exports a run's best checkpoint.
+``python -m engine.serving.export RUN_DIR`` re-exports a run's best checkpoint.
 
 Flip test-time augmentation (on by default): the logit is the mean of the image's and
 its left-right mirror's. Axial brain slices are roughly symmetric and a tumor may sit
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from engine.explain import grad_cam
+from engine.serving.explain import grad_cam
 
 
 def predict_logits(model, images, flip_tta: bool):
@@ -106,7 +106,7 @@ def restore_best_model(folder: str | Path, checkpoint: str | None = None):
     holds plain variables."""
     from engine import runs
     from engine.config import TrainConfig
-    from engine.model import build_model
+    from engine.model.resnet import build_model
     folder = Path(folder)
     config = TrainConfig.from_dict(runs.read_config_file(folder)["config"])
     checkpoint = checkpoint or tf.train.latest_checkpoint(str(folder / runs.BEST_DIR))
@@ -141,7 +141,7 @@ def model_info(config, flip_tta: bool, members: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.export",
+    parser = argparse.ArgumentParser(prog="python -m engine.serving.export",
                                      description="Re-export a run's best checkpoint as a SavedModel.")
     parser.add_argument("run_dir")
     parser.add_argument("--checkpoint", help="a specific checkpoint prefix instead of the best")

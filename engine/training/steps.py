@@ -5,7 +5,7 @@ TensorFlow's custom-training guide. The per-example loss is reduced with
 ``tf.nn.compute_average_loss`` over the number of examples actually in the global
 batch (all-reduced), so the loss and the update are the same whatever the number of
 replicas, and a last partial batch is averaged over its true size. A batch may carry
-per-example loss weights third (engine.sample_weights, mean 1 over the training part);
+per-example loss weights third (engine.data.sample_weights, mean 1 over the training part);
 the loss then, and the train loss logged, is the weighted mean.
 
 The steps are compiled with ``autograph=False``: no branch in them, the model or the
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from engine.epoch_metrics import local_sums
+from engine.training.epoch_metrics import local_sums
 
 
 def per_example_loss(labels, logits, class_weights=(1.0, 1.0), label_smoothing: float = 0.0,
                      sample_weights=None):
     """Binary cross-entropy from logits, optionally class-weighted, smoothed and
-    weighted per example (engine.sample_weights)."""
+    weighted per example (engine.data.sample_weights)."""
     targets = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
     losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
     weights = tf.where(labels > 0.5, class_weights[1], class_weights[0])

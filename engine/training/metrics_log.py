@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine import metric_names as names
+from engine.evaluation import metric_names as names
 from engine import runs
 
 # Record fields that index a record rather than measure something.

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from engine import scans
+from engine.data import scans
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "MPO", "WEBP")
 # A 224x224 model never needs more than this; larger headers are refused before
@@ -74,7 +74,7 @@ def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
 
 def decode_rgb(data: bytes, slice_index: int | None = None) -> np.ndarray:
     """Decode image bytes to an HxWx3 uint8 array (first frame, EXIF rotation applied).
-    DICOM and NIfTI bytes give one slice (engine.scans): ``slice_index`` in the file,
+    DICOM and NIfTI bytes give one slice (engine.data.scans): ``slice_index`` in the file,
     or the middle kept slice when None.
 
     Raises ImageDecodeError for anything that is not a usable image.
@@ -157,7 +157,7 @@ def load_for_model(data: bytes, size: int, crop: bool = False) -> np.ndarray:
 
 
 def read_scan(data: bytes, *, salt: bytes = b"", name: str = "") -> "scans.Scan":
-    """engine.scans.read_scan with its errors as ImageDecodeError."""
+    """engine.data.scans.read_scan with its errors as ImageDecodeError."""
     try:
         return scans.read_scan(data, salt=salt, name=name)
     except scans.ScanError as err:
@@ -173,7 +173,7 @@ def _scan_at(path: str, mtime: float) -> "scans.Scan":
 
 def decode_path(path: str) -> np.ndarray:
     """A manifest address -> HxWx3 uint8: a picture file, or one slice of a scan file
-    (``file#slice=K``, see engine.scans.slice_path)."""
+    (``file#slice=K``, see engine.data.scans.slice_path)."""
     file_path, index = scans.split_slice_path(path)
     if index is None:
         return decode_rgb(read_file_bytes(path))

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from engine.calibration import calibrated
-from engine.ood import OOD_FILE, FeatureGaussians
-from engine import scans
-from engine.imageio import ImageDecodeError, crop_to_head, decode_rgb, prepare_rgb, read_scan
+from engine.serving.calibration import calibrated
+from engine.serving.ood import OOD_FILE, FeatureGaussians
+from engine.data import scans
+from engine.data.imageio import ImageDecodeError, crop_to_head, decode_rgb, prepare_rgb, read_scan
 from engine.runs import EXPORT_DIR, MODEL_INFO_FILE, SHIPPED_MODEL_DIR
 CLASS_NAMES = {0: "no tumor", 1: "tumor"}
 
@@ -39,7 +39,7 @@ class LoadedModel:
     explain_fn: object = field(repr=False)
     crop_to_head: bool = False
     members: int = 1
-    ood: object = field(default=None, repr=False)  # engine.ood.FeatureGaussians, if fitted
+    ood: object = field(default=None, repr=False)  # engine.serving.ood.FeatureGaussians, if fitted
 
     def view(self, rgb: np.ndarray) -> np.ndarray:
         """The decoded image as the model frames it (cropped to the head if the model
@@ -147,7 +147,7 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
                   batch_size: int = 16) -> list[Prediction]:
     """Predict every (name, bytes) item; a bad file gets its own error and the others
     are still predicted. A DICOM or NIfTI file with several slices gives one result per
-    kept slice, named ``name#slice=K`` (engine.scans)."""
+    kept slice, named ``name#slice=K`` (engine.data.scans)."""
     results: list[Prediction] = []
     ready: list[tuple[int, np.ndarray]] = []
     for name, data in items:

@@ -15,7 +15,7 @@ def _safe_ratio(numerator: float, denominator: float) -> float | None:
 def binary_cross_entropy_from_logits(labels, logits) -> float:
     """Mean binary cross-entropy of stored logits, in the stable form
     max(z, 0) - z*y + log(1 + exp(-|z|)) that tf.nn.sigmoid_cross_entropy_with_logits
-    (the training loss, engine.steps.per_example_loss) uses, so a fold's loss means
+    (the training loss, engine.training.steps.per_example_loss) uses, so a fold's loss means
     the same as the loss logged during training."""
     labels = np.asarray(labels, np.float64).ravel()
     logits = np.asarray(logits, np.float64).ravel()

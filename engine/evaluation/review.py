@@ -18,6 +18,7 @@ import csv
 import os
 import time
 from pathlib import Path
+from engine.files import atomic_open
 
 DECISIONS = ("keep", "relabel", "exclude")
 REVIEW_FIELDS = ["path", "group", "original_label", "decision", "reviewed_label", "note",
@@ -62,13 +63,11 @@ def record_decision(path: str | os.PathLike, images: list[tuple[str, int, int]],
                                  "decision": decision, "reviewed_label": reviewed, "note": note,
                                  "reviewer": reviewer, "time": stamp}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_open(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=REVIEW_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for record in decisions.values():
             writer.writerow(record)
-    os.replace(tmp, path)
 
 
 def apply_review(rows, decisions: dict[str, dict]):

@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from engine import dedup, scans, splits
-from engine.imageio import ImageDecodeError, decode_rgb, read_file_bytes, read_scan
-from engine.sources import SourceImage, discover, relocate
+from engine.data import dedup, scans, splits
+from engine.data.imageio import ImageDecodeError, decode_rgb, read_file_bytes, read_scan
+from engine.data.sources import SourceImage, discover, relocate
+from engine.files import atomic_open
 
 
 @dataclass
@@ -35,8 +36,8 @@ class ManifestRow:
     group: int = -1
     fold: int = -1  # cross-validation fold (engine.cv); -1 outside CV and for test images
     original_label: int = -1  # the folder's label; ``label`` is the one after label review
-    review: str = ""  # label review decision: "", keep, relabel or exclude (engine.review)
-    patient_key: str = ""  # salted hash of a scan file's patient/study (engine.scans), never the ID
+    review: str = ""  # label review decision: "", keep, relabel or exclude (engine.evaluation.review)
+    patient_key: str = ""  # salted hash of a scan file's patient/study (engine.data.scans), never the ID
 
 
 FIELDS = [f.name for f in fields(ManifestRow)]
@@ -131,13 +132,11 @@ def _count_reasons(rows: list[ManifestRow]) -> dict[str, int]:
 
 
 def write_manifest(rows: list[ManifestRow], path: str | os.PathLike) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as handle:
+    with atomic_open(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         for row in rows:
             writer.writerow(asdict(row))
-    os.replace(tmp, path)
 
 
 def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:

@@ -11,7 +11,7 @@ NaN check costs one element-wise op per step and is read at each fetch.
 The train AUC from the histograms counts a tumor/no-tumor pair that falls in the same
 bin (logit width 2 * LOGIT_RANGE / BINS = 0.01) as half right, like a tie; it differs
 from the exact AUC by at most the share of such pairs (tests check it against
-scikit-learn). Validation and test AUCs stay exact (engine.metrics).
+scikit-learn). Validation and test AUCs stay exact (engine.evaluation.metrics).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from engine import metric_names as names
+from engine.evaluation import metric_names as names
 
 BINS = 2400
 LOGIT_RANGE = 12.0  # logits beyond +-12 (probabilities within 6e-6 of 0 or 1) share the end bins
@@ -104,7 +104,7 @@ def auc_from_histograms(histograms) -> float | None:
 
 def summary(fetched: dict) -> dict:
     """The epoch's train metrics under the names metrics.jsonl uses."""
-    from engine.metrics import confusion_metrics
+    from engine.evaluation.metrics import confusion_metrics
     counts = confusion_metrics(*(fetched[k] for k in ("tp", "fp", "tn", "fn")))
     return {names.TRAIN_LOSS: fetched["loss"],
             names.TRAIN_ACCURACY: counts["accuracy"],

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from engine.imageio import ImageDecodeError, decode_path, prepare_rgb
+from engine.data.imageio import ImageDecodeError, decode_path, prepare_rgb
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -33,14 +33,14 @@ def decoded_dataset(paths: list[str], labels: list[int], image_size: int,
                     crop_to_head: bool = False, weights=None) -> tf.data.Dataset:
     """(uint8 image [S, S, 3], float32 label) per file, decoded in parallel (through
     imageio.prepare_rgb, as at inference), cached. With ``weights`` (one float per
-    file, engine.sample_weights) each element carries its loss weight third."""
+    file, engine.data.sample_weights) each element carries its loss weight third."""
     files = tf.data.Dataset.from_tensor_slices(list(paths))
     targets = tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.float32))
     extra = () if weights is None else (tf.data.Dataset.from_tensor_slices(np.asarray(weights, np.float32)),)
 
     def load(path):
         # The file is read in Python, not tf.io.read_file: a manifest address may name
-        # one slice of a DICOM or NIfTI file (engine.scans).
+        # one slice of a DICOM or NIfTI file (engine.data.scans).
         image = tf.numpy_function(_decode_to_uint8, [path, image_size, crop_to_head],
                                   tf.uint8, stateful=False)
         image.set_shape([image_size, image_size, 3])

@@ -125,13 +125,13 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
 
 def check_data(config: TrainConfig) -> str:
     """Fatal data problems, found before any TensorFlow start-up cost."""
-    from engine.sources import DataLayoutError, discover
+    from engine.data.sources import DataLayoutError, discover
     try:
         discover(config.data_dir or None)
     except DataLayoutError as err:
         return str(err)
     if config.label_review:
-        from engine.review import ReviewFileError, read_review
+        from engine.evaluation.review import ReviewFileError, read_review
         import os
         if not os.path.exists(config.label_review):
             return f"label review file {config.label_review} does not exist"

