@@ -27,6 +27,9 @@ class TrainConfig:
     image_size: int = 224
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     dedup_distance: int = 4  # pHash Hamming distance for near-duplicates; -1 = exact only
+    # Contrast-invariant copies (engine.data.dedup): correlation of the equalised head crop;
+    # 0 = off. Off as well when dedup_distance is -1 (exact only).
+    dedup_correlation: float = 0.885
     cache: str = "memory"  # "file" caches decoded images under the run folder
     crop_to_head: bool = False  # crop to the head's bounding box, pad square, then resize
     label_review: str = ""  # a label review CSV (engine.evaluation.review) applied to the labels
@@ -80,6 +83,7 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.group_weighting >= 0, "group_weighting must be at least 0"),
+            (0.0 <= self.dedup_correlation <= 1.0, "dedup_correlation must be in [0, 1]"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
             (self.cache in CACHES, f"cache must be one of {CACHES}"),
             (self.collective in COLLECTIVES, f"collective must be one of {COLLECTIVES}"),

@@ -112,3 +112,55 @@ def test_br35h_copies_are_found():
     pairs = [dedup.perceptual_hashes(r) for r in rgbs]
     groups = dedup.group_duplicates(digests, [p[0] for p in pairs], [p[1] for p in pairs], 4)
     assert groups.max() + 1 < len(files), "Br35H's augmented copies should group"
+
+
+def _br35h(*names):
+    from engine.data.sources import default_data_dir
+    return [decode_rgb((default_data_dir() / name).read_bytes()) for name in names]
+
+
+def _groups(rgbs, max_distance=4, min_correlation=dedup.MIN_CORRELATION):
+    digests = [dedup.pixel_digest(r) for r in rgbs]
+    pairs = [dedup.perceptual_hashes(r) for r in rgbs]
+    descriptors = np.stack([dedup.contrast_descriptor(r) for r in rgbs])
+    return dedup.group_duplicates(digests, [p[0] for p in pairs], [p[1] for p in pairs], max_distance,
+                                  descriptors=descriptors, min_correlation=min_correlation)
+
+
+def test_the_mirror_test_runs_both_ways():
+    """y1484 against mirror(y1112) is 4 bits, mirror(y1484) against y1112 is 7: the
+    pair must group whichever of the two comes first (the old search tested only one
+    orientation and split this pair between train and val)."""
+    a, b = _br35h("yes/y1484.jpg", "yes/y1112.jpg")
+    for order in ((a, b), (b, a)):
+        groups = _groups(list(order), min_correlation=0.0)
+        assert groups[0] == groups[1]
+
+
+def test_strongly_recontrasted_and_reframed_copies_share_a_group():
+    """The pairs that escaped the pHash test on Br35H (one much darker, or re-cropped),
+    and copies made here by a strong monotone intensity change, a gamma curve, a crop
+    and a mirror, all group with their slice; other slices of the same class do not."""
+    y1248, y52, y1484, y1112, other1, other2 = _br35h(
+        "yes/y1248.jpg", "yes/y52.jpg", "yes/y1484.jpg", "yes/y1112.jpg", "yes/y1.jpg", "no/no10.jpg")
+    assert _groups([y1248, y52], min_correlation=0.0)[1] == 1, "pHash alone misses this pair"
+    gray = y1248.astype(np.float32) / 255
+    darker = (255 * gray ** 2.2 * 0.6).astype(np.uint8)  # strong gamma and darkening
+    reframed = np.ascontiguousarray(np.pad(y1248, ((40, 40), (60, 60), (0, 0)))[:, ::-1])  # more border, mirrored
+    assert _groups([y1248, darker], min_correlation=0.0)[1] == 1, "the copy must be one pHash misses"
+    images = [y1248, y52, darker, reframed, y1484, y1112, other1, other2]
+    groups = _groups(images)
+    assert len(set(groups[:4])) == 1
+    assert groups[4] == groups[5] and groups[4] != groups[0]
+    assert len(set(groups)) == 4, groups
+
+
+def test_correlation_pairs_are_symmetric_and_match_a_direct_computation():
+    base = [np.asarray(smooth_slice(seed, 80)) for seed in range(6)]
+    images = base + [np.ascontiguousarray(base[2][:, ::-1]), (base[4] * 0.5).astype(np.uint8)]
+    descriptors = np.stack([dedup.contrast_descriptor(r) for r in images]).astype(np.float32)
+    mirrored = descriptors.reshape(-1, 64, 64)[:, :, ::-1].reshape(len(images), -1)
+    direct = np.maximum(descriptors @ descriptors.T, descriptors @ mirrored.T)
+    expected = {(i, j) for i in range(len(images)) for j in range(i + 1, len(images)) if direct[i, j] >= 0.885}
+    assert set(dedup.correlated_pairs(descriptors, 0.885, chunk=3)) == expected
+    assert {(2, 6), (4, 7)} <= expected

@@ -43,15 +43,17 @@ class ManifestRow:
 FIELDS = [f.name for f in fields(ManifestRow)]
 
 
-def _hashed(row: ManifestRow, rgb: np.ndarray) -> ManifestRow:
+def _hashed(row: ManifestRow, rgb: np.ndarray) -> tuple[ManifestRow, np.ndarray]:
+    """The row with its size and hashes, and the image's contrast-invariant descriptor
+    (kept in memory for grouping, not written)."""
     row.height, row.width = int(rgb.shape[0]), int(rgb.shape[1])
     row.sha256 = dedup.pixel_digest(rgb)
     hashed, mirrored = dedup.perceptual_hashes(rgb)
     row.phash, row.phash_mirror = f"{hashed:016x}", f"{mirrored:016x}"
-    return row
+    return row, dedup.contrast_descriptor(rgb)
 
 
-def _inspect(source: SourceImage, salt: bytes = b"") -> list[ManifestRow]:
+def _inspect(source: SourceImage, salt: bytes = b"") -> list[tuple[ManifestRow, np.ndarray | None]]:
     """The rows of one file: one for a picture or a single-frame DICOM, one per kept
     slice (``file#slice=K``) for a multi-frame DICOM or a NIfTI volume, or one
     unusable row with the reason."""
@@ -64,7 +66,7 @@ def _inspect(source: SourceImage, salt: bytes = b"") -> list[ManifestRow]:
         scan = read_scan(data, salt=salt, name=source.path)
     except ImageDecodeError as err:
         row.usable, row.reason = False, str(err)
-        return [row]
+        return [(row, None)]
     modality = scan.modality if scan.modality != "unknown" else source.modality
     return [_hashed(ManifestRow(address, source.label, source.class_name, modality,
                                 original_label=source.label, patient_key=scan.group_key), rgb)
@@ -77,6 +79,7 @@ def build_manifest(
     seed: int = 42,
     dedup_distance: int = 4,
     workers: int | None = None,
+    dedup_correlation: float = dedup.MIN_CORRELATION,
 ) -> tuple[list[ManifestRow], dict]:
     """Scan, decode-check, hash, group and split a data folder.
 
@@ -87,8 +90,10 @@ def build_manifest(
     sources, layout = discover(data_dir)
     salt = secrets.token_bytes(16)  # per manifest: keys group files, never link runs
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
-        rows = [row for found in pool.map(lambda s: _inspect(s, salt), sources) for row in found]
+        inspected = [item for found in pool.map(lambda s: _inspect(s, salt), sources) for item in found]
+    rows = [row for row, _ in inspected]
     usable = [row for row in rows if row.usable]
+    descriptors = np.stack([d for row, d in inspected if row.usable]) if usable else None
     if len(usable) < 3 or len({row.label for row in usable}) < 2:
         raise ValueError(
             f"only {len(usable)} usable images ({len(rows) - len(usable)} could not be read): "
@@ -100,6 +105,7 @@ def build_manifest(
         [int(row.phash_mirror, 16) for row in usable],
         dedup_distance,
         same_source=[row.patient_key for row in usable],
+        descriptors=descriptors, min_correlation=dedup_correlation if dedup_distance >= 0 else 0.0,
     )
     labels = np.array([row.label for row in usable])
     modalities = [row.modality for row in usable]
@@ -114,6 +120,7 @@ def build_manifest(
         "files_skipped": len(rows) - len(usable),
         "skipped_reasons": _count_reasons(rows),
         "dedup_distance": dedup_distance,
+        "dedup_correlation": dedup_correlation,
     })
     if any(row.patient_key for row in usable):
         # Patients (or volumes) per split: each key lies in exactly one split.

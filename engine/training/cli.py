@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", choices=CACHES, default=defaults.cache)
     parser.add_argument("--best-metric", choices=BEST_METRICS, default=defaults.best_metric)
     parser.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap for smoke runs")
+    parser.add_argument("--dedup-distance", type=int, default=defaults.dedup_distance,
+                        help="pHash Hamming distance for near-duplicate grouping; -1 = exact copies only")
+    parser.add_argument("--dedup-correlation", type=float, default=defaults.dedup_correlation,
+                        help="contrast-invariant copy test: correlation of the equalised head crop "
+                        "at least this (0 = off)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed of the split and folds (and of training unless --init-seed)")
     parser.add_argument("--init-seed", type=int, default=defaults.init_seed,
@@ -111,7 +116,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
               "schedule", "warmup_epochs", "weight_decay", "devices", "cache", "best_metric",
               "max_steps_per_epoch", "seed", "init_seed", "rotation_degrees", "zoom", "brightness",
               "contrast", "group_weighting", "ema_decay", "label_review",
-              "kernel_init", "mixup", "collective", "precision")
+              "kernel_init", "mixup", "collective", "precision", "dedup_distance",
+              "dedup_correlation")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}
     if args.class_weighting:
