@@ -30,10 +30,13 @@ from engine.data.imageio import head_box
 HASH_SIZE = 8
 _DCT_SIZE = 32
 DESCRIPTOR_SIDE = 64
-# Calibrated on Br35H (README, "Duplicates"): the most similar pair of slices that carry
-# different labels (different patients) correlates at 0.869, the strongly re-contrasted
-# and re-cropped copy yes/y1248 - yes/y52 at 0.902; the threshold sits between them.
+# Calibrated on Br35H (README, "Duplicates"). Head view: the most similar pair of slices
+# that carry different labels (different patients) correlates at 0.868, the strongly
+# re-contrasted and re-cropped copy yes/y1248 - yes/y52 at 0.923. Whole-frame view (mostly
+# background, so higher for everything): different labels up to 0.920, the sharpened and
+# re-contrasted copy no/no223 - no/no290 at 0.961; threshold 0.885 + 0.065 = 0.95.
 MIN_CORRELATION = 0.885
+WHOLE_FRAME_MARGIN = 0.065
 log = logging.getLogger(__name__)
 # Above this many images the correlation pass (quadratic time) is skipped with a log
 # line; the exact and hash tests still run.
@@ -67,14 +70,33 @@ def perceptual_hashes(rgb: np.ndarray) -> tuple[int, int]:
     return _phash_of(pixels), _phash_of(pixels[:, ::-1])
 
 
-def contrast_descriptor(rgb: np.ndarray) -> np.ndarray:
-    """The contrast-invariant view of a slice: the head's bounding box in grayscale,
-    each intensity replaced by its rank (the histogram-equalising CDF, ties sharing a
-    value), shrunk to 64x64 by box averaging, then centred and scaled to unit length,
-    as float16 (8 KB an image). The dot product of two descriptors is their Pearson
-    correlation."""
-    top, bottom, left, right = head_box(rgb)
-    gray = np.asarray(Image.fromarray(np.ascontiguousarray(rgb[top:bottom, left:right])).convert("L"))
+def _otsu_level(gray: np.ndarray) -> int:
+    """Otsu's threshold of a uint8 image: the level that best separates two intensity
+    classes (here head and background). It moves with the intensities under any
+    contrast or brightness change, where a fixed share of the peak does not: a lifted
+    grey background would otherwise count as head."""
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    share = hist / hist.sum()
+    below = np.cumsum(share)
+    mean_below = np.cumsum(share * np.arange(256))
+    between = (mean_below[-1] * below - mean_below) ** 2 / np.maximum(below * (1 - below), 1e-12)
+    return int(np.argmax(between))
+
+
+def _head_rows_cols(gray: np.ndarray, min_share: float = 0.02) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the rows and columns with at least ``min_share``
+    of their pixels above Otsu's level; the whole image when that finds nothing."""
+    bright = gray > _otsu_level(gray)
+    rows = np.nonzero(bright.mean(axis=1) >= min_share)[0]
+    cols = np.nonzero(bright.mean(axis=0) >= min_share)[0]
+    if len(rows) < 2 or len(cols) < 2:
+        return 0, gray.shape[0], 0, gray.shape[1]
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _equalised_thumbnail(gray: np.ndarray) -> np.ndarray:
+    """Each intensity replaced by its rank (the histogram-equalising CDF, ties sharing
+    a value), shrunk to 64x64 by box averaging, centred and scaled to unit length."""
     values, inverse, counts = np.unique(gray, return_inverse=True, return_counts=True)
     cdf = (np.cumsum(counts) - counts / 2) / gray.size
     equalised = Image.fromarray((cdf[inverse].reshape(gray.shape) * 255).astype(np.uint8))
@@ -84,22 +106,45 @@ def contrast_descriptor(rgb: np.ndarray) -> np.ndarray:
     return (small / norm if norm > 0 else small).astype(np.float16)
 
 
-def _mirrored(descriptors: np.ndarray) -> np.ndarray:
+def contrast_descriptor(rgb: np.ndarray) -> np.ndarray:
+    """The contrast-invariant views of a slice, shape (2, 4096) float16 (16 KB): the
+    equalised thumbnail of the head's bounding box (found with Otsu's level, so the box
+    does not move with contrast) and of the whole frame. Copies that were re-cropped
+    match on the first, copies whose background fooled the box match on the second.
+    The dot product of two views is their Pearson correlation."""
+    gray = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
+    top, bottom, left, right = _head_rows_cols(gray)
+    return np.stack([_equalised_thumbnail(gray[top:bottom, left:right]), _equalised_thumbnail(gray)])
+
+
+def _mirrored(views: np.ndarray) -> np.ndarray:
     side = DESCRIPTOR_SIDE
-    return descriptors.reshape(-1, side, side)[:, :, ::-1].reshape(len(descriptors), side * side)
+    return views.reshape(-1, side, side)[:, :, ::-1].reshape(len(views), side * side)
+
+
+def correlations(descriptors: np.ndarray, rows: slice) -> np.ndarray:
+    """For the images in ``rows`` against all: the correlation of the head views and of
+    the whole-frame views, each the larger of direct and mirrored, as (2, rows, n)."""
+    out = []
+    for view in (0, 1):
+        matrix = np.asarray(descriptors[:, view], np.float32)
+        block = matrix[rows]
+        out.append(np.maximum(block @ matrix.T, block @ _mirrored(matrix).T))
+    return np.stack(out)
 
 
 def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRELATION,
-                     chunk: int = 1024) -> list[tuple[int, int]]:
-    """All pairs (i < j) of ``contrast_descriptor``s whose correlation, directly or with
-    one mirrored, is at least ``min_correlation``. Exact, in blocks: time grows with
-    n^2 (3,000 images: about a second), memory with n (one chunk x n block)."""
-    matrix = np.asarray(descriptors, np.float32)
-    mirrored = _mirrored(matrix)
+                     chunk: int = 512) -> list[tuple[int, int]]:
+    """All pairs (i < j) of ``contrast_descriptor``s whose head views correlate at least
+    ``min_correlation``, or whose whole-frame views correlate at least
+    ``min_correlation + WHOLE_FRAME_MARGIN`` (a whole frame is mostly background, so
+    different slices correlate higher there), directly or mirrored. Exact, in blocks:
+    time grows with n^2 (3,000 images: a few seconds), memory with n (chunk x n)."""
+    descriptors = np.asarray(descriptors)
     pairs: list[tuple[int, int]] = []
-    for start in range(0, len(matrix), chunk):
-        block = matrix[start:start + chunk]
-        similar = np.maximum(block @ matrix.T, block @ mirrored.T) >= min_correlation
+    for start in range(0, len(descriptors), chunk):
+        head, whole = correlations(descriptors, slice(start, start + chunk))
+        similar = (head >= min_correlation) | (whole >= min_correlation + WHOLE_FRAME_MARGIN)
         rows, cols = np.nonzero(similar)
         rows = rows + start
         keep = rows < cols  # the mirrored product is symmetric: m(a).b == a.m(b)
