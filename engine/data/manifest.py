@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from engine.data import dedup, scans, splits
+from engine.data import dedup, health, scans, splits
 from engine.data.imageio import ImageDecodeError, decode_rgb, read_file_bytes, read_scan
 from engine.data.sources import SourceImage, discover, relocate
 from engine.files import atomic_open
@@ -38,6 +38,16 @@ class ManifestRow:
     original_label: int = -1  # the folder's label; ``label`` is the one after label review
     review: str = ""  # label review decision: "", keep, relabel or exclude (engine.evaluation.review)
     patient_key: str = ""  # salted hash of a scan file's patient/study (engine.data.scans), never the ID
+    # Quality scores (engine.data.health.quality_scores); -1 = not measured (older manifests)
+    grey_mean: float = -1.0
+    grey_std: float = -1.0
+    grey_p99: float = -1.0
+    sharpness: float = -1.0
+
+    @property
+    def quality(self) -> dict[str, float]:
+        return {"mean": self.grey_mean, "std": self.grey_std, "p99": self.grey_p99,
+                "sharpness": self.sharpness}
 
 
 FIELDS = [f.name for f in fields(ManifestRow)]
@@ -50,7 +60,13 @@ def _hashed(row: ManifestRow, rgb: np.ndarray) -> tuple[ManifestRow, np.ndarray]
     row.sha256 = dedup.pixel_digest(rgb)
     hashed, mirrored = dedup.perceptual_hashes(rgb)
     row.phash, row.phash_mirror = f"{hashed:016x}", f"{mirrored:016x}"
+    set_quality(row, health.quality_scores(rgb))
     return row, dedup.contrast_descriptor(rgb)
+
+
+def set_quality(row: ManifestRow, scores: dict[str, float]) -> None:
+    row.grey_mean, row.grey_std = round(scores["mean"], 5), round(scores["std"], 5)
+    row.grey_p99, row.sharpness = round(scores["p99"], 5), round(scores["sharpness"], 6)
 
 
 def _inspect(source: SourceImage, salt: bytes = b"") -> list[tuple[ManifestRow, np.ndarray | None]]:
@@ -162,6 +178,8 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
                 original_label=int(record.get("original_label") or record["label"]),
                 review=record.get("review") or "",
                 patient_key=record.get("patient_key") or "",
+                **{name: float(record.get(name) or -1.0)
+                   for name in ("grey_mean", "grey_std", "grey_p99", "sharpness")},
             ))
         return result
 

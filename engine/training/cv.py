@@ -66,6 +66,7 @@ def rows_for_fold(rows, fold: int):
 
 def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
     """The CV manifest (built once, then reused on resume), with folds assigned."""
+    from engine.data.health import write_health
     from engine.data.manifest import build_manifest, read_manifest, write_manifest
     path = cv_dir / runs.MANIFEST_FILE
     if path.exists():
@@ -77,6 +78,7 @@ def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
     assign_folds(rows, folds, config.seed)
     write_manifest(rows, path)
     runs.write_json_atomic(cv_dir / runs.SUMMARY_FILE, summary)
+    write_health(cv_dir, rows, summary)  # data_health.json and data_issues.csv (engine.data.health)
     return rows
 
 

@@ -77,6 +77,7 @@ def _prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool =
     """The run's manifest rows and data summary: the folder's own manifest if it has
     one, else a fresh scan (written to the folder by the chief; other workers scan the
     same folder with the same seed and get the same split in memory)."""
+    from engine.data.health import write_health
     from engine.data.manifest import build_manifest, read_manifest, write_manifest
     manifest_path = folder / runs.MANIFEST_FILE
     if manifest_path.exists():
@@ -94,6 +95,7 @@ def _prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool =
         return rows, summary
     write_manifest(rows, manifest_path)
     runs.write_json_atomic(folder / runs.SUMMARY_FILE, summary)
+    write_health(folder, rows, summary)  # data_health.json and data_issues.csv (engine.data.health)
     splits = summary["splits"]
     log.info(
         "data: %d images (%d skipped) in %d duplicate groups; train %d images / %d groups, "
