@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 FILES = ["model.json", "config.json", "manifest.csv", "data_summary.json", "eval_test.json",
          "predictions_test.csv", "eval_oof.json", "predictions_oof.csv", "cv_summary.json",
-         "oof_predictions.csv", "label_issues.csv", "ood.npz"]
+         "oof_predictions.csv", "label_issues.csv", "ood.npz", "data_health.json", "data_issues.csv"]
 OPTIONAL = ["keras_comparison.json"]
 STALE = ["eval_val.json", "predictions_val.csv"]  # a single run's files, not a CV's
 CI_SAMPLE = 250

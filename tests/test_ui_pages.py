@@ -408,3 +408,28 @@ def test_train_form_with_two_workers_starts_engine_launch(run_folder, monkeypatc
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert calls == [(["--workers", "2"], "engine.launch")]
+
+
+def test_data_page_shows_the_health_report_and_a_gallery(run_folder):
+    assert (run_folder / "data_health.json").exists(), "every run folder gets its data health"
+    at = app_on("data")
+    labels = [m.label for m in at.metric]
+    assert {"images", "need a look", "tumor share", "distinct slices", "random-split leak"} <= set(labels)
+    issues = at.dataframe[0].value
+    assert {"conflicting_labels", "blurry", "unreadable", "near_duplicate"} <= set(issues["issue"])
+
+
+def test_data_page_measures_a_folder_that_predates_the_report(run_folder, tmp_path, monkeypatch):
+    import shutil
+    root = tmp_path / "runs"
+    folder = root / "old-run"
+    shutil.copytree(run_folder, folder, ignore=shutil.ignore_patterns("checkpoints", "tb", "data_health.json",
+                                                                       "data_issues.csv"))
+    monkeypatch.setenv("BRAIN_RUNS_DIR", str(root))
+    at = app_on("data", model_choice="run old-run")
+    assert any("predates" in i.value for i in at.info)
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert (folder / "data_health.json").exists() and (folder / "data_issues.csv").exists()
+    at.run()
+    assert "need a look" in [m.label for m in at.metric]

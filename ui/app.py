@@ -8,6 +8,7 @@ PAGES = [
     ("pages/home.py", "Home", ":material/home:"),
     ("pages/predict.py", "Predict", ":material/image_search:"),
     ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/data.py", "Data", ":material/dataset:"),
     ("pages/runs.py", "Runs", ":material/list:"),
     ("pages/evaluate.py", "Evaluate", ":material/analytics:"),
     ("pages/errors.py", "Errors", ":material/report:"),
