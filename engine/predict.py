@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="model folder: a finished run folder or "
                         "checkpoints/ (default: the shipped model)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument("--neighbours", type=int, default=0, metavar="K",
+                        help="also list the K most similar images the model learnt from, and "
+                        "whether the input is a near-copy of one (seen_in_training)")
     args = parser.parse_args(argv)
 
     from engine.serving.inference import ModelNotFoundError, load_model, predict_files
@@ -34,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         except ImageDecodeError as err:
             errors[path] = str(err)
             items.append((path, b""))
-    results = predict_files(model, items)
+    if args.neighbours and model.neighbours is None:
+        print(f"error: {model.directory} stores no training features (neighbours.npz); "
+              "--neighbours needs a model exported by this version", file=sys.stderr)
+        return 2
+    results = predict_files(model, items, neighbours=args.neighbours)
     failed = 0
     for result in results:
         error = errors.get(result.name) or result.error
@@ -52,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                   "out_of_distribution": result.out_of_distribution,
                   "ood_score": None if result.ood_score is None else round(result.ood_score, 4),
                   "predicted_class": result.predicted_class, "threshold": round(model.threshold, 6)}
+        if args.neighbours:
+            record["seen_in_training"] = result.seen_in_training
+            record["neighbours"] = result.neighbours
         if args.json:
             print(json.dumps(record))
         else:
@@ -60,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
                 spread += " [WARNING: does not look like the brain slices the model was trained on]"
             print(f"{result.name}: tumor probability {result.probability:.4f}{spread} -> "
                   f"{result.predicted_class} (threshold {model.threshold:.3f})")
+            if result.neighbours:
+                if result.seen_in_training:
+                    print("  seen in training: a near-copy of a training image (below)")
+                for near in result.neighbours:
+                    print(f"  {near['similarity']:.3f}  label {near['label']}  group {near['group']}  {near['path']}")
     return 1 if failed else 0
 
 

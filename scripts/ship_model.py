@@ -20,10 +20,23 @@ sys.path.insert(0, str(ROOT))
 
 FILES = ["model.json", "config.json", "manifest.csv", "data_summary.json", "eval_test.json",
          "predictions_test.csv", "eval_oof.json", "predictions_oof.csv", "cv_summary.json",
-         "oof_predictions.csv", "label_issues.csv", "ood.npz", "data_health.json", "data_issues.csv"]
+         "oof_predictions.csv", "label_issues.csv", "ood.npz", "data_health.json", "data_issues.csv",
+         "neighbours.npz"]
 OPTIONAL = ["keras_comparison.json"]
 STALE = ["eval_val.json", "predictions_val.csv"]  # a single run's files, not a CV's
 CI_SAMPLE = 250
+
+
+def build_neighbours(source: Path) -> None:
+    """neighbours.npz for a CV folder exported before it was stored: the ensemble's
+    features of the out-of-fold pool (what engine.training.cv.summarize now writes)."""
+    from engine.data.manifest import read_manifest
+    from engine.evaluation.evaluate import predict_outputs
+    from engine.serving import neighbours
+    from engine.serving.inference import load_model
+    pool = [r for r in read_manifest(source / "manifest.csv") if r.usable and r.split != "test"]
+    _, features = predict_outputs(load_model(source), [r.path for r in pool])
+    print("neighbours:", neighbours.build(source, pool, features))
 
 
 def main(source_dir: str) -> None:
@@ -34,6 +47,8 @@ def main(source_dir: str) -> None:
         sys.exit(f"{source} is not a finished cross-validation")
     target = ROOT / "checkpoints"
     target.mkdir(exist_ok=True)
+    if not (source / "neighbours.npz").exists():
+        build_neighbours(source)
     if (target / "export").exists():
         shutil.rmtree(target / "export")
     shutil.copytree(source / "export", target / "export")

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from engine.serving.calibration import calibrated
+from engine.serving.neighbours import NeighbourIndex
 from engine.serving.ood import OOD_FILE, FeatureGaussians
 from engine.data import scans
 from engine.data.imageio import ImageDecodeError, crop_to_head, decode_rgb, prepare_rgb, read_scan
@@ -40,6 +41,7 @@ class LoadedModel:
     crop_to_head: bool = False
     members: int = 1
     ood: object = field(default=None, repr=False)  # engine.serving.ood.FeatureGaussians, if fitted
+    neighbours: object = field(default=None, repr=False)  # engine.serving.neighbours.NeighbourIndex, if stored
 
     def view(self, rgb: np.ndarray) -> np.ndarray:
         """The decoded image as the model frames it (cropped to the head if the model
@@ -118,7 +120,8 @@ def load_model(directory: str | Path | None = None) -> LoadedModel:
                         explain_fn=loaded.signatures["explain"],
                         crop_to_head=bool(info.get("crop_to_head", False)),
                         members=int(info.get("members", 1)),
-                        ood=FeatureGaussians.load(directory / OOD_FILE))
+                        ood=FeatureGaussians.load(directory / OOD_FILE),
+                        neighbours=NeighbourIndex.load(directory))
     model._saved = loaded  # keep the trackable object alive with its signatures
     return model
 
@@ -137,6 +140,9 @@ class Prediction:
     identifiers_withheld: bool = False  # the DICOM carried patient identifiers (never read out)
     image: np.ndarray | None = field(default=None, repr=False)  # decoded RGB, original size
     cam: np.ndarray | None = field(default=None, repr=False)
+    # The most similar images the model learnt from (engine.serving.neighbours), when asked
+    neighbours: list[dict] | None = None
+    seen_in_training: bool | None = None
 
     @property
     def predicted_class(self) -> str:
@@ -144,7 +150,7 @@ class Prediction:
 
 
 def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain: bool = False,
-                  batch_size: int = 16) -> list[Prediction]:
+                  batch_size: int = 16, neighbours: int = 0) -> list[Prediction]:
     """Predict every (name, bytes) item; a bad file gets its own error and the others
     are still predicted. A DICOM or NIfTI file with several slices gives one result per
     kept slice, named ``name#slice=K`` (engine.data.scans)."""
@@ -177,11 +183,17 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
             spread = member_spread(members, model.temperature) if members.shape[1] > 1 else None
             cams = [None] * len(chunk)
         flags, scores = model.ood_flags(features)
+        nearest = [None] * len(chunk)
+        if neighbours and model.neighbours is not None and features is not None:
+            nearest = model.neighbours.query(features, neighbours)
         spread = [None] * len(chunk) if spread is None else spread
         flags = [None] * len(chunk) if flags is None else flags
         scores = [None] * len(chunk) if scores is None else scores
-        for (index, _), probability, cam, sd, flag, score in zip(chunk, probabilities, cams,
-                                                                  spread, flags, scores):
+        for (index, _), probability, cam, sd, flag, score, near in zip(chunk, probabilities, cams,
+                                                                        spread, flags, scores, nearest):
+            if near is not None:
+                results[index].neighbours = near["neighbours"]
+                results[index].seen_in_training = near["seen_in_training"]
             results[index].probability = float(probability)
             results[index].uncertainty = None if sd is None else float(sd)
             results[index].out_of_distribution = None if flag is None else bool(flag)

@@ -45,7 +45,10 @@ def assign_folds(rows, folds: int, seed: int):
     the rows it is given."""
     from engine.data.splits import fold_groups
     pool = [r for r in rows if r.usable and r.split != "test"]
-    assignment = fold_groups(np.array([r.group for r in pool]), np.array([r.label for r in pool]),
+    # Stratified by the folder's labels, not a review's: a review never moves an image to
+    # another fold, so as-labelled and reviewed figures compare on the same folds.
+    labels = np.array([r.original_label if r.original_label >= 0 else r.label for r in pool])
+    assignment = fold_groups(np.array([r.group for r in pool]), labels,
                              [r.modality for r in pool], folds, seed)
     for row, fold in zip(pool, assignment.tolist()):
         row.fold = int(fold)
@@ -170,6 +173,10 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     if pool_features is not None:
         ensemble.ood = fit(pool_features, np.array([r.fold for r in pool]))
         ensemble.ood.save(cv_dir / OOD_FILE)
+        from engine.serving import neighbours
+        chosen = neighbours.build(cv_dir, pool, pool_features)
+        log.info("nearest-neighbour pool: %d images, seen-in-training threshold %.4f",
+                 len(pool), chosen["seen_threshold"])
     fold_of = np.array([r.fold for r in pool])
     # The headline is "as labelled": the folder's labels, whatever a review decided.
     labels = np.array([r.original_label for r in pool])
