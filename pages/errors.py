@@ -138,3 +138,9 @@ for index, (_, item) in enumerate(shown.iterrows()):
         st.caption(caption)
         if st.button("Enlarge", key=f"enlarge_{index}"):
             enlarge(item["path"], caption, picture)
+        with st.expander("Nearest training images"):
+            from ui.neighbours_view import nearest_of, show_neighbours
+            found = nearest_of(model_for(model_dir), decode_path(item["path"]), exclude=item["path"])
+            if found is None:
+                st.caption("This model stores no training features (neighbours.npz).")
+            show_neighbours(found, int(item["label"]), title="Most similar images it learnt from")

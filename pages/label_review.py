@@ -53,10 +53,16 @@ if not (folder / ISSUES_FILE).exists():
     st.stop()
 
 slug = "shipped" if folder == SHIPPED_DIR else folder.name
-review_path = Path(st.text_input(
-    "Review file", str(runs_root() / "label_reviews" / f"{slug}.csv"),
-    help="Decisions are written here (CSV, atomically). Pass it to training with "
-         "--label-review, or in the Train form."))
+REVIEWS_DIR = runs_root() / "label_reviews"
+# Review files live under the runs folder only: the page never writes anywhere else.
+review_name = st.text_input("Review name", slug, max_chars=80,
+                            help=f"Decisions are written to {REVIEWS_DIR}/<name>.csv (atomically). "
+                                 "Letters, digits, dot, dash and underscore.")
+try:
+    review_path = REVIEWS_DIR / f"{runs.validate_run_id(review_name.strip())}.csv"
+except runs.RunError:
+    st.error("A review name may hold letters, digits, dot, dash and underscore only.")
+    st.stop()
 try:
     decisions = read_review(review_path)
 except ValueError as err:
@@ -72,19 +78,45 @@ for row in manifest:
 
 c1, c2, c3 = st.columns(3)
 only_flagged = c1.checkbox("Only images flagged by confident learning", True)
-hide_decided = c2.checkbox("Hide groups already decided", False)
+hide_decided = c2.checkbox("Review next: hide groups already decided", True)
 per_page = c3.number_input("Groups per page", 1, 50, 8)
 by_group: dict[int, list[dict]] = {}
 for issue in issues:
     if only_flagged and not issue["flagged"]:
         continue
     by_group.setdefault(issue["group"], []).append(issue)
-groups = sorted(by_group, key=lambda g: -max(i["score"] for i in by_group[g]))
+
+
+def expected_value(group: int) -> float:
+    """Review order: the audit's top score in the group times the images the decision
+    changes (a decision is taken once for all copies). A confident doubt about a slice
+    copied 20 times moves 20 training labels; about a lone slice, one."""
+    return max(i["score"] for i in by_group[group]) * max(1, len(members.get(group, [])))
+
+
+groups = sorted(by_group, key=lambda g: -expected_value(g))
+decided_groups = [g for g in groups if members.get(g) and all(r.path in decisions for r in members[g])]
 if hide_decided:
-    groups = [g for g in groups if not all(r.path in decisions for r in members.get(g, []))]
+    groups = [g for g in groups if g not in decided_groups]
 flagged_total = sum(i["flagged"] for i in issues)
-st.markdown(f"**{len(issues)} images ranked, {flagged_total} flagged, in {len(groups)} groups shown.** "
+total_groups = len(by_group)
+st.progress(len(decided_groups) / max(1, total_groups),
+            text=f"{len(decided_groups)} of {total_groups} {'flagged ' if only_flagged else ''}groups decided")
+st.markdown(f"**{len(issues)} images ranked, {flagged_total} flagged.** Groups in review order: the "
+            "audit's score times the images a decision changes. "
             f"{len(decisions)} images decided in `{review_path.name}`.")
+if review_path.exists():
+    d1, d2 = st.columns([1, 2])
+    d1.download_button("Download the review (CSV)", review_path.read_bytes(), review_path.name, "text/csv")
+    if d2.button("Retrain with these decisions", type="primary",
+                 help="Starts the shipped recipe's 5-fold cross-validation with this review file "
+                      "(python -m engine.cv --shipped-recipe --label-review FILE) as a subprocess"):
+        try:
+            run_id, _ = runs.start_run(["--folds", "5", "--shipped-recipe", "--label-review", str(review_path)],
+                                       module="engine.cv")
+            st.success(f"Started cross-validation {run_id}; follow it on **Train** or **Runs**.")
+        except runs.RunError as err:
+            st.error(str(err))
 if not groups:
     st.success("Nothing to review with these filters.")
     st.stop()
@@ -116,6 +148,23 @@ for group in shown:
             col.image(overlay(model.view(rgb), cams[0], 0.45), width="stretch",
                       caption=f"{Path(issue['path']).name}: P(tumor) {probability[0]:.3f}")
         st.caption("Heat map: Grad-CAM for the tumor class, scaled to its own maximum per image.")
+        labels_in_group = {r.original_label for r in rows}
+        if len(labels_in_group) > 1:
+            st.error("Its copies disagree: this duplicate group holds both labels.")
+        try:
+            from ui.neighbours_view import nearest_of, show_neighbours
+            show_neighbours(nearest_of(model, decode_path(top["path"]), exclude=top["path"]), top["label"],
+                            title="Most similar other images and their labels")
+        except ImageDecodeError:
+            pass
+        suggested = top["suggested_label"]
+        if suggested != top["label"] and st.button(
+                f"Accept the suggestion: relabel all {len(rows)} as {label_name[suggested]}",
+                key=f"accept_{slug}_{group}", type="primary"):
+            record_decision(review_path, [(r.path, r.group, r.original_label) for r in rows], "relabel",
+                            "accepted the audit's suggestion", "")
+            st.toast(f"Group {group}: relabel saved for {len(rows)} image(s)")
+            st.rerun()
         with st.form(f"decide_{slug}_{group}"):
             f1, f2, f3 = st.columns([2, 3, 2])
             decision = f1.radio("Decision for the whole group", DECISIONS, horizontal=True,

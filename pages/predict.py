@@ -31,8 +31,9 @@ def predict_one(model_dir: str, stamp: float, name: str, digest: str, data: byte
              "ood": result.out_of_distribution, "ood_score": result.ood_score,
              "label": result.predicted_label,
              "class": result.predicted_class, "error": result.error, "image": result.image,
-             "cam": result.cam, "threshold": model.threshold}
-            for result in predict_files(model, [(name, data)], explain=True)]
+             "cam": result.cam, "threshold": model.threshold,
+             "neighbours": result.neighbours, "seen": result.seen_in_training}
+            for result in predict_files(model, [(name, data)], explain=True, neighbours=5)]
 
 
 def _model(model_dir: str):
@@ -107,7 +108,9 @@ table = pd.DataFrame([{
     "tumor probability": None if r["error"] else round(r["probability"], 4),
     "uncertainty (ensemble sd)": (None if r["error"] or r.get("uncertainty") is None
                                   else round(r["uncertainty"], 4)),
-    "predicted class": r["class"] if not r["error"] else "",
+    "predicted class": ("" if r["error"] else "not assessed" if r.get("ood") else r["class"]),
+    "seen in training": {None: "", True: "yes: a near-copy of a training image", False: "no"}[
+        None if r["error"] else r.get("seen")],
     "out of distribution": {None: "", True: "yes: not like the training slices", False: "no"}[
         None if r["error"] else r.get("ood")],
     "true label": {None: "", 1: "tumor", 0: "no tumor"}[r["truth"]],
@@ -154,15 +157,25 @@ for index, result in enumerate(shown):
                  caption=f"{result['name']}: Grad-CAM for the tumor class, scaled per image")
         verdict = (":red[:material/warning: tumor]" if result["label"] == 1
                    else ":green[:material/check_circle: no tumor]")
-        if result.get("ood"):
-            st.warning(f"{result['name']}: this image does not look like the brain slices the "
-                       f"model was trained on (feature distance {result['ood_score']:.1f}x the "
-                       "99th percentile of unseen training-like images). The probability below "
-                       "is shown, but do not trust it.", icon=":material/warning:")
         spread = result.get("uncertainty")
-        st.markdown(f"**{verdict}** · probability **{result['probability']:.3f}**"
-                    + (f" ± {spread:.3f}" if spread is not None else "")
-                    + (f" · true: {'tumor' if result['truth'] else 'no tumor'}" if result["truth"] is not None else ""))
+        figure = (f"probability **{result['probability']:.3f}**" + (f" ± {spread:.3f}" if spread is not None else ""))
+        truth = (f" · true: {'tumor' if result['truth'] else 'no tumor'}" if result["truth"] is not None else "")
+        if result.get("ood"):
+            # No verdict on an input unlike the training slices: a probability there is
+            # a number the model was never taught to give.
+            st.warning(f"**Not assessed**: {result['name']} does not look like the brain slices the "
+                       f"model was trained on (feature distance {result['ood_score']:.1f}x the "
+                       "99th percentile of unseen training-like images).", icon=":material/block:")
+            with st.expander("Show the probability anyway"):
+                st.markdown(f"{result['class']} · {figure}{truth}")
+        else:
+            st.markdown(f"**{verdict}** · {figure}{truth}")
+        if result.get("seen"):
+            st.info("Seen in training: this image is a near-copy of a training image (below), so "
+                    "the prediction says what the model remembers, not how it generalises.",
+                    icon=":material/content_copy:")
+        from ui.neighbours_view import show_neighbours
+        show_neighbours({"neighbours": result.get("neighbours")} if result.get("neighbours") else None)
 for result in results:
     if result["error"]:
         st.error(f"{result['name']}: {result['error']}")

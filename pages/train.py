@@ -3,6 +3,8 @@ through its run folder (progress, curves, log), stop or resume it. Closing the
 browser does not stop training; reopening shows it."""
 
 
+from pathlib import Path
+
 import streamlit as st
 
 from engine.evaluation import metric_names as names
@@ -98,6 +100,13 @@ if submitted:
                 if int(workers) > 1:
                     raise ValueError("cross-validation runs on one worker; set Workers to 1")
             found_images, _ = discover(values["data_dir"] or None)
+            if config.label_review:
+                # Refused before any run folder exists: a typo must not start a run
+                # that fails a minute later.
+                from engine.evaluation.review import read_review
+                if not Path(config.label_review).is_file():
+                    raise ValueError(f"label review file {config.label_review} does not exist")
+                read_review(config.label_review)
         except (ValueError, DataLayoutError) as err:
             problem = str(err)
     if problem:

@@ -221,3 +221,39 @@ def test_out_of_fold_errors_count_each_fold_at_its_cross_fitted_threshold():
         wrong += int((predicted != labels[held].astype(bool)).sum())
     assert wrong > 10
     assert out_of_fold_errors(summary) == wrong
+
+
+def test_the_cv_stores_its_pool_and_predict_names_the_nearest_training_images(cv_run):
+    """neighbours.npz holds every out-of-fold image; engine.predict --neighbours on a pool
+    image finds it (or a copy) first and says it was seen; on an image from elsewhere it
+    does not."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import ROOT
+    from engine.data.manifest import read_manifest
+    from engine.serving.neighbours import NEIGHBOURS_FILE, NeighbourIndex
+    index = NeighbourIndex.load(cv_run)
+    assert index is not None and (cv_run / NEIGHBOURS_FILE).stat().st_size < 10e6
+    pool = [r for r in read_manifest(cv_run / "manifest.csv") if r.usable and r.split != "test"]
+    assert sorted(index.paths.tolist()) == sorted(r.path for r in pool)
+    assert index.vectors.dtype == np.float32 and 0 < index.seen_threshold <= 1.0001
+    member = pool[0]
+    stranger = cv_run / "stranger.png"
+    rng = np.random.default_rng(5)
+    Image.fromarray((rng.random((90, 140, 3)) * 255).astype(np.uint8)).save(stranger)
+    done = subprocess.run([sys.executable, "-m", "engine.predict", "--json", "--neighbours", "3",
+                           "--model", str(cv_run), member.path, str(stranger)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    own, other = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(own["neighbours"]) == 3
+    assert own["neighbours"][0]["group"] == member.group and own["seen_in_training"] is True
+    sims = [n["similarity"] for n in own["neighbours"]]
+    assert sims == sorted(sims, reverse=True)
+    assert set(own["neighbours"][0]) == {"path", "label", "group", "similarity"}
+    assert other["seen_in_training"] is False

@@ -171,3 +171,14 @@ def test_correlation_pairs_are_symmetric_and_match_a_direct_computation():
                     expected.add((i, j))
     assert set(dedup.correlated_pairs(descriptors, 0.885, chunk=3)) == expected
     assert {(2, 6), (4, 7)} <= expected
+
+
+def test_small_bright_details_on_dark_frames_are_not_taken_for_a_head():
+    """Data unlike Br35H: a bright blob on a noisy dark square. Otsu's box would be the
+    blob alone, and every blob crop looks alike; the box must be refused and distinct
+    images stay in distinct groups."""
+    from conftest import blob_image
+    rng = np.random.default_rng(1)
+    images = [np.stack([blob_image(rng, tumor=True)] * 3, axis=2) for _ in range(12)]
+    groups = _groups(images)
+    assert len(set(groups.tolist())) == 12

@@ -37,6 +37,7 @@ DESCRIPTOR_SIDE = 64
 # re-contrasted copy no/no223 - no/no290 at 0.961; threshold 0.885 + 0.065 = 0.95.
 MIN_CORRELATION = 0.885
 WHOLE_FRAME_MARGIN = 0.065
+MIN_HEAD_SIDE = 0.4  # share of the frame's height and width a head box must span
 log = logging.getLogger(__name__)
 # Above this many images the correlation pass (quadratic time) is skipped with a log
 # line; the exact and hash tests still run.
@@ -89,9 +90,15 @@ def _head_rows_cols(gray: np.ndarray, min_share: float = 0.02) -> tuple[int, int
     bright = gray > _otsu_level(gray)
     rows = np.nonzero(bright.mean(axis=1) >= min_share)[0]
     cols = np.nonzero(bright.mean(axis=0) >= min_share)[0]
+    height, width = gray.shape
     if len(rows) < 2 or len(cols) < 2:
-        return 0, gray.shape[0], 0, gray.shape[1]
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        return 0, height, 0, width
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    # A head fills 40 to 100% of a slice's sides; a smaller box is a bright detail (a
+    # lesion on a dark frame, a logo), and every such crop would look alike.
+    if (bottom - top) < MIN_HEAD_SIDE * height or (right - left) < MIN_HEAD_SIDE * width:
+        return 0, height, 0, width
+    return top, bottom, left, right
 
 
 def _equalised_thumbnail(gray: np.ndarray) -> np.ndarray:

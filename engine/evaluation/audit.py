@@ -52,8 +52,12 @@ def label_issue_table(labels, probabilities) -> dict[str, np.ndarray]:
     p1 = np.asarray(probabilities, np.float64)
     given = np.where(labels == 1, p1, 1.0 - p1)
     confident = confident_classes(labels, p1)
-    return {"score": 1.0 - given, "suggested_label": (p1 >= 0.5).astype(int),
-            "flagged": (confident >= 0) & (confident != labels)}
+    suggested = (p1 >= 0.5).astype(int)
+    # Flagged only where the suggestion differs from the label: a weak model can be
+    # "confident" of the other class below 0.5, and a card saying "labelled tumor,
+    # model suggests tumor" asks a reviewer to decide nothing.
+    return {"score": 1.0 - given, "suggested_label": suggested,
+            "flagged": (confident >= 0) & (confident != labels) & (suggested != labels)}
 
 
 def audit(cv_dir: str | os.PathLike) -> list[dict]:

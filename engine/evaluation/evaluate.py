@@ -141,7 +141,11 @@ def fit_ood_for_run(model_dir: Path, train_rows, val_rows, model=None) -> dict:
     gaussians = fit(features, held_out)
     gaussians.save(Path(model_dir) / OOD_FILE)
     model.ood = FeatureGaussians.load(Path(model_dir) / OOD_FILE)  # as a later load sees it
-    return {"ood_thresholds": gaussians.thresholds.tolist()}
+    # The nearest-training-image pool of a single run: its training images.
+    from engine.serving import neighbours
+    chosen = neighbours.build(model_dir, train_rows, train_features, folds=[-1] * len(train_rows))
+    model.neighbours = neighbours.NeighbourIndex.load(model_dir)
+    return {"ood_thresholds": gaussians.thresholds.tolist(), "seen_threshold": chosen["seen_threshold"]}
 
 
 def calibrate_on_validation(model, val_rows, method: str = "youden",

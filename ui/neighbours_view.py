@@ -1,0 +1,59 @@
+"""The nearest training images of an image, shown the same way on Predict, Errors and
+Label review: five thumbnails with their label and similarity, and a note when the
+model has effectively seen the image (a near-copy of a training image)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from ui.common import square
+
+LABEL = {0: "no tumor", 1: "tumor"}
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def thumbnail(path: str, side: int = 112) -> np.ndarray | None:
+    from PIL import Image
+
+    from engine.data.imageio import ImageDecodeError, decode_path
+    try:
+        return np.asarray(Image.fromarray(square(decode_path(path))).resize((side, side)))
+    except (ImageDecodeError, OSError):
+        return None
+
+
+def nearest_of(model, rgb: np.ndarray, k: int = 5, exclude: str | None = None) -> dict | None:
+    """The model's ``k`` nearest pool images of a decoded image (None without a stored
+    pool); ``exclude`` leaves the image itself out when it is a pool image."""
+    if model.neighbours is None:
+        return None
+    _, features = model.outputs(model.model_input(rgb)[None])
+    if features is None:
+        return None
+    found = model.neighbours.query(features, k + (1 if exclude else 0))[0]
+    if exclude:
+        kept = [n for n in found["neighbours"] if n["path"] != exclude][:k]
+        found = {"neighbours": kept,
+                 "seen_in_training": bool(kept and kept[0]["similarity"] >= model.neighbours.seen_threshold)}
+    return found
+
+
+def show_neighbours(found: dict | None, own_label: int | None = None, *, title: str = "Nearest training images") -> None:
+    """Thumbnails of ``found['neighbours']`` with label, group and similarity."""
+    if not found or not found.get("neighbours"):
+        return
+    near = found["neighbours"]
+    agree = "" if own_label is None else (
+        f" · {sum(n['label'] == own_label for n in near)} of {len(near)} carry its label")
+    st.markdown(f"**{title}**{agree}")
+    for column, item in zip(st.columns(len(near)), near):
+        picture = thumbnail(item["path"])
+        caption = (f"{LABEL.get(item['label'], item['label'])} · sim {item['similarity']:.2f} · "
+                   f"group {item['group']}")
+        if picture is None:
+            column.caption(f"{Path(item['path']).name}: not readable here · {caption}")
+        else:
+            column.image(picture, caption=caption, width="stretch")
