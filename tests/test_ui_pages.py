@@ -259,8 +259,8 @@ def test_label_review_records_a_decision_for_every_image_of_the_group(cv_folder,
     from engine.evaluation.review import read_review
     at = app_on("label_review")
     next(s for s in at.selectbox if s.label == "Audit of").set_value("cross-validation fixture-cv").run()
-    review_file = tmp_path / "review.csv"
-    next(t for t in at.text_input if t.label == "Review file").set_value(str(review_file)).run()
+    next(t for t in at.text_input if t.label == "Review name").set_value("fixture-review").run()
+    review_file = cv_folder.parent / "label_reviews" / "fixture-review.csv"  # under the runs folder only
     next(c for c in at.checkbox if c.label.startswith("Only images flagged")).uncheck().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.get("imgs") or at.get("image"), "images with Grad-CAM"
@@ -335,8 +335,13 @@ def test_predict_warns_when_an_upload_does_not_look_like_the_training_slices(run
     assert not at.exception, [e.value for e in at.exception]
     row = at.dataframe[0].value.iloc[0]
     assert row["out of distribution"].startswith("yes")
-    assert 0.0 <= row["tumor probability"] <= 1.0  # still predicted, beside the warning
-    assert any("does not look like the brain slices" in w.value for w in at.warning)
+    assert row["predicted class"] == "not assessed"  # no verdict on such an input
+    assert 0.0 <= row["tumor probability"] <= 1.0  # the probability stays available
+    assert any(w.value.startswith("**Not assessed**") and "does not look like the brain slices" in w.value
+               for w in at.warning)
+    assert any(e.label == "Show the probability anyway" for e in at.expander)
+    assert not any(":material/warning: tumor" in m.value or "check_circle: no tumor" in m.value
+                   for m in at.markdown)
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
     assert "gradient.png: Grad-CAM for the tumor class, scaled per image" in captions
 
@@ -433,3 +438,54 @@ def test_data_page_measures_a_folder_that_predates_the_report(run_folder, tmp_pa
     assert (folder / "data_health.json").exists() and (folder / "data_issues.csv").exists()
     at.run()
     assert "need a look" in [m.label for m in at.metric]
+
+
+def test_label_review_queue_accepts_a_suggestion_in_one_click_and_retrains(cv_folder, monkeypatch):
+    from engine import runs
+    from engine.data.manifest import read_manifest
+    from engine.evaluation.review import read_review
+    at = app_on("label_review")
+    next(s for s in at.selectbox if s.label == "Audit of").set_value("cross-validation fixture-cv").run()
+    next(t for t in at.text_input if t.label == "Review name").set_value("queue-review").run()
+    assert not at.exception, [e.value for e in at.exception]
+    progress = at.get("progress")[0].proto.text
+    assert progress.startswith("0 of ") and "flagged groups decided" in progress
+    accept = [b for b in at.button if b.label.startswith("Accept the suggestion")]
+    assert accept, "a flagged group offers its suggestion"
+    group = int(accept[0].key.rsplit("_", 1)[1])
+    accept[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    review_file = cv_folder.parent / "label_reviews" / "queue-review.csv"
+    decisions = read_review(review_file)
+    members = [r for r in read_manifest(cv_folder / "manifest.csv") if r.usable and r.group == group]
+    assert {r.path for r in members} == set(decisions)
+    assert {d["decision"] for d in decisions.values()} == {"relabel"}
+    assert all(int(d["reviewed_label"]) == 1 - int(d["original_label"]) for d in decisions.values())
+    assert at.get("progress")[0].proto.text.startswith("1 of ")
+    assert not any(b.key == accept[0].key for b in at.button), "a decided group leaves the queue"
+    assert any(b.label == "Download the review (CSV)" for b in at.get("download_button"))
+    started = []
+    monkeypatch.setattr(runs, "start_run", lambda args, **kw: started.append((args, kw)) or ("cv-x", None))
+    next(b for b in at.button if b.label == "Retrain with these decisions").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    args, kw = started[0]
+    assert kw["module"] == "engine.cv" and "--shipped-recipe" in args
+    assert args[args.index("--label-review") + 1] == str(review_file)
+
+
+def test_label_review_refuses_a_review_name_that_leaves_the_runs_folder(cv_folder):
+    at = app_on("label_review")
+    next(s for s in at.selectbox if s.label == "Audit of").set_value("cross-validation fixture-cv").run()
+    next(t for t in at.text_input if t.label == "Review name").set_value("../../etc/x").run()
+    assert any("letters, digits" in e.value for e in at.error)
+
+
+def test_train_form_refuses_a_missing_review_file_before_making_a_run_folder(run_folder, tmp_path):
+    from engine import runs
+    before = {r.run_id for r in runs.list_runs(run_folder.parent)}
+    at = app_on("train")
+    next(t for t in at.text_input if t.label == "Label review file (optional)").set_value(
+        str(tmp_path / "no-such-review.csv"))
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert any("Not started" in e.value and "does not exist" in e.value for e in at.error)
+    assert {r.run_id for r in runs.list_runs(run_folder.parent)} == before
