@@ -11,7 +11,7 @@ import streamlit as st
 from engine import runs
 from engine.data.health import DEFECTS, HEALTH_FILE, ISSUES_FILE, read_issues
 from ui.app import require_navigation
-from ui.common import RESEARCH_NOTE, SHIPPED_DIR, percent, read_json, selected_model_dir, square
+from ui.common import RESEARCH_NOTE, SHIPPED_DIR, percent, read_json, runs_root, selected_model_dir, square
 
 require_navigation()
 
@@ -45,7 +45,7 @@ if health is None:
     if st.button("Measure it from the folder's manifest", type="primary"):
         from engine.data.health import measure_missing_quality, write_health
         from engine.data.manifest import read_manifest
-        target = folder if folder != SHIPPED_DIR else runs.DEFAULT_RUNS_ROOT / "data_health" / "shipped"
+        target = folder if folder != SHIPPED_DIR else runs_root() / "data_health" / "shipped"
         with st.spinner("Decoding and scoring every image once..."):
             rows = read_manifest(manifest)
             measure_missing_quality(rows)

@@ -11,7 +11,7 @@ from engine import runs
 from ui import charts, cv_view
 from ui.app import require_navigation
 from ui.common import (
-    SHIPPED_DIR, percent, read_json, read_predictions, selected_model_dir,
+    SHIPPED_DIR, percent, read_json, read_predictions, runs_root, selected_model_dir,
 )
 
 require_navigation()
@@ -83,7 +83,29 @@ with right:
             ("share flagged out-of-distribution", report.get("ood_flagged_share"))]
     st.dataframe(pd.DataFrame(rows, columns=["metric", "value"]), hide_index=True, width="stretch")
 
+review_dir = runs_root() / "label_reviews"
+review_files = sorted(review_dir.glob("*.csv")) if review_dir.exists() else []
+review_choice = st.selectbox(
+    "Score with a label review too", ["none"] + [f.name for f in review_files],
+    help="Review files from the Label review page (runs/label_reviews/). The stored predictions are "
+         "re-scored with the reviewed labels (relabelled images flipped, excluded ones left out); "
+         "nothing is predicted again, so this works for any model, the shipped one included.")
 reviewed = report.get("with_reviewed_labels")
+if review_choice != "none":
+    from engine.evaluation.review import read_review, reviewed_labels
+    try:
+        decisions = read_review(review_dir / review_choice)
+    except ValueError as err:
+        st.error(str(err))
+        decisions = None
+    if decisions is not None:
+        from engine.data.sources import relocate
+        paths = [relocate(p) for p in predictions["path"].astype(str)]
+        new_labels, kept = reviewed_labels(paths, labels, decisions)
+        scored = classification_report(new_labels[kept], probabilities[kept], stored)
+        touched = [p for p in paths if p in decisions]
+        reviewed = {**scored, "relabelled": sum(decisions[p]["decision"] == "relabel" for p in touched),
+                    "excluded": int((~kept).sum())}
 if reviewed:
     st.markdown("**As labelled and with reviewed labels** (stored threshold). The headline figures "
                 "above are as labelled; the reviewed ones only reflect what a reviewer entered.")

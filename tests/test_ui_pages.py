@@ -489,3 +489,28 @@ def test_train_form_refuses_a_missing_review_file_before_making_a_run_folder(run
     next(b for b in at.button if b.label == "Start training").click().run()
     assert any("Not started" in e.value and "does not exist" in e.value for e in at.error)
     assert {r.run_id for r in runs.list_runs(run_folder.parent)} == before
+
+
+def test_evaluate_scores_any_model_with_a_chosen_review_file(run_folder):
+    import pandas as pd
+    from engine.evaluation.review import record_decision
+    predictions = pd.read_csv(run_folder / "predictions_test.csv")
+    wrong = predictions[predictions["predicted"] != predictions["label"]]
+    chosen = (wrong if len(wrong) else predictions).head(2)
+    excluded = predictions[~predictions["path"].isin(chosen["path"])].head(1)
+    review = run_folder.parent / "label_reviews" / "eval-review.csv"
+    record_decision(review, [(p, 0, int(y)) for p, y in zip(chosen["path"], chosen["label"])], "relabel")
+    record_decision(review, [(p, 0, int(y)) for p, y in zip(excluded["path"], excluded["label"])], "exclude")
+    at = app_on("evaluate")
+    next(s for s in at.selectbox if s.label == "Score with a label review too").set_value("eval-review.csv").run()
+    assert not at.exception, [e.value for e in at.exception]
+    side = next(d.value for d in at.dataframe if "with reviewed labels" in d.value.columns)
+    row = dict(zip(side["metric"], side["with reviewed labels"]))
+    assert row["images"] == len(predictions) - 1
+    labels = predictions["label"].to_numpy().copy()
+    flip = predictions["path"].isin(chosen["path"]).to_numpy()
+    labels[flip] = 1 - labels[flip]
+    keep = ~predictions["path"].isin(excluded["path"]).to_numpy()
+    expected = float((predictions["predicted"].to_numpy()[keep] == labels[keep]).mean())
+    assert row["accuracy"] == pytest.approx(expected)
+    assert any("2 relabelled, 1 excluded" in c.value for c in at.caption)

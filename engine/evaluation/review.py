@@ -89,3 +89,20 @@ def apply_review(rows, decisions: dict[str, dict]):
 
 def is_excluded(row) -> bool:
     return getattr(row, "review", "") == "exclude"
+
+
+def reviewed_labels(paths, labels, decisions: dict[str, dict]):
+    """(labels after review, mask of images kept) for images already predicted, so any
+    model's stored predictions can be scored with a review without predicting again:
+    ``relabel`` flips a label, ``exclude`` drops the image, ``keep`` and undecided
+    images stand."""
+    import numpy as np
+    labels = np.asarray(labels).astype(int).copy()
+    kept = np.ones(len(labels), bool)
+    for index, path in enumerate(paths):
+        decision = decisions.get(path, {}).get("decision")
+        if decision == "relabel":
+            labels[index] = 1 - labels[index]
+        elif decision == "exclude":
+            kept[index] = False
+    return labels, kept
