@@ -52,7 +52,11 @@ if predictions is None:
 report = read_json(model_dir / f"eval_{split}.json") or {}
 threshold = float(report.get("threshold", 0.5))
 frame = predictions.copy()
-frame["predicted"] = (frame["probability"] >= threshold).astype(int)
+# The decisions the evaluation stored (full-precision probability against the stored
+# threshold), not a recount from the CSV's rounded probabilities: every page must
+# report the same confusion matrix as eval_<split>.json.
+if "predicted" not in frame.columns:
+    frame["predicted"] = (frame["probability"] >= threshold).astype(int)
 wrong = frame[frame["predicted"] != frame["label"]].copy()
 wrong["kind"] = np.where(wrong["label"] == 1, "false negative", "false positive")
 wrong["confidence"] = np.abs(wrong["probability"] - threshold)

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.evaluation.evaluate import classification_report
+from engine.serving.calibration import MIN_CALIBRATION_IMAGES
 from engine import runs
 from ui import charts, cv_view
 from ui.app import require_navigation
@@ -55,7 +56,11 @@ if reset or slider_key not in st.session_state:
     st.session_state[slider_key] = round(stored, 3)
 threshold = st.slider("Decision threshold", 0.0, 1.0, step=0.001, format="%.3f", key=slider_key,
                       help=f"Stored threshold {stored:.3f} ({report.get('threshold_method')})")
-live = classification_report(labels, probabilities, threshold)
+at_stored = abs(threshold - round(stored, 3)) < 1e-9 and "predicted" in predictions.columns
+# At the stored threshold, the stored decisions (made at full precision), so Evaluate,
+# Errors and Train report the same confusion matrix; elsewhere the slider's threshold.
+live = classification_report(labels, predictions["predicted"].to_numpy() if at_stored else probabilities,
+                             0.5 if at_stored else threshold)
 
 cols = st.columns(6)
 for col, (label, key) in zip(cols, [("sensitivity", "sensitivity"), ("specificity", "specificity"),
@@ -81,7 +86,20 @@ with right:
             ("sensitivity @ stored threshold", report["sensitivity"]),
             ("specificity @ stored threshold", report["specificity"]), ("images", report["count"]),
             ("share flagged out-of-distribution", report.get("ood_flagged_share"))]
-    st.dataframe(pd.DataFrame(rows, columns=["metric", "value"]), hide_index=True, width="stretch")
+    def shown(value):
+        # Four decimals (a Brier score of 2e-22 is 0.0000, not a 25-digit string).
+        if value is None:
+            return "—"
+        return str(value) if isinstance(value, int) else f"{value:.4f}"
+    table = pd.DataFrame([(name, shown(value)) for name, value in rows], columns=["metric", "value"])
+    # Tall enough for every row: a scrolled table hid its last one.
+    st.dataframe(table, hide_index=True, width="stretch", height=38 + 35 * len(table))
+    info = read_json(model_dir / runs.MODEL_INFO_FILE) or {}
+    small = info.get("calibration_images")
+    if small is not None and small < MIN_CALIBRATION_IMAGES:
+        st.warning(f"The threshold and temperature were fitted on {small} validation images: too few "
+                   "to fit a temperature, so it stays close to 1 by design, and the threshold is the "
+                   "middle of the gap between the classes on those images. Treat both as rough.")
 
 review_dir = runs_root() / "label_reviews"
 review_files = sorted(review_dir.glob("*.csv")) if review_dir.exists() else []

@@ -34,15 +34,37 @@ def test_youden_threshold_separates_a_separable_set():
     labels = np.array([0, 0, 0, 1, 1, 1])
     probs = np.array([0.1, 0.2, 0.35, 0.4, 0.7, 0.9])
     threshold = choose_threshold(labels, probs, "youden")
-    assert threshold == pytest.approx(0.4)
+    assert 0.35 < threshold < 0.4  # inside the separating interval, not on its edge
+    assert threshold == pytest.approx(_logit_middle(0.35, 0.4))
     assert classification_report(labels, probs, threshold)["accuracy"] == 1.0
+
+
+def _logit_middle(low, high):
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    return 1 / (1 + np.exp(-(logit(low) + logit(high)) / 2))
+
+
+def test_a_small_separated_calibration_set_gives_a_usable_rule():
+    """The tiny run of issue 21: 8 validation images, all separated, logits far apart.
+    The temperature must stay off its bounds and the threshold strictly inside
+    (0.02, 0.98), so that tumour images are called tumour."""
+    from engine.serving.calibration import TEMPERATURE_BOUNDS, calibrated
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    logits = np.array([-31.0, -25.0, -28.0, -22.0, 18.0, 27.0, 35.0, 24.0])
+    temperature = fit_temperature(labels, logits)
+    assert TEMPERATURE_BOUNDS[0] * 1.01 < temperature < TEMPERATURE_BOUNDS[1] * 0.99
+    probabilities = calibrated(logits, temperature)
+    threshold = choose_threshold(labels, np.round(probabilities, 6))
+    assert 0.02 < threshold < 0.98
+    assert ((probabilities >= threshold) == labels).all()
 
 
 def test_target_sensitivity_threshold_is_the_highest_that_reaches_it():
     threshold = choose_threshold(LABELS, PROBS, "sensitivity", target_sensitivity=1.0)
-    assert threshold == pytest.approx(0.4)  # the lowest-scored tumor
+    # between the lowest-scored tumor (0.4) and the next lower score (0.3)
+    assert threshold == pytest.approx(_logit_middle(0.3, 0.4))
     assert classification_report(LABELS, PROBS, threshold)["sensitivity"] == 1.0
-    assert choose_threshold(LABELS, PROBS, "sensitivity", 0.8) == pytest.approx(0.7)
+    assert choose_threshold(LABELS, PROBS, "sensitivity", 0.8) == pytest.approx(_logit_middle(0.6, 0.7))
 
 
 def test_temperature_undoes_overconfidence():

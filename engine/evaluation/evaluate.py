@@ -159,7 +159,7 @@ def calibrate_on_validation(model, val_rows, method: str = "youden",
     threshold = choose_threshold(labels, probabilities, method, target_sensitivity)
     return {"threshold": threshold, "temperature": temperature, "threshold_method": method,
             "target_sensitivity": target_sensitivity if method == "sensitivity" else None,
-            "calibrated_on": f"val ({len(val_rows)} images)"}
+            "calibrated_on": f"val ({len(val_rows)} images)", "calibration_images": len(val_rows)}
 
 
 def write_predictions(path: Path, paths, labels, modalities, logits, temperature, threshold) -> None:
