@@ -39,6 +39,19 @@ def build_neighbours(source: Path) -> None:
     print("neighbours:", neighbours.build(source, pool, features))
 
 
+def build_health(source: Path) -> None:
+    """data_health.json and data_issues.csv for a CV folder made before the report
+    existed: the manifest's images scored once (the scores are added to manifest.csv;
+    groups, splits and folds are unchanged)."""
+    from engine.data.health import measure_missing_quality, write_health
+    from engine.data.manifest import read_manifest, write_manifest
+    rows = read_manifest(source / "manifest.csv")
+    measure_missing_quality(rows)
+    write_manifest(rows, source / "manifest.csv")
+    summary = json.loads((source / "data_summary.json").read_text())
+    print("data health:", write_health(source, rows, summary)["issues"])
+
+
 def main(source_dir: str) -> None:
     from engine.evaluation.evaluate import evaluate
     from engine.runs import is_cv, read_status
@@ -49,6 +62,8 @@ def main(source_dir: str) -> None:
     target.mkdir(exist_ok=True)
     if not (source / "neighbours.npz").exists():
         build_neighbours(source)
+    if not (source / "data_health.json").exists():
+        build_health(source)
     if (target / "export").exists():
         shutil.rmtree(target / "export")
     shutil.copytree(source / "export", target / "export")

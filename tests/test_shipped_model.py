@@ -96,3 +96,48 @@ def test_predict_json_flags_inputs_that_are_not_brain_slices_and_passes_br35h_sl
     assert not any(flags[3:]), [r for r in records[3:] if r["out_of_distribution"]]
     # A flagged image still gets its probability beside the flag.
     assert all(0.0 <= r["probability"] <= 1.0 for r in records)
+
+
+def test_predict_neighbours_recognises_a_training_slice_and_not_other_sources(tmp_path):
+    """Issue 20's bar through the CLI: a Br35H training slice (and a re-encoded copy of
+    one) finds its own duplicate group first and is "seen in training"; slices from
+    other sources (pydicom's MR and CT samples, nibabel's MR volume, a synthetic slice)
+    are not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import nibabel
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
+    from engine.data.imageio import decode_path
+    from engine.data.manifest import read_manifest
+    rows = [r for r in read_manifest(CHECKPOINTS / "manifest.csv") if r.usable and r.split != "test"]
+    sizes = {}
+    for r in rows:
+        sizes[r.group] = sizes.get(r.group, 0) + 1
+    member = next(r for r in rows if sizes[r.group] > 3)
+    copy = tmp_path / "reencoded_copy.jpg"
+    Image.fromarray(decode_path(member.path)).save(copy, quality=85)  # not the pool's file
+    rng = np.random.default_rng(3)
+    blob = np.zeros((256, 256), np.uint8)
+    yy, xx = np.mgrid[:256, :256]
+    blob[(yy - 128) ** 2 / 90 ** 2 + (xx - 128) ** 2 / 70 ** 2 <= 1] = 90
+    blob = np.clip(blob + rng.normal(0, 12, blob.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(blob).save(tmp_path / "synthetic_head.png")
+    others = [get_testdata_file("MR_small.dcm"), get_testdata_file("CT_small.dcm"),
+              str(Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"),
+              str(tmp_path / "synthetic_head.png")]
+    out = subprocess.run([sys.executable, "-m", "engine.predict", "--json", "--neighbours", "5",
+                          member.path, str(copy), *others], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    own, reencoded, foreign = records[0], records[1], records[2:]
+    for record in (own, reencoded):
+        assert len(record["neighbours"]) == 5
+        assert record["neighbours"][0]["group"] == member.group, record["neighbours"][:2]
+        assert record["seen_in_training"] is True
+    assert len(foreign) >= 4  # the NIfTI volume gives several slices
+    assert not any(r["seen_in_training"] for r in foreign), [
+        (r["path"], r["neighbours"][0]["similarity"]) for r in foreign if r["seen_in_training"]]
