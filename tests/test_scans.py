@@ -202,3 +202,36 @@ def test_jpeg_compressed_dicom_decodes_through_the_plugin_and_a_missing_one_is_n
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoder))
     with pytest.raises(ImageDecodeError, match="needs a decoder plugin.*pylibjpeg"):
         decode_rgb(path.read_bytes())
+
+
+def test_ct_is_told_from_mr_by_the_share_of_air_not_by_one_negative_voxel(tmp_path):
+    """nibabel's own MR volume (values -610 to 30393, 2 voxels below -500) is MR and
+    keeps its contrast; a CT-like volume in HU (air at -1000 around a 30 HU head with a
+    bone rim) is CT; an MR volume with interpolation undershoot (a ring of values down
+    to -700) is MR."""
+    from pathlib import Path
+
+    import nibabel
+    mr_file = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+    scan = scans.read_scan(mr_file.read_bytes(), name=str(mr_file))
+    assert scan.modality == "MRI"
+    middle = scan.slices[len(scan.slices) // 2].astype(np.float32)
+    assert (middle >= 250).mean() < 0.5, "an MR slice read with the CT window turns white"
+    assert middle.std() > 20
+
+    yy, xx = np.mgrid[:64, :64]
+    inside = ((yy - 32) ** 2 + (xx - 32) ** 2) <= 24 ** 2
+    rim = inside & (((yy - 32) ** 2 + (xx - 32) ** 2) >= 22 ** 2)
+    ct = np.where(inside, 30.0, -1000.0)
+    ct[rim] = 1000.0
+    ct_volume = np.repeat(ct[:, :, None], 10, axis=2).astype(np.float32)
+    assert scans.looks_like_ct_in_hu(ct_volume)
+    ct_scan = scans.read_scan(write_nifti(tmp_path / "ct.nii", ct_volume).read_bytes(), name="ct.nii")
+    assert ct_scan.modality == "CT"
+
+    mr = np.where(inside, 400.0, 0.0)
+    ring = inside & (((yy - 32) ** 2 + (xx - 32) ** 2) >= 23 ** 2)
+    mr[ring] = -700.0 * (yy[ring] % 2)  # Gibbs-like undershoot at the head's edge
+    mr_volume = np.repeat(mr[:, :, None], 10, axis=2).astype(np.float32)
+    assert mr_volume.min() < -500 and not scans.looks_like_ct_in_hu(mr_volume)
+    assert scans.read_scan(write_nifti(tmp_path / "mr.nii", mr_volume).read_bytes(), name="mr.nii").modality == "MRI"

@@ -14,8 +14,9 @@ What is done to each format (the README repeats this):
   multi-frame file is a slice. The Modality tag sets CT or MRI.
 - NIfTI (``.nii`` or ``.nii.gz``, recognised by the header): reoriented to the closest
   RAS+ orientation with nibabel, sliced along the third (axial, inferior to superior)
-  axis; a 4-D file uses its first volume. Intensities: a volume whose minimum is below
-  -500 is taken as CT in HU and gets the brain window, any other the 1st to 99th
+  axis; a 4-D file uses its first volume. Intensities: a volume with at least 2% of its
+  voxels at air (-1000 HU) or FOV padding is taken as CT in HU and gets the brain
+  window (``looks_like_ct_in_hu``), any other the 1st to 99th
   percentile of its non-zero voxels. A slice is kept when at least 5% of its pixels
   are brighter than 10% of that range (the rest is air above and below the head).
 
@@ -241,6 +242,24 @@ def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
 
 # ---------------------------------------------------------------- NIfTI
 
+AIR_HU = (-1200.0, -800.0)  # air in Hounsfield units is -1000
+PADDING_HU = -1500.0  # scanners pad outside the field of view with -2048 or -3024
+MIN_AIR_SHARE = 0.02
+
+
+def looks_like_ct_in_hu(volume: np.ndarray) -> bool:
+    """A volume is CT in Hounsfield units when at least 2% of its voxels are air (-1000
+    HU, give or take 200) or field-of-view padding (below -1500). A head CT always has
+    air around the head; an MR volume never has a mass of voxels near -1000, only the
+    odd negative value of interpolation undershoot (nibabel's anatomical.nii: 2 voxels
+    of 33,825 below -500, which the old "minimum below -500" rule took for CT)."""
+    values = np.asarray(volume, np.float32)
+    if not values.size:
+        return False
+    air = ((values >= AIR_HU[0]) & (values <= AIR_HU[1])) | (values < PADDING_HU)
+    return float(air.mean()) >= MIN_AIR_SHARE
+
+
 def _read_nifti(data: bytes, salt: bytes, name: str) -> Scan:
     import nibabel as nib
     raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
@@ -260,7 +279,7 @@ def _read_nifti(data: bytes, salt: bytes, name: str) -> Scan:
     if volume.ndim != 3 or min(volume.shape[:2]) < 8:
         raise ScanError(f"NIfTI of shape {volume.shape} is not a volume of 2-D slices")
     finite = np.nan_to_num(volume, nan=0.0, posinf=0.0, neginf=0.0)
-    if float(finite.min()) < -500:
+    if looks_like_ct_in_hu(finite):
         scaled = _window(finite, *CT_BRAIN_WINDOW)
         modality = "CT"
     else:
