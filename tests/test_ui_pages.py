@@ -514,3 +514,15 @@ def test_evaluate_scores_any_model_with_a_chosen_review_file(run_folder):
     expected = float((predictions["predicted"].to_numpy()[keep] == labels[keep]).mean())
     assert row["accuracy"] == pytest.approx(expected)
     assert any("2 relabelled, 1 excluded" in c.value for c in at.caption)
+
+
+def test_home_puts_the_cv_figures_beside_the_test_figures_and_explains_the_gap(run_folder):
+    import json
+    from conftest import ROOT as root
+    at = app_on("home", model_choice="Shipped model (checkpoints/)")
+    metrics = {m.label: m.value for m in at.metric}
+    cv = json.loads((root / "checkpoints" / "cv_summary.json").read_text())
+    test = json.loads((root / "checkpoints" / "eval_test.json").read_text())
+    assert metrics["CV accuracy"] == f"{100 * cv['mean']['accuracy']:.1f} ± {100 * cv['std']['accuracy']:.1f}%"
+    gap = 100 * (cv["mean"]["accuracy"] - test["accuracy"])
+    assert any(f"{abs(gap):.1f} points" in m.value and "the range of the folds" in m.value for m in at.markdown)
