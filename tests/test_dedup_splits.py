@@ -183,3 +183,44 @@ def test_small_bright_details_on_dark_frames_are_not_taken_for_a_head():
     images = [np.stack([blob_image(rng, tumor=True)] * 3, axis=2) for _ in range(12)]
     assert len(set(_groups(images, max_distance=-1).tolist())) == 12  # correlation test alone
     assert _groups(images).tolist() == _groups(images, min_correlation=0.0).tolist()
+
+
+def planted_hashes(count: int, pairs: int, seed: int):
+    """Random 64-bit hashes (and unrelated mirror hashes) with ``pairs`` planted near
+    copies: half direct (hash within 0..4 bits), half mirrored (the copy's mirror hash
+    within 0..4 bits of the original's hash). Returns (hashes, mirrored, planted)."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, np.iinfo(np.int64).max, count, dtype=np.int64).astype(np.uint64) * np.uint64(2)
+    hashes |= rng.integers(0, 2, count).astype(np.uint64)
+    mirrored = rng.integers(0, np.iinfo(np.int64).max, count, dtype=np.int64).astype(np.uint64)
+    planted = set()
+    for k in range(pairs):
+        a, b = 2 * k, 2 * k + 1
+        flips = np.uint64(0)
+        for bit in rng.choice(64, int(rng.integers(0, 5)), replace=False):
+            flips |= np.uint64(1) << np.uint64(int(bit))
+        if k % 2:
+            mirrored[b] = hashes[a] ^ flips
+        else:
+            hashes[b] = hashes[a] ^ flips
+        planted.add((a, b))
+    return hashes, mirrored, planted
+
+
+def test_banded_search_finds_exactly_the_exhaustive_pairs():
+    """Multi-index hashing against the exhaustive reference: random hashes with planted
+    direct and mirrored pairs, and Br35H's real hashes (dense with copies)."""
+    hashes, mirrored, planted = planted_hashes(6000, 400, seed=4)
+    expected = set(dedup.near_duplicate_pairs(hashes, mirrored, 4))
+    found = {tuple(p) for p in dedup.banded_near_duplicate_pairs(hashes, mirrored, 4, chunk=1000).tolist()}
+    assert found == expected and planted <= found
+    for distance in (0, 2, 6):
+        assert {tuple(p) for p in dedup.banded_near_duplicate_pairs(hashes, mirrored, distance).tolist()} == \
+            set(dedup.near_duplicate_pairs(hashes, mirrored, distance))
+    from conftest import ROOT
+    from engine.data.manifest import read_manifest
+    rows = read_manifest(ROOT / "checkpoints" / "manifest.csv")
+    real = np.array([int(r.phash, 16) for r in rows], np.uint64)
+    real_mirror = np.array([int(r.phash_mirror, 16) for r in rows], np.uint64)
+    assert {tuple(p) for p in dedup.banded_near_duplicate_pairs(real, real_mirror, 4).tolist()} == \
+        set(dedup.near_duplicate_pairs(real, real_mirror, 4))
