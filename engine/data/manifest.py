@@ -53,15 +53,16 @@ class ManifestRow:
 FIELDS = [f.name for f in fields(ManifestRow)]
 
 
-def _hashed(row: ManifestRow, rgb: np.ndarray) -> tuple[ManifestRow, np.ndarray]:
-    """The row with its size and hashes, and the image's contrast-invariant descriptor
-    (kept in memory for grouping, not written)."""
+def _hashed(row: ManifestRow, rgb: np.ndarray, describe: bool = True) -> tuple[ManifestRow, np.ndarray | None]:
+    """The row with its size, hashes and quality scores, and the image's contrast-
+    invariant descriptor (kept in memory for grouping, not written; None when the data
+    set is too large for the correlation test)."""
     row.height, row.width = int(rgb.shape[0]), int(rgb.shape[1])
     row.sha256 = dedup.pixel_digest(rgb)
     hashed, mirrored = dedup.perceptual_hashes(rgb)
     row.phash, row.phash_mirror = f"{hashed:016x}", f"{mirrored:016x}"
     set_quality(row, health.quality_scores(rgb))
-    return row, dedup.contrast_descriptor(rgb)
+    return row, dedup.contrast_descriptor(rgb) if describe else None
 
 
 def set_quality(row: ManifestRow, scores: dict[str, float]) -> None:
@@ -69,7 +70,7 @@ def set_quality(row: ManifestRow, scores: dict[str, float]) -> None:
     row.grey_p99, row.sharpness = round(scores["p99"], 5), round(scores["sharpness"], 6)
 
 
-def _inspect(source: SourceImage, salt: bytes = b"") -> list[tuple[ManifestRow, np.ndarray | None]]:
+def _inspect(source: SourceImage, salt: bytes = b"", describe: bool = True) -> list[tuple[ManifestRow, np.ndarray | None]]:
     """The rows of one file: one for a picture or a single-frame DICOM, one per kept
     slice (``file#slice=K``) for a multi-frame DICOM or a NIfTI volume, or one
     unusable row with the reason."""
@@ -78,14 +79,14 @@ def _inspect(source: SourceImage, salt: bytes = b"") -> list[tuple[ManifestRow, 
     try:
         data = read_file_bytes(source.path)
         if not scans.is_scan(data):
-            return [_hashed(row, decode_rgb(data))]
+            return [_hashed(row, decode_rgb(data), describe)]
         scan = read_scan(data, salt=salt, name=source.path)
     except ImageDecodeError as err:
         row.usable, row.reason = False, str(err)
         return [(row, None)]
     modality = scan.modality if scan.modality != "unknown" else source.modality
     return [_hashed(ManifestRow(address, source.label, source.class_name, modality,
-                                original_label=source.label, patient_key=scan.group_key), rgb)
+                                original_label=source.label, patient_key=scan.group_key), rgb, describe)
             for address, _, rgb in scan.addressed(source.path)]
 
 
@@ -105,11 +106,19 @@ def build_manifest(
     """
     sources, layout = discover(data_dir)
     salt = secrets.token_bytes(16)  # per manifest: keys group files, never link runs
+    # The correlation test is quadratic: above its limit no descriptor is computed
+    # (16 KB an image), and grouping uses the exact and pHash tests.
+    describe = dedup_correlation > 0 and dedup_distance >= 0 and len(sources) <= dedup.MAX_CORRELATION_IMAGES
+    if dedup_correlation > 0 and dedup_distance >= 0 and not describe:
+        dedup.log.warning("%d files: the contrast-invariant duplicate test (quadratic) is skipped above "
+                          "%d images; exact and pHash grouping still apply", len(sources),
+                          dedup.MAX_CORRELATION_IMAGES)
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
-        inspected = [item for found in pool.map(lambda s: _inspect(s, salt), sources) for item in found]
+        inspected = [item for found in pool.map(lambda s: _inspect(s, salt, describe), sources) for item in found]
     rows = [row for row, _ in inspected]
     usable = [row for row in rows if row.usable]
-    descriptors = np.stack([d for row, d in inspected if row.usable]) if usable else None
+    descriptors = (np.stack([d for row, d in inspected if row.usable])
+                   if usable and describe and len(usable) <= dedup.MAX_CORRELATION_IMAGES else None)
     if len(usable) < 3 or len({row.label for row in usable}) < 2:
         raise ValueError(
             f"only {len(usable)} usable images ({len(rows) - len(usable)} could not be read): "

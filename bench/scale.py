@@ -1,0 +1,112 @@
+"""The data path at hospital scale: build a manifest (decode, hash, score), group
+duplicates and split, on a synthetic folder of N small slice-like images.
+
+    python bench/scale.py --images N [--folder DIR]     # the whole manifest build
+    python bench/scale.py --hashes N                     # duplicate grouping alone
+
+--images: N seeded 64x64 PNG "slices" (an ellipse head with texture and a bright lesion
+in half of them, under yes/ and no/), 2% of them planted copies (re-contrasted,
+mirrored or re-encoded); the folder is made once and reused. --hashes: N random 64-bit
+hashes with N/1000 planted near pairs, half of them mirrored; checks that every planted
+pair is grouped and nothing else is.
+
+The last line is ``scale N: <seconds> s, <ms> ms/image, peak RSS <GB> GB``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KB on Linux
+
+
+def make_folder(folder: Path, count: int, seed: int = 0) -> None:
+    from PIL import Image, ImageEnhance
+    if (folder / "done").exists() and int((folder / "done").read_text()) == count:
+        return
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    for label in ("yes", "no"):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+    originals = []
+    for index in range(count):
+        label = "yes" if index % 2 else "no"
+        if index % 50 == 49 and originals:  # a planted copy of an earlier slice
+            source_label, source = originals[int(rng.integers(len(originals)))]
+            image = Image.open(source)
+            kind = index % 3
+            image = (ImageEnhance.Contrast(image).enhance(1.6) if kind == 0 else
+                     image.transpose(Image.FLIP_LEFT_RIGHT) if kind == 1 else image.rotate(0))
+            image.save(folder / source_label / f"copy_{index}.png")
+            continue
+        cy, cx = 32 + rng.normal(0, 2, 2)
+        ry, rx = rng.uniform(22, 28), rng.uniform(17, 23)
+        head = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        texture = rng.normal(0, 1, (8, 8))
+        texture = np.kron(texture, np.ones((8, 8)))
+        pixels = np.where(head, 90 + 25 * texture + rng.normal(0, 6, (64, 64)), rng.normal(4, 3, (64, 64)))
+        if label == "yes":
+            ly, lx = cy + rng.uniform(-10, 10), cx + rng.uniform(-8, 8)
+            pixels[((yy - ly) ** 2 + (xx - lx) ** 2) <= rng.uniform(9, 25)] = 220
+        path = folder / label / f"{label}_{index}.png"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+        originals.append((label, path))
+    (folder / "done").write_text(str(count))
+
+
+def bench_images(count: int, folder: Path) -> None:
+    from engine.data.manifest import build_manifest
+    started = time.time()
+    make_folder(folder, count)
+    print(f"folder of {count} images ready in {time.time() - started:.0f} s (not timed below)", flush=True)
+    started = time.time()
+    rows, summary = build_manifest(str(folder))
+    seconds = time.time() - started
+    print(f"{len(rows)} rows, {summary['groups']} groups, largest {summary['largest_group']}, "
+          f"random-split leak {summary['leak_if_random_split']['val']:.3f}")
+    print(f"scale {count}: {seconds:.1f} s, {1000 * seconds / count:.2f} ms/image, peak RSS {peak_rss_gb():.2f} GB")
+
+
+def bench_hashes(count: int) -> None:
+    from engine.data import dedup
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_dedup_splits import planted_hashes
+    hashes, mirrored, planted = planted_hashes(count, count // 1000, seed=7)
+    digests = [""] * count  # no exact copies: the hash test alone
+    started = time.time()
+    groups = dedup.group_duplicates(digests, hashes, mirrored, 4)
+    seconds = time.time() - started
+    together = all(groups[a] == groups[b] for a, b in planted)
+    merged = count - (groups.max() + 1)
+    print(f"{len(planted)} planted pairs ({len(planted) // 2} mirrored): all grouped {together}; "
+          f"images merged into another's group: {merged} (planted: {len(planted)})")
+    print(f"scale {count}: {seconds:.1f} s, {1000 * seconds / count:.4f} ms/image, peak RSS {peak_rss_gb():.2f} GB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", type=int)
+    what.add_argument("--hashes", type=int)
+    parser.add_argument("--folder", help="where the synthetic folder lives (default runs/scale_<N>)")
+    args = parser.parse_args()
+    if args.hashes:
+        bench_hashes(args.hashes)
+    else:
+        bench_images(args.images, Path(args.folder or ROOT / "runs" / f"scale_{args.images}"))
+
+
+if __name__ == "__main__":
+    main()
