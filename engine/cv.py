@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine import runs
 from engine.config import TrainConfig
-from engine.training.cv import cross_validate
+from engine.training.cv import FoldsNotReady, collect, cross_validate, train_one_fold
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +22,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-test", action="store_true",
                         help="do not evaluate the ensemble on the test split (compare recipes "
                         "on the folds alone; look at test once, for the chosen recipe)")
+    parser.add_argument("--fold", type=int, default=None, metavar="K",
+                        help="train only this fold (0-based) into RUN_DIR/fold_K/: one job of a "
+                        "cluster array; needs --run-dir, then --collect RUN_DIR once all are done")
+    parser.add_argument("--collect", metavar="DIR",
+                        help="summarise a CV whose folds were trained with --fold (out-of-fold "
+                        "predictions, cv_summary.json, the ensemble); fails if a fold is missing")
     args = parser.parse_args(argv)
+    if args.collect:
+        try:
+            summary = collect(args.collect)
+        except FoldsNotReady as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"cv folder: {args.collect}  collected {summary['folds_count']} folds: accuracy "
+              f"{summary['mean']['accuracy']:.4f} ± {summary['std']['accuracy']:.4f}")
+        return 0
     stop = StopRequested().install()
+    if args.fold is not None:
+        if not args.run_dir:
+            print("error: --fold needs --run-dir (the CV folder every fold job shares)", file=sys.stderr)
+            return 2
+        config, folder = new_run_from_args(args, parser, argv, lambda c: "unused")
+        if config is None:
+            return folder
+        try:
+            status = train_one_fold(config, folder, args.folds, args.fold, stop=stop,
+                                    evaluate_test=not args.skip_test)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"fold {args.fold} of {folder}: {status['state']}")
+        return 0 if status["state"] in (runs.FINISHED, runs.STOPPED) else 1
     if args.resume:
         folder = Path(args.resume)
         stored = runs.read_config_file(folder)

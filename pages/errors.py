@@ -74,6 +74,9 @@ limit = c3.number_input("Show at most", 4, 200, 24, 4)
 one_per_group = c4.checkbox("One per duplicate group", bool(groups),
                             help="Br35H holds many copies of a slice; show each group's worst copy once")
 opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05)
+show_near = st.toggle("Show the nearest training images of each error", False,
+                      help="The 5 most similar images the model learnt from, with their labels: is "
+                           "the error a copy of a training slice, or does it sit among the other class?")
 st.caption("Heat maps: Grad-CAM for the tumor class, each scaled to its own maximum (compare "
            "where, not how strongly, across images)."
            + (" Out-of-fold errors are explained by the fold model that scored them, where its "
@@ -142,7 +145,7 @@ for index, (_, item) in enumerate(shown.iterrows()):
         st.caption(caption)
         if st.button("Enlarge", key=f"enlarge_{index}"):
             enlarge(item["path"], caption, picture)
-        with st.expander("Nearest training images"):
+        if show_near:
             from ui.neighbours_view import nearest_of, show_neighbours
             found = nearest_of(model_for(model_dir), decode_path(item["path"]), exclude=item["path"])
             if found is None:

@@ -257,3 +257,46 @@ def test_the_cv_stores_its_pool_and_predict_names_the_nearest_training_images(cv
     assert sims == sorted(sims, reverse=True)
     assert set(own["neighbours"][0]) == {"path", "label", "group", "similarity"}
     assert other["seen_in_training"] is False
+
+
+@pytest.mark.xdist_group("cv_jobs")
+def test_folds_as_separate_jobs_then_collect_give_the_same_summary(tmp_path):
+    """python -m engine.cv --fold k for every k, run at the same time as a scheduler's
+    array would, then --collect, gives the cv_summary.json of one engine.cv run on the
+    same settings; --collect refuses while a fold is missing."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT, write_class_folders
+    from engine.config import tiny_config
+    data = write_class_folders(tmp_path / "data", per_class=16, seed=2)
+    config = tiny_config(data_dir=str(data), epochs=2, flip_tta=False)
+    config_file = tmp_path / "request.json"
+    config_file.write_text(json.dumps({"config": config.to_dict()}))
+    single = tmp_path / "single"
+    base = [sys.executable, "-m", "engine.cv", "--config", str(config_file), "--folds", "2", "--run-dir"]
+    done = subprocess.run(base + [str(single)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    jobs_dir = tmp_path / "jobs"
+    job0 = subprocess.Popen(base + [str(jobs_dir), "--fold", "0"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    early = subprocess.run([sys.executable, "-m", "engine.cv", "--collect", str(jobs_dir)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    job1 = subprocess.run(base + [str(jobs_dir), "--fold", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out0, err0 = job0.communicate(timeout=600)
+    assert job0.returncode == 0 and job1.returncode == 0, (err0[-2000:], job1.stderr[-2000:])
+    assert early.returncode == 2
+    assert "not every fold has finished" in early.stderr or "not a cross-validation folder" in early.stderr
+    collected = subprocess.run([sys.executable, "-m", "engine.cv", "--collect", str(jobs_dir)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=600)
+    assert collected.returncode == 0, collected.stderr[-2000:]
+    one = json.loads((single / "cv_summary.json").read_text())
+    many = json.loads((jobs_dir / "cv_summary.json").read_text())
+    assert (single / "manifest.csv").read_text().count("\n") == (jobs_dir / "manifest.csv").read_text().count("\n")
+    for a, b in zip(one["folds"], many["folds"]):
+        assert a["images"] == b["images"]
+        for key in ("accuracy", "roc_auc", "loss", "threshold", "temperature"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    assert one["mean"]["accuracy"] == pytest.approx(many["mean"]["accuracy"], abs=1e-6)
+    assert (jobs_dir / "export" / "saved_model.pb").exists() and (jobs_dir / "oof_predictions.csv").exists()

@@ -43,9 +43,9 @@ async def one_session(browser, url: str, image) -> float:
     await page.get_by_text("Upload one or more images").wait_for()
     await page.locator("input[type=file]").set_input_files(str(image))
     result = page.get_by_text(re.compile(r"probability \d\.\d{3}")).first
-    await result.wait_for()
+    await result.wait_for(state="attached")  # hidden in an expander when not assessed (OOD)
     caption = await page.get_by_text(image.name).first.inner_text()
-    text = await result.inner_text()
+    text = await result.text_content()
     await context.close()
     assert image.name in caption
     return float(re.search(r"probability (\d\.\d{3})", text).group(1))

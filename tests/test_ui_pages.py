@@ -526,3 +526,13 @@ def test_home_puts_the_cv_figures_beside_the_test_figures_and_explains_the_gap(r
     assert metrics["CV accuracy"] == f"{100 * cv['mean']['accuracy']:.1f} ± {100 * cv['std']['accuracy']:.1f}%"
     gap = 100 * (cv["mean"]["accuracy"] - test["accuracy"])
     assert any(f"{abs(gap):.1f} points" in m.value and "the range of the folds" in m.value for m in at.markdown)
+
+
+def test_errors_page_shows_the_nearest_training_images_on_request(run_folder):
+    assert (run_folder / "neighbours.npz").exists(), "a single run stores its training pool too"
+    at = app_on("errors")
+    before = len(at.get("imgs") or at.get("image"))
+    next(t for t in at.toggle if t.label.startswith("Show the nearest training images")).set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(m.value.startswith("**Most similar images it learnt from**") for m in at.markdown)
+    assert len(at.get("imgs") or at.get("image")) > before

@@ -81,7 +81,7 @@ def allowed_data_roots() -> list[Path]:
     """Folders the dashboard may train on: the default data set, the project's data/
     folder, and any listed in BRAIN_DATA_ROOTS (separated by os.pathsep). The UI
     refuses anything else, since a browser user should not read the whole disk."""
-    roots = [Path(__file__).resolve().parent.parent / "data"]
+    roots = [Path(__file__).resolve().parents[2] / "data"]  # the project's data/ folder
     try:
         roots.append(default_data_dir())
     except DataLayoutError:

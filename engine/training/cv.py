@@ -108,7 +108,7 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
     ``evaluate_test=False`` leaves the test split unseen: for comparing recipes, which
     must be chosen on the folds alone."""
     from engine.training.progress import setup_logging
-    from engine.training.loop import StopRequested, train_and_evaluate
+    from engine.training.loop import StopRequested
     cv_dir = Path(cv_dir)
     cv_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or StopRequested()
@@ -123,15 +123,10 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
         setup_logging(cv_dir)
         rows = _prepare(config, cv_dir, folds)
         for fold in range(folds):
-            folder = fold_dir(cv_dir, fold)
-            if runs.read_status(folder).get("state") == runs.FINISHED:
+            if runs.read_status(fold_dir(cv_dir, fold)).get("state") == runs.FINISHED:
                 continue
-            _write_fold_folder(rows, fold, folder, config)
-            resume = (folder / runs.CHECKPOINT_DIR / "checkpoint").exists()
             runs.write_status(cv_dir, runs.RUNNING, fold=fold, folds=folds)
-            log.info("fold %d/%d: %s", fold + 1, folds, "resuming" if resume else "training")
-            status = train_and_evaluate(config, folder, resume=resume, stop=stop,
-                                        final_evaluation=False)
+            status = _train_fold(config, cv_dir, rows, fold, folds, stop)
             setup_logging(cv_dir)
             if status["state"] != runs.FINISHED:
                 log.info("fold %d ended %s; the CV stops here", fold, status["state"])
@@ -147,6 +142,80 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
         log.exception("cross-validation failed")
         return runs.write_status(cv_dir, runs.FAILED, ended=time.time(),
                                  error=f"{type(err).__name__}: {err}")
+
+
+def _train_fold(config: TrainConfig, cv_dir: Path, rows, fold: int, folds: int, stop) -> dict:
+    """Train (or resume) fold ``fold`` into ``cv_dir/fold_<k>/``; returns its status."""
+    from engine.training.loop import train_and_evaluate
+    folder = fold_dir(cv_dir, fold)
+    _write_fold_folder(rows, fold, folder, config)
+    resume = (folder / runs.CHECKPOINT_DIR / "checkpoint").exists()
+    log.info("fold %d/%d: %s", fold + 1, folds, "resuming" if resume else "training")
+    return train_and_evaluate(config, folder, resume=resume, stop=stop, final_evaluation=False)
+
+
+class FoldsNotReady(RuntimeError):
+    """``collect`` was asked for before every fold finished; the message lists them."""
+
+
+def train_one_fold(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, fold: int, *,
+                   stop=None, evaluate_test: bool = True) -> dict:
+    """Train only fold ``fold`` of a K-fold CV into ``cv_dir/fold_<k>/``: one job of a
+    scheduler's array (Slurm ``--array=0-(K-1)``, an indexed Kubernetes Job). The jobs
+    may run at the same time: the first to arrive writes config.json and builds the
+    manifest under a file lock, the others wait and read them, so every fold sees the
+    same groups and folds. Nothing is summarised; ``collect`` does that once all are
+    done. A fold may itself use several workers (its config's devices, or engine.launch
+    per fold). Returns the fold's status."""
+    import fcntl
+
+    from engine.training.loop import StopRequested
+    if not 0 <= fold < folds:
+        raise ValueError(f"--fold must be in 0..{folds - 1}")
+    cv_dir = Path(cv_dir)
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    config = config.replace(best_metric="last")
+    import json
+    request = {"config": config.to_dict(), "cv": {"folds": folds, "evaluate_test": evaluate_test}}
+    request = json.loads(json.dumps(request))  # as read back from the file (tuples as lists)
+    with open(cv_dir / ".prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while the first job writes the request and manifest
+        stored = runs.read_config_file(cv_dir)
+        if stored.get("config"):
+            if stored != request:
+                raise ValueError(f"{cv_dir} holds a cross-validation with other settings; "
+                                 "a fold job must use the same options as the others")
+        else:
+            runs.write_json_atomic(cv_dir / runs.CONFIG_FILE, request)
+        rows = _prepare(config, cv_dir, folds)
+    return _train_fold(config, cv_dir, rows, fold, folds, stop or StopRequested())
+
+
+def collect(cv_dir: str | os.PathLike) -> dict:
+    """Summarise a CV whose folds were trained as separate jobs: out-of-fold
+    predictions, per-fold figures, the ensemble export and (unless the request said
+    --skip-test) its test evaluation, exactly as one ``cross_validate`` run ends.
+    Raises FoldsNotReady naming every fold that is missing or unfinished."""
+    cv_dir = Path(cv_dir)
+    stored = runs.read_config_file(cv_dir)
+    if "cv" not in stored:
+        raise FoldsNotReady(f"{cv_dir} is not a cross-validation folder (no config.json with \"cv\")")
+    config, folds = TrainConfig.from_dict(stored["config"]), int(stored["cv"]["folds"])
+    missing = [f"fold {k}: {runs.read_status(fold_dir(cv_dir, k)).get('state') or 'missing'}"
+               for k in range(folds)
+               if runs.read_status(fold_dir(cv_dir, k)).get("state") != runs.FINISHED]
+    if missing:
+        raise FoldsNotReady(f"{cv_dir}: not every fold has finished ({'; '.join(missing)})")
+    from engine.data.manifest import read_manifest
+    from engine.training.progress import setup_logging
+    setup_logging(cv_dir)
+    runs.begin_segment(cv_dir, resume=True)
+    summary = summarize(cv_dir, read_manifest(cv_dir / runs.MANIFEST_FILE), folds, config,
+                        bool(stored["cv"].get("evaluate_test", True)))
+    log.info("CV (collected): accuracy %.4f ± %.4f over %d folds", summary["mean"]["accuracy"],
+             summary["std"]["accuracy"], folds)
+    runs.write_status(cv_dir, runs.FINISHED, ended=time.time())
+    return summary
 
 
 def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
