@@ -60,6 +60,8 @@ def main(source_dir: str) -> None:
         sys.exit(f"{source} is not a finished cross-validation")
     target = ROOT / "checkpoints"
     target.mkdir(exist_ok=True)
+    from engine.serving.export import stamp_calibration
+    stamp_calibration(source)  # the export carries its threshold and temperature (serving contract)
     if not (source / "neighbours.npz").exists():
         build_neighbours(source)
     if not (source / "data_health.json").exists():

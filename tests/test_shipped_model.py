@@ -54,8 +54,8 @@ def test_shipped_model_predicts_with_tensorflow_alone():
     import tensorflow as tf
     loaded = tf.saved_model.load(str(CHECKPOINTS / "export"))
     size = int(loaded.image_size.numpy())
-    images = np.zeros((2, size, size, 3), np.float32)
-    probability = loaded.signatures["serving_default"](images=tf.constant(images))["probability"].numpy()
+    pixels = np.zeros((2, size, size, 3), np.uint8)  # the contract takes uint8 pixels
+    probability = loaded.signatures["serving_default"](pixels=tf.constant(pixels))["probability"].numpy()
     assert probability.shape == (2,) and np.all((0 <= probability) & (probability <= 1))
 
 

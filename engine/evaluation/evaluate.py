@@ -222,6 +222,11 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
         info["temperature_fitted"] = True
         runs.write_json_atomic(info_path, info)
         model.threshold, model.temperature = info["threshold"], info["temperature"]
+        try:  # the SavedModel carries the new calibration too (its serving contract)
+            from engine.serving.export import stamp_calibration
+            stamp_calibration(model_dir)
+        except FileNotFoundError:  # an export without its checkpoints (copied elsewhere)
+            pass
     started = time.time()
     members, features = predict_outputs(model, [r.path for r in rows])
     logits = members.mean(axis=1)

@@ -1,7 +1,24 @@
-"""Exporting a trained model as a SavedModel that ``tf.saved_model.load`` alone can
-serve: ``serving_default`` maps a batch of [0, 1] images to the tumor probability and
-``explain`` adds the Grad-CAM map. Threshold and temperature live beside it in
-model.json, because they are chosen after training, on validation data.
+"""Exporting a trained model as a SavedModel that is the product's contract with the
+outside world: ``tf.saved_model.load`` or TensorFlow Serving alone can use it, with no
+engine code and no preprocessing of the caller's own.
+
+Signatures (all return the calibrated ``probability``, the ``predicted`` class at the
+stored threshold, the ``threshold``, each ensemble member's calibrated probability
+``member_probabilities`` and their standard deviation ``spread``, the mean ``logit``,
+``member_logits`` and the pooled ``features``):
+
+- ``serving_default``: ``pixels`` uint8 [N, S, S, 3] at the model's own size S (the
+  ``image_size`` variable); scaled to [0, 1] inside.
+- ``serving_bytes``: ``image_bytes`` string [N], encoded PNG, JPEG, BMP or GIF files;
+  decoded to RGB, resized to S x S as the engine does (bilinear with antialiasing, the
+  closest TensorFlow op to PIL's bilinear resize; the difference is measured in
+  tests/test_serving_contract.py), rounded to uint8 and scaled inside.
+- ``serving_float``: [0, 1] float images at S (what the engine's own pipeline feeds),
+  and ``explain``: the same plus the Grad-CAM map.
+
+The threshold and temperature are chosen after training, on validation data; they are
+stored in model.json and stamped into the export (variables ``threshold``,
+``temperature``, ``export_version``) once chosen.
 
 ``python -m engine.serving.export RUN_DIR`` re-exports a run's best checkpoint.
 
@@ -51,7 +68,8 @@ class ServingModule(tf.Module):
     ``member_logits`` [B, K] carries each member's, so a reader can report their
     spread. Grad-CAM is the members' mean map, rescaled to [0, 1] per image."""
 
-    def __init__(self, models, image_size: int, flip_tta: bool = True):
+    def __init__(self, models, image_size: int, flip_tta: bool = True, threshold: float = 0.5,
+                 temperature: float = 1.0):
         super().__init__(name="serving")
         self.members = list(models) if isinstance(models, (list, tuple)) else [models]
         if not self.members:
@@ -59,11 +77,44 @@ class ServingModule(tf.Module):
         self.flip_tta = bool(flip_tta)
         self.image_size = tf.Variable(image_size, trainable=False, name="image_size")
         self.member_count = tf.Variable(len(self.members), trainable=False, name="member_count")
+        self.threshold = tf.Variable(float(threshold), trainable=False, name="threshold")
+        self.temperature = tf.Variable(float(temperature), trainable=False, name="temperature")
+        self.export_version = tf.Variable(EXPORT_VERSION, trainable=False, name="export_version")
+        self.size = int(image_size)
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
+        pixels = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="pixels")
+        encoded = tf.TensorSpec([None], tf.string, name="image_bytes")
         # autograph=False, as for the train steps (engine/steps.py): no branch depends on a
         # tensor's value, and converting every member's code slowed export and loading.
         self.serve = tf.function(self._serve, input_signature=[spec], autograph=False)
         self.explain = tf.function(self._explain, input_signature=[spec], autograph=False)
+        self.serve_pixels = tf.function(self._serve_pixels, input_signature=[pixels], autograph=False)
+        self.serve_bytes = tf.function(self._serve_bytes, input_signature=[encoded], autograph=False)
+
+    def _calibrated(self, outputs):
+        """The contract's outputs from the float path's: temperature and threshold applied."""
+        member_probabilities = tf.sigmoid(outputs["member_logits"] / self.temperature)
+        probability = tf.sigmoid(outputs["logit"] / self.temperature)
+        return {"probability": probability, "predicted": tf.cast(probability >= self.threshold, tf.int32),
+                "threshold": tf.fill(tf.shape(probability), self.threshold),
+                "member_probabilities": member_probabilities,
+                "spread": tf.math.reduce_std(member_probabilities, axis=1),
+                "logit": outputs["logit"], "member_logits": outputs["member_logits"],
+                "features": outputs["features"]}
+
+    def _serve_pixels(self, pixels):
+        return self._calibrated(self._serve(tf.cast(pixels, tf.float32) / 255.0))
+
+    def _decode_one(self, data):
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        resized = tf.image.resize(tf.cast(image, tf.float32)[None], [self.size, self.size],
+                                  method="bilinear", antialias=True)[0]
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+    def _serve_bytes(self, image_bytes):
+        pixels = tf.map_fn(self._decode_one, image_bytes,
+                           fn_output_signature=tf.TensorSpec([self.size, self.size, 3], tf.uint8))
+        return self._serve_pixels(pixels)
 
     def _serve(self, images):
         outputs = [predict_logits(m, images, self.flip_tta) for m in self.members]
@@ -85,16 +136,21 @@ class ServingModule(tf.Module):
                 "member_logits": members, "features": features}
 
 
-def export_saved_model(models, image_size: int, directory: str | Path, flip_tta: bool = True) -> Path:
+EXPORT_VERSION = 2  # 2: uint8 serving_default, serving_bytes, calibration inside
+
+
+def export_saved_model(models, image_size: int, directory: str | Path, flip_tta: bool = True,
+                       threshold: float = 0.5, temperature: float = 1.0) -> Path:
     """Write the SavedModel of one model or a list of them (an ensemble) to a temp
     folder, then swap it in, so a reader never loads a half-written export."""
     directory = Path(directory)
-    module = ServingModule(models, image_size, flip_tta)
+    module = ServingModule(models, image_size, flip_tta, threshold, temperature)
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tf.saved_model.save(module, str(tmp), signatures={
-        "serving_default": module.serve, "explain": module.explain})
+        "serving_default": module.serve_pixels, "serving_bytes": module.serve_bytes,
+        "serving_float": module.serve, "explain": module.explain})
     if directory.exists():
         shutil.rmtree(directory)
     tmp.rename(directory)
@@ -131,6 +187,25 @@ def export_run(folder: str | Path, checkpoint: str | None = None, flip_tta: bool
     info.pop("temperature_fitted", None)
     runs.write_json_atomic(info_path, info)
     return folder / runs.EXPORT_DIR
+
+
+def stamp_calibration(folder: str | Path) -> None:
+    """Re-export a run's or a cross-validation's model with the threshold and
+    temperature its model.json now holds, so the SavedModel alone gives calibrated
+    probabilities and decisions. A CV folder is re-exported from its fold models."""
+    from engine import runs
+    folder = Path(folder)
+    info = runs.read_json(folder / runs.MODEL_INFO_FILE, {}) or {}
+    stored = runs.read_config_file(folder)
+    if "cv" in stored:
+        folds = int(stored["cv"]["folds"])
+        members = [restore_best_model(folder / f"fold_{k}")[1] for k in range(folds)]
+        image_size = int(stored["config"]["image_size"])
+    else:
+        config, model, _ = restore_best_model(folder, info.get("checkpoint"))
+        members, image_size = [model], config.image_size
+    export_saved_model(members, image_size, folder / runs.EXPORT_DIR, bool(info.get("flip_tta", True)),
+                       float(info.get("threshold", 0.5)), float(info.get("temperature", 1.0)))
 
 
 def model_info(config, flip_tta: bool, members: int) -> dict:

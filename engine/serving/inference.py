@@ -116,7 +116,8 @@ def load_model(directory: str | Path | None = None) -> LoadedModel:
     model = LoadedModel(directory=directory, image_size=image_size,
                         threshold=float(info.get("threshold", 0.5)),
                         temperature=float(info.get("temperature", 1.0)), info=info,
-                        serve=loaded.signatures["serving_default"],
+                        # The float path (older exports had it as serving_default).
+                        serve=loaded.signatures.get("serving_float") or loaded.signatures["serving_default"],
                         explain_fn=loaded.signatures["explain"],
                         crop_to_head=bool(info.get("crop_to_head", False)),
                         members=int(info.get("members", 1)),

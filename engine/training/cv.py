@@ -263,6 +263,9 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
                  "threshold_method": "youden",
                  "calibrated_on": f"out-of-fold predictions ({len(pool)} images, {folds} folds)"})
     runs.write_json_atomic(cv_dir / runs.MODEL_INFO_FILE, info)
+    # The export carries its calibration too, so it serves calibrated decisions alone.
+    export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta,
+                       threshold, temperature)
     summary["test"] = None
     if test:
         ensemble.temperature, ensemble.threshold = temperature, threshold

@@ -1,0 +1,58 @@
+"""The SavedModel is the contract: a plain tf.saved_model.load of checkpoints/export,
+with no engine import in the calling code, serves encoded files and uint8 pixels and
+gives engine.predict's calibrated probability."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import ROOT
+
+CLIENT = r'''
+import json, sys
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+model = tf.saved_model.load(sys.argv[1])
+paths = sys.argv[2:]
+size = int(model.image_size.numpy())
+out = model.signatures["serving_bytes"](image_bytes=tf.constant([open(p, "rb").read() for p in paths]))
+pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p in paths])
+by_pixels = model.signatures["serving_default"](pixels=tf.constant(pixels, tf.uint8))
+print(json.dumps({"bytes": out["probability"].numpy().tolist(), "pixels": by_pixels["probability"].numpy().tolist(),
+                  "predicted": out["predicted"].numpy().tolist(), "threshold": float(out["threshold"].numpy()[0]),
+                  "spread": out["spread"].numpy().tolist(), "members": out["member_probabilities"].numpy().shape[1],
+                  "version": int(model.export_version.numpy()),
+                  "pixel_dtype": model.signatures["serving_default"].structured_input_signature[1]["pixels"].dtype.name}))
+'''
+
+
+def test_a_plain_saved_model_load_serves_files_and_pixels_like_engine_predict(tmp_path):
+    from engine.data.manifest import read_manifest, rows_for_split
+    rows = rows_for_split(read_manifest(ROOT / "checkpoints" / "manifest.csv"), "test")
+    paths = []
+    for label in (0, 1):
+        of_class = [r.path for r in rows if r.label == label]
+        paths += [of_class[int(i)] for i in np.linspace(0, len(of_class) - 1, 6).round()]
+    client = tmp_path / "client.py"  # outside the project: no engine on its path
+    client.write_text(CLIENT)
+    served = subprocess.run([sys.executable, str(client), str(ROOT / "checkpoints" / "export"), *paths],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert served.returncode == 0, served.stderr[-2000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    engine = subprocess.run([sys.executable, "-m", "engine.predict", "--json", *paths], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert engine.returncode == 0, engine.stderr[-2000:]
+    expected = [json.loads(line)["probability"] for line in engine.stdout.splitlines()]
+    info = json.loads((ROOT / "checkpoints" / "model.json").read_text())
+    assert result["version"] >= 2 and result["pixel_dtype"] == "uint8" and result["members"] == info["members"]
+    assert abs(result["threshold"] - info["threshold"]) < 1e-6
+    # Decoding (TensorFlow's vs PIL's) and resizing (tf.image.resize bilinear with
+    # antialiasing vs PIL's bilinear) differ by a grey level here and there; on these
+    # slices that moves the probability by far less than 0.02.
+    assert np.max(np.abs(np.array(result["bytes"]) - expected)) < 0.02, (result["bytes"], expected)
+    assert np.max(np.abs(np.array(result["pixels"]) - expected)) < 1e-3
+    assert result["predicted"] == [int(p >= info["threshold"]) for p in result["bytes"]]
+    assert all(s >= 0 for s in result["spread"])
