@@ -154,7 +154,19 @@ if len(set(modalities)) > 1:
                      "ROC AUC": part["roc_auc"]})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
-d1, d2 = st.columns(2)
+@st.cache_data(max_entries=8, show_spinner="Writing the report ...")
+def report_html(folder: str, stamp: float, review: str | None) -> bytes:
+    from engine.evaluation.report import build_report
+    return build_report(folder, review).encode()
+
+
+d1, d2, d3 = st.columns(3)
+report_review = str(review_dir / review_choice) if review_choice != "none" else None
+d3.download_button("Download the report (HTML, self-contained)",
+                   report_html(str(model_dir), (model_dir / f"eval_{split}.json").stat().st_mtime, report_review),
+                   f"report_{model_dir.name}.html", "text/html",
+                   help="Model card figures, data health, folds, test split, figures, errors and flagged "
+                        "labels in one file that opens offline (python -m engine.report)")
 d1.download_button(f"Download the per-image predictions ({split}, CSV)", predictions.to_csv(index=False).encode(),
                    f"predictions_{split}.csv", "text/csv")
 d2.download_button(f"Download the evaluation ({split}, JSON)", json.dumps(report, indent=2).encode(),

@@ -1,0 +1,44 @@
+"""python -m engine.report on the shipped model: one self-contained HTML file that
+Chromium opens offline without page errors or requests, with the cross-validation table
+and the figures."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.xdist_group("browser")
+def test_report_of_the_shipped_model_opens_in_chromium_without_errors(tmp_path):
+    out = tmp_path / "R.html"
+    done = subprocess.run([sys.executable, "-m", "engine.report", "checkpoints", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    # Self-contained: no external script, stylesheet, font or image.
+    assert not re.search(r'(src|href)="(https?:)?//', text)
+    assert "<script" not in text and "@import" not in text and "url(" not in text
+    from playwright.sync_api import sync_playwright
+    errors, requests = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        page = browser.new_page()
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(out.as_uri())
+        assert page.get_by_role("heading", name=re.compile("Cross-validation")).is_visible()
+        fold_table = page.locator("table", has_text="mean ± std")
+        assert fold_table.locator("tr").count() == 1 + 5 + 1  # header, five folds, mean ± std
+        assert page.locator("svg").count() >= 3  # confusion, ROC, PR, calibration
+        assert page.locator("img").count() >= 1  # errors and flagged labels, inline
+        assert page.get_by_text("not a medical device").is_visible()
+        page.pdf(path=str(tmp_path / "R.pdf"))  # the same Chromium prints it
+        browser.close()
+    assert not errors, errors
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    assert (tmp_path / "R.pdf").stat().st_size > 10_000
