@@ -63,6 +63,10 @@ except FileNotFoundError as err:
     st.error(f"No usable model: {err}")
     st.stop()
 stamp = model_stamp(model_dir)
+from ui.common import SHIPPED_DIR  # noqa: E402
+st.caption("Model: " + ("the shipped model (checkpoints/)" if model_dir == SHIPPED_DIR else f"run {model_dir.name}")
+           + f" · {model.info.get('preset', '?')} at {model.image_size} px"
+           + (f", an ensemble of {model.members}" if model.members > 1 else ""))
 
 left, right = st.columns([3, 2])
 with left:
