@@ -100,8 +100,14 @@ def fold_metrics(folds: list[dict], metrics=("accuracy", "roc_auc", "sensitivity
     figure = go.Figure()
     for metric in metrics:
         values = [f.get(metric) for f in folds]
+        # Markers only: folds are categories, and a line between them suggests a trend.
         figure.add_trace(go.Scatter(x=[f"fold {f['fold']}" for f in folds], y=values,
-                                    mode="lines+markers", name=metric.replace("_", " ")))
-    figure.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_title="value",
+                                    mode="markers", marker=dict(size=10), name=metric.replace("_", " ")))
+    lowest = min((f.get(m) for f in folds for m in metrics if f.get(m) is not None), default=0.0)
+    # The axis starts at a round figure below the lowest value, not wherever plotly puts
+    # it, and says so: a fold spread of 0.88 to 0.98 must not fill the whole height.
+    floor = max(0.0, min(0.5, float(int(lowest * 10) / 10)))
+    figure.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_title=f"value (axis from {floor:g})",
+                         yaxis_range=[floor, 1.01],
                          title="Per fold (held-out fold, threshold fitted on the other folds)")
     return figure
