@@ -29,6 +29,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="summarise a CV whose folds were trained with --fold (out-of-fold "
                         "predictions, cv_summary.json, the ensemble); fails if a fold is missing")
     args = parser.parse_args(argv)
+    from engine.training.cli import explicit_options
+    given = explicit_options(parser, argv)
+    if args.config and not args.resume:
+        # A CV folder's config.json is the whole request: its "cv" section sets the folds
+        # and the test evaluation unless the command line says otherwise.
+        request = runs.read_json(args.config, {}) or {}
+        if "cv" in request:
+            if "folds" not in given:
+                args.folds = int(request["cv"]["folds"])
+            if "skip_test" not in given:
+                args.skip_test = not bool(request["cv"].get("evaluate_test", True))
     if args.collect:
         try:
             summary = collect(args.collect)
