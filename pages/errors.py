@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from engine.serving.explain import overlay
+from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError, decode_path
 from ui.app import require_navigation
 from ui.common import (

@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine import runs
 from engine.evaluation.audit import ISSUES_FILE, audit, read_issues
-from engine.serving.explain import overlay
+from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError, decode_path
 from engine.evaluation.review import DECISIONS, read_review, record_decision
 from ui.app import require_navigation

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.serving.explain import overlay
+from engine.serving.overlay import overlay
 from ui.app import require_navigation
 from ui.common import RESEARCH_NOTE, model_for, model_stamp, selected_model_dir
 

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from conftest import write_class_folders
 from engine.config import tiny_config
-from engine.serving.explain import grad_cam, overlay
+from engine.serving.explain import grad_cam
+from engine.serving.overlay import overlay
 from engine.model.resnet import build_model
 from engine.training.loop import train_and_evaluate
 

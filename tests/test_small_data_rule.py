@@ -6,7 +6,6 @@ report the test confusion matrix that eval_test.json holds."""
 import json
 import os
 
-import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest

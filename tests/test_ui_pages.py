@@ -536,3 +536,24 @@ def test_errors_page_shows_the_nearest_training_images_on_request(run_folder):
     assert not at.exception, [e.value for e in at.exception]
     assert any(m.value.startswith("**Most similar images it learnt from**") for m in at.markdown)
     assert len(at.get("imgs") or at.get("image")) > before
+
+
+def test_pages_that_show_heat_maps_draw_before_importing_tensorflow():
+    """Predict, Errors and Label review imported TensorFlow (seconds, cold) before drawing
+    anything, so a direct visit showed a blank page. Their module-level imports must not
+    load it; the model loads later, behind a spinner."""
+    import subprocess
+    import sys
+    code = (
+        "import ast, importlib, sys\n"
+        "for page in ('predict', 'errors', 'label_review', 'data', 'evaluate', 'home'):\n"
+        "    tree = ast.parse(open(f'pages/{page}.py').read())\n"
+        "    for node in tree.body:\n"
+        "        if isinstance(node, ast.ImportFrom) and node.module:\n"
+        "            importlib.import_module(node.module)\n"
+        "        elif isinstance(node, ast.Import):\n"
+        "            for alias in node.names: importlib.import_module(alias.name)\n"
+        "    assert 'tensorflow' not in sys.modules, page\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
