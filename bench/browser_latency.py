@@ -1,0 +1,113 @@
+"""What a user waits for, measured in a real browser on the shipped model.
+
+    python bench/browser_latency.py [--rounds 3]
+
+Starts `streamlit run streamlit_app.py` on a free localhost port and drives Debian's
+Chromium through Playwright:
+
+- cold Predict page: a fresh server, /predict opened by direct URL; the time to the
+  page's title (first drawing), and to the upload box (the model loaded);
+- warm Predict page: the same URL again on the warm server;
+- warm upload of 4 Br35H test slices to their 4 results (the results table and every
+  card's probability or "not assessed" drawn).
+
+Prints one line per measurement and the median over rounds; each round starts its own
+server for the cold figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server():
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("streamlit did not start")
+
+
+def one_round(browser, slices: list[str]) -> dict:
+    process, url = start_server()
+    try:
+        page = browser.new_page()
+        page.set_default_timeout(120_000)
+        started = time.perf_counter()
+        page.goto(f"{url}/predict")
+        page.get_by_role("heading", name="Predict").wait_for()
+        title = time.perf_counter() - started
+        page.get_by_text("Upload one or more images").wait_for()
+        cold = time.perf_counter() - started
+        started = time.perf_counter()
+        page.goto(f"{url}/predict")
+        page.get_by_text("Upload one or more images").wait_for()
+        warm = time.perf_counter() - started
+        page.get_by_text("Upload one or more images").wait_for()
+        started = time.perf_counter()
+        page.locator("input[type=file]").set_input_files(slices)
+        done = page.get_by_text(re.compile(r"probability \d\.\d{3}"))
+        done.nth(len(slices) - 1).wait_for(state="attached")
+        upload = time.perf_counter() - started
+        page.close()
+        return {"cold: Predict title drawn": title, "cold: Predict ready (model loaded)": cold,
+                "warm: Predict ready": warm, "warm: upload of 4 slices to 4 results": upload}
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    from engine.data.manifest import read_manifest, rows_for_split
+    test = rows_for_split(read_manifest(ROOT / "checkpoints" / "manifest.csv"), "test")
+    slices = [r.path for r in test[::len(test) // 4][:4]]
+    results = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"])
+        for number in range(args.rounds):
+            result = one_round(browser, slices)
+            results.append(result)
+            print(f"round {number + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.items()), flush=True)
+        browser.close()
+    for key in results[0]:
+        values = [r[key] for r in results]
+        print(f"{key}: median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})")
+
+
+if __name__ == "__main__":
+    main()
