@@ -95,6 +95,9 @@ st.write(f"**{len(wrong)}** of {len(frame)} {split} images are misclassified by 
 if shown.empty:
     st.success("No misclassified images match these filters.")
     st.stop()
+st.download_button(f"Download the {len(selected)} errors matching these filters (CSV)",
+                   selected.drop(columns=[c for c in ("confidence",) if c in selected.columns]).to_csv(index=False).encode(),
+                   f"errors_{split}.csv", "text/csv")
 
 
 @st.cache_data(max_entries=512, show_spinner=False)

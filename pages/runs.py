@@ -39,21 +39,52 @@ def settings_diff(configs: dict[str, dict]) -> pd.DataFrame:
                          **{run_id: [str(c.get(k, "—")) for k in differing] for run_id, c in configs.items()}})
 
 
+def cv_folds(run: runs.RunSummary) -> int:
+    return int((runs.read_config_file(run.path).get("cv") or {}).get("folds") or 0)
+
+
+def fold_progress(run: runs.RunSummary) -> str:
+    """A CV's progress in folds (its own metrics live in the fold folders)."""
+    folds = cv_folds(run)
+    done = sum(runs.read_status(run.path / f"fold_{k}").get("state") == runs.FINISHED for k in range(folds))
+    return f"{done}/{folds} folds × {run.config.get('epochs', '?')} epochs"
+
+
 def row(run: runs.RunSummary) -> dict:
     config, best = run.config, run.best
     test = test_result(run)
+    is_cv = runs.is_cv(run.path)
+    # CV figures come first, beside the status: on a CV they are the result, and a wide
+    # table must not push them off the right edge.
     return {
         "run": run.run_id, "status": run.state,
-        "preset": f"{config.get('preset', '?')} x{config.get('width', '?')}",
-        "image size": config.get("image_size"), "epochs": f"{run.last_epoch.get('epoch', 0)}/{config.get('epochs', '?')}",
-        "data": config.get("data_dir") or "Br35H",
-        "best val accuracy": best.get(names.VAL_ACCURACY), "best val AUC": best.get(names.VAL_AUC),
+        "CV accuracy (mean ± std)": cv_text(run, "accuracy", 100, 1) if is_cv else "",
+        "CV AUC (mean ± std)": cv_text(run, "roc_auc", 1, 3) if is_cv else "",
+        "best val accuracy": None if is_cv else best.get(names.VAL_ACCURACY),
+        "best val AUC": None if is_cv else best.get(names.VAL_AUC),
         "test accuracy": test.get("accuracy"), "test AUC": test.get("roc_auc"),
-        "CV accuracy (mean ± std)": cv_text(run, "accuracy", 100, 1),
-        "CV AUC (mean ± std)": cv_text(run, "roc_auc", 1, 3),
-        "best epoch": best.get("epoch"), "duration": duration(run.duration_seconds),
+        "preset": f"{config.get('preset', '?')} x{config.get('width', '?')}",
+        "image size": config.get("image_size"),
+        "epochs": fold_progress(run) if is_cv else f"{run.last_epoch.get('epoch', 0)}/{config.get('epochs', '?')}",
+        "data": config.get("data_dir") or "Br35H",
+        "best epoch": None if is_cv else best.get("epoch"), "duration": duration(run.duration_seconds),
         "error": run.status.get("error") or "",
     }
+
+
+def curves_of(run_id: str) -> dict[str, list[dict]]:
+    """Epoch curves to overlay: a run's own, or each fold's of a cross-validation."""
+    folder = runs.run_dir(run_id, runs_root())
+    if runs.is_cv(folder):
+        folds = int((runs.read_config_file(folder).get("cv") or {}).get("folds") or 0)
+        return {f"{run_id} fold {k}": runs.read_metrics(folder / f"fold_{k}", names.KIND_EPOCH)
+                for k in range(folds)}
+    return {run_id: runs.read_metrics(folder, names.KIND_EPOCH)}
+
+
+def request_of(run: runs.RunSummary) -> dict:
+    """The settings to compare: the training config plus the CV's fold count."""
+    return {**run.config, "cv folds": cv_folds(run) or "—"}
 
 
 table = pd.DataFrame([row(r) for r in all_runs])
@@ -66,6 +97,7 @@ st.dataframe(table, hide_index=True, width="stretch",
                                 help="Time spent training, summed over resumed segments")})
 st.caption("Test figures are each run's final evaluation on its fixed test split (threshold "
            "fitted on val). Rank runs on validation or cross-validation, not on test.")
+st.download_button("Download this table (CSV)", table.to_csv(index=False).encode(), "runs.csv", "text/csv")
 
 ids = [r.run_id for r in all_runs]
 st.subheader("Compare")
@@ -73,14 +105,14 @@ chosen = st.multiselect("Runs to overlay", ids, default=ids[: min(2, len(ids))])
 metric = st.selectbox("Metric", [names.VAL_ACCURACY, names.VAL_AUC, names.VAL_LOSS, names.TRAIN_LOSS,
                                  names.TRAIN_ACCURACY, names.VAL_SENSITIVITY, names.VAL_SPECIFICITY])
 if chosen:
-    curves = {run_id: runs.read_metrics(runs.run_dir(run_id, runs_root()), names.KIND_EPOCH) for run_id in chosen}
+    curves = {name: epochs for run_id in chosen for name, epochs in curves_of(run_id).items()}
     empty = [run_id for run_id, epochs in curves.items() if not epochs]
     curves = {run_id: epochs for run_id, epochs in curves.items() if epochs}
     if empty:
         st.caption(f"No finished epoch yet (not drawn): {', '.join(empty)}")
     st.plotly_chart(charts.overlay_curves(curves, metric), width="stretch")
     if len(chosen) >= 2:
-        differences = settings_diff({run_id: next(r.config for r in all_runs if r.run_id == run_id)
+        differences = settings_diff({run_id: request_of(next(r for r in all_runs if r.run_id == run_id))
                                      for run_id in chosen})
         st.markdown("**Settings that differ**")
         if differences.empty:

@@ -557,3 +557,27 @@ def test_pages_that_show_heat_maps_draw_before_importing_tensorflow():
         "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_runs_page_shows_a_cv_by_its_folds_and_overlays_their_curves(cv_folder):
+    at = app_on("runs")
+    table = at.dataframe[0].value
+    cv_row = table[table["run"] == "fixture-cv"].iloc[0]
+    assert cv_row["epochs"].startswith("3/3 folds")
+    assert cv_row["CV accuracy (mean ± std)"] and list(table.columns).index("CV accuracy (mean ± std)") == 2
+    assert pd_isna(cv_row["best val accuracy"])
+    next(m for m in at.multiselect if m.label == "Runs to overlay").set_value(["fixture-cv", "fixture-run"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("No finished epoch yet" in c.value for c in at.caption)
+    chart = at.get("plotly_chart")[0]
+    import json as _json
+    names_drawn = {trace["name"] for trace in _json.loads(chart.proto.spec)["data"]}
+    assert {"fixture-cv fold 0", "fixture-cv fold 1", "fixture-cv fold 2", "fixture-run"} <= names_drawn
+    differences = next(d.value for d in at.dataframe if "setting" in d.value.columns)
+    assert "cv folds" in set(differences["setting"])
+    assert any(b.label == "Download this table (CSV)" for b in at.get("download_button"))
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+    return bool(pd.isna(value))

@@ -47,6 +47,8 @@ def show_cv_summary(folder: Path, *, key: str = "cv") -> None:
     st.dataframe(fold_frame(summary), hide_index=True, width="stretch",
                  column_config={k: st.column_config.NumberColumn(format="%.4f")
                                 for k in (*FOLD_COLUMNS, "threshold")})
+    st.download_button("Download the per-fold table (CSV)", fold_frame(summary).to_csv(index=False).encode(),
+                       f"{Path(folder).name}_folds.csv", "text/csv", key=f"{key}_folds_csv")
     st.plotly_chart(charts.fold_metrics(summary["folds"]), width="stretch", key=f"{key}_folds")
     test = summary.get("test")
     if test:
