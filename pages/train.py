@@ -132,7 +132,8 @@ if submitted:
             pool = len(found_images) * (1.0 - config.split_fractions[2])
             trained = (pool * (int(folds) - 1) if module == "engine.cv"  # K folds of (K-1)/K
                        else len(found_images) * config.split_fractions[0])
-            estimate = runs.estimate_seconds(all_runs(), config.to_dict(), int(trained))
+            estimate = runs.estimate_seconds(all_runs(), config.to_dict(), int(trained),
+                                             processes=int(folds) if module == "engine.cv" else 1)
             expected = (f" Expected to take about {duration(estimate[0])}, from the measured speed of run "
                         f"{estimate[1]} (same network and image size on this machine)." if estimate
                         else " No earlier run of this network and image size here to estimate its duration from.")

@@ -138,6 +138,16 @@ def test_estimate_uses_the_newest_run_of_the_same_network_and_size(tmp_path):
     assert runs.estimate_seconds(history, dict(wanted, image_size=64), 1000) is None
 
 
+def test_estimate_counts_the_fixed_cost_of_every_process(tmp_path):
+    """A finished run of 3 epochs of 2 s that took 14 s in all spent 8 s outside its
+    epochs (start-up, scan, export, evaluation); a 5-fold CV pays that five times."""
+    config = {"preset": "resnet10", "width": 0.5, "image_size": 64, "devices": "auto", "epochs": 3}
+    done = runs.RunSummary("tiny", tmp_path / "tiny", {"state": runs.FINISHED, "active_seconds": 14.0}, config,
+                           {"train_images": 100}, last_epoch={"epoch_seconds": 2.0, "epoch": 3})
+    seconds, _ = runs.estimate_seconds([done], config, 400, processes=5)
+    assert seconds == pytest.approx(2.0 / 100 * 400 * 3 + 8.0 * 5)
+
+
 def test_a_multi_worker_run_resumes_on_as_many_workers(tmp_path, monkeypatch):
     folder = tmp_path / "run"
     folder.mkdir()
