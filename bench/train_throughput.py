@@ -8,8 +8,20 @@ the same machine. Prints a table and the ratio engine / Keras.
     python bench/train_throughput.py --devices cpu:2 --engine-root ../old-checkout --skip-keras   # before/after
 
 Data are random images held in memory, so decoding is not measured: this is the
-training step itself (forward, backward, optimizer update, metrics fetch). The last
-line is the first preset's ratio: ``engine/keras resnet18: <ratio>x``.
+training step itself (forward, backward, optimizer update, metrics fetch).
+
+The clock is the same on both sides: only training steps after the warm-up are timed.
+The engine times its loop over ``--steps`` steps; Keras runs one ``fit`` of warm-up +
+steps batches and a callback times the same steps from the end of the last warm-up
+batch to the end of the last one, so building the dataset and ``fit``'s set-up are
+outside the span. Engine and Keras alternate for ``--repeats`` rounds (3 by default);
+the ratio is printed as the median over rounds with its spread. Beside it, the achieved
+training FLOP/s (3 x the forward pass's FLOPs, counted by TensorFlow's profiler, per
+image, times images/s) and its share of the CPU's peak, computed as
+cores x clock x FLOPs per cycle per core (vector lanes x 2 for a fused multiply-add x FMA
+units), with the assumed figures printed. On a GPU, ``--xla`` runs both sides with XLA
+on as well as off (Keras compiles with XLA by default there, the engine never does).
+The last line is the first preset's ratio: ``engine/keras resnet18: <median>x``.
 """
 
 from __future__ import annotations
@@ -103,11 +115,48 @@ def keras_rate(strategy, preset, width, head, batch, size, steps, warmup,
         model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True),
                       metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
-    model.fit(dataset(batch, size, warmup), epochs=1, steps_per_epoch=warmup, verbose=0)
-    start = time.perf_counter()
-    model.fit(dataset(batch, size, steps), epochs=1, steps_per_epoch=steps, verbose=0)
-    return batch * steps / (time.perf_counter() - start), model.count_params() - sum(
+    stamps = []
+
+    class BatchClock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stamps.append(time.perf_counter())
+
+    model.fit(dataset(batch, size, warmup + steps), epochs=1, steps_per_epoch=warmup + steps, verbose=0,
+              callbacks=[BatchClock()])
+    # From the end of the last warm-up batch to the end of the last timed one.
+    elapsed = stamps[warmup + steps - 1] - stamps[warmup - 1]
+    return batch * steps / elapsed, model.count_params() - sum(
         int(np.prod(w.shape)) for w in model.non_trainable_weights)
+
+
+def forward_flops(preset, width, head, size) -> float:
+    """FLOPs of one image's forward pass, counted by TensorFlow's profiler on the
+    engine model's graph (a multiply-add counts 2)."""
+    model = ResNet(preset, width, head)
+    function = tf.function(lambda x: model(x, training=False)[0]).get_concrete_function(
+        tf.TensorSpec([1, size, size, 3], tf.float32))
+    from tensorflow.python.profiler import model_analyzer, option_builder
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return float(model_analyzer.profile(function.graph, options=options).total_float_ops)
+
+
+def cpu_peak() -> tuple[float, str]:
+    """(peak FLOP/s, the formula with its figures) of this machine's CPU in float32."""
+    flags, mhz, model_name = "", 0.0, "?"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")), "")
+        mhz = max(float(line.split(":", 1)[1]) for line in text.splitlines() if line.startswith("cpu MHz"))
+        model_name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    except (OSError, ValueError, StopIteration):
+        pass
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    fma_units = 2  # two FMA pipes per core on current x86 server cores (an assumption: stated)
+    cores = os.cpu_count() or 1
+    peak = cores * mhz * 1e6 * lanes * 2 * fma_units
+    return peak, (f"{model_name}: {cores} cores x {mhz:.0f} MHz x {lanes} float32 lanes x 2 (FMA) x "
+                  f"{fma_units} FMA units = {peak / 1e9:.0f} GFLOP/s")
 
 
 def main() -> None:
@@ -117,7 +166,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating engine/Keras rounds; best kept")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="alternating engine/Keras rounds; the median ratio and its spread are printed")
     parser.add_argument("--precisions", nargs="+", default=["float32"],
                         choices=list(PRECISIONS))
     parser.add_argument("--devices", default="auto",
@@ -133,32 +183,45 @@ def main() -> None:
     print(f"TensorFlow {tf.__version__}, device {devices[0].name}, {os.cpu_count()} CPU cores, "
           f"{strategy.num_replicas_in_sync} replica(s) ({args.devices}), engine from {ENGINE_ROOT}, "
           f"batch {args.batch}, {args.image_size}x{args.image_size}, {args.steps} timed steps")
-    print(f"{'preset':10} {'precision':15} {'params':>11} {'engine img/s':>13} {'keras img/s':>12} {'ratio':>7}")
+    peak, formula = cpu_peak()
+    print(f"CPU peak: {formula}")
+    print(f"{'preset':10} {'precision':15} {'params':>11} {'engine img/s':>13} {'keras img/s':>12} "
+          f"{'ratio (median, min-max)':>24} {'engine TFLOP/s':>15} {'% of peak':>9}")
     ratios = {}
     for name in args.presets:
         preset, width, head = PRESETS[name]
+        flops_per_image = 3 * forward_flops(preset, width, head, args.image_size)  # forward + backward
         for precision in args.precisions:
-            engine_best = keras_best = 0.0
+            engine_rates, keras_rates = [], []
             for _ in range(args.repeats):
                 rate, params = engine_rate(strategy, preset, width, head, args.batch, args.image_size,
                                            args.steps, args.warmup, precision)
-                engine_best = max(engine_best, rate)
+                engine_rates.append(rate)
                 if args.skip_keras:
                     continue
                 k_rate, k_params = keras_rate(strategy, preset, width, head, args.batch, args.image_size,
                                               args.steps, args.warmup, precision)
-                keras_best = max(keras_best, k_rate)
+                keras_rates.append(k_rate)
                 assert params == k_params, f"architectures differ: {params} vs {k_params} parameters"
+            engine_median = float(np.median(engine_rates))
+            achieved = engine_median * flops_per_image
+            share = f"{100 * achieved / peak:>8.1f}%" if peak else "       ?"
             if args.skip_keras:
-                print(f"{name:10} {precision:15} {params:>11,} {engine_best:>13.1f}", flush=True)
+                print(f"{name:10} {precision:15} {params:>11,} {engine_median:>13.1f} {'':>12} {'':>24} "
+                      f"{achieved / 1e12:>15.3f} {share}", flush=True)
                 continue
-            print(f"{name:10} {precision:15} {params:>11,} {engine_best:>13.1f} {keras_best:>12.1f} "
-                  f"{engine_best / keras_best:>7.2f}", flush=True)
-            ratios[(name, precision)] = engine_best / keras_best
+            round_ratios = [e / k for e, k in zip(engine_rates, keras_rates)]
+            median = float(np.median(round_ratios))
+            keras_median = float(np.median(keras_rates))
+            print(f"{name:10} {precision:15} {params:>11,} {engine_median:>13.1f} {keras_median:>12.1f} "
+                  f"{median:>9.2f} ({min(round_ratios):.2f}-{max(round_ratios):.2f}){'':>4} "
+                  f"{achieved / 1e12:>15.3f} {share}   keras {100 * keras_median * flops_per_image / peak:.1f}% of peak",
+                  flush=True)
+            ratios[(name, precision)] = median
     if ratios:
         name, precision = next(iter(ratios))
         label = name if precision == "float32" else f"{name} {precision}"
-        print(f"engine/keras {label}: {ratios[(name, precision)]:.2f}x")
+        print(f"engine/keras {label}: {ratios[(name, precision)]:.2f}x (median of {args.repeats} rounds)")
 
 
 if __name__ == "__main__":
