@@ -19,8 +19,10 @@ the ratio is printed as the median over rounds with its spread. Beside it, the a
 training FLOP/s (3 x the forward pass's FLOPs, counted by TensorFlow's profiler, per
 image, times images/s) and its share of the CPU's peak, computed as
 cores x clock x FLOPs per cycle per core (vector lanes x 2 for a fused multiply-add x FMA
-units), with the assumed figures printed. On a GPU, ``--xla`` runs both sides with XLA
-on as well as off (Keras compiles with XLA by default there, the engine never does).
+units), with the assumed figures printed. On a GPU Keras compiles with XLA by default
+(``jit_compile="auto"``) and the engine does not: ``--keras-jit-compile false`` measures
+Keras without it, so the ratio compares loops rather than compilers (GPU figures are not
+measured on this project's machines).
 The last line is the first preset's ratio: ``engine/keras resnet18: <median>x``.
 """
 
@@ -104,6 +106,9 @@ def engine_rate(strategy, preset, width, head, batch, size, steps, warmup,
     return batch * steps / (time.perf_counter() - start), count_parameters(model)
 
 
+KERAS_JIT = ["auto"]  # set from --keras-jit-compile
+
+
 def keras_rate(strategy, preset, width, head, batch, size, steps, warmup,
                precision: str = "float32") -> tuple[float, int]:
     import keras
@@ -114,7 +119,7 @@ def keras_rate(strategy, preset, width, head, batch, size, steps, warmup,
         model = keras_resnet(preset, width, head, size)
         model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
+                      metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)], jit_compile=KERAS_JIT[0])
     stamps = []
 
     class BatchClock(keras.callbacks.Callback):
@@ -176,7 +181,10 @@ def main() -> None:
     parser.add_argument("--engine-root", type=Path, default=ROOT,
                         help="measure the engine of another checkout (before/after figures)")
     parser.add_argument("--skip-keras", action="store_true", help="engine only")
+    parser.add_argument("--keras-jit-compile", choices=["auto", "true", "false"], default="auto",
+                        help="Keras's XLA setting (auto: XLA on a GPU, off on a CPU)")
     args = parser.parse_args()
+    KERAS_JIT[0] = {"auto": "auto", "true": True, "false": False}[args.keras_jit_compile]
     from engine.training.distribute import make_strategy
     strategy = make_strategy(args.devices)
     devices = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("CPU")
