@@ -110,20 +110,15 @@ review_choice = st.selectbox(
          "nothing is predicted again, so this works for any model, the shipped one included.")
 reviewed = report.get("with_reviewed_labels")
 if review_choice != "none":
-    from engine.evaluation.review import read_review, reviewed_labels
+    from engine.evaluation.evaluate import rescored_with_review
+    from engine.evaluation.review import read_review
     try:
         decisions = read_review(review_dir / review_choice)
     except ValueError as err:
         st.error(str(err))
         decisions = None
     if decisions is not None:
-        from engine.data.sources import relocate
-        paths = [relocate(p) for p in predictions["path"].astype(str)]
-        new_labels, kept = reviewed_labels(paths, labels, decisions)
-        scored = classification_report(new_labels[kept], probabilities[kept], stored)
-        touched = [p for p in paths if p in decisions]
-        reviewed = {**scored, "relabelled": sum(decisions[p]["decision"] == "relabel" for p in touched),
-                    "excluded": int((~kept).sum())}
+        reviewed = rescored_with_review(predictions["path"], labels, probabilities, stored, decisions)
 if reviewed:
     st.markdown("**As labelled and with reviewed labels** (stored threshold). The headline figures "
                 "above are as labelled; the reviewed ones only reflect what a reviewer entered.")

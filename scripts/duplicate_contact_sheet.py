@@ -49,9 +49,10 @@ def main() -> None:
     print(f"{len(images)} images: {len(np.unique(before))} groups by exact + pHash, {len(np.unique(after))} "
           f"with the contrast-invariant test; {len(new_pairs)} pairs across former groups; "
           f"mixed-label groups {mixed(before)} before, {mixed(after)} after")
+    views = dedup.comparable_views(descriptors)
     strength = []
     for a, b in new_pairs:
-        head, whole = dedup.correlations(descriptors, slice(a, a + 1))[:, 0, b]
+        head, whole = dedup.correlations(views, slice(a, a + 1))[:, 0, b]
         strength.append((max(head, whole - dedup.WHOLE_FRAME_MARGIN), head, whole))
     order = np.argsort([s[0] for s in strength])
     picks = order[np.linspace(0, len(order) - 1, min(args.pairs, len(order))).round().astype(int)] if len(order) else []

@@ -242,6 +242,11 @@ def test_the_cv_stores_its_pool_and_predict_names_the_nearest_training_images(cv
     pool = [r for r in read_manifest(cv_run / "manifest.csv") if r.usable and r.split != "test"]
     assert sorted(index.paths.tolist()) == sorted(r.path for r in pool)
     assert index.vectors.dtype == np.float32 and 0 < index.seen_threshold <= 1.0001
+    # A pool image shown on Errors or Label review is left out of its own neighbours.
+    own = index.paths[0]
+    assert index.query(index.vectors[:1], 3)[0]["neighbours"][0]["path"] == own
+    excluded = index.query(index.vectors[:1], 3, exclude=[own])[0]["neighbours"]
+    assert len(excluded) == 3 and own not in {n["path"] for n in excluded}
     member = pool[0]
     stranger = cv_run / "stranger.png"
     rng = np.random.default_rng(5)

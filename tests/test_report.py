@@ -18,6 +18,16 @@ def test_report_of_the_shipped_model_opens_in_chromium_without_errors(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
+    # With a review file, the test split is scored with the reviewed labels too.
+    import csv
+    with open(ROOT / "checkpoints" / "predictions_test.csv", newline="") as handle:
+        first = next(csv.DictReader(handle))
+    review = tmp_path / "review.csv"
+    review.write_text("path,decision\n" + f"{first['path']},exclude\n")
+    reviewed = subprocess.run([sys.executable, "-m", "engine.report", "checkpoints", "--out", str(tmp_path / "Rr.html"),
+                               "--label-review", str(review)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert reviewed.returncode == 0, reviewed.stderr[-2000:]
+    assert "with reviewed labels" in (tmp_path / "Rr.html").read_text() and "with reviewed labels" not in text
     # Self-contained: no external script, stylesheet, font or image.
     assert not re.search(r'(src|href)="(https?:)?//', text)
     assert "<script" not in text and "@import" not in text and "url(" not in text

@@ -33,12 +33,7 @@ def nearest_of(model, rgb: np.ndarray, k: int = 5, exclude: str | None = None) -
     _, features = model.outputs(model.model_input(rgb)[None])
     if features is None:
         return None
-    found = model.neighbours.query(features, k + (1 if exclude else 0))[0]
-    if exclude:
-        kept = [n for n in found["neighbours"] if n["path"] != exclude][:k]
-        found = {"neighbours": kept,
-                 "seen_in_training": bool(kept and kept[0]["similarity"] >= model.neighbours.seen_threshold)}
-    return found
+    return model.neighbours.query(features, k, exclude=[exclude])[0]
 
 
 def show_neighbours(found: dict | None, own_label: int | None = None, *, title: str = "Nearest training images") -> None:

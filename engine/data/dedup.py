@@ -4,12 +4,13 @@ side. Three tests, unioned:
 - exact duplicates: the same decoded pixels (SHA-256);
 - near-duplicates: 64-bit DCT perceptual hash within a Hamming distance, directly or
   against the mirrored image (re-encoded, resized, slightly re-contrasted copies);
-- contrast-invariant copies: the correlation of the head's bounding box, histogram-
-  equalised and shrunk to 64x64, directly or mirrored, at least ``MIN_CORRELATION``.
-  Equalising maps every monotone intensity change (contrast, brightness, gamma) to
-  the same image, and cropping to the head removes the re-framing Br35H's copies also
-  carry; strongly re-contrasted or re-cropped copies differ by 5 to 12 pHash bits and
-  escape the hash test.
+- contrast-invariant copies: the correlation of histogram-equalised 64x64 views of the
+  head's bounding box (at least ``MIN_CORRELATION``) or of the whole frame (at least
+  ``MIN_CORRELATION + WHOLE_FRAME_MARGIN``), directly or mirrored. Equalising maps
+  every monotone intensity change (contrast, brightness, gamma) to the same image, and
+  cropping to the head removes the re-framing Br35H's copies also carry; strongly
+  re-contrasted or re-cropped copies differ by 5 to 12 pHash bits and escape the hash
+  test.
 
 Why pHash and not a difference hash: on Br35H a difference hash matches slices of
 different patients across classes; the DCT hash keeps the low-frequency layout of the
@@ -24,8 +25,6 @@ import logging
 
 import numpy as np
 from PIL import Image
-
-from engine.data.imageio import head_box
 
 HASH_SIZE = 8
 _DCT_SIZE = 32
@@ -129,15 +128,22 @@ def _mirrored(views: np.ndarray) -> np.ndarray:
     return views.reshape(-1, side, side)[:, :, ::-1].reshape(len(views), side * side)
 
 
-def correlations(descriptors: np.ndarray, rows: slice) -> np.ndarray:
-    """For the images in ``rows`` against all: the correlation of the head views and of
-    the whole-frame views, each the larger of direct and mirrored, as (2, rows, n)."""
-    out = []
+def comparable_views(descriptors: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each view (head, whole frame): the float32 matrix of all images and its
+    mirror, prepared once for any number of ``correlations`` calls."""
+    views = []
     for view in (0, 1):
         matrix = np.asarray(descriptors[:, view], np.float32)
-        block = matrix[rows]
-        out.append(np.maximum(block @ matrix.T, block @ _mirrored(matrix).T))
-    return np.stack(out)
+        views.append((matrix, _mirrored(matrix)))
+    return views
+
+
+def correlations(views: list[tuple[np.ndarray, np.ndarray]], rows: slice) -> np.ndarray:
+    """For the images in ``rows`` against all (``views`` from ``comparable_views``): the
+    correlation of the head views and of the whole-frame views, each the larger of
+    direct and mirrored, as (2, rows, n)."""
+    return np.stack([np.maximum(matrix[rows] @ matrix.T, matrix[rows] @ mirrored.T)
+                     for matrix, mirrored in views])
 
 
 def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRELATION,
@@ -147,10 +153,10 @@ def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRE
     ``min_correlation + WHOLE_FRAME_MARGIN`` (a whole frame is mostly background, so
     different slices correlate higher there), directly or mirrored. Exact, in blocks:
     time grows with n^2 (3,000 images: a few seconds), memory with n (chunk x n)."""
-    descriptors = np.asarray(descriptors)
+    views = comparable_views(np.asarray(descriptors))
     pairs: list[tuple[int, int]] = []
     for start in range(0, len(descriptors), chunk):
-        head, whole = correlations(descriptors, slice(start, start + chunk))
+        head, whole = correlations(views, slice(start, start + chunk))
         similar = (head >= min_correlation) | (whole >= min_correlation + WHOLE_FRAME_MARGIN)
         rows, cols = np.nonzero(similar)
         rows = rows + start
@@ -196,9 +202,9 @@ def near_duplicate_pairs(
     return sorted(set(pairs))
 
 
-def _band_keys(values: np.ndarray, bands: int) -> list[np.ndarray]:
-    """The 64-bit values cut into ``bands`` contiguous bit ranges (as equal as possible),
-    each as (uint64 value, width in bits)."""
+def _band_keys(values: np.ndarray, bands: int) -> list[tuple[np.ndarray, int]]:
+    """The 64-bit values cut into ``bands`` contiguous bit ranges (as equal as possible):
+    a list of (uint64 values, width in bits)."""
     widths = [64 // bands + (1 if k < 64 % bands else 0) for k in range(bands)]
     keys, shift = [], 0
     for width in widths:

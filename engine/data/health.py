@@ -2,7 +2,7 @@
 
 Model-free and pure NumPy. Each image gets four quality scores when the manifest is
 built (``quality_scores``, stored in manifest.csv, so a report never decodes twice),
-and ``health_report`` turns a manifest into ``data_issues.csv`` (one row per image and
+and ``write_health`` turns a manifest's rows into ``data_issues.csv`` (one row per image and
 issue: ``path,issue,score,group,detail``) and ``data_health.json`` (counts per issue and
 the data set's figures: class balance, duplicate share, the leak of a random split,
 patients per split, sizes and modalities). ``python -m engine.health`` writes both;
@@ -200,7 +200,7 @@ def measure_missing_quality(rows, workers: int | None = None) -> int:
     were stored (decoding those images once); returns how many were measured."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from engine.data.imageio import ImageDecodeError, decode_path
+    from engine.data.imageio import ImageDecodeError, decode_path, decode_workers
     from engine.data.manifest import set_quality
     missing = [r for r in rows if r.usable and r.grey_std < 0]
 
@@ -209,6 +209,6 @@ def measure_missing_quality(rows, workers: int | None = None) -> int:
             set_quality(row, quality_scores(decode_path(row.path)))
         except (ImageDecodeError, OSError) as err:
             row.usable, row.reason = False, f"unreadable now: {err}"
-    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
+    with ThreadPoolExecutor(max_workers=decode_workers(workers)) as pool:
         list(pool.map(measure, missing))
     return len(missing)

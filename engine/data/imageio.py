@@ -28,6 +28,11 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image this project can use; ``str(err)`` says why."""
 
 
+def decode_workers(workers: int | None = None) -> int:
+    """Threads for decoding a data set: ``workers`` if given, else the cores plus two (the
+    pool waits on file reads as well as decoding), at most 8."""
+    return workers or min(8, (os.cpu_count() or 1) + 2)
+
 def _open(data: bytes) -> Image.Image:
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from engine.data import dedup, health, scans, splits
-from engine.data.imageio import ImageDecodeError, decode_rgb, read_file_bytes, read_scan
+from engine.data.imageio import ImageDecodeError, decode_rgb, decode_workers, read_file_bytes, read_scan
 from engine.data.sources import SourceImage, discover, relocate
 from engine.files import atomic_open
 
@@ -113,7 +113,7 @@ def build_manifest(
         dedup.log.warning("%d files: the contrast-invariant duplicate test (quadratic) is skipped above "
                           "%d images; exact and pHash grouping still apply", len(sources),
                           dedup.MAX_CORRELATION_IMAGES)
-    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
+    with ThreadPoolExecutor(max_workers=decode_workers(workers)) as pool:
         inspected = [item for found in pool.map(lambda s: _inspect(s, salt, describe), sources) for item in found]
     rows = [row for row, _ in inspected]
     usable = [row for row in rows if row.usable]

@@ -98,6 +98,20 @@ def reviewed_report(rows, logits, threshold: float, temperature: float) -> dict:
     return report
 
 
+def rescored_with_review(paths, labels, probabilities, threshold: float, decisions: dict[str, dict]) -> dict:
+    """Stored predictions scored with a review's labels, without predicting again:
+    relabelled images flipped, excluded ones left out (Evaluate's review choice and the
+    HTML report). Paths are mapped onto this machine's copy of Br35H first."""
+    from engine.data.sources import relocate
+    from engine.evaluation.review import reviewed_labels
+    paths = [relocate(str(p)) for p in paths]
+    new_labels, kept = reviewed_labels(paths, labels, decisions)
+    report = classification_report(new_labels[kept], np.asarray(probabilities, np.float64)[kept], threshold)
+    report.update({"relabelled": sum(decisions.get(p, {}).get("decision") == "relabel" for p in paths),
+                   "excluded": int((~kept).sum())})
+    return report
+
+
 def predict_paths(model, paths: list[str], batch_size: int = 32) -> np.ndarray:
     """Logits for image files, decoded through the same pipeline as training."""
     members = predict_member_logits(model, paths, batch_size)

@@ -128,7 +128,6 @@ def _read_csv(path: Path) -> list[dict]:
 def build_report(folder: str | Path, label_review: str | None = None, thumbnails: int = 12) -> str:
     """The HTML text of the report on ``folder``."""
     from engine.data.sources import relocate
-    from engine.evaluation.evaluate import classification_report
     folder = Path(folder)
     info = runs.read_json(folder / runs.MODEL_INFO_FILE, {}) or {}
     card = runs.read_json(folder / "model_card.json", {}) or {}
@@ -180,12 +179,11 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
         rows = [["as labelled"] + [_fmt(test.get(k), k in ("accuracy", "sensitivity", "specificity")) for k in keys]]
         predictions = _read_csv(folder / "predictions_test.csv")
         if label_review and predictions:
-            from engine.evaluation.review import read_review, reviewed_labels
-            decisions = read_review(label_review)
-            paths = [relocate(p["path"]) for p in predictions]
-            labels, kept = reviewed_labels(paths, [int(p["label"]) for p in predictions], decisions)
-            probabilities = np.array([float(p["probability"]) for p in predictions])
-            reviewed = classification_report(labels[kept], probabilities[kept], float(test["threshold"]))
+            from engine.evaluation.evaluate import rescored_with_review
+            from engine.evaluation.review import read_review
+            reviewed = rescored_with_review([p["path"] for p in predictions], [int(p["label"]) for p in predictions],
+                                            [float(p["probability"]) for p in predictions],
+                                            float(test["threshold"]), read_review(label_review))
             rows.append(["with reviewed labels"] + [_fmt(reviewed.get(k), k in ("accuracy", "sensitivity", "specificity"))
                                                     for k in keys])
         out.append("<h2>Fixed test split</h2>" + _table(

@@ -98,11 +98,16 @@ class NeighbourIndex:
                        labels=data["labels"], groups=data["groups"], folds=data["folds"],
                        seen_threshold=float(data["seen_threshold"]))
 
-    def query(self, features: np.ndarray, k: int = 5) -> list[dict]:
+    def query(self, features: np.ndarray, k: int = 5, exclude: list[str | None] | None = None) -> list[dict]:
         """For each of N inputs ([N, K, C] features): its ``k`` most similar pool images
-        (most similar first) and whether it is a near-copy of one of them."""
+        (most similar first) and whether it is a near-copy of one of them. ``exclude``:
+        per input, a pool path to leave out (the input itself, when it is a pool image
+        shown on Errors or Label review), so it is not its own nearest neighbour."""
         sims = embed(features) @ self.vectors.T
-        k = min(k, sims.shape[1])
+        for row, path in enumerate(exclude or []):
+            if path is not None:
+                sims[row, self.paths == path] = -np.inf
+        k = min(k, int(np.isfinite(sims).sum(axis=1).min()) if len(sims) else k)
         order = np.argsort(-sims, axis=1)[:, :k]
         out = []
         for row, picks in zip(sims, order):

@@ -36,6 +36,15 @@ log = logging.getLogger("engine.cv")
 SUMMARY_FILE = "cv_summary.json"
 
 
+def cv_request(config: TrainConfig, folds: int, evaluate_test: bool) -> dict:
+    """The payload of a CV folder's config.json: the training config and the CV's own
+    settings, as read back from the file (tuples as lists), so a stored request compares
+    equal to a fresh one."""
+    import json
+    return json.loads(json.dumps({"config": config.to_dict(),
+                                  "cv": {"folds": folds, "evaluate_test": evaluate_test}}))
+
+
 def fold_dir(cv_dir: Path, fold: int) -> Path:
     return Path(cv_dir) / f"fold_{fold}"
 
@@ -115,9 +124,7 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
     config = config.replace(best_metric="last")
     # The effective config (best_metric forced to "last"), rewritten on every start so
     # a resume reads exactly what the folds train with.
-    runs.write_json_atomic(cv_dir / runs.CONFIG_FILE,
-                           {"config": config.to_dict(),
-                            "cv": {"folds": folds, "evaluate_test": evaluate_test}})
+    runs.write_json_atomic(cv_dir / runs.CONFIG_FILE, cv_request(config, folds, evaluate_test))
     runs.begin_segment(cv_dir, resume=True)  # a resumed CV adds to the time of its first start
     try:
         setup_logging(cv_dir)
@@ -175,9 +182,7 @@ def train_one_fold(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, f
     cv_dir = Path(cv_dir)
     cv_dir.mkdir(parents=True, exist_ok=True)
     config = config.replace(best_metric="last")
-    import json
-    request = {"config": config.to_dict(), "cv": {"folds": folds, "evaluate_test": evaluate_test}}
-    request = json.loads(json.dumps(request))  # as read back from the file (tuples as lists)
+    request = cv_request(config, folds, evaluate_test)
     with open(cv_dir / ".prepare.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # held while the first job writes the request and manifest
         stored = runs.read_config_file(cv_dir)
