@@ -1,6 +1,7 @@
 """Evaluation metrics, threshold and temperature choice, and the prediction CLI."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -184,3 +185,28 @@ def test_numpy_cross_entropy_equals_the_training_loss():
     expected = float(tf.reduce_mean(per_example_loss(tf.constant(labels, tf.float32),
                                                      tf.constant(logits, tf.float32))))
     assert binary_cross_entropy_from_logits(labels, logits) == pytest.approx(expected, rel=1e-6)
+
+
+def test_evaluation_leaves_the_loaded_model_as_it_was(trained_run, tmp_path):
+    """A model shared by a page and an evaluation keeps its numbers: recalibrating
+    writes model.json and scores with a calibrated copy, the caller's object is frozen."""
+    import dataclasses
+
+    from engine.evaluation.evaluate import evaluate
+    from engine.serving.inference import load_model
+    folder, _ = trained_run
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    info = json.loads((copy / "model.json").read_text())
+    info["threshold"], info["temperature"] = 0.5, 1.0
+    (copy / "model.json").write_text(json.dumps(info))
+    model = load_model(copy)
+    before = (model.threshold, model.temperature, model.ood, model.neighbours)
+    report = evaluate(copy, "test", recalibrate=True, model=model)
+    stored = json.loads((copy / "model.json").read_text())
+    assert (stored["threshold"], stored["temperature"]) != (0.5, 1.0)
+    assert report["threshold"] == pytest.approx(stored["threshold"])  # scored with the new rule
+    assert (model.threshold, model.temperature, model.ood, model.neighbours) == before == (
+        0.5, 1.0, before[2], before[3])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.threshold = 0.3

@@ -139,27 +139,30 @@ def predict_outputs(model, paths: list[str], batch_size: int = 32):
     return np.concatenate(logits), (None if features[0] is None else np.concatenate(features))
 
 
-def fit_ood_for_run(model_dir: Path, train_rows, val_rows, model=None) -> dict:
+def fit_ood_for_run(model_dir: Path, train_rows, val_rows, model=None):
     """Fit the out-of-distribution statistics of a single run's model: a Gaussian on
-    its training images' features, threshold on its validation images (engine.serving.ood).
-    A ``model`` already loaded from ``model_dir`` is used, and given the new statistics."""
+    its training images' features, threshold on its validation images (engine.serving.ood),
+    and its nearest-training-image pool. A ``model`` already loaded from ``model_dir`` is
+    used. Returns (figures, a copy of the model carrying the new statistics); the
+    model given is not changed."""
     from engine.serving.inference import load_model
     from engine.serving.ood import OOD_FILE, FeatureGaussians, fit
     model = model or load_model(model_dir)
     _, train_features = predict_outputs(model, [r.path for r in train_rows])
     _, val_features = predict_outputs(model, [r.path for r in val_rows])
     if train_features is None or len(train_rows) < 4 or len(val_rows) < 2:
-        return {}
+        return {}, model
     features = np.concatenate([train_features, val_features])
     held_out = np.array([-1] * len(train_rows) + [0] * len(val_rows))
     gaussians = fit(features, held_out)
     gaussians.save(Path(model_dir) / OOD_FILE)
-    model.ood = FeatureGaussians.load(Path(model_dir) / OOD_FILE)  # as a later load sees it
     # The nearest-training-image pool of a single run: its training images.
     from engine.serving import neighbours
     chosen = neighbours.build(model_dir, train_rows, train_features, folds=[-1] * len(train_rows))
-    model.neighbours = neighbours.NeighbourIndex.load(model_dir)
-    return {"ood_thresholds": gaussians.thresholds.tolist(), "seen_threshold": chosen["seen_threshold"]}
+    fitted = model.replace(ood=FeatureGaussians.load(Path(model_dir) / OOD_FILE),  # as a later load sees them
+                           neighbours=neighbours.NeighbourIndex.load(model_dir))
+    return ({"ood_thresholds": gaussians.thresholds.tolist(), "seen_threshold": chosen["seen_threshold"]},
+            fitted)
 
 
 def calibrate_on_validation(model, val_rows, method: str = "youden",
@@ -235,12 +238,16 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
         info.update(calibrate_on_validation(model, val_rows, threshold_method, target_sensitivity))
         info["temperature_fitted"] = True
         runs.write_json_atomic(info_path, info)
-        model.threshold, model.temperature = info["threshold"], info["temperature"]
         try:  # the SavedModel carries the new calibration too (its serving contract)
             from engine.serving.export import stamp_calibration
             stamp_calibration(model_dir)
         except FileNotFoundError:  # an export without its checkpoints (copied elsewhere)
             pass
+    if "threshold" in info:
+        # The folder's stored decision rule, as it stands now (a val pass may just have
+        # written it): a calibrated copy, the caller's model is left as it was.
+        model = model.replace(threshold=float(info["threshold"]),
+                              temperature=float(info.get("temperature", 1.0)))
     started = time.time()
     members, features = predict_outputs(model, [r.path for r in rows])
     logits = members.mean(axis=1)

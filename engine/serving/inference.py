@@ -9,6 +9,7 @@ finished run folder has the same layout.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,11 @@ class ModelNotFoundError(FileNotFoundError):
     pass
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedModel:
+    """A loaded model folder. Frozen: a page, an evaluation and a cross-validation may
+    share one; whoever needs other numbers (a new calibration, freshly fitted
+    out-of-distribution statistics) takes a copy with ``replace``."""
     directory: Path
     image_size: int
     threshold: float
@@ -42,6 +46,11 @@ class LoadedModel:
     members: int = 1
     ood: object = field(default=None, repr=False)  # engine.serving.ood.FeatureGaussians, if fitted
     neighbours: object = field(default=None, repr=False)  # engine.serving.neighbours.NeighbourIndex, if stored
+    saved: object = field(default=None, repr=False, compare=False)  # keeps the SavedModel's signatures alive
+
+    def replace(self, **changes) -> "LoadedModel":
+        """A copy with ``changes`` (e.g. threshold and temperature); self is unchanged."""
+        return dataclasses.replace(self, **changes)
 
     def view(self, rgb: np.ndarray) -> np.ndarray:
         """The decoded image as the model frames it (cropped to the head if the model
@@ -122,8 +131,7 @@ def load_model(directory: str | Path | None = None) -> LoadedModel:
                         crop_to_head=bool(info.get("crop_to_head", False)),
                         members=int(info.get("members", 1)),
                         ood=FeatureGaussians.load(directory / OOD_FILE),
-                        neighbours=NeighbourIndex.load(directory))
-    model._saved = loaded  # keep the trackable object alive with its signatures
+                        neighbours=NeighbourIndex.load(directory), saved=loaded)
     return model
 
 

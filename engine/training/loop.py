@@ -630,7 +630,8 @@ def _evaluate_splits(folder: Path, derived: Derived) -> None:
         return
     try:
         rows = read_manifest(folder / runs.MANIFEST_FILE)
-        fit_ood_for_run(folder, rows_for_training(rows, "train"), rows_for_training(rows, "val"), model)
+        _, model = fit_ood_for_run(folder, rows_for_training(rows, "train"),
+                                   rows_for_training(rows, "val"), model)
     except Exception:  # noqa: BLE001 - the flag is optional; predictions still work
         log.exception("fitting the out-of-distribution statistics failed")
     for split, count in (("val", derived.val_images), ("test", derived.test_images)):
