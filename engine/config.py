@@ -65,6 +65,14 @@ class TrainConfig:
     # Run
     devices: str = "auto"  # "auto", "cpu", "gpu", or a count such as "2"
     collective: str = "auto"  # all-reduce across workers (TF_CONFIG): "auto", "ring" or "nccl"
+    # Local worker processes under MultiWorkerMirroredStrategy, started by engine.launch
+    # (for a CV: per fold). A cluster that sets TF_CONFIG itself decides its own count.
+    workers: int = 1
+    # Data shards: each worker decodes, caches and shuffles only its own shard of the
+    # training images (engine.data.pipeline.shard_indices), and a global batch is one local
+    # batch from each. 0 = one per worker. One process with data_shards=N trains exactly
+    # the steps N workers would (how the multi-worker path is checked against one process).
+    data_shards: int = 0
     seed: int = 42  # the split and the folds; also training's randomness unless init_seed is set
     init_seed: int = -1  # initial weights, shuffle and augmentation; -1 = seed (same folds, another model)
     log_every_steps: int = 10
@@ -81,6 +89,8 @@ class TrainConfig:
             (self.width > 0, "width must be positive"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
+            (1 <= self.workers <= 64, "workers must be between 1 and 64"),
+            (self.data_shards >= 0, "data_shards must be at least 0"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.group_weighting >= 0, "group_weighting must be at least 0"),
             (0.0 <= self.dedup_correlation <= 1.0, "dedup_correlation must be in [0, 1]"),

@@ -1,35 +1,63 @@
-"""``python -m engine.launch --workers N [every engine.train option]``: one training
-run as N local worker processes under MultiWorkerMirroredStrategy, parsed here and run
-by ``engine.training.launch.run_workers``."""
+"""``python -m engine.launch``: start (or resume) any run from its request, and run it
+in the foreground; what the dashboard starts in the background.
+
+    python -m engine.launch --config FILE [--run-dir DIR] [options]   # a new run
+    python -m engine.launch --workers 2 [every engine.train option]   # N local workers
+    python -m engine.launch --folds 5 [options]                       # a cross-validation
+    python -m engine.launch --resume DIR [--epochs N]                 # continue one
+
+The request (config.json: the TrainConfig with its ``workers``, plus a ``cv`` section
+for a cross-validation) is written into the run folder first; then
+``engine.training.launch.launch`` runs exactly what it says."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from engine.training.cli import build_parser, new_run_from_args
-from engine.training.launch import without_workers_flag, run_workers
+from engine import runs
+from engine.training.cli import build_parser, explicit_options, new_run_from_args
+from engine.training.launch import RequestError, launch
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     parser.prog = "python -m engine.launch"
-    parser.add_argument("--workers", type=int, default=0, help="local worker processes (>= 2)")
+    parser.description = ("Start or resume a run from its request: one process, several local "
+                          "workers (--workers), or a cross-validation (--folds).")
+    parser.add_argument("--folds", type=int, default=0, help="cross-validate on K grouped folds (0 = one run)")
+    parser.add_argument("--skip-test", action="store_true",
+                        help="with --folds: leave the test split unseen (compare recipes on the folds alone)")
     args = parser.parse_args(argv)
-    if args.workers < 2:
-        print("error: --workers must be at least 2 (use python -m engine.train for one)", file=sys.stderr)
-        return 2
-    worker_argv = without_workers_flag(argv)
-    if args.resume:
-        folder = Path(args.resume)
-    else:
-        config, folder = new_run_from_args(args, parser, worker_argv, lambda c: f"{c.preset}-{args.workers}w")
+    given = explicit_options(parser, argv)
+    try:
+        if args.resume:
+            return launch(Path(args.resume), resume=True,
+                          epochs=args.epochs if "epochs" in given else None)
+        stored = (runs.read_json(args.config, {}) or {}) if args.config else {}
+        cv = stored.get("cv") if isinstance(stored, dict) else None
+        if "folds" in given or "skip_test" in given:
+            cv = {"folds": args.folds or int((cv or {}).get("folds", 5)),
+                  "evaluate_test": not args.skip_test}
+        if cv and cv["folds"] < 2:
+            cv = None  # --folds 0: one ordinary run
+        config, folder = new_run_from_args(
+            args, parser, argv,
+            lambda c: f"cv{cv['folds']}-{c.preset}" if cv else (f"{c.preset}-{c.workers}w" if c.workers > 1
+                                                                 else c.preset))
         if config is None:
             return folder  # the exit code; the reason is printed
-        if not args.run_dir:
-            worker_argv += ["--run-dir", str(folder)]
-    return run_workers(worker_argv, args.workers, folder)
+        request = {"config": config.to_dict()}
+        if cv:
+            request["cv"] = {"folds": int(cv["folds"]), "evaluate_test": bool(cv.get("evaluate_test", True))}
+            request["config"]["best_metric"] = "last"
+        folder.mkdir(parents=True, exist_ok=True)
+        runs.write_json_atomic(folder / runs.CONFIG_FILE, request)
+        return launch(folder)
+    except RequestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

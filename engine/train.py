@@ -3,6 +3,7 @@ run by ``engine.training.loop.train_and_evaluate``."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -10,40 +11,47 @@ from pathlib import Path
 from engine import runs
 from engine.config import TrainConfig
 from engine.training.cli import build_parser, explicit_options, new_run_from_args
+from engine.training.launch import RequestError, extend_request, launch, stored_workers
 from engine.training.loop import StopRequested, train_and_evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     stop = StopRequested().install()
     import faulthandler
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 <pid>: stacks to stderr
+    given = explicit_options(parser, argv)
+    standalone = not os.environ.get("TF_CONFIG")  # not one of a launcher's (or a cluster's) workers
     if args.resume:
         folder = Path(args.resume)
-        stored = runs.read_config_file(folder).get("config")
-        if not stored:
+        request = runs.read_config_file(folder)
+        if not request.get("config"):
             print(f"error: {folder} has no config.json to resume from", file=sys.stderr)
             return 2
-        config = TrainConfig.from_dict(stored)
-        given = explicit_options(parser, argv)
+        try:
+            if "epochs" in given and standalone:
+                extend_request(folder, args.epochs)  # the workers of a launcher read it extended
+            if standalone and stored_workers(request) > 1:
+                return launch(folder, resume=True)  # as many workers as it started with
+        except RequestError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        config = TrainConfig.from_dict(runs.read_config_file(folder)["config"])
         if "devices" in given:
             config = config.replace(devices=args.devices)
-        if "epochs" in given:
-            # Continue a run for more epochs: the schedule is stretched over the new
-            # total, so a cosine learning rate rises again to where the longer run
-            # would be at this step (a warm restart), then decays to zero.
-            done = len(runs.read_metrics(folder, "epoch"))
-            if args.epochs < done:
-                print(f"error: {folder} has already trained {done} epochs; --epochs must be at least that",
-                      file=sys.stderr)
-                return 2
-            config = config.replace(epochs=args.epochs)
         resume = True
     else:
         config, folder = new_run_from_args(args, parser, argv, lambda c: c.preset)
         if config is None:
             return folder  # the exit code; the reason is printed
+        if standalone and config.workers > 1:
+            # A request for several workers: the one launcher builds the manifest once
+            # and starts them (python -m engine.launch does the same).
+            folder.mkdir(parents=True, exist_ok=True)
+            runs.write_json_atomic(folder / runs.CONFIG_FILE, {"config": config.to_dict()})
+            return launch(folder)
         resume = False
     status = train_and_evaluate(config, folder, resume=resume, stop=stop)
     print(f"run folder: {folder}  status: {status['state']}"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine import runs
+from engine import control, runs
+from engine.config import shipped_config
 from engine.evaluation.audit import ISSUES_FILE, audit, read_issues
 from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError, decode_path
@@ -112,8 +113,9 @@ if review_path.exists():
                  help="Starts the shipped recipe's 5-fold cross-validation with this review file "
                       "(python -m engine.cv --shipped-recipe --label-review FILE) as a subprocess"):
         try:
-            run_id, _ = runs.start_run(["--folds", "5", "--shipped-recipe", "--label-review", str(review_path)],
-                                       module="engine.cv")
+            recipe = shipped_config(label_review=str(review_path), best_metric="last")
+            run_id, _ = control.start_run({"config": recipe.to_dict(), "cv": {"folds": 5, "evaluate_test": True}},
+                                          runs.new_run_id("cv5-reviewed"), root=runs_root())
             st.success(f"Started cross-validation {run_id}; follow it on **Train** or **Runs**.")
         except runs.RunError as err:
             st.error(str(err))

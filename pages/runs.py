@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.evaluation import metric_names as names
-from engine import runs
+from engine import control, runs
 from ui import charts, cv_view
 from ui.app import require_navigation
 from ui.common import all_runs, duration, runs_root
@@ -135,7 +135,7 @@ with cols[2].popover("Delete ..."):
     st.write(f"Delete run **{selected}** and all its checkpoints? This cannot be undone.")
     if st.button("Yes, delete it", type="primary", key="confirm_delete"):
         try:
-            runs.delete_run(selected, runs_root())
+            control.delete_run(selected, runs_root())
             if st.session_state.get("model_choice") == f"run {selected}":
                 st.session_state.pop("model_choice")
             st.toast(f"Deleted {selected}")

@@ -1,4 +1,5 @@
-"""Train: start ``python -m engine.train`` as a detached process, then watch it live
+"""Train: write the run request (config.json) and start it as a detached process
+(engine.control -> ``python -m engine.launch``), then watch it live
 through its run folder (progress, curves, log), stop or resume it. Closing the
 browser does not stop training; reopening shows it."""
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine.evaluation import metric_names as names
-from engine import runs
+from engine import control, runs
 from engine.config import PRESETS, RECIPES, SCHEDULES, TrainConfig
 from engine.data.sources import DataLayoutError, check_data_dir_allowed, discover
 from ui import charts
@@ -75,8 +76,8 @@ with st.expander("Start a new training run", expanded=not runs.active_runs(runs_
             "slice copied 40 times counts as much as a slice with no copies")
         workers = c1.number_input("Workers (processes)", 1, 16, 1,
                                   help="Above 1: one run as several local worker processes under "
-                                  "MultiWorkerMirroredStrategy (python -m engine.launch); each takes "
-                                  "its part of every global batch")
+                                  "MultiWorkerMirroredStrategy (python -m engine.launch); each decodes "
+                                  "and caches only its share of the training images")
         parallel = c3.checkbox("Allow a run in parallel with one already training")
         submitted = st.form_submit_button("Start training", type="primary")
 
@@ -87,7 +88,7 @@ if submitted:
                   max_steps_per_epoch=int(max_steps), warmup_epochs=float(warmup_epochs),
                   weight_decay=float(weight_decay), ema_decay=float(ema_decay),
                   crop_to_head=bool(crop), label_review=label_review.strip(),
-                  group_weighting=float(group_weighting))
+                  group_weighting=float(group_weighting), workers=int(workers))
     problem = check_data_dir_allowed(values["data_dir"])
     config = None
     if not problem:
@@ -112,32 +113,28 @@ if submitted:
     if problem:
         st.error(f"Not started: {problem}")
     else:
-        payload = {"config": config.to_dict()}
-        module, extra = "engine.train", []
-        if int(workers) > 1:
-            module, extra = "engine.launch", ["--workers", str(int(workers))]
-        if int(folds) >= 2:
-            payload["cv"] = {"folds": int(folds), "evaluate_test": True}
-            module = "engine.cv"
-        name = run_name or (f"cv{int(folds)}-{preset}" if int(folds) >= 2 else preset)
+        request = {"config": config.to_dict()}  # the whole run request, written as config.json
+        cross_validating = int(folds) >= 2
+        if cross_validating:
+            request["cv"] = {"folds": int(folds), "evaluate_test": True}
+        name = run_name or (f"cv{int(folds)}-{preset}" if cross_validating else preset)
         try:
-            run_id, _ = runs.start_run(["--folds", str(int(folds))] if module == "engine.cv" else extra,
-                                       runs.new_run_id(name), root=runs_root(),
-                                       allow_parallel=parallel, module=module, config=payload)
+            run_id, _ = control.start_run(request, runs.new_run_id(name), root=runs_root(),
+                                          allow_parallel=parallel)
         except runs.RunError as err:
             st.error(f"Not started: {err}")
         else:
             st.session_state["watch_run"] = run_id
             st.query_params["run"] = run_id
             pool = len(found_images) * (1.0 - config.split_fractions[2])
-            trained = (pool * (int(folds) - 1) if module == "engine.cv"  # K folds of (K-1)/K
+            trained = (pool * (int(folds) - 1) if cross_validating  # K folds of (K-1)/K
                        else len(found_images) * config.split_fractions[0])
             estimate = runs.estimate_seconds(all_runs(), config.to_dict(), int(trained),
-                                             processes=int(folds) if module == "engine.cv" else 1)
+                                             processes=int(folds) if cross_validating else 1)
             expected = (f" Expected to take about {duration(estimate[0])}, from the measured speed of run "
                         f"{estimate[1]} (same network and image size on this machine)." if estimate
                         else " No earlier run of this network and image size here to estimate its duration from.")
-            st.success(f"Started {'cross-validation' if module == 'engine.cv' else 'run'} {run_id}. "
+            st.success(f"Started {'cross-validation' if cross_validating else 'run'} {run_id}. "
                        "It keeps training if you close the browser." + expected)
 
 run_list = all_runs()
@@ -235,26 +232,32 @@ def live_panel():
     if state in runs.ACTIVE_STATES:
         if buttons[0].button("Stop", help="Finishes the current step, saves a checkpoint, ends as stopped"):
             with st.spinner("Stopping (saving a checkpoint) ..."):
-                result = runs.stop_run(folder)
+                result = control.stop_run(folder)
             st.toast(f"Run {watched}: {result}")
-    elif state in (runs.STOPPED, runs.FAILED) and runs.can_resume(folder):
-        if buttons[0].button("Resume", help="Continue from the latest checkpoint"):
+    planned = config.get("config", {}).get("epochs")
+    if state in (runs.STOPPED, runs.FAILED) and runs.can_resume(folder):
+        label = "Resume" if is_cv or not planned else f"Resume to epoch {planned}"
+        if buttons[0].button(label, help="Continue from the latest checkpoint with the settings it "
+                             "started with (same schedule, same total of epochs)"):
             try:
-                runs.resume_run(folder)
+                control.resume_run(folder)
                 st.toast(f"Resumed {watched}")
             except runs.RunError as err:
                 st.error(str(err))
     if state == runs.FINISHED:
         buttons[1].page_link("pages/evaluate.py", label="Evaluate", icon=":material/analytics:")
-    if state in (runs.FINISHED, runs.STOPPED) and not is_cv and runs.can_resume(folder) and epochs:
+    if state == runs.FINISHED and not is_cv and runs.can_resume(folder) and epochs:
+        # Only a finished run is extended: a stopped one resumes to its plan first, so the
+        # two buttons never offer two meanings of "continue" at once.
         done = epochs[-1]["epoch"]
-        target = buttons[2].number_input("Train up to epoch", min_value=done + 1, value=done + 10,
+        target = buttons[2].number_input("Train on to epoch", min_value=done + 1, value=done + 10,
                                          key=f"more_epochs_{watched}",
-                                         help="Continues from the latest checkpoint; the learning-rate "
-                                         "schedule is stretched over the new total (a warm restart)")
+                                         help="Trains past the planned total from the latest checkpoint; "
+                                         "the learning-rate schedule is stretched over the new total "
+                                         "(a warm restart)")
         if buttons[3].button("Continue training", key=f"continue_{watched}"):
             try:
-                runs.resume_run(folder, epochs=int(target))
+                control.resume_run(folder, epochs=int(target))
                 st.toast(f"Continuing {watched} to epoch {int(target)}")
             except runs.RunError as err:
                 st.error(str(err))

@@ -37,6 +37,7 @@ def data(tmp_path_factory):
 
 
 def _config_file(tmp_path: Path, data: Path, **changes) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "config.json"
     path.write_text(tiny_config(data_dir=str(data), dedup_distance=-1, log_every_steps=1, **changes).to_json())
     return path
@@ -91,15 +92,20 @@ def _wait_for_steps(folder: Path, launcher: subprocess.Popen, count: int = 1, ti
 
 
 def test_two_workers_train_like_one_process_and_only_the_chief_writes(data, tmp_path):
-    config = _config_file(tmp_path, data, epochs=2, ema_decay=0.0)
+    # One process holding both data shards builds each global batch from the same two
+    # local batches the two workers contribute (engine.data.pipeline.concat_shards).
+    config = _config_file(tmp_path, data, epochs=2, ema_decay=0.0, data_shards=2)
+    two_workers = _config_file(tmp_path / "w2", data, epochs=2, ema_decay=0.0, workers=2)
     single, multi = tmp_path / "single", tmp_path / "multi"
-    for command, folder in ((["engine.train"], single), (["engine.launch", "--workers", "2"], multi)):
-        out = subprocess.run([sys.executable, "-m", *command, "--config", str(config), "--run-dir", str(folder)],
+    # The worker count is part of the request: python -m engine.train on a config that
+    # asks for 2 workers goes through the one launcher, like the dashboard.
+    for file, folder in ((config, single), (two_workers, multi)):
+        out = subprocess.run([sys.executable, "-m", "engine.train", "--config", str(file), "--run-dir", str(folder)],
                              cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
     one = [r["train/loss"] for r in runs.read_metrics(single, "step")]
     two = [r["train/loss"] for r in runs.read_metrics(multi, "step")]
-    # Same global batches (each worker takes its half of every batch), synchronised batch
+    # Same global batches (each worker's local batch from its own shard), synchronised batch
     # norm and summed gradients: only the order of float32 sums differs (ring all-reduce),
     # a relative 1e-6 per step that Adam carries along (seen: 6e-7 after 8 steps).
     assert len(one) == len(two) == 8
@@ -110,6 +116,12 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(data, tmp_
     # One writer: a single log, and no second worker's files in the folder.
     assert [p.name for p in multi.glob("*.log")] == ["train.log"]
     assert not list(multi.rglob("worker1*"))
+    # The data were scanned once, by the launcher, before any worker started; the
+    # workers trained on the folder's manifest.
+    log = (multi / "train.log").read_text()
+    assert log.count("scanning ") == 1 and "using the run's own manifest" in log
+    assert log.index("scanning ") < log.index("using the run's own manifest")
+    assert stored["config"]["workers"] == 2
 
 
 def test_sigterm_to_one_worker_stops_all_and_the_run_resumes(data, tmp_path, launch):
@@ -149,3 +161,30 @@ def test_a_killed_worker_fails_the_run_within_the_timeout(data, tmp_path, launch
     assert time.time() - killed < 250
     status = runs.read_status(folder)
     assert status["state"] == "failed" and status["error"], status
+
+
+def test_each_worker_decodes_only_its_shard_and_every_image_once_per_epoch(data, tmp_path):
+    """Counted in the real worker processes (tests/decode_counter): with no cache, every
+    training image is decoded exactly once per epoch, always by the same one worker,
+    and the two workers' shards split the training images in halves."""
+    from collections import Counter
+
+    from engine.data.manifest import read_manifest
+    epochs = 2
+    config = _config_file(tmp_path, data, epochs=epochs, ema_decay=0.0, cache="none", workers=2)
+    folder, decode_log = tmp_path / "run", tmp_path / "decodes.jsonl"
+    env = dict(_env(), DECODE_LOG=str(decode_log),
+               PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "decode_counter"), str(ROOT)]))
+    out = subprocess.run([sys.executable, "-m", "engine.launch", "--config", str(config), "--run-dir", str(folder)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    train = {r.path for r in read_manifest(folder / "manifest.csv") if r.usable and r.split == "train"}
+    trained_until = runs.read_metrics(folder, "epoch")[-1]["time"]  # then the chief evaluates
+    decodes = [json.loads(line) for line in decode_log.read_text().splitlines()]
+    during = [d for d in decodes if d["path"] in train and d["time"] <= trained_until]
+    assert {d["worker"] for d in during} == {0, 1}
+    shard = {w: {d["path"] for d in during if d["worker"] == w} for w in (0, 1)}
+    assert not shard[0] & shard[1] and shard[0] | shard[1] == train
+    assert abs(len(shard[0]) - len(shard[1])) <= 1
+    assert set(Counter(d["path"] for d in during).values()) == {epochs}
+    assert "data shards: " in (folder / "train.log").read_text()

@@ -5,7 +5,7 @@ import threading
 
 import tensorflow as tf
 
-from engine import runs
+from engine import control, runs
 from engine.config import tiny_config
 from engine.model.resnet import build_model
 from engine.training.loop import train_and_evaluate
@@ -33,8 +33,7 @@ def test_disk_full_during_training_fails_the_run_and_keeps_earlier_checkpoints(
 
 
 def test_two_simultaneous_submissions_start_one_run(synthetic_data, tmp_path):
-    config_file = tmp_path / "c.json"
-    config_file.write_text(tiny_config(data_dir=str(synthetic_data), epochs=500, dedup_distance=-1).to_json())
+    request = {"config": tiny_config(data_dir=str(synthetic_data), epochs=500, dedup_distance=-1).to_dict()}
     root = tmp_path / "runs"
     barrier = threading.Barrier(2)
     outcomes = []
@@ -42,8 +41,8 @@ def test_two_simultaneous_submissions_start_one_run(synthetic_data, tmp_path):
     def submit(name):
         barrier.wait()
         try:
-            outcomes.append(("started", runs.start_run(["--config", str(config_file)], name, root=root)))
-        except runs.RunActiveError as err:
+            outcomes.append(("started", control.start_run(request, name, root=root)))
+        except control.RunActiveError as err:
             outcomes.append(("refused", str(err)))
 
     threads = [threading.Thread(target=submit, args=(f"tab{i}",)) for i in range(2)]
@@ -55,9 +54,9 @@ def test_two_simultaneous_submissions_start_one_run(synthetic_data, tmp_path):
         assert sorted(kind for kind, _ in outcomes) == ["refused", "started"]
         assert "confirm" in next(value for kind, value in outcomes if kind == "refused")
         # A confirmed parallel run is allowed.
-        _, folder = runs.start_run(["--config", str(config_file)], "parallel", root=root, allow_parallel=True)
+        _, folder = control.start_run(request, "parallel", root=root, allow_parallel=True)
         assert folder.exists()
     finally:
         for run in runs.list_runs(root):
-            runs.stop_run(run.path, grace_seconds=30)
+            control.stop_run(run.path, grace_seconds=30)
     assert not runs.active_runs(root)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from engine import runs
+from engine import control, runs
 
 
 def test_half_written_last_line_is_skipped(tmp_path):
@@ -56,10 +56,10 @@ def test_list_and_delete_runs(tmp_path):
     assert {r.run_id for r in listed} == {"run0", "run1"}
     assert all(r.duration_seconds and r.duration_seconds >= 9 for r in listed)
     assert {r.run_id: r.best["val/auc"] for r in listed} == {"run0": 0.5, "run1": 0.6}
-    runs.delete_run("run0", tmp_path)
+    control.delete_run("run0", tmp_path)
     assert not (tmp_path / "run0").exists() and (tmp_path / "run1").exists()
     with pytest.raises(runs.RunError):
-        runs.delete_run("../run1", tmp_path)
+        control.delete_run("../run1", tmp_path)
 
 
 def test_runs_module_does_not_import_tensorflow():
@@ -71,22 +71,22 @@ def test_runs_module_does_not_import_tensorflow():
 
 def test_start_and_stop_a_detached_training(synthetic_data, tmp_path):
     from engine.config import tiny_config
-    config_file = tmp_path / "c.json"
-    config_file.write_text(tiny_config(data_dir=str(synthetic_data), epochs=500, dedup_distance=-1).to_json())
-    run_id, folder = runs.start_run(["--config", str(config_file)], root=tmp_path / "runs")
+    request = {"config": tiny_config(data_dir=str(synthetic_data), epochs=500, dedup_distance=-1).to_dict()}
+    run_id, folder = control.start_run(request, root=tmp_path / "runs")
+    assert runs.read_config_file(folder) == json.loads(json.dumps(request))  # the request, as it trains
     assert runs.read_status(folder)["state"] in ("queued", "running")
     deadline = time.time() + 120
     while time.time() < deadline and not runs.read_metrics(folder, "step"):
         assert runs.read_status(folder)["state"] in ("queued", "running"), runs.tail(folder / "process.log")
         time.sleep(0.3)
     pid = runs.read_status(folder)["pid"]
-    assert runs.stop_run(folder, grace_seconds=60) == "stopped"
+    assert control.stop_run(folder, grace_seconds=60) == "stopped"
     assert not runs.pid_alive(pid)
     assert [r.run_id for r in runs.active_runs(tmp_path / "runs")] == []
     # Continue it with a new total of 2 epochs (the Train page's "Continue training"):
-    # python -m engine.train --resume DIR --epochs 2 in its own process.
+    # python -m engine.launch --resume DIR --epochs N in its own process.
     done = len(runs.read_metrics(folder, "epoch"))
-    runs.resume_run(folder, epochs=done + 1)
+    control.resume_run(folder, epochs=done + 1)
     deadline = time.time() + 180
     while time.time() < deadline and runs.read_status(folder)["state"] in runs.ACTIVE_STATES:
         time.sleep(0.5)
@@ -94,7 +94,7 @@ def test_start_and_stop_a_detached_training(synthetic_data, tmp_path):
     assert runs.read_config_file(folder)["config"]["epochs"] == done + 1
     assert [e["epoch"] for e in runs.read_metrics(folder, "epoch")] == list(range(1, done + 2))
     with pytest.raises(runs.RunError, match="already trained"):
-        runs.resume_run(folder, epochs=done + 1)
+        control.resume_run(folder, epochs=done + 1)
 
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
@@ -105,7 +105,7 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
     # Handshake: SIGTERM is ignored only once the child says so (no race with start-up).
     assert process.stdout.readline().strip() == "ready"
     runs.write_status(tmp_path, runs.RUNNING, pid=process.pid)
-    assert runs.stop_run(tmp_path, grace_seconds=1.0) == "stopped"
+    assert control.stop_run(tmp_path, grace_seconds=1.0) == "stopped"
     assert process.wait(timeout=10) == -9
     assert "killed after not stopping" in runs.read_status(tmp_path)["error"]
 
@@ -148,12 +148,31 @@ def test_estimate_counts_the_fixed_cost_of_every_process(tmp_path):
     assert seconds == pytest.approx(2.0 / 100 * 400 * 3 + 8.0 * 5)
 
 
-def test_a_multi_worker_run_resumes_on_as_many_workers(tmp_path, monkeypatch):
-    folder = tmp_path / "run"
-    folder.mkdir()
-    runs.write_json_atomic(folder / "config.json", {"config": {}, "environment": {"workers": 3}})
-    runs.write_status(folder, "stopped")
+def test_every_start_and_resume_goes_through_the_one_launcher(tmp_path, monkeypatch):
+    """The dashboard never picks a module: a run, a multi-worker run and a CV all start
+    as python -m engine.launch on the folder's request, and resume the same way."""
     launched = []
-    monkeypatch.setattr(runs, "_launch", lambda command, folder, env: launched.append(command))
-    runs.resume_run(folder)
-    assert launched[0][1:] == ["-m", "engine.launch", "--resume", str(folder), "--workers", "3"]
+    monkeypatch.setattr(control, "_launch", lambda command, folder, env: launched.append(command))
+    requests = [{"config": {"workers": 1}}, {"config": {"workers": 3}},
+                {"config": {}, "cv": {"folds": 5, "evaluate_test": True}}]
+    for index, request in enumerate(requests):
+        _, folder = control.start_run(request, f"r{index}", root=tmp_path, allow_parallel=True)
+        assert runs.read_config_file(folder) == request
+        assert launched[-1][1:] == ["-m", "engine.launch", "--config", str(folder / "config.json"),
+                                    "--run-dir", str(folder)]
+        runs.write_status(folder, "stopped")
+        control.resume_run(folder)
+        assert launched[-1][1:] == ["-m", "engine.launch", "--resume", str(folder)]
+    runs.write_status(folder, "stopped")
+    with pytest.raises(runs.RunError, match="cannot be extended"):
+        control.resume_run(folder, epochs=9)
+    with pytest.raises(runs.RunError, match="config"):
+        control.start_run({"cv": {"folds": 2}}, "bad", root=tmp_path, allow_parallel=True)
+
+
+def test_the_launcher_reads_workers_from_the_request_and_from_older_folders():
+    from engine.training.launch import stored_workers
+    assert stored_workers({"config": {"workers": 2}}) == 2
+    # Written before workers were part of the config: the count the run recorded.
+    assert stored_workers({"config": {}, "environment": {"workers": 3}}) == 3
+    assert stored_workers({"config": {}}) == 1

@@ -311,7 +311,8 @@ def test_train_form_writes_the_whole_config_it_shows_and_trains_it(run_folder, m
             assert getattr(saved, field) == value or (
                 isinstance(value, float) and getattr(saved, field) == pytest.approx(value)), field
     finally:
-        runs.stop_run(folder, grace_seconds=30)
+        from engine import control
+        control.stop_run(folder, grace_seconds=30)
 
 
 def test_train_page_watching_a_cv_shows_fold_progress_and_the_summary(cv_folder):
@@ -347,15 +348,15 @@ def test_predict_warns_when_an_upload_does_not_look_like_the_training_slices(run
 
 
 def test_train_page_continues_a_finished_run_for_more_epochs(run_folder, monkeypatch):
-    from engine import runs
+    from engine import control, runs
     calls = []
-    monkeypatch.setattr(runs, "resume_run", lambda folder, **kw: calls.append((folder.name, kw)))
+    monkeypatch.setattr(control, "resume_run", lambda folder, **kw: calls.append((folder.name, kw)))
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["watch_run"] = "fixture-run"  # other tests add newer runs to this root
     at.run()
     at.switch_page("pages/train.py").run()
     done = len(runs.read_metrics(run_folder, "epoch"))
-    box = next(n for n in at.number_input if n.label == "Train up to epoch")
+    box = next(n for n in at.number_input if n.label == "Train on to epoch")
     assert box.value == done + 10
     box.set_value(done + 4).run()
     next(b for b in at.button if b.label == "Continue training").click().run()
@@ -400,19 +401,26 @@ def test_predict_takes_dicom_and_nifti_and_never_shows_identifiers(run_folder, t
         assert secret not in page_text
 
 
-def test_train_form_with_two_workers_starts_engine_launch(run_folder, monkeypatch):
-    from engine import runs
+def test_train_form_writes_the_whole_request_with_its_workers(run_folder, monkeypatch):
+    """Workers travel in the request (config.json), not as a flag beside it: the form
+    hands engine.control one request, and the launcher decides from it."""
+    from engine import control
     calls = []
 
-    def fake_start(args, run_id, **kw):
-        calls.append((args, kw["module"]))
+    def fake_start(request, run_id, **kw):
+        calls.append(request)
         return run_id, run_folder
-    monkeypatch.setattr(runs, "start_run", fake_start)
+    monkeypatch.setattr(control, "start_run", fake_start)
     at = app_on("train")
     next(n for n in at.number_input if n.label == "Workers (processes)").set_value(2)
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert calls == [(["--workers", "2"], "engine.launch")]
+    assert len(calls) == 1 and calls[0]["config"]["workers"] == 2 and "cv" not in calls[0]
+    next(n for n in at.number_input if n.label == "Workers (processes)").set_value(1)
+    next(n for n in at.number_input if n.label.startswith("Cross-validate")).set_value(3)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert calls[1]["cv"] == {"folds": 3, "evaluate_test": True}
+    assert calls[1]["config"]["best_metric"] == "last" and calls[1]["config"]["workers"] == 1
 
 
 def test_data_page_shows_the_health_report_and_a_gallery(run_folder):
@@ -464,13 +472,15 @@ def test_label_review_queue_accepts_a_suggestion_in_one_click_and_retrains(cv_fo
     assert at.get("progress")[0].proto.text.startswith("1 of ")
     assert not any(b.key == accept[0].key for b in at.button), "a decided group leaves the queue"
     assert any(b.label == "Download the review (CSV)" for b in at.get("download_button"))
+    from engine import control
+    from engine.config import shipped_config
     started = []
-    monkeypatch.setattr(runs, "start_run", lambda args, **kw: started.append((args, kw)) or ("cv-x", None))
+    monkeypatch.setattr(control, "start_run", lambda request, *a, **kw: started.append(request) or ("cv-x", None))
     next(b for b in at.button if b.label == "Retrain with these decisions").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    args, kw = started[0]
-    assert kw["module"] == "engine.cv" and "--shipped-recipe" in args
-    assert args[args.index("--label-review") + 1] == str(review_file)
+    request = started[0]
+    assert request["cv"]["folds"] == 5
+    assert request["config"] == shipped_config(label_review=str(review_file), best_metric="last").to_dict()
 
 
 def test_label_review_refuses_a_review_name_that_leaves_the_runs_folder(cv_folder):

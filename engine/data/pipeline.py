@@ -138,6 +138,37 @@ def train_dataset(decoded: tf.data.Dataset, count: int, global_batch: int, confi
     return dataset.prefetch(AUTOTUNE)
 
 
+# Each shard's shuffle and augmentation get their own seed, this far apart.
+SHARD_SEED_STRIDE = 7919
+
+
+def shard_indices(count: int, shards: int, seed: int) -> list[np.ndarray]:
+    """The training images of each data shard: a seeded deal of ``range(count)`` into
+    ``shards`` parts (sizes differ by at most one, each mixing classes and sources),
+    each in file order. One shard keeps every image in file order. Pure.
+
+    Why shards: with several workers, each decodes and caches only its own shard, so
+    adding a worker adds decoding throughput and divides the memory a cache needs."""
+    if shards <= 1:
+        return [np.arange(count)]
+    order = np.random.default_rng(seed).permutation(count)
+    return [np.sort(order[index::shards]) for index in range(shards)]
+
+
+def concat_shards(shard_batches: list[tf.data.Dataset]) -> tf.data.Dataset:
+    """One global batch from each shard's local batch, side by side (shard 0 first):
+    what the workers of a multi-worker run train on together, built in one process.
+    This is what makes a one-process run with ``data_shards=N`` compute the same
+    steps as N workers."""
+    if len(shard_batches) == 1:
+        return shard_batches[0]
+
+    def join(*batches):
+        return tuple(tf.concat(parts, axis=0) for parts in zip(*batches))
+
+    return tf.data.Dataset.zip(tuple(shard_batches)).map(join, num_parallel_calls=AUTOTUNE)
+
+
 def eval_dataset(decoded: tf.data.Dataset, global_batch: int) -> tf.data.Dataset:
     """In file order, every image once: the last batch may be partial."""
     return decoded.batch(global_batch).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

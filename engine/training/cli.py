@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--collective", choices=COLLECTIVES, default=defaults.collective,
                         help="all-reduce implementation across workers when TF_CONFIG names several "
                         "(python -m engine.launch)")
+    parser.add_argument("--workers", type=int, default=defaults.workers,
+                        help="local worker processes under MultiWorkerMirroredStrategy, each taking its "
+                        "share of the data (python -m engine.launch starts them; stored in config.json)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         default=defaults.precision,
                         help="compute type (variables stay float32; float16 gets dynamic loss scaling)")
@@ -117,7 +120,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
               "max_steps_per_epoch", "seed", "init_seed", "rotation_degrees", "zoom", "brightness",
               "contrast", "group_weighting", "ema_decay", "label_review",
               "kernel_init", "mixup", "collective", "precision", "dedup_distance",
-              "dedup_correlation")
+              "dedup_correlation", "workers")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}
     if args.class_weighting:
@@ -163,6 +166,10 @@ def new_run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
         print(f"error: {err}", file=sys.stderr)
         return None, 2
     folder = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / runs.new_run_id(name(config))
+    if (folder / runs.MANIFEST_FILE).exists():
+        # The folder's data were scanned already (by the launcher of several workers, or
+        # an earlier start): this process trains on its manifest and scans nothing.
+        return config, folder
     error = check_data(config)
     if error:
         print(f"error: {error}", file=sys.stderr)

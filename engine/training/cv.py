@@ -243,9 +243,9 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     # is the one of the member whose training never saw its fold.
     pool_members, pool_features = predict_outputs(ensemble, [r.path for r in pool])
     oof_logits = pool_members[np.arange(len(pool)), [r.fold for r in pool]]
-    ensemble.ood = None
+    ensemble = ensemble.replace(ood=None)
     if pool_features is not None:
-        ensemble.ood = fit(pool_features, np.array([r.fold for r in pool]))
+        ensemble = ensemble.replace(ood=fit(pool_features, np.array([r.fold for r in pool])))
         ensemble.ood.save(cv_dir / OOD_FILE)
         from engine.serving import neighbours
         chosen = neighbours.build(cv_dir, pool, pool_features)
@@ -273,7 +273,7 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
                        threshold, temperature)
     summary["test"] = None
     if test:
-        ensemble.temperature, ensemble.threshold = temperature, threshold
+        ensemble = ensemble.replace(temperature=temperature, threshold=threshold)
         test_members, test_features = predict_outputs(ensemble, [r.path for r in test])
         flags, _ = ensemble.ood_flags(test_features)
         summary["test"] = _write_test_evaluation(cv_dir, test, test_members, temperature, threshold,

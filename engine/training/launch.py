@@ -1,7 +1,12 @@
-"""``python -m engine.launch --workers N [every engine.train option]``: one training
-run as N local worker processes under MultiWorkerMirroredStrategy.
+"""Starting a run, whatever it is: ``launch(folder)`` reads the run request in the
+folder's config.json (the TrainConfig, its ``workers``, and a ``cv`` section for a
+cross-validation) and runs it as one process, as N local worker processes, or as a
+cross-validation. It is the one launcher: ``python -m engine.launch``, a multi-worker
+``python -m engine.train`` and the dashboard (through engine.control, which starts
+``python -m engine.launch``) all come here, for a fresh start and for a resume.
 
-Each worker is ``python -m engine.train`` with a ``TF_CONFIG`` that names all N on free
+Several workers: the manifest is built once, here, before any worker starts; every
+worker then reads the folder's manifest.csv (no worker scans the data again). Each worker is ``python -m engine.train`` with a ``TF_CONFIG`` that names all N on free
 loopback ports; worker 0 is the chief and the only one writing the run folder. This is
 how the multi-worker path is tested on one machine, and how several processes share a
 big host. On several hosts, start ``python -m engine.train`` on each with its own
@@ -26,6 +31,7 @@ import time
 from pathlib import Path
 
 from engine import runs
+from engine.config import TrainConfig
 
 GRACE_AFTER_FAILURE = 180.0  # seconds the others get to notice a dead worker and exit
 
@@ -46,21 +52,6 @@ def worker_env(ports: list[int], index: int, base: dict | None = None) -> dict:
     env = dict(base if base is not None else os.environ)
     env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
     return env
-
-
-def without_workers_flag(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == "--workers":
-            skip = True
-            continue
-        if arg.startswith("--workers="):
-            continue
-        out.append(arg)
-    return out
 
 
 def run_workers(worker_argv: list[str], workers: int, folder: Path) -> int:
@@ -104,3 +95,75 @@ def run_workers(worker_argv: list[str], workers: int, folder: Path) -> int:
     print(f"run folder: {folder}  {workers} workers finished")
     return 0
 
+
+
+class RequestError(ValueError):
+    """A run request that cannot start (the message says why)."""
+
+
+def stored_workers(request: dict) -> int:
+    """Worker processes a stored request asks for; runs written before ``workers`` was
+    part of the config recorded it under "environment"."""
+    if "workers" in (request.get("config") or {}):
+        return int(request["config"]["workers"])
+    return int((request.get("environment") or {}).get("workers") or 1)
+
+
+def extend_request(folder: Path, epochs: int) -> None:
+    """Continue a run to ``epochs`` in total: written into its config.json, so every
+    process that resumes it (one, or each worker) reads the same longer schedule. The
+    cosine schedule is stretched over the new total (a warm restart)."""
+    request = runs.read_config_file(folder)
+    if "cv" in request:
+        raise RequestError("a cross-validation cannot be extended; start a new one with more epochs")
+    done = len(runs.read_metrics(folder, "epoch"))
+    if epochs <= done:
+        raise RequestError(f"{folder.name} has already trained {done} epochs; ask for more")
+    request["config"] = {**request["config"], "epochs": int(epochs)}
+    runs.write_json_atomic(folder / runs.CONFIG_FILE, request)
+
+
+def _prepare_once(config: TrainConfig, folder: Path) -> None:
+    """Scan, hash, group and split the data once for all workers, into the folder."""
+    from engine.training.loop import prepare_data
+    from engine.training.progress import setup_logging
+    if (folder / runs.MANIFEST_FILE).exists():
+        return
+    setup_logging(folder)
+    runs.begin_segment(folder, resume=False, phase=runs.PHASE_PREPARING)
+    prepare_data(config, folder, resume=False)
+
+
+def launch(folder: str | os.PathLike, *, resume: bool = False, epochs: int | None = None) -> int:
+    """Run the request stored in ``folder``/config.json and return the exit code (0: it
+    finished or was stopped cleanly). ``resume`` continues from the latest checkpoint
+    (or a CV's unfinished fold); ``epochs`` first extends a run to that many epochs."""
+    from engine.training.loop import StopRequested
+    folder = Path(folder)
+    request = runs.read_config_file(folder)
+    if not request.get("config"):
+        raise RequestError(f"{folder} has no run request (config.json) to start from")
+    if epochs is not None:
+        extend_request(folder, epochs)
+        request = runs.read_config_file(folder)
+    workers = stored_workers(request)
+    config = TrainConfig.from_dict({**request["config"], "workers": workers})
+    if "cv" in request:
+        if workers > 1:
+            raise RequestError("a cross-validation trains its folds on one worker each; set workers to 1 "
+                               "(or run its folds as separate jobs: python -m engine.cv --fold K)")
+        from engine.training.cv import cross_validate
+        status = cross_validate(config, folder, int(request["cv"]["folds"]), stop=StopRequested().install(),
+                                evaluate_test=bool(request["cv"].get("evaluate_test", True)))
+    elif workers > 1 and not os.environ.get("TF_CONFIG"):
+        if not resume:
+            _prepare_once(config, folder)
+        argv = (["--resume", str(folder)] if resume
+                else ["--config", str(folder / runs.CONFIG_FILE), "--run-dir", str(folder)])
+        return run_workers(argv, workers, folder)
+    else:
+        from engine.training.loop import train_and_evaluate
+        status = train_and_evaluate(config, folder, resume=resume, stop=StopRequested().install())
+    print(f"run folder: {folder}  status: {status['state']}"
+          + (f"  error: {status.get('error')}" if status.get("error") else ""))
+    return 0 if status["state"] in (runs.FINISHED, runs.STOPPED) else 1

@@ -73,7 +73,7 @@ def _loss_weights(config: TrainConfig, train_rows):
     return weights
 
 
-def _prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = True):
+def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = True):
     """The run's manifest rows and data summary: the folder's own manifest if it has
     one, else a fresh scan (written to the folder by the chief; other workers scan the
     same folder with the same seed and get the same split in memory)."""
@@ -253,6 +253,10 @@ class EpochLoop:
     total_steps: int
     eta_seconds: object
     should_stop: object
+    eval_step: object = None
+    statistics_pass: object = None  # the weight average's batch-norm pass, if averaging
+    started: float = 0.0  # when this process began training (for the time left)
+    first_step: int = 0
 
 
 @dataclass
@@ -314,8 +318,97 @@ def _train_epoch(loop: EpochLoop, epoch: int, iterator, remaining: int, epoch_st
     return totals
 
 
+@dataclass
+class TrainInputs:
+    """The training and validation input of this process, built once per run.
+
+    Training images are dealt into data shards (engine.data.pipeline.shard_indices). A
+    worker of a multi-worker run decodes, caches and shuffles only its own shard, and
+    its local batches form its part of each global batch, so every training image is
+    decoded by one worker. One process holds every shard and joins their local batches
+    into the global batch (with one shard: the plain pipeline)."""
+    config: TrainConfig
+    strategy: object
+    shards: list  # [(shard index, decoded dataset, image count)] of this process
+    shard_count: int
+    global_batch: int
+    val_batches: object
+    multi_worker: bool
+
+    def batches(self, seed: int, *, skip: int = 0, take: int | None = None):
+        """One epoch's distributed training batches, shuffled and augmented with ``seed``."""
+        from engine.data import pipeline
+        local_batch = self.global_batch // self.shard_count
+        per_shard = [pipeline.train_dataset(decoded, count, local_batch, self.config,
+                                            seed=seed + pipeline.SHARD_SEED_STRIDE * index)
+                     for index, decoded, count in self.shards]
+        dataset = pipeline.concat_shards(per_shard).skip(skip)
+        if take is not None:
+            dataset = dataset.take(take)
+        if not self.multi_worker:
+            return self.strategy.experimental_distribute_dataset(dataset)
+
+        def worker_input(context):
+            # This worker's local batches, split over its own replicas (GPUs).
+            here = context.num_replicas_in_sync // context.num_input_pipelines
+            if here <= 1:
+                return dataset
+            return dataset.unbatch().batch(context.get_per_replica_batch_size(self.global_batch),
+                                           drop_remainder=True)
+        return self.strategy.distribute_datasets_from_function(worker_input)
+
+
+def resolve_shards(config: TrainConfig, workers: int) -> int:
+    """Data shards of a run: ``config.data_shards``, or one per worker. Several workers
+    need one shard each (raises ValueError otherwise)."""
+    shards = config.data_shards or workers
+    if workers > 1 and shards != workers:
+        raise ValueError(f"data_shards={config.data_shards} with {workers} workers: "
+                         "each worker reads one shard, so use 0 (one per worker)")
+    if config.batch_size % shards:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by {shards} data shards")
+    return shards
+
+
+def _build_inputs(config: TrainConfig, folder: Path, strategy, role, train_rows, val_rows) -> TrainInputs:
+    """Decoded (and cached) datasets of this process's data shards and of the val split."""
+    from engine.data import pipeline
+    shard_count = resolve_shards(config, role.workers)
+    cache_dir = folder / "cache"
+    if config.cache == "file":
+        cache_dir.mkdir(exist_ok=True)
+    weights = _loss_weights(config, train_rows)
+    parts = pipeline.shard_indices(len(train_rows), shard_count, config.seed)
+    mine = range(shard_count) if role.workers == 1 else [role.task_index]
+    local_batch = config.batch_size // shard_count
+    shards = []
+    for index in mine:
+        rows = [train_rows[i] for i in parts[index]]
+        if len(train_rows) >= config.batch_size and len(rows) < local_batch:
+            raise ValueError(f"data shard {index} has {len(rows)} training images, fewer than its "
+                             f"local batch of {local_batch}")
+        decoded = pipeline.decoded_dataset(
+            [r.path for r in rows], [r.label for r in rows], config.image_size, config.cache,
+            str(cache_dir / f"train{index}"), crop_to_head=config.crop_to_head,
+            weights=None if weights is None else weights[parts[index]])
+        shards.append((index, decoded, len(rows)))
+    if shard_count > 1:
+        log.info("data shards: %d of %d training images in shard(s) %s of %d decoded by this process",
+                 sum(count for _, _, count in shards), len(train_rows),
+                 ", ".join(str(i) for i, _, _ in shards), shard_count)
+    val_decoded = pipeline.decoded_dataset(
+        [r.path for r in val_rows], [r.label for r in val_rows], config.image_size,
+        config.cache, str(cache_dir / "val"), crop_to_head=config.crop_to_head)
+    val_batches = strategy.experimental_distribute_dataset(
+        _sharded(pipeline.eval_dataset(val_decoded, config.batch_size)))
+    return TrainInputs(config, strategy, shards, shard_count, config.batch_size, val_batches,
+                       multi_worker=role.workers > 1)
+
+
 def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
            final_evaluation: bool = True, status=runs.write_status) -> dict:
+    """The run's phases: strategy, data, model state, inputs and step functions, the
+    epochs, then export and evaluation (_finish)."""
     from engine.training.distribute import make_strategy, worker_role
     strategy = make_strategy(config.devices, config.collective)
     role = worker_role()
@@ -327,67 +420,60 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
 
     import tensorflow as tf
 
-    from engine.data import pipeline
     from engine.data.manifest import rows_for_split, rows_for_training
-    from engine.training.metrics_log import MetricsLog
-    from engine.training.ema import STATISTICS_BATCHES, make_statistics_pass
-    from engine.training.epoch_metrics import EpochMetrics
     from engine.model.resnet import count_parameters
-    from engine.training.optim import learning_rate_at
-    from engine.training.steps import make_eval_step, make_train_step
 
     tf.random.set_seed(config.training_seed)
-    rows, _ = _prepare_data(config, folder, resume, write=chief)
+    rows, _ = prepare_data(config, folder, resume, write=chief)
     train_rows, val_rows = rows_for_training(rows, "train"), rows_for_training(rows, "val")
     derived = derive(config, len(train_rows), len(val_rows), len(rows_for_split(rows, "test")),
                      strategy.num_replicas_in_sync)
-    replicas, global_batch = derived.replicas, derived.global_batch_size
-    steps_per_epoch, total_steps = derived.steps_per_epoch, derived.total_steps
-    warmup_steps = derived.warmup_steps
-
-    def lr_fn(step):
-        return learning_rate_at(step, base_lr=config.learning_rate, total_steps=total_steps,
-                                warmup_steps=warmup_steps, schedule=config.schedule,
-                                steps_per_epoch=steps_per_epoch,
-                                decay_every_epochs=config.step_decay_every,
-                                decay_factor=config.step_decay_factor)
-
     state = _build_state(config, strategy, folder, role, resume)
-    model, optimizer, epoch_var, best_var = state.model, state.optimizer, state.epoch, state.best
-    manager, best_manager, scratch = state.manager, state.best_manager, state.scratch
-    weight_average, average_model, eval_model = state.weight_average, state.average_model, state.eval_model
-    params = count_parameters(model)
+    params = count_parameters(state.model)
     if chief:
         runs.write_json_atomic(folder / runs.CONFIG_FILE, {
             "config": config.to_dict(), "derived": {**derived.__dict__, "parameters": params},
             "environment": {**_environment(strategy), "workers": role.workers}})
     log.info("model %s width %.3g: %s parameters; %d replica(s), global batch %d, %d steps/epoch",
-             config.preset, config.width, f"{params:,}", replicas, global_batch, steps_per_epoch)
+             config.preset, config.width, f"{params:,}", derived.replicas, derived.global_batch_size,
+             derived.steps_per_epoch)
+    inputs = _build_inputs(config, folder, strategy, role, train_rows, val_rows)
+    loop = _build_epoch_loop(config, folder, strategy, role, state, derived, train_rows, stop, status)
+    stopping = _run_epochs(loop, state, inputs, derived, stop)
+    if not chief:  # the chief exports and evaluates; nothing else needs this worker
+        return status(folder, runs.STOPPED if stopping else runs.FINISHED)
+    if not stopping:
+        log.info("finished in %s", format_seconds(time.time() - loop.started))
+    return _finish(config, folder, derived, state.best_manager, status, final_evaluation and not stopping,
+                   (stop.signal_name or "a stop on another worker") if stopping else None)
 
-    cache_dir = folder / "cache"
-    if config.cache == "file":
-        cache_dir.mkdir(exist_ok=True)
-    train_decoded = pipeline.decoded_dataset(
-        [r.path for r in train_rows], [r.label for r in train_rows], config.image_size,
-        config.cache, str(cache_dir / "train"), crop_to_head=config.crop_to_head,
-        weights=_loss_weights(config, train_rows))
-    val_decoded = pipeline.decoded_dataset(
-        [r.path for r in val_rows], [r.label for r in val_rows], config.image_size,
-        config.cache, str(cache_dir / "val"), crop_to_head=config.crop_to_head)
-    val_batches = strategy.experimental_distribute_dataset(
-        pipeline.eval_dataset(val_decoded, global_batch))
+
+def _build_epoch_loop(config: TrainConfig, folder: Path, strategy, role, state: TrainingState,
+                      derived: Derived, train_rows, stop: StopRequested, status) -> "EpochLoop":
+    """The compiled step functions, the metrics log and the stop agreement."""
+    from engine.training.ema import make_statistics_pass
+    from engine.training.epoch_metrics import EpochMetrics
+    from engine.training.metrics_log import MetricsLog
+    from engine.training.optim import learning_rate_at
+    from engine.training.steps import make_eval_step, make_train_step
+
+    def lr_fn(step):
+        return learning_rate_at(step, base_lr=config.learning_rate, total_steps=derived.total_steps,
+                                warmup_steps=derived.warmup_steps, schedule=config.schedule,
+                                steps_per_epoch=derived.steps_per_epoch,
+                                decay_every_epochs=config.step_decay_every,
+                                decay_factor=config.step_decay_factor)
+
     with strategy.scope():
         epoch_metrics = EpochMetrics()
-    train_step = make_train_step(strategy, model, optimizer, lr_fn,
+    train_step = make_train_step(strategy, state.model, state.optimizer, lr_fn,
                                  class_weights=_class_weights(config, [r.label for r in train_rows]),
                                  label_smoothing=config.label_smoothing,
-                                 weight_average=weight_average, metrics=epoch_metrics)
-    eval_step = make_eval_step(strategy, eval_model)
-    statistics_pass = make_statistics_pass(strategy, average_model) if average_model is not None else None
-    metrics_log = MetricsLog(folder) if chief else None
-    if chief:
-        _drop_records_after(folder / runs.METRICS_FILE, int(epoch_var.numpy()),
-                            int(optimizer.iterations.numpy()))
+                                 weight_average=state.weight_average, metrics=epoch_metrics)
+    metrics_log = MetricsLog(folder) if role.is_chief else None
+    if role.is_chief:
+        _drop_records_after(folder / runs.METRICS_FILE, int(state.epoch.numpy()),
+                            int(state.optimizer.iterations.numpy()))
     agree_to_stop = make_stop_agreement(strategy) if role.workers > 1 else None
 
     def should_stop() -> bool:
@@ -396,83 +482,84 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
             return stop.requested
         return agree_to_stop(stop.requested)
 
-    def save(checkpoints, number: int) -> str:
-        """Save; a worker other than the chief then drops its scratch copy."""
-        path = checkpoints.save(checkpoint_number=number)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return path
-
-    def save_checkpoint():
-        log.info("saved checkpoint %s", save(manager, int(optimizer.iterations.numpy())))
-
-    run_started = time.time()
-    first_step = int(optimizer.iterations.numpy())
-    start_epoch = int(epoch_var.numpy())
-    status(folder, runs.RUNNING, phase=runs.PHASE_TRAINING)
-    stopping = False
+    loop = EpochLoop(config, train_step, state.optimizer, epoch_metrics, lr_fn, metrics_log, status,
+                     folder, derived.total_steps, None, should_stop)
+    loop.eval_step = make_eval_step(strategy, state.eval_model)
+    loop.statistics_pass = (make_statistics_pass(strategy, state.average_model)
+                            if state.average_model is not None else None)
+    loop.started = time.time()
+    loop.first_step = int(state.optimizer.iterations.numpy())
 
     def eta_seconds(step: int) -> float:
         """Seconds left: this process's mean time per step so far (validation and
         checkpoints included) times the steps left, updated at every logged step."""
-        per_step = (time.time() - run_started) / max(step - first_step, 1)
-        return per_step * max(total_steps - step, 0)
-    loop = EpochLoop(config, train_step, optimizer, epoch_metrics, lr_fn, metrics_log, status,
-                     folder, total_steps, eta_seconds, should_stop)
-    for epoch in range(start_epoch, config.epochs):
+        per_step = (time.time() - loop.started) / max(step - loop.first_step, 1)
+        return per_step * max(derived.total_steps - step, 0)
+    loop.eta_seconds = eta_seconds
+    return loop
+
+
+def _save(state: TrainingState, checkpoints, number: int) -> str:
+    """Save; a worker other than the chief then drops its scratch copy."""
+    path = checkpoints.save(checkpoint_number=number)
+    if state.scratch is not None:
+        shutil.rmtree(state.scratch, ignore_errors=True)
+    return path
+
+
+def _run_epochs(loop: "EpochLoop", state: TrainingState, inputs: TrainInputs, derived: Derived,
+                stop: StopRequested) -> bool:
+    """Train from the state's epoch to the last; returns True when a stop ended it."""
+    from engine.training.ema import STATISTICS_BATCHES
+    config, folder, optimizer = loop.config, loop.folder, state.optimizer
+
+    def save_checkpoint():
+        log.info("saved checkpoint %s", _save(state, state.manager, int(optimizer.iterations.numpy())))
+
+    loop.status(folder, runs.RUNNING, phase=runs.PHASE_TRAINING)
+    steps_per_epoch = derived.steps_per_epoch
+    for epoch in range(int(state.epoch.numpy()), config.epochs):
         epoch_start = time.time()
         done_in_epoch = int(optimizer.iterations.numpy()) - epoch * steps_per_epoch
         remaining = max(steps_per_epoch - max(done_in_epoch, 0), 0)
         # A run resumed mid-epoch (stopped after a step) continues with the batches it
         # had not trained on yet: the epoch's shuffle and augmentation are seeded, so
         # skipping the ones done replays the uninterrupted run.
-        train_batches = strategy.experimental_distribute_dataset(_sharded(pipeline.train_dataset(
-            train_decoded, len(train_rows), global_batch, config,
-            seed=config.training_seed * 10_007 + epoch).skip(max(done_in_epoch, 0))))
+        train_batches = inputs.batches(config.training_seed * 10_007 + epoch, skip=max(done_in_epoch, 0))
         totals = _train_epoch(loop, epoch, iter(train_batches), remaining, epoch_start)
-        stopping = totals.stopped
-        if stopping:  # mid-epoch: keep the steps done, skip this epoch's validation
+        if totals.stopped:  # mid-epoch: keep the steps done, skip this epoch's validation
             save_checkpoint()
             log.info("stop requested (%s): checkpoint saved at step %d", stop.signal_name,
                      int(optimizer.iterations.numpy()))
-            break
+            return True
 
         # Validation, in inference mode, every image exactly once.
-        if weight_average is not None:
-            weight_average.copy_statistics()
-            statistics_pass(strategy.experimental_distribute_dataset(_sharded(pipeline.train_dataset(
-                train_decoded, len(train_rows), global_batch, config,
-                seed=config.training_seed * 10_007 + epoch + 500_000).take(STATISTICS_BATCHES))))
+        if state.weight_average is not None:
+            state.weight_average.copy_statistics()
+            loop.statistics_pass(inputs.batches(config.training_seed * 10_007 + epoch + 500_000,
+                                                take=STATISTICS_BATCHES))
         record = {"kind": names.KIND_EPOCH, "epoch": epoch + 1,
                   "step": int(optimizer.iterations.numpy()), "time": time.time()}
         record.update(totals.summary)
-        record.update(_validate(eval_step, val_batches))
-        epoch_seconds = time.time() - epoch_start
-        eta = eta_seconds(int(optimizer.iterations.numpy()))
-        record[names.EPOCH_SECONDS] = epoch_seconds
+        record.update(_validate(loop.eval_step, inputs.val_batches))
+        eta = loop.eta_seconds(int(optimizer.iterations.numpy()))
+        record[names.EPOCH_SECONDS] = time.time() - epoch_start
         record[names.ETA_SECONDS] = eta
-        epoch_var.assign(epoch + 1)
-        improved = _is_better(record.get(config.best_metric), best_var.numpy(), config.best_metric)
+        state.epoch.assign(epoch + 1)
+        improved = _is_better(record.get(config.best_metric), state.best.numpy(), config.best_metric)
         if improved:
-            best_var.assign(record.get(config.best_metric, epoch + 1))
-            save(best_manager, epoch + 1)
+            state.best.assign(record.get(config.best_metric, epoch + 1))
+            _save(state, state.best_manager, epoch + 1)
         record["best"] = bool(improved)
-        if metrics_log:
-            metrics_log.write(record, flush=True)
+        if loop.metrics_log:
+            loop.metrics_log.write(record, flush=True)
         save_checkpoint()
         _log_epoch(record, config.epochs)
-        status(folder, runs.RUNNING, epoch=epoch + 1,
-               step=int(optimizer.iterations.numpy()), total_steps=total_steps, eta_seconds=eta)
-        stopping = should_stop()
-        if stopping:
-            break
-
-    if not chief:  # the chief exports and evaluates; nothing else needs this worker
-        return status(folder, runs.STOPPED if stopping else runs.FINISHED)
-    if not stopping:
-        log.info("finished in %s", format_seconds(time.time() - run_started))
-    return _finish(config, folder, derived, best_manager, status, final_evaluation and not stopping,
-                   (stop.signal_name or "a stop on another worker") if stopping else None)
+        loop.status(folder, runs.RUNNING, epoch=epoch + 1,
+                    step=int(optimizer.iterations.numpy()), total_steps=derived.total_steps, eta_seconds=eta)
+        if loop.should_stop():
+            return True
+    return False
 
 
 def _finish(config: TrainConfig, folder: Path, derived: Derived, best_manager, status,
