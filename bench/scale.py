@@ -1,7 +1,7 @@
 """The data path at hospital scale: build a manifest (decode, hash, score), group
 duplicates and split, on a synthetic folder of N small slice-like images.
 
-    python bench/scale.py --images N [--folder DIR]     # the whole manifest build
+    python bench/scale.py --images N [--folder DIR] [--pool threads|processes] [--cache FILE]
     python bench/scale.py --hashes N                     # duplicate grouping alone
 
 --images: N seeded 64x64 PNG "slices" (an ellipse head with texture and a bright lesion
@@ -66,14 +66,16 @@ def make_folder(folder: Path, count: int, seed: int = 0) -> None:
     (folder / "done").write_text(str(count))
 
 
-def bench_images(count: int, folder: Path) -> None:
+def bench_images(count: int, folder: Path, pool: str = "threads", cache: str = "") -> None:
     from engine.data.manifest import build_manifest
     started = time.time()
     make_folder(folder, count)
     print(f"folder of {count} images ready in {time.time() - started:.0f} s (not timed below)", flush=True)
     started = time.time()
-    rows, summary = build_manifest(str(folder))
+    # No inspection cache unless --cache names one: the first build is what is timed.
+    rows, summary = build_manifest(str(folder), pool=pool, cache=cache or None)
     seconds = time.time() - started
+    print(f"inspection in {pool}" + (f", cache {cache}" if cache else ", no cache"))
     print(f"{len(rows)} rows, {summary['groups']} groups, largest {summary['largest_group']}, "
           f"random-split leak {summary['leak_if_random_split']['val']:.3f}")
     print(f"scale {count}: {seconds:.1f} s, {1000 * seconds / count:.2f} ms/image, peak RSS {peak_rss_gb():.2f} GB")
@@ -101,11 +103,16 @@ def main() -> None:
     what.add_argument("--images", type=int)
     what.add_argument("--hashes", type=int)
     parser.add_argument("--folder", help="where the synthetic folder lives (default runs/scale_<N>)")
+    parser.add_argument("--pool", choices=("threads", "processes"), default="threads",
+                        help="what decodes and hashes the files (engine.data.manifest.inspect_sources)")
+    parser.add_argument("--cache", default="", help="an inspection cache file: run twice to time a "
+                        "rebuild of an unchanged folder")
     args = parser.parse_args()
     if args.hashes:
         bench_hashes(args.hashes)
     else:
-        bench_images(args.images, Path(args.folder or ROOT / "runs" / f"scale_{args.images}"))
+        bench_images(args.images, Path(args.folder or ROOT / "runs" / f"scale_{args.images}"),
+                     args.pool, args.cache)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 PRESETS = ("resnet10", "resnet18", "resnet34", "resnet50")
 SCHEDULES = ("cosine", "step", "constant")
-CACHES = ("memory", "file", "none")
+CACHES = ("auto", "memory", "disk", "none", "file")  # "file": the old name of "disk"
 # "last" exports the last epoch: a fixed epoch budget, nothing chosen on the val split
 # (what cross-validation needs, where the val split is the fold being scored).
 KERNEL_INITS = ("he_normal", "glorot_uniform")  # engine.model.resnet.initial_kernel
@@ -30,7 +30,11 @@ class TrainConfig:
     # Contrast-invariant copies (engine.data.dedup): correlation of the equalised head crop;
     # 0 = off. Off as well when dedup_distance is -1 (exact only).
     dedup_correlation: float = 0.885
-    cache: str = "memory"  # "file" caches decoded images under the run folder
+    # Where decoded images are kept (engine.data.pipeline.ImageSource): "memory", "disk" (a
+    # memory-mapped file, reused by later runs on the same files and size), "none" (decode
+    # every epoch), or "auto": memory while they fit in a quarter of the available RAM.
+    cache: str = "auto"
+    cache_dir: str = ""  # disk caches; "" = .decoded_cache beside the run folder (shared by runs)
     crop_to_head: bool = False  # crop to the head's bounding box, pad square, then resize
     label_review: str = ""  # a label review CSV (engine.evaluation.review) applied to the labels
     # Model

@@ -29,3 +29,53 @@ def test_manifest_round_trips_through_csv(tmp_path):
         header = next(csv.reader(handle))
     for column in ("path", "label", "modality", "split", "sha256", "group", "reason"):
         assert column in header
+
+
+def _comparable(rows):
+    return [(r.path, r.usable, r.reason, r.sha256, r.phash, r.phash_mirror, r.group, r.split, r.sharpness)
+            for r in rows]
+
+
+def test_a_killed_build_resumes_and_a_changed_folder_reinspects_only_what_changed(tmp_path, monkeypatch):
+    """The inspection cache (path, size, modification time): an interrupted build keeps
+    what it inspected, the next one inspects the rest; after two files change, a build
+    inspects those two; every build gives the rows an uncached build gives."""
+    import os
+
+    import pytest
+
+    from engine.data import manifest
+    data = write_class_folders(tmp_path / "data", per_class=40)
+    cache = tmp_path / "inspected.sqlite"
+    reference, _ = build_manifest(str(data), cache=None)
+    calls = []
+    inspect = manifest._inspect
+    monkeypatch.setattr(manifest, "_inspect", lambda *a: calls.append(a[0].path) or inspect(*a))
+
+    def killed(done, total):
+        raise KeyboardInterrupt  # as a Ctrl-C after the first chunk of files
+
+    with pytest.raises(KeyboardInterrupt):
+        build_manifest(str(data), cache=cache, progress=killed)
+    calls.clear()
+    resumed, _ = build_manifest(str(data), cache=cache)
+    # The first chunk was recorded before the stop; the rest is inspected now.
+    assert len(calls) == 80 - manifest.INSPECT_CHUNK
+    assert _comparable(resumed) == _comparable(reference)
+    calls.clear()
+    assert _comparable(build_manifest(str(data), cache=cache)[0]) == _comparable(reference)
+    assert calls == []  # nothing changed: nothing decoded
+    changed = sorted((data / "yes").iterdir())[:2]
+    for path in changed:
+        path.write_bytes((data / "no" / sorted(os.listdir(data / "no"))[0]).read_bytes())
+    rebuilt, _ = build_manifest(str(data), cache=cache)
+    assert sorted(calls) == sorted(str(p) for p in changed)
+    by_path = {r.path: r for r in rebuilt}
+    assert by_path[str(changed[0])].sha256 != next(r for r in reference if r.path == str(changed[0])).sha256
+
+
+def test_processes_and_threads_inspect_alike(tmp_path):
+    data = write_class_folders(tmp_path / "data", per_class=40)
+    threads, _ = build_manifest(str(data), cache=None, pool="threads")
+    processes, _ = build_manifest(str(data), cache=None, pool="processes")
+    assert _comparable(processes) == _comparable(threads)

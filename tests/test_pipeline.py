@@ -45,3 +45,55 @@ def test_train_dataset_with_mixup_gives_soft_labels_and_without_it_hard_ones():
         soft = ((labels > 0.01) & (labels < 0.99)).any()
         assert soft == soft_expected
         assert labels.shape == (16,) and ((labels >= 0) & (labels <= 1)).all()
+
+
+def _write_pngs(folder, count=12, size=20):
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    paths = []
+    for index in range(count):
+        path = folder / f"img{index}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size + index % 3, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_every_cache_gives_the_same_images_in_the_same_shuffled_order(tmp_path):
+    """memory, disk and none are storage choices only: the same seed gives the same
+    batches, pixel for pixel, labels and loss weights with them."""
+    paths = _write_pngs(tmp_path)
+    labels, weights = np.arange(12) % 2, np.linspace(0.5, 1.5, 12)
+    batches = {}
+    for cache in ("memory", "disk", "none"):
+        source = pipeline.ImageSource(paths, labels, 16, cache, weights=weights, cache_dir=str(tmp_path / "c"))
+        batches[cache] = [[t.numpy() for t in batch] for batch in source.batches(5, seed=7)]
+        in_order = np.concatenate([b[0].numpy() for b in source.batches(5)])
+        assert in_order.shape == (12, 16, 16, 3)
+    for cache in ("disk", "none"):
+        assert len(batches[cache]) == len(batches["memory"]) == 3
+        for got, want in zip(batches[cache], batches["memory"]):
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+    order = np.concatenate([b[1] for b in batches["memory"]])
+    assert sorted(order.tolist()) == sorted(labels.astype(np.float32).tolist())
+
+
+def test_the_disk_cache_is_keyed_by_the_files_and_rebuilt_when_one_changes(tmp_path):
+    from engine.data import decoded_cache
+    paths = _write_pngs(tmp_path, count=4)
+    first = decoded_cache.build(paths, 16, False, tmp_path / "c")
+    assert decoded_cache.build(paths, 16, False, tmp_path / "c") == first  # reused
+    assert decoded_cache.build(paths, 24, False, tmp_path / "c") != first  # another size
+    import os
+    os.utime(paths[2], ns=(1, 1))  # a changed file
+    assert decoded_cache.build(paths, 16, False, tmp_path / "c") != first
+    assert not list((tmp_path / "c").glob("*.partial-*"))
+
+
+def test_auto_keeps_decoded_images_in_memory_only_while_they_fit():
+    from engine.data.decoded_cache import choose_cache
+    gib = 2**30
+    assert choose_cache("auto", 3000, 128, memory=24 * gib)[0] == "memory"  # Br35H: 0.15 GB
+    kind, reason = choose_cache("auto", 500_000, 224, memory=24 * gib)  # 75 GB
+    assert kind == "disk" and "on disk" in reason
+    assert choose_cache("none", 10, 32)[0] == "none" and choose_cache("file", 10, 32)[0] == "disk"

@@ -149,19 +149,27 @@ def test_sigterm_to_the_cli_process_stops_cleanly(data_dir, tmp_path):
     tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
 
 
-def test_file_cache_and_two_logical_devices(data_dir, tmp_path):
-    """Data that does not fit in memory is cached on disk; devices=cpu:2 trains on
+def test_disk_cache_and_two_logical_devices(data_dir, tmp_path):
+    """Data that does not fit in memory is cached on disk (a memory-mapped file per
+    shard and split, reused by the next run on the same files); devices=cpu:2 trains on
     two replicas (the CPU split by conftest); loss weights by duplicate group travel
     with the cached images to both replicas and into the weight average's pass."""
-    config = tiny_config(data_dir=str(data_dir), epochs=1, dedup_distance=-1, cache="file",
-                         devices="cpu:2", group_weighting=1.0)
-    status = train_and_evaluate(config, tmp_path, final_evaluation=False)  # evaluation: other tests
+    config = tiny_config(data_dir=str(data_dir), epochs=1, dedup_distance=-1, cache="disk",
+                         cache_dir=str(tmp_path / "decoded"), devices="cpu:2", group_weighting=1.0)
+    status = train_and_evaluate(config, tmp_path / "run", final_evaluation=False)  # evaluation: other tests
     assert status["state"] == "finished", status.get("error")
-    assert "group weighting 1: loss weights" in (tmp_path / "train.log").read_text()
-    assert list((tmp_path / "cache").glob("train*.index"))
-    stored = json.loads((tmp_path / "config.json").read_text())
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "group weighting 1: loss weights" in log and "decoded images: cache=disk as asked" in log
+    caches = sorted((tmp_path / "decoded").glob("*.npy"))
+    assert len(caches) == 2  # the train shard and val
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["derived"]["replicas"] == 2 and stored["derived"]["per_replica_batch_size"] == 4
     assert len(stored["environment"]["devices"]) == 2
+    # A second run on the same files and size decodes nothing: it reuses both files.
+    again = train_and_evaluate(config.replace(devices="cpu"), tmp_path / "again", final_evaluation=False)
+    assert again["state"] == "finished"
+    assert (tmp_path / "again" / "train.log").read_text().count("reused") == 2
+    assert sorted((tmp_path / "decoded").glob("*.npy")) == caches
 
 
 class _StopAfterSteps(StopRequested):

@@ -449,7 +449,6 @@ def test_data_page_measures_a_folder_that_predates_the_report(run_folder, tmp_pa
 
 
 def test_label_review_queue_accepts_a_suggestion_in_one_click_and_retrains(cv_folder, monkeypatch):
-    from engine import runs
     from engine.data.manifest import read_manifest
     from engine.evaluation.review import read_review
     at = app_on("label_review")

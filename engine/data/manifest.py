@@ -6,14 +6,16 @@ every run folder so a run says exactly what it trained, validated and tested on.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from engine.data import dedup, health, scans, splits
+from engine.data import dedup, health, inspect_cache, scans, splits
 from engine.data.imageio import ImageDecodeError, decode_rgb, decode_workers, read_file_bytes, read_scan
 from engine.data.sources import SourceImage, discover, relocate
 from engine.files import atomic_open
@@ -51,6 +53,10 @@ class ManifestRow:
 
 
 FIELDS = [f.name for f in fields(ManifestRow)]
+log = logging.getLogger("engine.manifest")
+POOLS = ("threads", "processes")
+PROGRESS_EVERY_SECONDS = 5.0
+INSPECT_CHUNK = 32  # files per pool task; results are recorded (and reported) a chunk at a time
 
 
 def _hashed(row: ManifestRow, rgb: np.ndarray, describe: bool = True) -> tuple[ManifestRow, np.ndarray | None]:
@@ -90,6 +96,71 @@ def _inspect(source: SourceImage, salt: bytes = b"", describe: bool = True) -> l
             for address, _, rgb in scan.addressed(source.path)]
 
 
+def _inspect_chunk(chunk, salt: bytes, describe: bool):
+    """_inspect over several sources: one task of the process pool (fewer round trips)."""
+    return [_inspect(source, salt, describe) for source in chunk]
+
+
+def inspect_sources(sources: list[SourceImage], describe: bool, *, workers: int | None = None,
+                    pool: str = "threads", cache="default", progress=None):
+    """[(row, descriptor or None)] of every source in order, each file inspected once
+    (or read back from the cache). Patient keys come out under the cache's salt (or a
+    fresh one without a cache); build_manifest re-salts them."""
+    from engine.data import inspect_cache
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}")
+    store = None
+    path = inspect_cache.default_path() if cache == "default" else cache
+    if path:
+        try:
+            store = inspect_cache.InspectCache(path)
+        except Exception as err:  # noqa: BLE001 - a broken cache must not stop a build
+            log.warning("inspection cache %s unusable (%s); inspecting every file", path, err)
+    salt = store.salt if store else secrets.token_bytes(16)
+    results: list = [None] * len(sources)
+    stamps = [inspect_cache.file_stamp(s.path) for s in sources]
+    todo = []
+    for index, source in enumerate(sources):
+        found = store.get(source.path, stamps[index], describe) if store else None
+        if found is None:
+            todo.append(index)
+            continue
+        dicts, descriptors = found
+        results[index] = [(ManifestRow(**d), None if descriptors is None else descriptors[k])
+                          for k, d in enumerate(dicts)]
+    total, done, started, last = len(sources), len(sources) - len(todo), time.time(), time.time()
+    if store and done:
+        log.info("inspection cache: %d of %d files unchanged since an earlier build; inspecting %d",
+                 done, total, len(todo))
+    chunk = INSPECT_CHUNK
+    chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+    executor = (ProcessPoolExecutor(max_workers=os.cpu_count() or 1) if pool == "processes" and len(todo) > chunk
+                else ThreadPoolExecutor(max_workers=decode_workers(workers)))
+    try:
+        with executor:
+            outputs = executor.map(_inspect_chunk, ([sources[i] for i in c] for c in chunks),
+                                   [salt] * len(chunks), [describe] * len(chunks))
+            for indices, found in zip(chunks, outputs):
+                for index, items in zip(indices, found):
+                    results[index] = items
+                    if store:
+                        descriptors = [d for _, d in items if d is not None]
+                        store.put(sources[index].path, stamps[index], describe, [asdict(r) for r, _ in items],
+                                  descriptors if len(descriptors) == len(items) and descriptors else None)
+                done += len(indices)
+                if progress:
+                    progress(done, total)
+                if time.time() - last >= PROGRESS_EVERY_SECONDS:
+                    last = time.time()
+                    rate = (done - (total - len(todo))) / max(last - started, 1e-9)
+                    log.info("inspected %d of %d files (%.0f/s, about %.0f s left)", done, total, rate,
+                             (total - done) / max(rate, 1e-9))
+    finally:
+        if store:
+            store.close()
+    return [item for items in results for item in items]
+
+
 def build_manifest(
     data_dir: str | None,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
@@ -97,8 +168,17 @@ def build_manifest(
     dedup_distance: int = 4,
     workers: int | None = None,
     dedup_correlation: float = dedup.MIN_CORRELATION,
+    pool: str = "threads",
+    cache: "str | os.PathLike | None" = "default",
+    progress=None,
 ) -> tuple[list[ManifestRow], dict]:
     """Scan, decode-check, hash, group and split a data folder.
+
+    Inspection (decode, hashes, quality scores) runs in ``pool`` ("threads" or
+    "processes", bench/scale.py --pool measures both) and is recorded per file in
+    ``cache`` (engine.data.inspect_cache; "default" = its default file, None = off), so
+    a killed build resumes and a changed folder re-inspects only what changed.
+    ``progress(done, total)`` is called as files are inspected.
 
     Returns (rows, summary). Unusable files stay in the manifest with their reason
     and no split. Raises DataLayoutError for fatal problems, and ValueError when too
@@ -113,8 +193,10 @@ def build_manifest(
         dedup.log.warning("%d files: the contrast-invariant duplicate test (quadratic) is skipped above "
                           "%d images; exact and pHash grouping still apply", len(sources),
                           dedup.MAX_CORRELATION_IMAGES)
-    with ThreadPoolExecutor(max_workers=decode_workers(workers)) as pool:
-        inspected = [item for found in pool.map(lambda s: _inspect(s, salt, describe), sources) for item in found]
+    inspected = inspect_sources(sources, describe, workers=workers, pool=pool, cache=cache,
+                                progress=progress)
+    for row, _ in inspected:  # keys group files within this manifest only
+        row.patient_key = inspect_cache.resalt(row.patient_key, salt)
     rows = [row for row, _ in inspected]
     usable = [row for row in rows if row.usable]
     descriptors = (np.stack([d for row, d in inspected if row.usable])

@@ -55,6 +55,78 @@ def decoded_dataset(paths: list[str], labels: list[int], image_size: int,
     return dataset
 
 
+class ImageSource:
+    """Decoded images for training or evaluation, wherever they are kept:
+
+    - ``memory``: decoded once into tf.data's in-memory cache (fastest; needs the
+      decoded size in RAM);
+    - ``disk``: decoded once into a file (engine.data.decoded_cache), read through a
+      memory map, reused by later runs on the same files and size;
+    - ``none``: decoded again every epoch (no memory, no disk; costs the decode).
+
+    Shuffling happens before the images are read (on indices) for ``disk`` and
+    ``none``, so a shuffle never holds the decoded data set in its buffer."""
+
+    def __init__(self, paths: list[str], labels, image_size: int, cache: str = "memory", *,
+                 crop_to_head: bool = False, weights=None, cache_dir: str = ""):
+        if cache not in ("memory", "disk", "none"):
+            raise ValueError(f"unknown cache {cache!r}")
+        self.paths, self.count, self.kind = list(paths), len(paths), cache
+        self.image_size, self.crop_to_head = int(image_size), bool(crop_to_head)
+        self.labels = np.asarray(labels, np.float32)
+        self.weights = None if weights is None else np.asarray(weights, np.float32)
+        self._cached = None
+        self._array = None
+        if cache == "memory":
+            self._cached = decoded_dataset(self.paths, self.labels, image_size, "memory",
+                                           crop_to_head=crop_to_head, weights=weights)
+        elif cache == "disk":
+            from engine.data import decoded_cache
+            path = decoded_cache.build(self.paths, self.image_size, self.crop_to_head, cache_dir)
+            self._array = decoded_cache.open_cache(path)
+
+    def _extras(self, index):
+        labels = tf.gather(tf.constant(self.labels), index)
+        if self.weights is None:
+            return (labels,)
+        return labels, tf.gather(tf.constant(self.weights), index)
+
+    def _read_rows(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(self._array[np.asarray(indices)])
+
+    def batches(self, batch: int, *, drop_remainder: bool = False, seed: int | None = None) -> tf.data.Dataset:
+        """(uint8 images [B, S, S, 3], labels[, loss weights]) batches: in file order, or
+        shuffled with ``seed`` (a new order each iteration)."""
+        if self._cached is not None:
+            dataset = self._cached
+            if seed is not None:
+                dataset = dataset.shuffle(max(self.count, 1), seed=seed, reshuffle_each_iteration=True)
+            return dataset.batch(batch, drop_remainder=drop_remainder)
+        indices = tf.data.Dataset.range(self.count)
+        if seed is not None:
+            indices = indices.shuffle(max(self.count, 1), seed=seed, reshuffle_each_iteration=True)
+        size = self.image_size
+        if self.kind == "none":
+            paths = tf.constant(self.paths)
+
+            def decode(index):
+                image = tf.numpy_function(_decode_to_uint8, [tf.gather(paths, index), size, self.crop_to_head],
+                                          tf.uint8, stateful=False)
+                image.set_shape([size, size, 3])
+                return (image, *self._extras(index))
+
+            return indices.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).batch(
+                batch, drop_remainder=drop_remainder)
+
+        def read(index):
+            images = tf.numpy_function(self._read_rows, [index], tf.uint8, stateful=False)
+            images.set_shape([None, size, size, 3])
+            return (images, *self._extras(index))
+
+        return indices.batch(batch, drop_remainder=drop_remainder).map(
+            read, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
 def _random_affine(batch: int, size: int, max_degrees: float, zoom: float, seed):
     """One rotation+zoom projective transform per image, about the image centre."""
     angles = tf.random.stateless_uniform([batch], seed, -1.0, 1.0) * (max_degrees * math.pi / 180)
@@ -112,13 +184,18 @@ def _to_float(images, labels, *loss_weights):
     return (tf.cast(images, tf.float32) / 255.0, labels, *loss_weights)
 
 
-def train_dataset(decoded: tf.data.Dataset, count: int, global_batch: int, config,
+def train_dataset(decoded, count: int, global_batch: int, config,
                   seed: int) -> tf.data.Dataset:
-    """Shuffled, augmented, batched. Drops the last partial batch when there is at
+    """Shuffled, augmented, batched. ``decoded`` is an ImageSource (or a dataset of
+    decoded elements, kept as is). Drops the last partial batch when there is at
     least one full one, as batch-norm statistics of a tiny batch are noise; the
     reshuffle each epoch means no image is dropped systematically."""
-    dataset = decoded.shuffle(max(count, 1), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(global_batch, drop_remainder=count >= global_batch)
+    drop = count >= global_batch
+    if isinstance(decoded, ImageSource):
+        dataset = decoded.batches(global_batch, drop_remainder=drop, seed=seed)
+    else:
+        dataset = decoded.shuffle(max(count, 1), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(global_batch, drop_remainder=drop)
     dataset = dataset.map(_to_float, num_parallel_calls=AUTOTUNE)
     if config.augment:
         counter = tf.data.Dataset.counter()
@@ -169,9 +246,11 @@ def concat_shards(shard_batches: list[tf.data.Dataset]) -> tf.data.Dataset:
     return tf.data.Dataset.zip(tuple(shard_batches)).map(join, num_parallel_calls=AUTOTUNE)
 
 
-def eval_dataset(decoded: tf.data.Dataset, global_batch: int) -> tf.data.Dataset:
+def eval_dataset(decoded, global_batch: int) -> tf.data.Dataset:
     """In file order, every image once: the last batch may be partial."""
-    return decoded.batch(global_batch).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    batches = (decoded.batches(global_batch) if isinstance(decoded, ImageSource)
+               else decoded.batch(global_batch))
+    return batches.map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def steps_for(count: int, global_batch: int, *, drop_remainder: bool) -> int:

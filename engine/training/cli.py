@@ -63,7 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="random contrast factor in [1 - c, 1 + c] around each image's mean")
     parser.add_argument("--devices", default=defaults.devices,
                         help="auto | cpu | gpu | N (first N GPUs) | cpu:N (N logical CPUs)")
-    parser.add_argument("--cache", choices=CACHES, default=defaults.cache)
+    parser.add_argument("--cache", choices=CACHES, default=defaults.cache,
+                        help="where decoded images are kept: memory, disk (a memory-mapped file reused "
+                        "by later runs on the same files and size), none (decode every epoch), or auto "
+                        "(memory while they fit in a quarter of the available RAM, else disk)")
+    parser.add_argument("--cache-dir", default=defaults.cache_dir,
+                        help="folder for disk caches (a shared scratch folder); default: "
+                        ".decoded_cache beside the run folder")
     parser.add_argument("--best-metric", choices=BEST_METRICS, default=defaults.best_metric)
     parser.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap for smoke runs")
     parser.add_argument("--dedup-distance", type=int, default=defaults.dedup_distance,
@@ -120,7 +126,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
               "max_steps_per_epoch", "seed", "init_seed", "rotation_degrees", "zoom", "brightness",
               "contrast", "group_weighting", "ema_decay", "label_review",
               "kernel_init", "mixup", "collective", "precision", "dedup_distance",
-              "dedup_correlation", "workers")
+              "dedup_correlation", "workers", "cache_dir")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}
     if args.class_weighting:

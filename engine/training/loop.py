@@ -329,7 +329,7 @@ class TrainInputs:
     into the global batch (with one shard: the plain pipeline)."""
     config: TrainConfig
     strategy: object
-    shards: list  # [(shard index, decoded dataset, image count)] of this process
+    shards: list  # [(shard index, engine.data.pipeline.ImageSource, image count)] of this process
     shard_count: int
     global_batch: int
     val_batches: object
@@ -373,13 +373,15 @@ def resolve_shards(config: TrainConfig, workers: int) -> int:
 def _build_inputs(config: TrainConfig, folder: Path, strategy, role, train_rows, val_rows) -> TrainInputs:
     """Decoded (and cached) datasets of this process's data shards and of the val split."""
     from engine.data import pipeline
+    from engine.data.decoded_cache import choose_cache
     shard_count = resolve_shards(config, role.workers)
-    cache_dir = folder / "cache"
-    if config.cache == "file":
-        cache_dir.mkdir(exist_ok=True)
     weights = _loss_weights(config, train_rows)
     parts = pipeline.shard_indices(len(train_rows), shard_count, config.seed)
     mine = range(shard_count) if role.workers == 1 else [role.task_index]
+    local_count = sum(len(parts[index]) for index in mine) + len(val_rows)
+    cache, reason = choose_cache(config.cache, local_count, config.image_size)
+    log.info("decoded images: %s", reason)
+    cache_dir = config.cache_dir or str(folder.resolve().parent / ".decoded_cache")
     local_batch = config.batch_size // shard_count
     shards = []
     for index in mine:
@@ -387,20 +389,20 @@ def _build_inputs(config: TrainConfig, folder: Path, strategy, role, train_rows,
         if len(train_rows) >= config.batch_size and len(rows) < local_batch:
             raise ValueError(f"data shard {index} has {len(rows)} training images, fewer than its "
                              f"local batch of {local_batch}")
-        decoded = pipeline.decoded_dataset(
-            [r.path for r in rows], [r.label for r in rows], config.image_size, config.cache,
-            str(cache_dir / f"train{index}"), crop_to_head=config.crop_to_head,
+        source = pipeline.ImageSource(
+            [r.path for r in rows], [r.label for r in rows], config.image_size, cache,
+            crop_to_head=config.crop_to_head, cache_dir=cache_dir,
             weights=None if weights is None else weights[parts[index]])
-        shards.append((index, decoded, len(rows)))
+        shards.append((index, source, len(rows)))
     if shard_count > 1:
         log.info("data shards: %d of %d training images in shard(s) %s of %d decoded by this process",
                  sum(count for _, _, count in shards), len(train_rows),
                  ", ".join(str(i) for i, _, _ in shards), shard_count)
-    val_decoded = pipeline.decoded_dataset(
-        [r.path for r in val_rows], [r.label for r in val_rows], config.image_size,
-        config.cache, str(cache_dir / "val"), crop_to_head=config.crop_to_head)
+    val_source = pipeline.ImageSource([r.path for r in val_rows], [r.label for r in val_rows],
+                                      config.image_size, cache, crop_to_head=config.crop_to_head,
+                                      cache_dir=cache_dir)
     val_batches = strategy.experimental_distribute_dataset(
-        _sharded(pipeline.eval_dataset(val_decoded, config.batch_size)))
+        _sharded(pipeline.eval_dataset(val_source, config.batch_size)))
     return TrainInputs(config, strategy, shards, shard_count, config.batch_size, val_batches,
                        multi_worker=role.workers > 1)
 
