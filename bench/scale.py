@@ -3,6 +3,7 @@ duplicates and split, on a synthetic folder of N small slice-like images.
 
     python bench/scale.py --images N [--folder DIR] [--pool threads|processes] [--cache FILE]
     python bench/scale.py --hashes N                     # duplicate grouping alone
+    python bench/scale.py --inspect br35h|FOLDER         # decode+hash alone: threads vs processes
 
 --images: N seeded 64x64 PNG "slices" (an ellipse head with texture and a bright lesion
 in half of them, under yes/ and no/), 2% of them planted copies (re-contrasted,
@@ -66,7 +67,7 @@ def make_folder(folder: Path, count: int, seed: int = 0) -> None:
     (folder / "done").write_text(str(count))
 
 
-def bench_images(count: int, folder: Path, pool: str = "threads", cache: str = "") -> None:
+def bench_images(count: int, folder: Path, pool: str = "auto", cache: str = "") -> None:
     from engine.data.manifest import build_manifest
     started = time.time()
     make_folder(folder, count)
@@ -79,6 +80,25 @@ def bench_images(count: int, folder: Path, pool: str = "threads", cache: str = "
     print(f"{len(rows)} rows, {summary['groups']} groups, largest {summary['largest_group']}, "
           f"random-split leak {summary['leak_if_random_split']['val']:.3f}")
     print(f"scale {count}: {seconds:.1f} s, {1000 * seconds / count:.2f} ms/image, peak RSS {peak_rss_gb():.2f} GB")
+
+
+def bench_inspection(folder: str | None, pools: list[str], rounds: int = 2) -> None:
+    """Decoding, hashing and scoring alone (no grouping), per pool: what threads or
+    processes change. ``folder`` None = Br35H."""
+    import statistics
+
+    from engine.data.manifest import inspect_sources
+    from engine.data.sources import discover
+    sources, _ = discover(folder)
+    for pool in pools:
+        times = []
+        for _ in range(rounds):
+            started = time.time()
+            inspect_sources(sources, True, pool=pool, cache=None)
+            times.append(time.time() - started)
+        seconds = statistics.median(times)
+        print(f"inspection of {len(sources)} files in {pool}: {seconds:.1f} s (median of {rounds}), "
+              f"{1000 * seconds / len(sources):.2f} ms/file", flush=True)
 
 
 def bench_hashes(count: int) -> None:
@@ -102,13 +122,17 @@ def main() -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--images", type=int)
     what.add_argument("--hashes", type=int)
+    what.add_argument("--inspect", metavar="FOLDER", help="time decoding+hashing alone with threads and "
+                      "with processes ('br35h' = the default data set)")
     parser.add_argument("--folder", help="where the synthetic folder lives (default runs/scale_<N>)")
-    parser.add_argument("--pool", choices=("threads", "processes"), default="threads",
+    parser.add_argument("--pool", choices=("auto", "threads", "processes"), default="auto",
                         help="what decodes and hashes the files (engine.data.manifest.inspect_sources)")
     parser.add_argument("--cache", default="", help="an inspection cache file: run twice to time a "
                         "rebuild of an unchanged folder")
     args = parser.parse_args()
-    if args.hashes:
+    if args.inspect:
+        bench_inspection(None if args.inspect == "br35h" else args.inspect, ["threads", "processes"])
+    elif args.hashes:
         bench_hashes(args.hashes)
     else:
         bench_images(args.images, Path(args.folder or ROOT / "runs" / f"scale_{args.images}"),

@@ -590,3 +590,15 @@ def test_runs_page_shows_a_cv_by_its_folds_and_overlays_their_curves(cv_folder):
 def pd_isna(value) -> bool:
     import pandas as pd
     return bool(pd.isna(value))
+
+
+def test_the_chosen_model_lives_in_the_url_and_survives_a_reload(run_folder):
+    at = app_on("evaluate")
+    assert at.query_params["model"] in ("fixture-run", ["fixture-run"])
+    next(s for s in at.selectbox if s.label == "Model").set_value("Shipped model (checkpoints/)").run()
+    assert "model" not in at.query_params
+    reloaded = AppTest.from_file(APP, default_timeout=120)
+    reloaded.query_params["model"] = "fixture-run"  # a reload, or a shared link
+    reloaded.run()
+    assert reloaded.session_state["model_choice"] == "run fixture-run"
+    assert next(s for s in reloaded.selectbox if s.label == "Model").value == "run fixture-run"

@@ -88,7 +88,17 @@ def sidebar() -> Path:
                      help="The model used by Predict, Evaluate and Errors: the shipped one or a "
                           "finished run of yours.")
         st.caption(RESEARCH_NOTE)
-    return choices[st.session_state["model_choice"]]
+    # The choice lives in the URL too (?model=<run id>), so a reload or a shared link
+    # opens the same model; the shipped model is the URL without it.
+    chosen = st.session_state["model_choice"]
+    run_id = chosen[len("run "):] if chosen.startswith("run ") else None
+    if st.query_params.get("model") != run_id:
+        if run_id:
+            st.query_params["model"] = run_id
+            st.session_state["_model_from_query"] = run_id
+        elif "model" in st.query_params:
+            del st.query_params["model"]
+    return choices[chosen]
 
 
 def selected_model_dir() -> Path:

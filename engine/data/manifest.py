@@ -54,7 +54,11 @@ class ManifestRow:
 
 FIELDS = [f.name for f in fields(ManifestRow)]
 log = logging.getLogger("engine.manifest")
-POOLS = ("threads", "processes")
+POOLS = ("auto", "threads", "processes")
+# "auto" inspects in processes from this many files on: the hashes and scores are mostly
+# Python-held NumPy work that threads serialise on the GIL (bench/scale.py --inspect, 2
+# cores: Br35H 33.3 s in threads, 23.4 s in processes; 10,000 small slices 28.4 s vs 8.8 s).
+PROCESSES_FROM = 256
 PROGRESS_EVERY_SECONDS = 5.0
 INSPECT_CHUNK = 32  # files per pool task; results are recorded (and reported) a chunk at a time
 
@@ -102,7 +106,7 @@ def _inspect_chunk(chunk, salt: bytes, describe: bool):
 
 
 def inspect_sources(sources: list[SourceImage], describe: bool, *, workers: int | None = None,
-                    pool: str = "threads", cache="default", progress=None):
+                    pool: str = "auto", cache="default", progress=None):
     """[(row, descriptor or None)] of every source in order, each file inspected once
     (or read back from the cache). Patient keys come out under the cache's salt (or a
     fresh one without a cache); build_manifest re-salts them."""
@@ -134,8 +138,18 @@ def inspect_sources(sources: list[SourceImage], describe: bool, *, workers: int 
                  done, total, len(todo))
     chunk = INSPECT_CHUNK
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
-    executor = (ProcessPoolExecutor(max_workers=os.cpu_count() or 1) if pool == "processes" and len(todo) > chunk
-                else ThreadPoolExecutor(max_workers=decode_workers(workers)))
+    cores = os.cpu_count() or 1
+    processes = len(todo) > chunk and cores > 1 and (
+        pool == "processes" or (pool == "auto" and len(todo) >= PROCESSES_FROM))
+    if processes:
+        import multiprocessing
+        # forkserver: workers fork from a clean server process, never from this one (which
+        # may hold TensorFlow's threads, where a fork can deadlock).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["engine.data.manifest"])
+        executor = ProcessPoolExecutor(max_workers=workers or cores, mp_context=context)
+    else:
+        executor = ThreadPoolExecutor(max_workers=decode_workers(workers))
     try:
         with executor:
             outputs = executor.map(_inspect_chunk, ([sources[i] for i in c] for c in chunks),
@@ -168,14 +182,14 @@ def build_manifest(
     dedup_distance: int = 4,
     workers: int | None = None,
     dedup_correlation: float = dedup.MIN_CORRELATION,
-    pool: str = "threads",
+    pool: str = "auto",
     cache: "str | os.PathLike | None" = "default",
     progress=None,
 ) -> tuple[list[ManifestRow], dict]:
     """Scan, decode-check, hash, group and split a data folder.
 
-    Inspection (decode, hashes, quality scores) runs in ``pool`` ("threads" or
-    "processes", bench/scale.py --pool measures both) and is recorded per file in
+    Inspection (decode, hashes, quality scores) runs in ``pool`` ("threads",
+    "processes", or "auto": processes from PROCESSES_FROM files on) and is recorded per file in
     ``cache`` (engine.data.inspect_cache; "default" = its default file, None = off), so
     a killed build resumes and a changed folder re-inspects only what changed.
     ``progress(done, total)`` is called as files are inspected.
