@@ -9,9 +9,11 @@ from pathlib import Path
 import streamlit as st
 
 from engine import runs
-from engine.data.health import DEFECTS, HEALTH_FILE, ISSUES_FILE, read_issues
+from engine.data.health import DEFECTS, HEALTH_FILE, ISSUES_FILE
 from ui.app import require_navigation
-from ui.common import RESEARCH_NOTE, SHIPPED_DIR, percent, read_json, runs_root, selected_model_dir, square
+from ui.common import (
+    RESEARCH_NOTE, SHIPPED_DIR, data_issues, percent, read_json, runs_root, selected_model_dir, square,
+)
 
 require_navigation()
 
@@ -81,7 +83,7 @@ with st.expander("Sizes, modalities and thresholds"):
 issues_path = folder / ISSUES_FILE
 if not issues_path.exists():
     st.stop()
-rows = read_issues(issues_path)
+rows = data_issues(issues_path)  # parsed once per file version, shared
 present = [name for name in ISSUE_TEXT if any(r["issue"] == name for r in rows)]
 if not present:
     st.success("No issues found.")

@@ -10,21 +10,19 @@ from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError, decode_path
 from ui.app import require_navigation
 from ui.common import (
-    SHIPPED_DIR, model_for, model_stamp, read_json, read_predictions, selected_model_dir, square,
+    SHIPPED_DIR, manifest_rows, model_for, model_stamp, read_json, read_predictions, selected_model_dir, square,
 )
 
 require_navigation()
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def _groups_from(manifest: str, mtime: float) -> dict:
-    from engine.data.manifest import read_manifest
-    return {row.path: row.group for row in read_manifest(manifest) if row.usable}
+    return {row.path: row.group for row in manifest_rows(Path(manifest)) if row.usable}
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def _folds_from(manifest: str, mtime: float) -> dict:
-    from engine.data.manifest import read_manifest
-    return {row.path: row.fold for row in read_manifest(manifest) if row.usable}
+    return {row.path: row.fold for row in manifest_rows(Path(manifest)) if row.usable}
 
 
 def folds_of(folder: Path) -> dict:

@@ -9,12 +9,14 @@ import streamlit as st
 
 from engine import control, runs
 from engine.config import shipped_config
-from engine.evaluation.audit import ISSUES_FILE, audit, read_issues
+from engine.evaluation.audit import ISSUES_FILE, audit
 from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError, decode_path
 from engine.evaluation.review import DECISIONS, read_review, record_decision
 from ui.app import require_navigation
-from ui.common import SHIPPED_DIR, all_runs, model_for, runs_root
+from ui.common import (
+    SHIPPED_DIR, all_runs, label_issues, model_for, runs_root, selected_model_dir, usable_rows_by_group,
+)
 
 require_navigation()
 
@@ -41,7 +43,11 @@ if not sources:
     st.info("No cross-validation with out-of-fold predictions yet: start one on **Train** "
             "(Cross-validate, K folds) or run `python -m engine.cv --folds 5`.")
     st.stop()
-source_name = st.selectbox("Audit of", list(sources))
+# The sidebar's model first, when it is a cross-validation with an audit: every page
+# looks at the same study unless the user picks another here.
+chosen = selected_model_dir().resolve()
+names = sorted(sources, key=lambda name: sources[name].resolve() != chosen)
+source_name = st.selectbox("Audit of", names)
 folder = sources[source_name]
 if not (folder / ISSUES_FILE).exists():
     if folder == SHIPPED_DIR:
@@ -70,12 +76,8 @@ except ValueError as err:
     st.error(str(err))
     st.stop()
 
-issues = read_issues(folder / ISSUES_FILE)
-from engine.data.manifest import read_manifest  # noqa: E402 - after the cheap checks
-manifest = [r for r in read_manifest(folder / runs.MANIFEST_FILE) if r.usable]
-members: dict[int, list] = {}
-for row in manifest:
-    members.setdefault(row.group, []).append(row)
+issues = label_issues(folder / ISSUES_FILE)  # parsed once per file version, shared
+members = usable_rows_by_group(folder / runs.MANIFEST_FILE)
 
 c1, c2, c3 = st.columns(3)
 only_flagged = c1.checkbox("Only images flagged by confident learning", True)
