@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                   else round(result.uncertainty, 6)),
                   "out_of_distribution": result.out_of_distribution,
                   "ood_score": None if result.ood_score is None else round(result.ood_score, 4),
+                  "ood_reason": result.ood_reason,
                   "predicted_class": result.predicted_class, "threshold": round(model.threshold, 6)}
         if args.neighbours:
             record["seen_in_training"] = result.seen_in_training
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             spread = "" if result.uncertainty is None else f" ± {result.uncertainty:.4f}"
             if result.out_of_distribution:
-                spread += " [WARNING: does not look like the brain slices the model was trained on]"
+                spread += (" [WARNING: does not look like the brain slices the model was trained on: "
+                           f"{result.ood_reason}]")
             print(f"{result.name}: tumor probability {result.probability:.4f}{spread} -> "
                   f"{result.predicted_class} (threshold {model.threshold:.3f})")
             if result.neighbours:

@@ -29,6 +29,7 @@ def predict_one(model_dir: str, stamp: float, name: str, digest: str, data: byte
     return [{"name": name, "slice": result.slice_index, "withheld": result.identifiers_withheld,
              "probability": result.probability, "uncertainty": result.uncertainty,
              "ood": result.out_of_distribution, "ood_score": result.ood_score,
+             "ood_reason": result.ood_reason,
              "label": result.predicted_label,
              "class": result.predicted_class, "error": result.error, "image": result.image,
              "cam": result.cam, "threshold": model.threshold,
@@ -168,8 +169,8 @@ for index, result in enumerate(shown):
             # No verdict on an input unlike the training slices: a probability there is
             # a number the model was never taught to give.
             st.warning(f"**Not assessed**: {result['name']} does not look like the brain slices the "
-                       f"model was trained on (feature distance {result['ood_score']:.1f}x the "
-                       "99th percentile of unseen training-like images).", icon=":material/block:")
+                       f"model was trained on: {result.get('ood_reason') or 'out of distribution'}.",
+                       icon=":material/block:")
             with st.expander("Show the probability anyway"):
                 st.markdown(f"{result['class']} · {figure}{truth}")
         else:

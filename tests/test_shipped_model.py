@@ -64,7 +64,10 @@ def test_the_shipped_recipe_is_what_trained_the_shipped_model():
     reproduce the shipped model's settings field by field."""
     from engine.config import TrainConfig, shipped_config
     stored = TrainConfig.from_dict(json.loads((CHECKPOINTS / "config.json").read_text())["config"])
-    assert stored == shipped_config(best_metric="last")  # engine.cv fixes the epoch budget
+    # engine.cv fixes the epoch budget. Where decoded images are kept is storage, not the
+    # recipe: the shipped CV kept them in memory, which "auto" picks for Br35H.
+    assert stored.cache == "memory"
+    assert stored.replace(cache="auto") == shipped_config(best_metric="last")
 
 
 def test_predict_json_flags_inputs_that_are_not_brain_slices_and_passes_br35h_slices(tmp_path):
@@ -141,3 +144,34 @@ def test_predict_neighbours_recognises_a_training_slice_and_not_other_sources(tm
     assert len(foreign) >= 4  # the NIfTI volume gives several slices
     assert not any(r["seen_in_training"] for r in foreign), [
         (r["path"], r["neighbours"][0]["similarity"]) for r in foreign if r["seen_in_training"]]
+
+
+def test_pictures_that_are_no_scanner_slice_are_flagged_by_their_pixels():
+    """The pixel checks (engine.serving.input_check) flag a colour photograph, a flat
+    field and a bright page, with the reason, and pass every Br35H test slice sampled."""
+    import io as _io
+
+    from PIL import Image as _Image
+    from sklearn.datasets import load_sample_images
+
+    from engine.data.manifest import read_manifest, rows_for_split
+    from engine.serving.input_check import findings
+    from engine.serving.inference import load_model, predict_files
+    flower = load_sample_images().images[1]
+    flat = np.full((128, 128, 3), 90, np.uint8)
+    page = np.full((200, 160, 3), 250, np.uint8)
+    page[40:60, 20:140] = 0
+    for picture, words in ((flower, "colour picture"), (flat, "flat field"), (page, "mostly bright")):
+        assert any(words in reason for reason, score in findings(picture) if score > 1), words
+    test_rows = rows_for_split(read_manifest(CHECKPOINTS / "manifest.csv"), "test")
+    sampled = test_rows[::20]
+    from engine.data.imageio import decode_path
+    assert all(findings(decode_path(r.path)) == [] for r in sampled)
+
+    def png(rgb):
+        buffer = _io.BytesIO()
+        _Image.fromarray(rgb).save(buffer, "PNG")
+        return buffer.getvalue()
+    result = predict_files(load_model(CHECKPOINTS), [("flower.png", png(flower))])[0]
+    assert result.out_of_distribution is True and result.ood_score > 1
+    assert "colour picture" in result.ood_reason

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from engine.serving import input_check
 from engine.serving.calibration import calibrated
 from engine.serving.neighbours import NeighbourIndex
 from engine.serving.ood import OOD_FILE, FeatureGaussians
@@ -142,6 +143,7 @@ class Prediction:
     uncertainty: float | None = None  # ensemble spread; None for a single model
     out_of_distribution: bool | None = None  # None: the model has no OOD statistics
     ood_score: float | None = None  # > 1 means out of distribution
+    ood_reason: str = ""  # why it was flagged, in words
     predicted_label: int | None = None
     error: str = ""
     source: str = ""  # the file a slice came from (= name for a picture)
@@ -165,6 +167,7 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
     kept slice, named ``name#slice=K`` (engine.data.scans)."""
     results: list[Prediction] = []
     ready: list[tuple[int, np.ndarray]] = []
+    pixel_findings: dict[int, list] = {}  # engine.serving.input_check, per result
     for name, data in items:
         try:
             if scans.is_scan(data):
@@ -181,6 +184,7 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
             results.append(Prediction(slice_name, source=name, slice_index=index,
                                       identifiers_withheld=withheld, image=model.view(rgb)))
             ready.append((len(results) - 1, model.model_input(rgb)))
+            pixel_findings[len(results) - 1] = input_check.findings(rgb)
     for start in range(0, len(ready), batch_size):
         chunk = ready[start:start + batch_size]
         batch = np.stack([image for _, image in chunk])
@@ -207,6 +211,18 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
             results[index].uncertainty = None if sd is None else float(sd)
             results[index].out_of_distribution = None if flag is None else bool(flag)
             results[index].ood_score = None if score is None else float(score)
+            if flag:
+                results[index].ood_reason = (f"its features lie {score:.1f}x beyond the 99th percentile "
+                                             "of unseen training-like images")
+            found = pixel_findings.get(index) or []
+            if found:
+                # A picture that is not a slice is flagged whatever its features say; the
+                # score is the largest of the feature and pixel scores.
+                reason, pixel_score = max(found, key=lambda item: item[1])
+                results[index].out_of_distribution = True
+                results[index].ood_score = max(pixel_score, results[index].ood_score or 0.0)
+                results[index].ood_reason = "; ".join(r for r, _ in found) + (
+                    f"; {results[index].ood_reason}" if flag else "")
             results[index].predicted_label = int(probability >= model.threshold)
             results[index].cam = cam
     return results
