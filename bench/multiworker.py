@@ -1,6 +1,7 @@
-"""Two local workers (``python -m engine.launch --workers 2``, MultiWorkerMirroredStrategy
-over loopback) against one process (``python -m engine.train``) on the same cores, the
-same data, seed and global batch. A correctness check more than a speed claim: on one
+"""Two local workers (``python -m engine.launch`` on a config with ``"workers": 2``,
+MultiWorkerMirroredStrategy over loopback, each worker reading its own data shard)
+against one process holding both shards (``python -m engine.train``, ``data_shards=2``)
+on the same cores, the same data, seed and global batch. A correctness check more than a speed claim: on one
 2-core machine the two workers share the cores the single process had, and add a
 collective all-reduce per step.
 
@@ -82,12 +83,14 @@ def main() -> None:
                              head_units=[16], batch_size=args.batch_size, epochs=args.epochs,
                              dedup_distance=-1, log_every_steps=1, cache="memory", augment=False,
                              devices="cpu", flip_tta=False)
-        config_file = tmp / "config.json"
-        config_file.write_text(config.to_json())
+        # The one process holds both data shards (data_shards=2), so it trains the same
+        # global batches the two workers build from their own shards.
+        one_file, two_file = tmp / "one.json", tmp / "two.json"
+        one_file.write_text(config.replace(data_shards=2).to_json())
+        two_file.write_text(config.replace(workers=2).to_json())
         one, two = tmp / "one", tmp / "two"
-        base = ["--config", str(config_file)]
-        one_seconds = run([sys.executable, "-m", "engine.train", *base, "--run-dir", str(one)], one)
-        two_seconds = run([sys.executable, "-m", "engine.launch", "--workers", "2", *base, "--run-dir", str(two)], two)
+        one_seconds = run([sys.executable, "-m", "engine.train", "--config", str(one_file), "--run-dir", str(one)], one)
+        two_seconds = run([sys.executable, "-m", "engine.launch", "--config", str(two_file), "--run-dir", str(two)], two)
         recorded = json.loads((two / runs.CONFIG_FILE).read_text())["environment"]
         one_losses, two_losses = step_losses(one), step_losses(two)
         common = sorted(set(one_losses) & set(two_losses))

@@ -43,18 +43,23 @@ def _model(model_dir: str):
 
 
 @st.cache_data(show_spinner=False)
-def sample_pool() -> list[tuple[str, int]]:
-    """Test-split images of the shipped model (never trained on), else Br35H."""
+def sample_pool(model_dir: str) -> tuple[list[tuple[str, int]], str]:
+    """(images, where from): the chosen model's own test split (images it never trained
+    on), else the shipped model's, else Br35H."""
+    from pathlib import Path
+
     from engine.data.manifest import read_manifest, rows_for_split
     from ui.common import SHIPPED_DIR
-    manifest = SHIPPED_DIR / "manifest.csv"
-    if manifest.exists():
-        rows = rows_for_split(read_manifest(manifest), "test")
-        if rows:
-            return [(r.path, r.label) for r in rows]
+    for folder, said in ((Path(model_dir), "this model's test split"),
+                         (SHIPPED_DIR, "the shipped model's test split")):
+        manifest = folder / "manifest.csv"
+        if manifest.exists():
+            rows = rows_for_split(read_manifest(manifest), "test")
+            if rows:
+                return [(r.path, r.label) for r in rows], said
     from engine.data.sources import discover
     images, _ = discover(None)
-    return [(i.path, i.label) for i in images]
+    return [(i.path, i.label) for i in images], "Br35H (no test split found)"
 
 
 model_dir = selected_model_dir()
@@ -78,11 +83,15 @@ with left:
         f"up to {MAX_UPLOAD_MB} MB each", accept_multiple_files=True)
 with right:
     count = st.number_input("Samples to draw", 1, 12, 4)
-    if st.button("Try samples from the test split", help="Images the shipped model never saw in training"):
-        pool = sample_pool()
+    if st.button("Try samples from the test split", help="Images of the chosen model's own test split: "
+                 "it never trained on them"):
+        pool, origin = sample_pool(str(model_dir))
         st.session_state["samples"] = random.Random().sample(pool, min(int(count), len(pool)))
-    if st.session_state.get("samples") and st.button("Clear samples"):
-        st.session_state["samples"] = []
+        st.session_state["samples_origin"] = origin
+    if st.session_state.get("samples"):
+        st.caption(f"Samples drawn from {st.session_state.get('samples_origin', 'a test split')}.")
+        if st.button("Clear samples"):
+            st.session_state["samples"] = []
     opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05)
 
 items = []  # (name, bytes, true label or None)

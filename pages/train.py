@@ -145,8 +145,10 @@ ids = [r.run_id for r in run_list]
 wanted = st.session_state.get("watch_run") or st.query_params.get("run")
 active = [r.run_id for r in run_list if r.state in runs.ACTIVE_STATES]
 default = wanted if wanted in ids else (active[0] if active else ids[0])
+# Run ids only: a state in the picker's labels would go stale while the live panel below
+# (which shows the state) refreshes; runs still training are listed first.
 watched = st.selectbox("Run to watch", ids, index=ids.index(default),
-                       format_func=lambda i: f"{i} ({next(r.state for r in run_list if r.run_id == i)})")
+                       help="The live panel below shows its state; the Runs page lists them all")
 st.session_state["watch_run"] = watched
 folder = runs.run_dir(watched, runs_root())
 

@@ -388,6 +388,7 @@ def test_predict_takes_dicom_and_nifti_and_never_shows_identifiers(run_folder, t
     assert table[table["file"] == "scan"]["tumor probability"].between(0, 1).all()
     volume_rows = table[table["file"] == "vol.nii.gz"]
     assert volume_rows["slice"].tolist() == list(range(3, 9))
+    assert table[table["file"] == "scan"]["slice"].isna().all()  # one picture: empty, not "None"
     assert any("carries patient identifiers" in i.value for i in at.info), [i.value for i in at.info] + [e.value for e in at.error]
     slider = next(s for s in at.select_slider if s.label == "Slice")
     slider.set_value(7).run()
@@ -602,3 +603,14 @@ def test_the_chosen_model_lives_in_the_url_and_survives_a_reload(run_folder):
     reloaded.run()
     assert reloaded.session_state["model_choice"] == "run fixture-run"
     assert next(s for s in reloaded.selectbox if s.label == "Model").value == "run fixture-run"
+
+
+def test_try_samples_draws_from_the_chosen_models_own_test_split(run_folder):
+    from engine.data.manifest import read_manifest, rows_for_split
+    at = app_on("predict")
+    next(b for b in at.button if b.label == "Try samples from the test split").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    own_test = {r.path for r in rows_for_split(read_manifest(run_folder / "manifest.csv"), "test")}
+    drawn = [path for path, _ in at.session_state["samples"]]
+    assert drawn and set(drawn) <= own_test
+    assert any("this model's test split" in c.value for c in at.caption)
