@@ -97,3 +97,27 @@ def test_auto_keeps_decoded_images_in_memory_only_while_they_fit():
     kind, reason = choose_cache("auto", 500_000, 224, memory=24 * gib)  # 75 GB
     assert kind == "disk" and "on disk" in reason
     assert choose_cache("none", 10, 32)[0] == "none" and choose_cache("file", 10, 32)[0] == "disk"
+
+
+def test_data_shards_partition_the_training_images_and_join_into_global_batches():
+    parts = pipeline.shard_indices(11, 3, seed=5)
+    joined = np.sort(np.concatenate(parts))
+    np.testing.assert_array_equal(joined, np.arange(11))  # every image in exactly one shard
+    assert sorted(len(p) for p in parts) == [3, 4, 4]
+    np.testing.assert_array_equal(pipeline.shard_indices(11, 1, seed=5)[0], np.arange(11))  # one: file order
+    first = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2), np.float32), np.zeros(4, np.float32))).batch(2)
+    second = tf.data.Dataset.from_tensor_slices((np.ones((4, 2), np.float32), np.ones(4, np.float32))).batch(2)
+    images, labels = next(iter(pipeline.concat_shards([first, second])))
+    assert images.shape == (4, 2) and labels.numpy().tolist() == [0, 0, 1, 1]  # shard 0 first
+
+
+def test_several_workers_need_one_shard_each():
+    import pytest
+
+    from engine.training.loop import resolve_shards
+    assert resolve_shards(tiny_config(), 1) == 1 and resolve_shards(tiny_config(data_shards=2), 1) == 2
+    assert resolve_shards(tiny_config(), 2) == 2
+    with pytest.raises(ValueError, match="one shard"):
+        resolve_shards(tiny_config(data_shards=4), 2)
+    with pytest.raises(ValueError, match="not divisible"):
+        resolve_shards(tiny_config(batch_size=9, data_shards=2), 1)
