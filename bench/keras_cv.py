@@ -154,11 +154,11 @@ def main(argv=None) -> int:
     keras_logits = np.full(len(rows), np.nan)
     seconds = []
     if args.keras_oof:
-        from bench.oof_compare import read_source
-        saved = read_source(args.keras_oof)  # path -> (label, logit, fold)
-        if any(saved.get(r.path, (0, 0, r.fold))[2] != r.fold for r in rows):
+        from engine.evaluation.oof_compare import read_source
+        saved = read_source(args.keras_oof)  # path -> {label, logit, fold, group}
+        if any(saved.get(r.path, {"fold": r.fold})["fold"] != r.fold for r in rows):
             raise SystemExit("the saved Keras predictions come from different folds")
-        keras_logits = np.array([saved.get(r.path, (0, np.nan, 0))[1] for r in rows])
+        keras_logits = np.array([saved.get(r.path, {"logit": np.nan})["logit"] for r in rows])
         chosen = []
     for fold in chosen:
         index = [i for i, r in enumerate(rows) if r.fold == fold]

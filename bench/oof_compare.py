@@ -35,17 +35,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from engine.evaluation.oof import (OOF_FILE, cross_fitted_predictions,  # noqa: E402
-                       cross_fitted_probabilities, fold_summary, out_of_fold_errors, read_oof)
+from engine.evaluation.oof import OOF_FILE, fold_summary, out_of_fold_errors, read_oof  # noqa: E402
+from engine.evaluation.oof_compare import NotComparable, compare, read_source  # noqa: E402
 
 AUDIT_FILE = "label_issues.csv"
-
-
-def read_source(source: str) -> dict[str, tuple[int, float, int]]:
-    """path -> (label, logit, fold) from a CV folder or a predictions CSV (paths mapped
-    onto this machine's Br35H copy by engine.training.cv.read_oof)."""
-    return {r["path"]: (int(r["label"]), float(r["logit"]), int(r["fold"]))
-            for r in read_oof(_oof_path(source))}
 
 
 def _oof_path(source: str) -> Path:
@@ -77,57 +70,50 @@ def main(argv=None) -> int:
     parser.add_argument("--overlap", metavar="FILE",
                         help="count images misclassified by k of the sources; write them to FILE")
     args = parser.parse_args(argv)
-    tables = [read_source(s) for s in args.sources]
-    paths = sorted(tables[0])
-    for source, table in zip(args.sources, tables):
-        if sorted(table) != paths or any(table[p][2] != tables[0][p][2] for p in paths):
-            raise SystemExit(f"{source} does not cover the same images with the same folds "
-                             f"as {args.sources[0]}")
-    labels = np.array([tables[0][p][0] for p in paths])
-    folds_of = np.array([tables[0][p][2] for p in paths])
-    logits = [np.array([t[p][1] for p in paths]) for t in tables]
-    print(f"{len(paths)} out-of-fold images, {int(folds_of.max()) + 1} folds")
+    tables = {source: read_source(source) for source in args.sources}
+    try:
+        comparison = compare(tables)
+    except NotComparable as err:
+        raise SystemExit(str(err)) from None
+    print(f"{len(comparison.paths)} out-of-fold images, {int(comparison.folds.max()) + 1} folds")
     print(TABLE_HEADER)
-    summaries = [summarize(labels, values, folds_of) for values in logits]
-    for source, summary in zip(args.sources, summaries):
+    for source, summary in zip(args.sources, comparison.summaries):
         print(row(source, summary))
-    if args.ensemble and len(logits) > 1:
-        print(row(f"mean logit of the {len(logits)} above", summarize(labels, np.mean(logits, axis=0), folds_of)))
+    if args.ensemble and len(tables) > 1:
+        logits = np.mean([[t[p]["logit"] for p in comparison.paths] for t in tables.values()], axis=0)
+        print(row(f"mean logit of the {len(tables)} above",
+                  summarize(comparison.labels, logits, comparison.folds)))
     if args.overlap:
-        wrong = np.array([cross_fitted_predictions(summary, values, folds_of) != labels
-                          for summary, values in zip(summaries, logits)])
-        probabilities = np.mean([cross_fitted_probabilities(summary, values, folds_of)
-                                 for summary, values in zip(summaries, logits)], axis=0)
-        report_overlap(args.sources, paths, labels, folds_of, wrong, probabilities, Path(args.overlap))
+        report_overlap(args.sources, comparison, Path(args.overlap))
     return 0
 
 
-def report_overlap(sources, paths, labels, folds_of, wrong, probabilities, out: Path) -> None:
+def report_overlap(sources, comparison, out: Path) -> None:
     """Print how many images k of the sources misclassify, and write those images."""
-    wrong_in = wrong.sum(axis=0)
-    counts = [int((wrong_in == k).sum()) for k in range(len(sources) + 1)]
-    print(f"images misclassified by exactly k of the {len(sources)} sources, k = 0..{len(sources)}: {counts}")
-    every = wrong_in == len(sources)
+    paths, labels = np.array(comparison.paths), comparison.labels
+    every = comparison.wrong_in == len(sources)
+    print(f"images misclassified by exactly k of the {len(sources)} sources, k = 0..{len(sources)}: "
+          f"{comparison.misclassified_by()}")
     print(f"misclassified by all {len(sources)}: {int(every.sum())} "
           f"({int(labels[every].sum())} labelled tumor, {int((1 - labels[every]).sum())} no tumor)")
     groups, flagged = _first_source_audit(sources[0])
-    every_groups = {groups.get(p, "") for p in np.array(paths)[every]} - {""}
+    every_groups = {groups.get(p, "") for p in paths[every]} - {""}
     if every_groups:
         print(f"they fall in {len(every_groups)} duplicate groups")
     if flagged is not None:
         print(f"of those, flagged by the label audit of {sources[0]}: "
-              f"{sum(1 for p in np.array(paths)[every] if p in flagged)}")
-    order = sorted(np.flatnonzero(wrong_in > 0), key=lambda i: (-wrong_in[i], paths[i]))
+              f"{sum(1 for p in paths[every] if p in flagged)}")
+    rows = comparison.error_rows()
     tmp = Path(f"{out}.tmp")
     with open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "fold", "group", "wrong_in", "mean_probability",
                          *[f"wrong_{k}" for k in range(len(sources))]])
-        for i in order:
-            writer.writerow([paths[i], int(labels[i]), int(folds_of[i]), groups.get(paths[i], ""),
-                             int(wrong_in[i]), f"{probabilities[i]:.4f}", *wrong[:, i].astype(int)])
+        for r in rows:
+            writer.writerow([r["path"], r["label"], r["fold"], groups.get(r["path"], ""), r["wrong_in"],
+                             f"{r['mean_probability']:.4f}", *[int(r[f"wrong in {s}"]) for s in sources]])
     os.replace(tmp, out)
-    print(f"wrote {len(order)} rows to {out}")
+    print(f"wrote {len(rows)} rows to {out}")
 
 
 def _first_source_audit(source: str) -> tuple[dict, set | None]:

@@ -8,7 +8,7 @@ from engine.evaluation import metric_names as names
 from engine import control, runs
 from ui import charts, cv_view
 from ui.app import require_navigation
-from ui.common import all_runs, duration, runs_root
+from ui.common import SHIPPED_DIR, all_runs, duration, runs_root
 
 require_navigation()
 
@@ -37,6 +37,14 @@ def settings_diff(configs: dict[str, dict]) -> pd.DataFrame:
     differing = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
     return pd.DataFrame({"setting": differing,
                          **{run_id: [str(c.get(k, "—")) for k in differing] for run_id, c in configs.items()}})
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing out-of-fold predictions ...")
+def oof_comparison(folders: tuple, names: tuple, stamps: tuple):
+    """engine.evaluation.oof_compare.compare over CV folders (cached per choice and per
+    version of their oof_predictions.csv, ``stamps``)."""
+    from engine.evaluation.oof_compare import compare, read_source
+    return compare({name: read_source(folder) for name, folder in zip(names, folders)})
 
 
 def cv_folds(run: runs.RunSummary) -> int:
@@ -119,6 +127,46 @@ if chosen:
             st.caption("The chosen runs have the same settings.")
         else:
             st.dataframe(differences, hide_index=True, width="stretch", key="settings_diff")
+
+cv_sources = {f"cross-validation {r.run_id}": r.path for r in all_runs
+              if runs.is_cv(r.path) and (r.path / "oof_predictions.csv").exists()}
+if (SHIPPED_DIR / "oof_predictions.csv").exists():
+    cv_sources["shipped model (checkpoints/)"] = SHIPPED_DIR
+if len(cv_sources) >= 2:
+    st.subheader("Out-of-fold errors, side by side")
+    st.caption("Cross-validations on the same folds (same data, seed and fold count), each scored "
+               "as engine.cv scores its folds. A seed alone moves an error count by a quarter, so "
+               "compare which images each gets wrong, not one number.")
+    picked = st.multiselect("Cross-validations", list(cv_sources), default=list(cv_sources)[:2],
+                            key="oof_sources")
+    if len(picked) >= 2:
+        from engine.evaluation.oof_compare import NotComparable
+        try:
+            comparison = oof_comparison(
+                tuple(str(cv_sources[name]) for name in picked), tuple(picked),
+                tuple((cv_sources[name] / "oof_predictions.csv").stat().st_mtime_ns for name in picked))
+        except NotComparable as err:
+            st.warning(f"Not comparable: {err}. Side by side needs cross-validations of the same "
+                       "data with the same seed and fold count.")
+        else:
+            st.dataframe(pd.DataFrame([{
+                "cross-validation": name, "CV accuracy": cv_view.mean_std(summary, "accuracy", 100, 1),
+                "CV ROC AUC": cv_view.mean_std(summary, "roc_auc", 1, 3), "out-of-fold errors": errors}
+                for name, summary, errors in zip(picked, comparison.summaries, comparison.errors())]),
+                hide_index=True, width="stretch")
+            counts = comparison.misclassified_by()
+            st.markdown(f"Of {len(comparison.paths)} out-of-fold images: **{counts[-1]} wrong in all "
+                        f"{len(picked)}**, " + ", ".join(f"{counts[k]} wrong in exactly {k}"
+                                                          for k in range(len(picked) - 1, 0, -1))
+                        + f", {counts[0]} right in all.")
+            shared = pd.DataFrame(comparison.error_rows())
+            if not shared.empty:
+                shared.insert(0, "file", shared["path"].map(lambda p: p.rsplit("/", 1)[-1]))
+                st.dataframe(shared.drop(columns=["path"]), hide_index=True, width="stretch",
+                             column_config={"mean_probability": st.column_config.NumberColumn(
+                                 "mean p(tumor)", format="%.3f")})
+                st.download_button("Download these errors (CSV)", shared.to_csv(index=False).encode(),
+                                   "oof_errors_compared.csv", "text/csv", key="oof_errors_csv")
 
 st.subheader("Open or delete")
 selected = st.selectbox("Run", ids)

@@ -614,3 +614,46 @@ def test_try_samples_draws_from_the_chosen_models_own_test_split(run_folder):
     drawn = [path for path, _ in at.session_state["samples"]]
     assert drawn and set(drawn) <= own_test
     assert any("this model's test split" in c.value for c in at.caption)
+
+
+def test_runs_page_compares_cross_validations_image_by_image(cv_folder):
+    """Two CVs on the same folds side by side (what bench/oof_compare.py prints): each
+    one's errors, how many images k of them get wrong, the shared errors and a CSV; a CV
+    of other images is refused with the reason."""
+    import csv
+    import shutil
+
+    from engine.evaluation.oof import fold_summary, out_of_fold_errors
+    other = cv_folder.parent / "fixture-cv-other"
+    if not other.exists():
+        shutil.copytree(cv_folder, other)
+        with open(cv_folder / "oof_predictions.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        for index, row in enumerate(rows):
+            if index % 4 == 0:  # a worse model: a quarter of the images turned around
+                row["logit"] = str(-float(row["logit"]))
+        with open(other / "oof_predictions.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    at = app_on("runs")
+    box = next(m for m in at.multiselect if m.label == "Cross-validations")
+    box.set_value(["cross-validation fixture-cv", "cross-validation fixture-cv-other"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(d.value for d in at.dataframe if "out-of-fold errors" in d.value.columns)
+
+    def errors_of(folder):
+        with open(folder / "oof_predictions.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        labels = np.array([int(r["label"]) for r in rows])
+        folds = np.array([int(r["fold"]) for r in rows])
+        logits = np.array([float(r["logit"]) for r in rows])
+        return out_of_fold_errors(fold_summary(labels, logits, folds, int(folds.max()) + 1))
+    assert table["out-of-fold errors"].tolist() == [errors_of(cv_folder), errors_of(other)]
+    assert errors_of(other) > errors_of(cv_folder)
+    assert any("wrong in all 2" in m.value for m in at.markdown)
+    shared = next(d.value for d in at.dataframe if "wrong_in" in d.value.columns)
+    assert set(shared["wrong_in"]) <= {1, 2} and len(shared) >= errors_of(other)
+    assert any(b.label == "Download these errors (CSV)" for b in at.get("download_button"))
+    box.set_value(["cross-validation fixture-cv", "shipped model (checkpoints/)"]).run()
+    assert any(w.value.startswith("Not comparable") for w in at.warning)
