@@ -157,6 +157,24 @@ def begin_segment(folder: str | os.PathLike, *, resume: bool, **fields) -> dict:
                         **fields)
 
 
+def preparation_progress(folder: str | os.PathLike, every_seconds: float = 1.0):
+    """A ``progress(done, total)`` callback for a manifest build (engine.data.manifest)
+    that records ``files_inspected`` and ``files_found`` in status.json, at most once per
+    ``every_seconds`` and always at the end: what the Train page's progress bar reads
+    while a large folder is scanned."""
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.time()
+        if done < total and now - last[0] < every_seconds:
+            return
+        last[0] = now
+        current = read_json(Path(folder) / STATUS_FILE, {}) or {}
+        write_status(folder, current.get("state", RUNNING), files_inspected=int(done), files_found=int(total))
+
+    return progress
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False

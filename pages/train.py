@@ -225,7 +225,13 @@ def live_panel():
                 + (f" · {duration(eta)} left" if eta else "") + (f" · {rate:.0f} images/s" if rate else ""))
         st.progress(fraction, text=text)
     elif state in runs.ACTIVE_STATES:
-        st.progress(0.0, text="preparing data (scanning, hashing, splitting) ...")
+        found, inspected = status.get("files_found"), status.get("files_inspected")
+        if found:
+            st.progress(min(inspected / found, 1.0), text=f"preparing data: {inspected:,} of {found:,} files "
+                        "decoded and hashed" + (" · grouping duplicates and splitting ..."
+                                                if inspected >= found else " ..."))
+        else:
+            st.progress(0.0, text="preparing data (scanning, hashing, splitting) ...")
     if epochs:
         show_epoch_metrics(source, epochs, config.get("config", {}), state)
     if epochs or steps:

