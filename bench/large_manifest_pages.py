@@ -116,15 +116,12 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from browser_latency import start_server
+    from browser_latency import launch_chromium, start_server
     runs_root = build(Path(args.source), Path(args.folder), args.rows)
     os.environ["BRAIN_RUNS_DIR"] = str(runs_root)
     results: dict[str, list[float]] = {}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync"])
+        browser = launch_chromium(playwright)
         for number in range(args.rounds):
             process, url = start_server()
             try:

@@ -20,8 +20,8 @@ from pathlib import Path
 from engine import runs
 from engine.runs import (
     ACTIVE_STATES, CONFIG_FILE, PROCESS_LOG_FILE,
-    PROJECT_ROOT, QUEUED, STATUS_FILE, STOPPED, RunError, active_runs, is_cv, new_run_id, pid_alive,
-    read_json, read_metrics, read_status, run_dir, validate_run_id, write_json_atomic, write_status,
+    PROJECT_ROOT, QUEUED, STATUS_FILE, STOPPED, RunError, active_runs, new_run_id, pid_alive,
+    read_json, read_status, run_dir, validate_run_id, write_json_atomic, write_status,
 )
 
 
@@ -95,11 +95,9 @@ def resume_run(folder: str | os.PathLike, python: str | None = None, env: dict |
         raise RunError(f"run {folder.name} is already {status['state']}")
     extra = []
     if epochs is not None:
-        if is_cv(folder):
-            raise RunError("a cross-validation cannot be extended; start a new one with more epochs")
-        done = len(read_metrics(folder, "epoch"))
-        if epochs <= done:
-            raise RunError(f"run {folder.name} has already trained {done} epochs; ask for more")
+        problem = runs.extension_problem(folder, epochs)
+        if problem:
+            raise RunError(problem)
         extra = ["--epochs", str(int(epochs))]
     write_status(folder, QUEUED, pid=None, error=None)
     _launch([python or sys.executable, "-m", "engine.launch", "--resume", str(folder), *extra], folder, env)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine import runs
 from engine.training.cli import build_parser, explicit_options, new_run_from_args
-from engine.training.launch import RequestError, launch
+from engine.training.launch import RequestError, launch, launch_request
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if cv:
             request["cv"] = {"folds": int(cv["folds"]), "evaluate_test": bool(cv.get("evaluate_test", True))}
             request["config"]["best_metric"] = "last"
-        folder.mkdir(parents=True, exist_ok=True)
-        runs.write_json_atomic(folder / runs.CONFIG_FILE, request)
-        return launch(folder)
+        return launch_request(folder, request)
     except RequestError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -330,6 +330,18 @@ def read_cv_summary(folder: str | os.PathLike) -> dict | None:
     return read_json(Path(folder) / CV_SUMMARY_FILE)
 
 
+def extension_problem(folder: str | os.PathLike, epochs: int) -> str:
+    """Why a run cannot be continued to ``epochs`` in total ("" if it can): asked by the
+    dashboard before any process starts, and by the launcher that extends it."""
+    folder = Path(folder)
+    if is_cv(folder):
+        return "a cross-validation cannot be extended; start a new one with more epochs"
+    done = len(read_metrics(folder, "epoch"))
+    if epochs <= done:
+        return f"run {folder.name} has already trained {done} epochs; ask for more"
+    return ""
+
+
 def can_resume(folder: str | os.PathLike) -> bool:
     """A stopped or failed run (or CV) with something to continue from."""
     folder = Path(folder)

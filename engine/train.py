@@ -11,7 +11,7 @@ from pathlib import Path
 from engine import runs
 from engine.config import TrainConfig
 from engine.training.cli import build_parser, explicit_options, new_run_from_args
-from engine.training.launch import RequestError, extend_request, launch, stored_workers
+from engine.training.launch import RequestError, extend_request, launch, launch_request, stored_workers
 from engine.training.loop import StopRequested, train_and_evaluate
 
 
@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if standalone and config.workers > 1:
             # A request for several workers: the one launcher builds the manifest once
             # and starts them (python -m engine.launch does the same).
-            folder.mkdir(parents=True, exist_ok=True)
-            runs.write_json_atomic(folder / runs.CONFIG_FILE, {"config": config.to_dict()})
-            return launch(folder)
+            return launch_request(folder, {"config": config.to_dict()})
         resume = False
     status = train_and_evaluate(config, folder, resume=resume, stop=stop)
     print(f"run folder: {folder}  status: {status['state']}"

@@ -192,26 +192,19 @@ def square(image: np.ndarray) -> np.ndarray:
 # per file version and shared by every session and rerun (cache_resource: no copy per
 # rerun; callers treat the result as read-only).
 
-def _stamp(path: Path) -> int:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return -1
-
-
 @st.cache_resource(max_entries=4, show_spinner="Reading the manifest ...")
-def _manifest_rows(path: str, stamp: int) -> tuple:
+def _manifest_rows(path: str, stamp: float) -> tuple:
     from engine.data.manifest import read_manifest
     return tuple(read_manifest(path))
 
 
 def manifest_rows(path: Path) -> tuple:
     """The manifest's rows (ManifestRow), parsed once per version of the file. Read-only."""
-    return _manifest_rows(str(path), _stamp(path))
+    return _manifest_rows(str(path), _mtime(path))
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _usable_by_group(path: str, stamp: int) -> dict:
+def _usable_by_group(path: str, stamp: float) -> dict:
     members: dict[int, list] = {}
     for row in _manifest_rows(path, stamp):
         if row.usable:
@@ -221,26 +214,26 @@ def _usable_by_group(path: str, stamp: int) -> dict:
 
 def usable_rows_by_group(path: Path) -> dict:
     """Duplicate group -> its usable manifest rows. Read-only."""
-    return _usable_by_group(str(path), _stamp(path))
+    return _usable_by_group(str(path), _mtime(path))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the label audit ...")
-def _label_issues(path: str, stamp: int) -> tuple:
+def _label_issues(path: str, stamp: float) -> tuple:
     from engine.evaluation.audit import read_issues
     return tuple(read_issues(path))
 
 
 def label_issues(path: Path) -> tuple:
     """Rows of a label_issues.csv (engine.evaluation.audit), most suspicious first. Read-only."""
-    return _label_issues(str(path), _stamp(path))
+    return _label_issues(str(path), _mtime(path))
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _data_issues(path: str, stamp: int) -> tuple:
+def _data_issues(path: str, stamp: float) -> tuple:
     from engine.data.health import read_issues
     return tuple(read_issues(path))
 
 
 def data_issues(path: Path) -> tuple:
     """Rows of a data_issues.csv (engine.data.health). Read-only."""
-    return _data_issues(str(path), _stamp(path))
+    return _data_issues(str(path), _mtime(path))

@@ -28,6 +28,15 @@ def _decode_to_uint8(path: bytes, size: int, crop: bool) -> np.ndarray:
         return np.zeros((int(size), int(size), 3), np.uint8)
 
 
+def _decoded(path, size: int, crop: bool):
+    """The graph op decoding one file (a string tensor) to uint8 [S, S, 3]. The file is
+    read in Python, not tf.io.read_file: a manifest address may name one slice of a
+    DICOM or NIfTI file (engine.data.scans)."""
+    image = tf.numpy_function(_decode_to_uint8, [path, size, crop], tf.uint8, stateful=False)
+    image.set_shape([size, size, 3])
+    return image
+
+
 def decoded_dataset(paths: list[str], labels: list[int], image_size: int,
                     cache: str = "memory", cache_path: str = "", *,
                     crop_to_head: bool = False, weights=None) -> tf.data.Dataset:
@@ -38,15 +47,8 @@ def decoded_dataset(paths: list[str], labels: list[int], image_size: int,
     targets = tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.float32))
     extra = () if weights is None else (tf.data.Dataset.from_tensor_slices(np.asarray(weights, np.float32)),)
 
-    def load(path):
-        # The file is read in Python, not tf.io.read_file: a manifest address may name
-        # one slice of a DICOM or NIfTI file (engine.data.scans).
-        image = tf.numpy_function(_decode_to_uint8, [path, image_size, crop_to_head],
-                                  tf.uint8, stateful=False)
-        image.set_shape([image_size, image_size, 3])
-        return image
-
-    images = files.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    images = files.map(lambda path: _decoded(path, image_size, crop_to_head),
+                       num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = tf.data.Dataset.zip((images, targets, *extra))
     if cache == "memory":
         dataset = dataset.cache()
@@ -110,10 +112,7 @@ class ImageSource:
             paths = tf.constant(self.paths)
 
             def decode(index):
-                image = tf.numpy_function(_decode_to_uint8, [tf.gather(paths, index), size, self.crop_to_head],
-                                          tf.uint8, stateful=False)
-                image.set_shape([size, size, 3])
-                return (image, *self._extras(index))
+                return (_decoded(tf.gather(paths, index), size, self.crop_to_head), *self._extras(index))
 
             return indices.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).batch(
                 batch, drop_remainder=drop_remainder)

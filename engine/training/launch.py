@@ -6,7 +6,8 @@ cross-validation. It is the one launcher: ``python -m engine.launch``, a multi-w
 ``python -m engine.launch``) all come here, for a fresh start and for a resume.
 
 Several workers: the manifest is built once, here, before any worker starts; every
-worker then reads the folder's manifest.csv (no worker scans the data again). Each worker is ``python -m engine.train`` with a ``TF_CONFIG`` that names all N on free
+worker then reads the folder's manifest.csv (no worker scans the data again). Each
+worker is ``python -m engine.train`` with a ``TF_CONFIG`` that names all N on free
 loopback ports; worker 0 is the chief and the only one writing the run folder. This is
 how the multi-worker path is tested on one machine, and how several processes share a
 big host. On several hosts, start ``python -m engine.train`` on each with its own
@@ -96,7 +97,6 @@ def run_workers(worker_argv: list[str], workers: int, folder: Path) -> int:
     return 0
 
 
-
 class RequestError(ValueError):
     """A run request that cannot start (the message says why)."""
 
@@ -113,12 +113,10 @@ def extend_request(folder: Path, epochs: int) -> None:
     """Continue a run to ``epochs`` in total: written into its config.json, so every
     process that resumes it (one, or each worker) reads the same longer schedule. The
     cosine schedule is stretched over the new total (a warm restart)."""
+    problem = runs.extension_problem(folder, epochs)
+    if problem:
+        raise RequestError(problem)
     request = runs.read_config_file(folder)
-    if "cv" in request:
-        raise RequestError("a cross-validation cannot be extended; start a new one with more epochs")
-    done = len(runs.read_metrics(folder, "epoch"))
-    if epochs <= done:
-        raise RequestError(f"{folder.name} has already trained {done} epochs; ask for more")
     request["config"] = {**request["config"], "epochs": int(epochs)}
     runs.write_json_atomic(folder / runs.CONFIG_FILE, request)
 
@@ -132,6 +130,15 @@ def _prepare_once(config: TrainConfig, folder: Path) -> None:
     setup_logging(folder)
     runs.begin_segment(folder, resume=False, phase=runs.PHASE_PREPARING)
     prepare_data(config, folder, resume=False)
+
+
+def launch_request(folder: str | os.PathLike, request: dict) -> int:
+    """Write ``request`` as the folder's config.json and launch it: a new run from the
+    command line (python -m engine.launch, or engine.train asked for several workers)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    runs.write_json_atomic(folder / runs.CONFIG_FILE, request)
+    return launch(folder)
 
 
 def launch(folder: str | os.PathLike, *, resume: bool = False, epochs: int | None = None) -> int:
