@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 FILES = ["model.json", "config.json", "manifest.csv", "data_summary.json", "eval_test.json",
          "predictions_test.csv", "eval_oof.json", "predictions_oof.csv", "cv_summary.json",
          "oof_predictions.csv", "label_issues.csv", "ood.npz", "data_health.json", "data_issues.csv",
-         "neighbours.npz"]
+         "neighbours.npz", "appearance.npz"]
 OPTIONAL = ["keras_comparison.json"]
 STALE = ["eval_val.json", "predictions_val.csv"]  # a single run's files, not a CV's
 CI_SAMPLE = 250
@@ -37,6 +37,17 @@ def build_neighbours(source: Path) -> None:
     pool = [r for r in read_manifest(source / "manifest.csv") if r.usable and r.split != "test"]
     _, features = predict_outputs(load_model(source), [r.path for r in pool])
     print("neighbours:", neighbours.build(source, pool, features))
+
+
+def build_appearance(source: Path) -> None:
+    """appearance.npz for a CV folder made before the pixel-appearance flag existed:
+    one Gaussian per fold member on the out-of-fold pool's descriptors (what
+    engine.training.cv.summarize now writes)."""
+    from engine.data.manifest import read_manifest
+    from engine.serving import appearance
+    pool = [r for r in read_manifest(source / "manifest.csv") if r.usable and r.split != "test"]
+    folds = json.loads((source / "cv_summary.json").read_text())["folds_count"]
+    print("appearance:", appearance.fit_for_folder(source, pool, [r.fold for r in pool], members=folds))
 
 
 def build_health(source: Path) -> None:
@@ -66,6 +77,8 @@ def main(source_dir: str) -> None:
         build_neighbours(source)
     if not (source / "data_health.json").exists():
         build_health(source)
+    if not (source / "appearance.npz").exists():
+        build_appearance(source)
     if (target / "export").exists():
         shutil.rmtree(target / "export")
     shutil.copytree(source / "export", target / "export")

@@ -152,8 +152,9 @@ def test_a_single_run_gets_ood_statistics_and_reports_the_flagged_share(trained_
     val) and evaluation reports the share of the split flagged."""
     from engine.serving.inference import load_model
     folder, _ = trained_run
-    assert (folder / "ood.npz").exists()
-    assert load_model(folder).ood is not None
+    assert (folder / "ood.npz").exists() and (folder / "appearance.npz").exists()
+    model = load_model(folder)
+    assert model.ood is not None and model.appearance is not None
     for split in ("val", "test"):
         share = json.loads((folder / f"eval_{split}.json").read_text())["ood_flagged_share"]
         assert share is not None and 0.0 <= share <= 1.0

@@ -156,13 +156,34 @@ def fit_ood_for_run(model_dir: Path, train_rows, val_rows, model=None):
     held_out = np.array([-1] * len(train_rows) + [0] * len(val_rows))
     gaussians = fit(features, held_out)
     gaussians.save(Path(model_dir) / OOD_FILE)
+    from engine.serving import appearance
+    pixels = appearance.fit_for_folder(model_dir, list(train_rows) + list(val_rows), held_out, members=1)
     # The nearest-training-image pool of a single run: its training images.
     from engine.serving import neighbours
     chosen = neighbours.build(model_dir, train_rows, train_features, folds=[-1] * len(train_rows))
     fitted = model.replace(ood=FeatureGaussians.load(Path(model_dir) / OOD_FILE),  # as a later load sees them
-                           neighbours=neighbours.NeighbourIndex.load(model_dir))
-    return ({"ood_thresholds": gaussians.thresholds.tolist(), "seen_threshold": chosen["seen_threshold"]},
-            fitted)
+                           neighbours=neighbours.NeighbourIndex.load(model_dir),
+                           appearance=appearance.load(model_dir))
+    return ({"ood_thresholds": gaussians.thresholds.tolist(), "seen_threshold": chosen["seen_threshold"],
+             **pixels}, fitted)
+
+
+def flagged_share(model, paths: list[str], features) -> float | None:
+    """Share of images the out-of-distribution flag would stop on Predict: the feature
+    flag or any pixel check (engine.serving.input_check with the model's appearance
+    statistics); None when the model has no feature statistics."""
+    flags, _ = model.ood_flags(features)
+    if flags is None:
+        return None
+    from engine.data.imageio import ImageDecodeError, decode_path
+    flags = np.array(flags, bool)
+    for index, path in enumerate(paths):
+        if not flags[index]:
+            try:
+                flags[index] = bool(model.pixel_findings(decode_path(path)))
+            except (ImageDecodeError, OSError):
+                pass
+    return float(np.mean(flags)) if len(flags) else None
 
 
 def calibrate_on_validation(model, val_rows, method: str = "youden",
@@ -257,8 +278,7 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
     reviewed = reviewed_report(rows, logits, model.threshold, model.temperature)
     if reviewed:
         report["with_reviewed_labels"] = reviewed
-    flags, _ = model.ood_flags(features)
-    report["ood_flagged_share"] = None if flags is None else float(np.mean(flags))
+    report["ood_flagged_share"] = flagged_share(model, [r.path for r in rows], features)
     report.update({"split": split, "model_dir": str(model_dir), "seconds": time.time() - started,
                    "threshold_method": info.get("threshold_method", "default 0.5"),
                    "evaluated_at": time.time()})

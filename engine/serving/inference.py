@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from engine.serving import input_check
+from engine.serving import appearance, input_check
 from engine.serving.calibration import calibrated
 from engine.serving.neighbours import NeighbourIndex
 from engine.serving.ood import OOD_FILE, FeatureGaussians
@@ -47,6 +47,7 @@ class LoadedModel:
     members: int = 1
     ood: object = field(default=None, repr=False)  # engine.serving.ood.FeatureGaussians, if fitted
     neighbours: object = field(default=None, repr=False)  # engine.serving.neighbours.NeighbourIndex, if stored
+    appearance: object = field(default=None, repr=False)  # engine.serving.appearance statistics, if fitted
     saved: object = field(default=None, repr=False, compare=False)  # keeps the SavedModel's signatures alive
 
     def replace(self, **changes) -> "LoadedModel":
@@ -85,6 +86,11 @@ class LoadedModel:
             return None, None
         scores = self.ood.scores(features)
         return scores > 1.0, scores
+
+    def pixel_findings(self, rgb: np.ndarray) -> list[tuple[str, float]]:
+        """[(reason, score > 1)] of every pixel check a decoded image fails
+        (engine.serving.input_check, with this model's appearance statistics)."""
+        return input_check.findings(rgb, self.appearance)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Calibrated tumor probabilities (temperature applied) for [N, S, S, 3] in [0, 1]."""
@@ -132,7 +138,8 @@ def load_model(directory: str | Path | None = None) -> LoadedModel:
                         crop_to_head=bool(info.get("crop_to_head", False)),
                         members=int(info.get("members", 1)),
                         ood=FeatureGaussians.load(directory / OOD_FILE),
-                        neighbours=NeighbourIndex.load(directory), saved=loaded)
+                        neighbours=NeighbourIndex.load(directory), appearance=appearance.load(directory),
+                        saved=loaded)
     return model
 
 
@@ -184,7 +191,7 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
             results.append(Prediction(slice_name, source=name, slice_index=index,
                                       identifiers_withheld=withheld, image=model.view(rgb)))
             ready.append((len(results) - 1, model.model_input(rgb)))
-            pixel_findings[len(results) - 1] = input_check.findings(rgb)
+            pixel_findings[len(results) - 1] = model.pixel_findings(rgb)
     for start in range(0, len(ready), batch_size):
         chunk = ready[start:start + batch_size]
         batch = np.stack([image for _, image in chunk])

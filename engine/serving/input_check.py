@@ -9,6 +9,10 @@ field, and not mostly bright (a slice is a body on a dark background). Threshold
 calibrated on Br35H's 3,000 slices, where none trips (README, "Out-of-distribution
 flag"), and on the pydicom and nibabel sample scans. Pure NumPy and Pillow.
 
+The fixed checks say what no slice is; a model's own appearance statistics
+(engine.serving.appearance, fitted on its training images) say what its slices are: a
+grey photograph passes the three fixed checks and the feature flag, and trips this one.
+
 Each check gives a score that is > 1 when it trips, on the same scale as the feature
 flag, so one number (the largest) says how far an input is from a slice.
 """
@@ -27,8 +31,10 @@ COLOUR_LIMIT = 16.0
 _SIDE = 128
 
 
-def findings(rgb: np.ndarray) -> list[tuple[str, float]]:
-    """[(reason, score > 1)] of every check the picture fails; [] for a plausible slice."""
+def findings(rgb: np.ndarray, appearance=None) -> list[tuple[str, float]]:
+    """[(reason, score > 1)] of every check the picture fails; [] for a plausible slice.
+    ``appearance``: a model's fitted pixel statistics (engine.serving.appearance), which
+    add the check "do its pixels look like this model's training slices"."""
     small = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((_SIDE, _SIDE), Image.BILINEAR),
                        np.float32)
     found = []
@@ -42,4 +48,10 @@ def findings(rgb: np.ndarray) -> list[tuple[str, float]]:
     mean = float(grey.mean())
     if mean > BRIGHT_MEAN:
         found.append(("mostly bright (a slice is a body on a dark background)", mean / BRIGHT_MEAN))
+    if appearance is not None:
+        from engine.serving.appearance import scores
+        score = scores(appearance, rgb)
+        if score > 1.0:
+            found.append((f"its pixels (dark surround, layout, edges, texture) lie {score:.1f}x beyond the "
+                           "99th percentile of unseen training-like images", score))
     return found

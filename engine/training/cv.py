@@ -248,6 +248,9 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     if pool_features is not None:
         ensemble = ensemble.replace(ood=fit(pool_features, np.array([r.fold for r in pool])))
         ensemble.ood.save(cv_dir / OOD_FILE)
+        from engine.serving import appearance
+        appearance.fit_for_folder(cv_dir, pool, np.array([r.fold for r in pool]), members=folds)
+        ensemble = ensemble.replace(appearance=appearance.load(cv_dir))
         from engine.serving import neighbours
         chosen = neighbours.build(cv_dir, pool, pool_features)
         log.info("nearest-neighbour pool: %d images, seen-in-training threshold %.4f",
@@ -276,9 +279,9 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     if test:
         ensemble = ensemble.replace(temperature=temperature, threshold=threshold)
         test_members, test_features = predict_outputs(ensemble, [r.path for r in test])
-        flags, _ = ensemble.ood_flags(test_features)
+        from engine.evaluation.evaluate import flagged_share
         summary["test"] = _write_test_evaluation(cv_dir, test, test_members, temperature, threshold,
-                                                 None if flags is None else float(np.mean(flags)))
+                                                 flagged_share(ensemble, [r.path for r in test], test_features))
     summary.update({"folds_count": folds, "images_cv": len(pool), "images_test": len(test),
                     "threshold": threshold, "temperature": temperature,
                     "config": config.to_dict(), "written_at": time.time()})
