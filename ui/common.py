@@ -107,10 +107,10 @@ def selected_model_dir() -> Path:
 
 @st.cache_resource(show_spinner="Loading the model ...")
 def loaded_model(directory: str, stamp: float):
-    """The model in ``directory``; ``stamp`` (model.json's mtime) reloads it after a
-    recalibration."""
+    """The model in ``directory``, warmed up; ``stamp`` (model.json's mtime) reloads it
+    after a recalibration."""
     from engine.serving.inference import load_model
-    return load_model(directory)
+    return load_model(directory).warm_up()
 
 
 def model_stamp(directory: Path) -> float:

@@ -54,6 +54,17 @@ class LoadedModel:
         """A copy with ``changes`` (e.g. threshold and temperature); self is unchanged."""
         return dataclasses.replace(self, **changes)
 
+    def warm_up(self) -> "LoadedModel":
+        """Run both signatures once on a blank slice and return self. TensorFlow creates
+        a function's kernels on its first call (0.64 s for the shipped ensemble's Grad-CAM
+        signature and 0.23 s for the plain one, against 0.02 s and 0.01 s after), so a
+        server that loads a model behind a spinner warms it there, not in the user's
+        first upload."""
+        blank = np.zeros([1, self.image_size, self.image_size, 3], np.float32)
+        self.explain_all(blank)
+        self.outputs(blank)
+        return self
+
     def view(self, rgb: np.ndarray) -> np.ndarray:
         """The decoded image as the model frames it (cropped to the head if the model
         was trained so), at its own resolution: what heat maps are drawn over."""
