@@ -9,7 +9,9 @@ Chromium through Playwright:
   page's title (first drawing), and to the upload box (the model loaded);
 - warm Predict page: the same URL again on the warm server;
 - warm upload of 4 Br35H test slices to their 4 results (the results table and every
-  card's probability or "not assessed" drawn).
+  card's probability or "not assessed" drawn);
+- warm "Try samples" in a new browser tab: 4 slices drawn from the model's test split
+  to their 4 results.
 
 Prints one line per measurement and the median over rounds; each round starts its own
 server for the cold figure.
@@ -86,8 +88,18 @@ def one_round(browser, slices: list[str]) -> dict:
         done.nth(len(slices) - 1).wait_for(state="attached")
         upload = time.perf_counter() - started
         page.close()
+        page = browser.new_page()
+        page.set_default_timeout(120_000)
+        page.goto(f"{url}/predict")
+        page.get_by_text("Upload one or more images").wait_for()
+        started = time.perf_counter()
+        page.get_by_role("button", name="Try samples from the test split").click()
+        page.get_by_text(re.compile(r"probability \d\.\d{3}")).nth(3).wait_for(state="attached")
+        samples = time.perf_counter() - started
+        page.close()
         return {"cold: Predict title drawn": title, "cold: Predict ready (model loaded)": cold,
-                "warm: Predict ready": warm, "warm: upload of 4 slices to 4 results": upload}
+                "warm: Predict ready": warm, "warm: upload of 4 slices to 4 results": upload,
+                "warm: Try samples (4) to 4 results": samples}
     finally:
         process.terminate()
         process.wait(timeout=20)
