@@ -38,14 +38,14 @@ def test_fitted_statistics_pass_unseen_slices_and_flag_other_pictures(tmp_path):
     gaussians = appearance.fit_appearance(np.concatenate([train, held]), np.array([-1] * 160 + [0] * 40), members=1)
     gaussians.save(tmp_path / appearance.APPEARANCE_FILE)
     loaded = appearance.load(tmp_path)
-    unseen = [appearance.scores(loaded, slice_like(rng)) for _ in range(40)]
+    unseen = [appearance.score(loaded, slice_like(rng)) for _ in range(40)]
     assert np.mean(np.array(unseen) > 1) <= 0.1, unseen
     yy, xx = np.mgrid[:96, :96]
     others = {"noise": rng.integers(0, 256, (96, 96)), "gradient": xx * 2.6,
               "bright page": np.full((96, 96), 230) - 200 * ((yy // 12) % 2 == 0) * (xx > 10)}
     for name, grey in others.items():
         picture = np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-        assert appearance.scores(loaded, picture) > 1.5, name
+        assert appearance.score(loaded, picture) > 1.5, name
 
 
 def test_unreadable_files_are_left_out_of_the_fit(tmp_path):

@@ -175,14 +175,19 @@ def flagged_share(model, paths: list[str], features) -> float | None:
     flags, _ = model.ood_flags(features)
     if flags is None:
         return None
-    from engine.data.imageio import ImageDecodeError, decode_path
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.data.imageio import ImageDecodeError, decode_path, decode_workers
+
+    def pixels_flag(path: str) -> bool:
+        try:
+            return bool(model.pixel_findings(decode_path(path)))
+        except (ImageDecodeError, OSError):  # counted by the evaluation's own error handling
+            return False
     flags = np.array(flags, bool)
-    for index, path in enumerate(paths):
-        if not flags[index]:
-            try:
-                flags[index] = bool(model.pixel_findings(decode_path(path)))
-            except (ImageDecodeError, OSError):
-                pass
+    unflagged = [index for index in range(len(paths)) if not flags[index]]
+    with ThreadPoolExecutor(decode_workers()) as pool:  # Pillow and NumPy release the GIL
+        flags[unflagged] = list(pool.map(pixels_flag, [paths[index] for index in unflagged]))
     return float(np.mean(flags)) if len(flags) else None
 
 

@@ -109,7 +109,7 @@ def fit_appearance(descriptors: np.ndarray, held_out_member: np.ndarray, members
     return fit(stacked, np.asarray(held_out_member)[keep])
 
 
-def scores(gaussians: FeatureGaussians, rgb: np.ndarray) -> float:
+def score(gaussians: FeatureGaussians, rgb: np.ndarray) -> float:
     """The appearance score of one image (> 1: its pixels are unlike the training slices')."""
     members = gaussians.means.shape[0]
     return float(gaussians.scores(np.repeat(descriptor(rgb)[None, None, :], members, axis=1))[0])

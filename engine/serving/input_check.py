@@ -49,8 +49,8 @@ def findings(rgb: np.ndarray, appearance=None) -> list[tuple[str, float]]:
     if mean > BRIGHT_MEAN:
         found.append(("mostly bright (a slice is a body on a dark background)", mean / BRIGHT_MEAN))
     if appearance is not None:
-        from engine.serving.appearance import scores
-        score = scores(appearance, rgb)
+        from engine.serving.appearance import score as appearance_score
+        score = appearance_score(appearance, rgb)
         if score > 1.0:
             found.append((f"its pixels (dark surround, layout, edges, texture) lie {score:.1f}x beyond the "
                            "99th percentile of unseen training-like images", score))
