@@ -110,6 +110,11 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(data, tmp_
     # a relative 1e-6 per step that Adam carries along (seen: 6e-7 after 8 steps).
     assert len(one) == len(two) == 8
     assert two == pytest.approx(one, rel=1e-4)
+    # Validation: the workers each score half of the val split (padded to equal steps)
+    # and gather; the figures are those of one process scoring all of it.
+    for key in ("val/loss", "val/accuracy", "val/auc"):
+        assert ([r[key] for r in runs.read_metrics(multi, "epoch")]
+                == pytest.approx([r[key] for r in runs.read_metrics(single, "epoch")], rel=1e-4, abs=1e-6)), key
     stored = runs.read_config_file(multi)
     assert stored["environment"]["workers"] == 2 and stored["derived"]["replicas"] == 2
     assert runs.read_status(multi)["state"] == "finished"
@@ -165,8 +170,9 @@ def test_a_killed_worker_fails_the_run_within_the_timeout(data, tmp_path, launch
 
 def test_each_worker_decodes_only_its_shard_and_every_image_once_per_epoch(data, tmp_path):
     """Counted in the real worker processes (tests/decode_counter): with no cache, every
-    training image is decoded exactly once per epoch, always by the same one worker,
-    and the two workers' shards split the training images in halves."""
+    training image and every val image is decoded exactly once per epoch, always by the
+    same one worker, and the two workers split the training images and the val images
+    in halves."""
     from collections import Counter
 
     from engine.data.manifest import read_manifest
@@ -179,7 +185,7 @@ def test_each_worker_decodes_only_its_shard_and_every_image_once_per_epoch(data,
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     train = {r.path for r in read_manifest(folder / "manifest.csv") if r.usable and r.split == "train"}
-    trained_until = runs.read_metrics(folder, "epoch")[-1]["time"]  # then the chief evaluates
+    trained_until = runs.read_metrics(folder, "epoch")[-1]["time"]  # validated; then the chief evaluates
     decodes = [json.loads(line) for line in decode_log.read_text().splitlines()]
     during = [d for d in decodes if d["path"] in train and d["time"] <= trained_until]
     assert {d["worker"] for d in during} == {0, 1}
@@ -187,4 +193,10 @@ def test_each_worker_decodes_only_its_shard_and_every_image_once_per_epoch(data,
     assert not shard[0] & shard[1] and shard[0] | shard[1] == train
     assert abs(len(shard[0]) - len(shard[1])) <= 1
     assert set(Counter(d["path"] for d in during).values()) == {epochs}
+    val = {r.path for r in read_manifest(folder / "manifest.csv") if r.usable and r.split == "val"}
+    scored = [d for d in decodes if d["path"] in val and d["time"] <= trained_until]
+    part = {w: {d["path"] for d in scored if d["worker"] == w} for w in (0, 1)}
+    assert not part[0] & part[1] and part[0] | part[1] == val
+    assert abs(len(part[0]) - len(part[1])) <= 1
+    assert set(Counter(d["path"] for d in scored).values()) == {epochs}
     assert "data shards: " in (folder / "train.log").read_text()

@@ -121,3 +121,22 @@ def test_several_workers_need_one_shard_each():
         resolve_shards(tiny_config(data_shards=4), 2)
     with pytest.raises(ValueError, match="not divisible"):
         resolve_shards(tiny_config(batch_size=9, data_shards=2), 1)
+
+
+def test_a_workers_val_part_is_padded_to_whole_batches_with_blank_labelled_images(tmp_path):
+    """Several workers score their own part of the val split in the same number of equal
+    steps: every real image once in file order, then blank images labelled PADDING_LABEL."""
+    import pytest
+    paths = _write_pngs(tmp_path)[:5]
+    for cache in ("memory", "none"):
+        source = pipeline.ImageSource(paths, [1, 0, 1, 0, 1], 16, cache)
+        batches = list(pipeline.padded_eval_dataset(source, 4, 8))
+        assert [b[0].shape[0] for b in batches] == [4, 4]
+        images = np.concatenate([b[0].numpy() for b in batches])
+        labels = np.concatenate([b[1].numpy() for b in batches])
+        assert labels.tolist() == [1, 0, 1, 0, 1] + [pipeline.PADDING_LABEL] * 3
+        plain = np.concatenate([b[0].numpy() for b in pipeline.eval_dataset(source, 4)])
+        np.testing.assert_array_equal(images[:5], plain)
+        assert not images[5:].any()
+        with pytest.raises(ValueError, match="cannot pad"):
+            pipeline.padded_eval_dataset(source, 4, 4)

@@ -252,6 +252,23 @@ def eval_dataset(decoded, global_batch: int) -> tf.data.Dataset:
     return batches.map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
+PADDING_LABEL = -1.0  # a blank image that fills a worker's last evaluation batches
+
+
+def padded_eval_dataset(source: ImageSource, batch: int, length: int) -> tf.data.Dataset:
+    """Every image of ``source`` once in file order, then blank images labelled
+    PADDING_LABEL up to ``length`` (not decoded), in batches of ``batch``. Workers that
+    each evaluate their own part of a split must run the same number of steps of the
+    same shape (each step's gather is a collective that needs every worker); whoever
+    reads the results drops the padding by its label."""
+    if length < source.count:
+        raise ValueError(f"cannot pad {source.count} images to {length}")
+    size = source.image_size
+    blank = tf.data.Dataset.from_tensors((tf.zeros([size, size, 3], tf.uint8), tf.constant(PADDING_LABEL)))
+    images = source.batches(batch).unbatch().concatenate(blank.repeat(length - source.count))
+    return images.batch(batch).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
 def steps_for(count: int, global_batch: int, *, drop_remainder: bool) -> int:
     if drop_remainder and count >= global_batch:
         return count // global_batch

@@ -379,7 +379,10 @@ def _build_inputs(config: TrainConfig, folder: Path, strategy, role, train_rows,
     weights = _loss_weights(config, train_rows)
     parts = pipeline.shard_indices(len(train_rows), shard_count, config.seed)
     mine = range(shard_count) if role.workers == 1 else [role.task_index]
-    local_count = sum(len(parts[index]) for index in mine) + len(val_rows)
+    # Several workers split the val split too (worker k takes every k-th image), so no
+    # worker decodes what another one does.
+    my_val = val_rows if role.workers == 1 else val_rows[role.task_index::role.workers]
+    local_count = sum(len(parts[index]) for index in mine) + len(my_val)
     cache, reason = choose_cache(config.cache, local_count, config.image_size)
     log.info("decoded images: %s", reason)
     cache_dir = config.cache_dir or str(folder.resolve().parent / ".decoded_cache")
@@ -399,11 +402,14 @@ def _build_inputs(config: TrainConfig, folder: Path, strategy, role, train_rows,
         log.info("data shards: %d of %d training images in shard(s) %s of %d decoded by this process",
                  sum(count for _, _, count in shards), len(train_rows),
                  ", ".join(str(i) for i, _, _ in shards), shard_count)
-    val_source = pipeline.ImageSource([r.path for r in val_rows], [r.label for r in val_rows],
+    val_source = pipeline.ImageSource([r.path for r in my_val], [r.label for r in my_val],
                                       config.image_size, cache, crop_to_head=config.crop_to_head,
                                       cache_dir=cache_dir)
-    val_batches = strategy.experimental_distribute_dataset(
-        _sharded(pipeline.eval_dataset(val_source, config.batch_size)))
+    if role.workers == 1:
+        val_batches = strategy.experimental_distribute_dataset(
+            _sharded(pipeline.eval_dataset(val_source, config.batch_size)))
+    else:
+        val_batches = _worker_val_batches(strategy, val_source, len(val_rows), role.workers, local_batch)
     return TrainInputs(config, strategy, shards, shard_count, config.batch_size, val_batches,
                        multi_worker=role.workers > 1)
 
@@ -541,10 +547,10 @@ def _run_epochs(loop: "EpochLoop", state: TrainingState, inputs: TrainInputs, de
             state.weight_average.copy_statistics()
             loop.statistics_pass(inputs.batches(config.training_seed * 10_007 + epoch + 500_000,
                                                 take=STATISTICS_BATCHES))
-        record = {"kind": names.KIND_EPOCH, "epoch": epoch + 1,
-                  "step": int(optimizer.iterations.numpy()), "time": time.time()}
+        record = {"kind": names.KIND_EPOCH, "epoch": epoch + 1, "step": int(optimizer.iterations.numpy())}
         record.update(totals.summary)
         record.update(_validate(loop.eval_step, inputs.val_batches))
+        record["time"] = time.time()  # when the epoch's figures were known, validation included
         eta = loop.eta_seconds(int(optimizer.iterations.numpy()))
         record[names.EPOCH_SECONDS] = time.time() - epoch_start
         record[names.ETA_SECONDS] = eta
@@ -584,6 +590,24 @@ def _finish(config: TrainConfig, folder: Path, derived: Derived, best_manager, s
         return status(folder, runs.STOPPED, ended=time.time(), phase=None, error=None,
                       stopped_by=stopped_by)
     return status(folder, runs.FINISHED, ended=time.time(), phase=None)
+
+
+def _worker_val_batches(strategy, source, total: int, workers: int, local_batch: int):
+    """This worker's part of the val split as distributed batches: padded to the same
+    whole number of local batches on every worker (the largest part, rounded up), so all
+    workers run the same eval steps; _validate drops the padding after the gather."""
+    import math
+
+    from engine.data import pipeline
+    length = math.ceil(math.ceil(total / workers) / local_batch) * local_batch
+    dataset = pipeline.padded_eval_dataset(source, local_batch, length)
+
+    def worker_input(context):
+        here = context.num_replicas_in_sync // context.num_input_pipelines
+        if here <= 1:
+            return dataset
+        return dataset.unbatch().batch(local_batch // here)
+    return strategy.distribute_datasets_from_function(worker_input)
 
 
 def _sharded(dataset):
@@ -644,14 +668,17 @@ def _split_metrics(split: str, labels, probabilities) -> dict:
 def _validate(eval_step, val_batches) -> dict:
     """Val loss and metrics of the evaluated model, in inference mode, every image once."""
     import numpy as np
+    from engine.data.pipeline import PADDING_LABEL
     probs, labels, losses = [], [], []
     for batch in val_batches:
         p, y, loss = eval_step(batch)
         probs.append(p.numpy())
         labels.append(y.numpy())
         losses.append(loss.numpy())
-    return {names.VAL_LOSS: float(np.mean(np.concatenate(losses))),
-            **_split_metrics("val", np.concatenate(labels), np.concatenate(probs))}
+    labels = np.concatenate(labels)
+    real = labels != PADDING_LABEL  # workers pad their parts to equal steps
+    return {names.VAL_LOSS: float(np.mean(np.concatenate(losses)[real])),
+            **_split_metrics("val", labels[real], np.concatenate(probs)[real])}
 
 
 def _log_epoch(record: dict, epochs: int) -> None:
