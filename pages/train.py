@@ -75,9 +75,10 @@ with st.expander("Start a new training run", expanded=not runs.active_runs(runs_
             help="Each training image's loss weighted by 1/(copies of its slice)^power, mean 1: at 1 a "
             "slice copied 40 times counts as much as a slice with no copies")
         workers = c1.number_input("Workers (processes)", 1, 16, 1,
-                                  help="Above 1: one run as several local worker processes under "
-                                  "MultiWorkerMirroredStrategy (python -m engine.launch); each decodes "
-                                  "and caches only its share of the training images")
+                                  help="Above 1: one run (or each fold of a cross-validation) as "
+                                  "several local worker processes under MultiWorkerMirroredStrategy "
+                                  "(python -m engine.launch); each decodes and caches only its share "
+                                  "of the images")
         parallel = c3.checkbox("Allow a run in parallel with one already training")
         submitted = st.form_submit_button("Start training", type="primary")
 
@@ -98,8 +99,6 @@ if submitted:
                 raise ValueError("cross-validation needs at least 2 folds (0 = one ordinary run)")
             if int(folds) >= 2:
                 config = config.replace(best_metric="last")
-                if int(workers) > 1:
-                    raise ValueError("cross-validation runs on one worker; set Workers to 1")
             found_images, _ = discover(values["data_dir"] or None)
             if config.label_review:
                 # Refused before any run folder exists: a typo must not start a run

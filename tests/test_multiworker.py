@@ -200,3 +200,64 @@ def test_each_worker_decodes_only_its_shard_and_every_image_once_per_epoch(data,
     assert abs(len(part[0]) - len(part[1])) <= 1
     assert set(Counter(d["path"] for d in scored).values()) == {epochs}
     assert "data shards: " in (folder / "train.log").read_text()
+
+
+def test_a_cross_validation_trains_each_fold_on_two_workers(data, tmp_path):
+    """``python -m engine.launch --workers 2 --folds 2``: the data are scanned once, by
+    the launcher; each fold runs as two worker processes (the chief writes the fold
+    folder); the CV is summarised like any other, every pool image with exactly one
+    out-of-fold prediction."""
+    import csv
+
+    from engine.data.manifest import read_manifest
+    config = _config_file(tmp_path, data, epochs=1)
+    folder = tmp_path / "cv"
+    out = subprocess.run([sys.executable, "-m", "engine.launch", "--workers", "2", "--folds", "2", "--config",
+                          str(config), "--run-dir", str(folder)], cwd=ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, (out.stdout[-1500:], out.stderr[-2000:])
+    assert runs.read_status(folder)["state"] == "finished"
+    summary = json.loads((folder / "cv_summary.json").read_text())
+    assert summary["folds_count"] == 2 and summary["config"]["workers"] == 2
+    for fold in (0, 1):
+        fold_folder = folder / f"fold_{fold}"
+        assert runs.read_status(fold_folder)["state"] == "finished"
+        stored = runs.read_config_file(fold_folder)
+        assert stored["environment"]["workers"] == 2 and stored["derived"]["replicas"] == 2
+        log = (fold_folder / "train.log").read_text()
+        assert "using the run's own manifest" in log and "data shards: " in log
+        assert not list(fold_folder.rglob("worker1*"))
+    cv_log = (folder / "train.log").read_text()
+    assert "fold 1/2: training on 2 workers" in cv_log and "fold 2/2: training on 2 workers" in cv_log
+    pool = {r.path for r in read_manifest(folder / "manifest.csv") if r.usable and r.split != "test"}
+    with open(folder / "oof_predictions.csv") as handle:
+        predicted = [row["path"] for row in csv.DictReader(handle)]
+    assert sorted(predicted) == sorted(pool)
+
+
+def test_a_stopped_cross_validation_on_two_workers_resumes_its_fold(data, tmp_path):
+    """SIGTERM to the launcher of a 2-worker CV reaches both workers of the running fold:
+    the fold stops with a checkpoint, the CV is recorded as stopped and starts no further
+    fold; ``--resume`` continues that fold on two workers and finishes the CV."""
+    config = _config_file(tmp_path, data, epochs=4)
+    folder = tmp_path / "cv"
+    launcher = subprocess.Popen([sys.executable, "-m", "engine.launch", "--workers", "2", "--folds", "2",
+                                 "--config", str(config), "--run-dir", str(folder)], cwd=ROOT, env=_env(),
+                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_steps(folder / "fold_0", launcher, count=1)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=180) == 0
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert runs.read_status(folder)["state"] == "stopped"
+    assert runs.read_status(folder / "fold_0")["state"] == "stopped"
+    assert not (folder / "fold_1" / "status.json").exists()
+    out = subprocess.run([sys.executable, "-m", "engine.launch", "--resume", str(folder)], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert runs.read_status(folder)["state"] == "finished"
+    assert "resumed from" in (folder / "fold_0" / "train.log").read_text()
+    assert "fold 1/2: resuming on 2 workers" in (folder / "train.log").read_text()
+    assert [r["epoch"] for r in runs.read_metrics(folder / "fold_0", "epoch")] == [1, 2, 3, 4]

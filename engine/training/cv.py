@@ -95,6 +95,14 @@ def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
     return rows
 
 
+def prepare_fold(cv_dir: Path, rows, fold: int, config: TrainConfig) -> Path:
+    """The folder of fold ``fold`` with its manifest (its train and val split of the
+    pool, the test split unchanged), written once; returns the folder."""
+    folder = fold_dir(cv_dir, fold)
+    _write_fold_folder(rows, fold, folder, config)
+    return folder
+
+
 def _write_fold_folder(rows, fold: int, folder: Path, config: TrainConfig) -> None:
     from engine.data.manifest import write_manifest
     from engine.data.splits import split_summary
@@ -112,11 +120,13 @@ def _write_fold_folder(rows, fold: int, folder: Path, config: TrainConfig) -> No
 
 
 def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *,
-                   stop=None, evaluate_test: bool = True) -> dict:
+                   stop=None, evaluate_test: bool = True, train_fold=None) -> dict:
     """Train every unfinished fold of ``cv_dir`` (resuming a fold that has
     checkpoints), then summarise and export the ensemble. Returns the CV status.
     ``evaluate_test=False`` leaves the test split unseen: for comparing recipes, which
-    must be chosen on the folds alone."""
+    must be chosen on the folds alone. ``train_fold(config, cv_dir, rows, fold, folds,
+    stop) -> status`` trains one fold; by default in this process, and the launcher
+    passes one that runs each fold on several worker processes."""
     from engine.training.progress import setup_logging
     from engine.training.loop import StopRequested
     cv_dir = Path(cv_dir)
@@ -133,8 +143,11 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
         for fold in range(folds):
             if runs.read_status(fold_dir(cv_dir, fold)).get("state") == runs.FINISHED:
                 continue
+            if stop.requested:  # asked to stop between two folds
+                return runs.write_status(cv_dir, runs.STOPPED, ended=time.time(), fold=fold,
+                                         stopped_by=stop.signal_name)
             runs.write_status(cv_dir, runs.RUNNING, fold=fold, folds=folds)
-            status = _train_fold(config, cv_dir, rows, fold, folds, stop)
+            status = (train_fold or _train_fold)(config, cv_dir, rows, fold, folds, stop)
             setup_logging(cv_dir)
             if status["state"] != runs.FINISHED:
                 log.info("fold %d ended %s; the CV stops here", fold, status["state"])
@@ -155,8 +168,7 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
 def _train_fold(config: TrainConfig, cv_dir: Path, rows, fold: int, folds: int, stop) -> dict:
     """Train (or resume) fold ``fold`` into ``cv_dir/fold_<k>/``; returns its status."""
     from engine.training.loop import train_and_evaluate
-    folder = fold_dir(cv_dir, fold)
-    _write_fold_folder(rows, fold, folder, config)
+    folder = prepare_fold(cv_dir, rows, fold, config)
     resume = (folder / runs.CHECKPOINT_DIR / "checkpoint").exists()
     log.info("fold %d/%d: %s", fold + 1, folds, "resuming" if resume else "training")
     return train_and_evaluate(config, folder, resume=resume, stop=stop, final_evaluation=False)

@@ -23,6 +23,7 @@ this launcher then ends the rest and records the run as failed if the chief coul
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -55,24 +56,35 @@ def worker_env(ports: list[int], index: int, base: dict | None = None) -> dict:
     return env
 
 
-def run_workers(worker_argv: list[str], workers: int, folder: Path) -> int:
-    """Start ``workers`` local ``python -m engine.train`` processes on ``worker_argv``,
+def run_workers(worker_argv: list[str], workers: int, folder: Path, *, module: str = "engine.train",
+                on_signal=None) -> int:
+    """Start ``workers`` local ``python -m <module>`` processes on ``worker_argv``,
     forward SIGTERM/SIGINT to them, and end the rest when one fails. Returns the exit
     code: 0 when every worker finished, 1 otherwise (the run is then recorded as failed
-    unless its chief already recorded why)."""
+    unless its chief already recorded why). ``on_signal(signum)`` is told of a forwarded
+    signal too (a cross-validation then starts no further fold)."""
     ports = free_ports(workers)
-    processes = [subprocess.Popen([sys.executable, "-m", "engine.train", *worker_argv],
+    processes = [subprocess.Popen([sys.executable, "-m", module, *worker_argv],
                                   env=worker_env(ports, index),
                                   stdout=None if index == 0 else subprocess.DEVNULL)
                  for index in range(workers)]
 
     def forward(signum, _frame):
+        if on_signal:
+            on_signal(signum)
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    previous = {number: signal.signal(number, forward) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _wait_for_workers(processes, workers, folder)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _wait_for_workers(processes, workers: int, folder: Path) -> int:
     first_failure = None
     while any(p.poll() is None for p in processes):
         failed = [i for i, p in enumerate(processes) if p.poll() not in (None, 0)]
@@ -95,6 +107,28 @@ def run_workers(worker_argv: list[str], workers: int, folder: Path) -> int:
         return 1
     print(f"run folder: {folder}  {workers} workers finished")
     return 0
+
+
+def fold_on_workers(workers: int):
+    """A fold trainer for engine.training.cv.cross_validate: each fold as ``workers``
+    local processes, ``python -m engine.cv --fold K`` under MultiWorkerMirroredStrategy
+    (the chief writes the fold folder; the CV's manifest and the fold's were written
+    before any worker starts, so no worker scans the data). Returns the fold's status."""
+    from engine.training.cv import prepare_fold
+
+    def train_fold(config, cv_dir, rows, fold, folds, stop) -> dict:
+        folder = prepare_fold(cv_dir, rows, fold, config)
+        logging.getLogger(__name__).info("fold %d/%d: %s on %d workers", fold + 1, folds,
+                                         "resuming" if (folder / runs.CHECKPOINT_DIR / "checkpoint").exists()
+                                         else "training", workers)
+        argv = ["--config", str(Path(cv_dir) / runs.CONFIG_FILE), "--folds", str(folds), "--fold", str(fold),
+                "--run-dir", str(cv_dir)]
+
+        def note(signum):
+            stop.requested, stop.signal_name = True, signal.Signals(signum).name
+        run_workers(argv, workers, folder, module="engine.cv", on_signal=note)
+        return runs.read_status(folder)
+    return train_fold
 
 
 class RequestError(ValueError):
@@ -156,12 +190,15 @@ def launch(folder: str | os.PathLike, *, resume: bool = False, epochs: int | Non
     workers = stored_workers(request)
     config = TrainConfig.from_dict({**request["config"], "workers": workers})
     if "cv" in request:
-        if workers > 1:
-            raise RequestError("a cross-validation trains its folds on one worker each; set workers to 1 "
-                               "(or run its folds as separate jobs: python -m engine.cv --fold K)")
+        if workers > 1 and os.environ.get("TF_CONFIG"):
+            raise RequestError("a cross-validation of several workers is launched once, not per worker; on "
+                               "several hosts run each fold as a job: python -m engine.cv --fold K --run-dir DIR "
+                               "on every host with its TF_CONFIG, then --collect DIR")
         from engine.training.cv import cross_validate
-        status = cross_validate(config, folder, int(request["cv"]["folds"]), stop=StopRequested().install(),
-                                evaluate_test=bool(request["cv"].get("evaluate_test", True)))
+        stop = StopRequested().install()
+        status = cross_validate(config, folder, int(request["cv"]["folds"]), stop=stop,
+                                evaluate_test=bool(request["cv"].get("evaluate_test", True)),
+                                train_fold=fold_on_workers(workers) if workers > 1 else None)
     elif workers > 1 and not os.environ.get("TF_CONFIG"):
         if not resume:
             _prepare_once(config, folder)
