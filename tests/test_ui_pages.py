@@ -422,6 +422,11 @@ def test_train_form_writes_the_whole_request_with_its_workers(run_folder, monkey
     next(b for b in at.button if b.label == "Start training").click().run()
     assert calls[1]["cv"] == {"folds": 3, "evaluate_test": True}
     assert calls[1]["config"]["best_metric"] == "last" and calls[1]["config"]["workers"] == 1
+    # A cross-validation on several workers: each fold runs as that many processes.
+    next(n for n in at.number_input if n.label == "Workers (processes)").set_value(2)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert calls[2]["cv"]["folds"] == 3 and calls[2]["config"]["workers"] == 2
 
 
 def test_data_page_shows_the_health_report_and_a_gallery(run_folder):
