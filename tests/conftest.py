@@ -33,12 +33,13 @@ def pytest_configure(config):
 # built once: the finished cross-validation, the Streamlit server (browser and load
 # tests) and Chromium.
 _XDIST_GROUPS = {"cv_run": "cv"}
-_XDIST_MODULE_GROUPS = {"test_browser": "browser", "test_load": "browser", "test_multiworker": "multiworker"}
+_XDIST_MODULE_GROUPS = {"test_browser": "browser", "test_load": "browser", "test_multiworker": "multiworker",
+                        "test_multiworker_cv": "multiworker_cv"}
 
 
 # The longest units are handed out first (longest-processing-time-first scheduling), so
 # that no worker starts one of them while the other has nothing left to do.
-_LONG_FIRST = ("test_multiworker", "test_kill_resume", "test_browser", "test_cv", "test_load",
+_LONG_FIRST = ("test_multiworker", "test_multiworker_cv", "test_kill_resume", "test_browser", "test_cv", "test_load",
                "test_cpu_isa")
 
 
