@@ -684,3 +684,31 @@ def test_train_page_shows_how_far_a_large_scan_has_got(run_folder):
             [(p.text, p.value) for p in bars]
     finally:
         runs.write_status(folder, runs.STOPPED)
+
+
+def test_predict_gives_no_verdict_on_a_grey_photograph_and_says_why(run_folder):
+    """Issue 21, item 3, on the page: a grey photograph passed the feature flag (0.92);
+    the shipped model's appearance statistics stop it, with the reason in words, while a
+    Br35H test slice beside it gets its verdict."""
+    from pathlib import Path
+
+    from sklearn.datasets import load_sample_images
+
+    from engine.data.manifest import read_manifest, rows_for_split
+    flower = Image.fromarray(load_sample_images().images[1]).convert("L")
+    buffer = io.BytesIO()
+    flower.save(buffer, "PNG")
+    from engine.serving.inference import load_model, predict_files
+    test_rows = rows_for_split(read_manifest(ROOT / "checkpoints" / "manifest.csv"), "test")[:6]
+    candidates = [(r.path, Path(r.path).read_bytes()) for r in test_rows]
+    predicted = predict_files(load_model(ROOT / "checkpoints"), candidates)
+    slice_bytes = next(data for (_, data), p in zip(candidates, predicted) if not p.out_of_distribution)
+    at = app_on("predict", model_choice="Shipped model (checkpoints/)")
+    at.file_uploader[0].set_value([("grey_flower.png", buffer.getvalue(), "image/png"),
+                                   ("slice.jpg", slice_bytes, "image/jpeg")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value.set_index("file")
+    assert table.loc["grey_flower.png", "predicted class"] == "not assessed"
+    assert table.loc["slice.jpg", "predicted class"] in ("tumor", "no tumor")
+    warning = next(w.value for w in at.warning if w.value.startswith("**Not assessed**"))
+    assert "grey_flower.png" in warning and "its pixels" in warning
