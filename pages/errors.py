@@ -7,10 +7,11 @@ import numpy as np
 import streamlit as st
 
 from engine.serving.overlay import overlay
-from engine.data.imageio import ImageDecodeError, decode_path
+from engine.data.imageio import ImageDecodeError
 from ui.app import require_navigation
+from ui.explained import explained
 from ui.common import (
-    SHIPPED_DIR, manifest_rows, model_for, model_stamp, read_json, read_predictions, selected_model_dir, square,
+    SHIPPED_DIR, manifest_rows, read_json, read_predictions, selected_model_dir, square,
 )
 
 require_navigation()
@@ -98,15 +99,6 @@ st.download_button(f"Download the {len(selected)} errors matching these filters 
                    f"errors_{split}.csv", "text/csv")
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
-def heatmap(model_dir: str, path: str, stamp: float):
-    model = model_for(Path(model_dir))
-    rgb = decode_path(path)
-    # The model's own view and input (cropped to the head if it was trained so).
-    _, cams = model.explain(model.model_input(rgb)[None])
-    return model.view(rgb), cams[0]
-
-
 def heatmap_model_dir(path: str) -> Path:
     """Out-of-fold errors are explained by the fold model that scored them when its
     folder is there (a CV run); the shipped model keeps only the ensemble."""
@@ -137,7 +129,7 @@ for index, (_, item) in enumerate(shown.iterrows()):
                    + (f" · {copies} copies misclassified" if copies > 1 else ""))
         try:
             heat_dir = heatmap_model_dir(item["path"])
-            rgb, cam = heatmap(str(heat_dir), item["path"], model_stamp(heat_dir))
+            rgb, cam, _ = explained(heat_dir, item["path"])
         except ImageDecodeError as err:
             st.warning(f"{Path(item['path']).name}: {err}")
             continue
@@ -147,8 +139,8 @@ for index, (_, item) in enumerate(shown.iterrows()):
         if st.button("Enlarge", key=f"enlarge_{index}"):
             enlarge(item["path"], caption, picture)
         if show_near:
-            from ui.neighbours_view import nearest_of, show_neighbours
-            found = nearest_of(model_for(model_dir), decode_path(item["path"]), exclude=item["path"])
+            from ui.neighbours_view import nearest_of_file, show_neighbours
+            found = nearest_of_file(model_dir, item["path"])
             if found is None:
                 st.caption("This model stores no training features (neighbours.npz).")
             show_neighbours(found, int(item["label"]), title="Most similar images it learnt from")

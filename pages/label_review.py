@@ -11,11 +11,12 @@ from engine import control, runs
 from engine.config import shipped_config
 from engine.evaluation.audit import ISSUES_FILE, audit
 from engine.serving.overlay import overlay
-from engine.data.imageio import ImageDecodeError, decode_path
+from engine.data.imageio import ImageDecodeError
 from engine.evaluation.review import DECISIONS, read_review, record_decision
 from ui.app import require_navigation
+from ui.explained import explained
 from ui.common import (
-    SHIPPED_DIR, all_runs, label_issues, model_for, runs_root, selected_model_dir, usable_rows_by_group,
+    SHIPPED_DIR, all_runs, label_issues, runs_root, selected_model_dir, usable_rows_by_group,
 )
 
 require_navigation()
@@ -127,7 +128,6 @@ if not groups:
 pages = max(1, (len(groups) + per_page - 1) // per_page)
 page = st.number_input("Page", 1, pages, 1) if pages > 1 else 1
 shown = groups[(page - 1) * per_page: page * per_page]
-model = model_for(folder)
 label_name = {0: "no tumor", 1: "tumor"}
 
 
@@ -144,20 +144,19 @@ for group in shown:
         cols = st.columns(4)
         for col, issue in zip(cols, group_issues[:4]):
             try:
-                rgb = decode_path(issue["path"])
+                view, cam, probability = explained(folder, issue["path"])
             except ImageDecodeError as err:
                 col.error(f"{Path(issue['path']).name}: {err}")
                 continue
-            probability, cams, _, _ = model.explain_all(model.model_input(rgb)[None])
-            col.image(overlay(model.view(rgb), cams[0], 0.45), width="stretch",
-                      caption=f"{Path(issue['path']).name}: P(tumor) {probability[0]:.3f}")
+            col.image(overlay(view, cam, 0.45), width="stretch",
+                      caption=f"{Path(issue['path']).name}: P(tumor) {probability:.3f}")
         st.caption("Heat map: Grad-CAM for the tumor class, scaled to its own maximum per image.")
         labels_in_group = {r.original_label for r in rows}
         if len(labels_in_group) > 1:
             st.error("Its copies disagree: this duplicate group holds both labels.")
         try:
-            from ui.neighbours_view import nearest_of, show_neighbours
-            show_neighbours(nearest_of(model, decode_path(top["path"]), exclude=top["path"]), top["label"],
+            from ui.neighbours_view import nearest_of_file, show_neighbours
+            show_neighbours(nearest_of_file(folder, top["path"]), top["label"],
                             title="Most similar other images and their labels")
         except ImageDecodeError:
             pass

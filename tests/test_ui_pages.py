@@ -254,9 +254,14 @@ def test_runs_use_its_model_switches_the_sidebar_model(run_folder):
     assert next(s for s in at.sidebar.selectbox if s.label == "Model").value == "run fixture-run"
 
 
-def test_label_review_records_a_decision_for_every_image_of_the_group(cv_folder, tmp_path):
+def test_label_review_records_a_decision_for_every_image_of_the_group(cv_folder, tmp_path, monkeypatch):
     from engine.data.manifest import read_manifest
     from engine.evaluation.review import read_review
+    from engine.serving.inference import LoadedModel
+    calls = []
+    original = LoadedModel.explain_all
+    monkeypatch.setattr(LoadedModel, "explain_all", lambda self, images: calls.append(len(images))
+                        or original(self, images))
     at = app_on("label_review")
     next(s for s in at.selectbox if s.label == "Audit of").set_value("cross-validation fixture-cv").run()
     next(t for t in at.text_input if t.label == "Review name").set_value("fixture-review").run()
@@ -268,8 +273,11 @@ def test_label_review_records_a_decision_for_every_image_of_the_group(cv_folder,
     group = int(first_radio.key.rsplit("_", 1)[1])
     first_radio.set_value("relabel")
     at.text_input(key=first_radio.key.replace("decision", "note")).set_value("looks like a lesion")
+    drawn = len(calls)  # 0 when an earlier test of this process drew the same heat maps
     next(b for b in at.button if b.label == "Save decision").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    # The click reruns the page: its heat maps come from the cache, not the model again.
+    assert len(calls) == drawn
     decisions = read_review(review_file)
     members = [r for r in read_manifest(cv_folder / "manifest.csv") if r.usable and r.group == group]
     assert {r.path for r in members} == set(decisions)

@@ -36,6 +36,20 @@ def nearest_of(model, rgb: np.ndarray, k: int = 5, exclude: str | None = None) -
     return model.neighbours.query(features, k, exclude=[exclude])[0]
 
 
+@st.cache_data(max_entries=512, show_spinner=False)
+def _nearest_of_file(model_dir: str, path: str, stamp: float, k: int) -> dict | None:
+    from ui.common import model_for
+    from engine.data.imageio import decode_path
+    return nearest_of(model_for(Path(model_dir)), decode_path(path), k, exclude=path)
+
+
+def nearest_of_file(model_dir: Path, path: str, k: int = 5) -> dict | None:
+    """``nearest_of`` for a stored image (itself left out), kept across reruns per model
+    and file: a page of them is a feature pass per image, on every click otherwise."""
+    from ui.common import model_stamp
+    return _nearest_of_file(str(model_dir), path, model_stamp(Path(model_dir)), k)
+
+
 def show_neighbours(found: dict | None, own_label: int | None = None, *, title: str = "Nearest training images") -> None:
     """Thumbnails of ``found['neighbours']`` with label, group and similarity."""
     if not found or not found.get("neighbours"):
