@@ -305,3 +305,28 @@ def test_folds_as_separate_jobs_then_collect_give_the_same_summary(tmp_path):
             assert a[key] == pytest.approx(b[key], abs=1e-5), key
     assert one["mean"]["accuracy"] == pytest.approx(many["mean"]["accuracy"], abs=1e-6)
     assert (jobs_dir / "export" / "saved_model.pb").exists() and (jobs_dir / "oof_predictions.csv").exists()
+
+
+def test_a_stop_asked_between_two_folds_starts_no_further_fold(tmp_path):
+    """cross_validate with its own fold trainer (as the launcher of several workers
+    passes one): a stop that arrives after a fold finished, before the next one starts,
+    ends the CV as stopped at that next fold, which never starts."""
+    from engine.training.cv import prepare_fold
+    from engine.training.loop import StopRequested
+    data = write_class_folders(tmp_path / "data", per_class=12)
+    config = tiny_config(data_dir=str(data), epochs=1, dedup_distance=-1)
+    stop = StopRequested()
+    started = []
+
+    def train_fold(config, cv_dir, rows, fold, folds, stop):
+        folder, resume = prepare_fold(cv_dir, rows, fold, folds, config)
+        started.append((fold, resume))
+        stop.requested, stop.signal_name = True, "SIGTERM"  # arrives as the fold ends
+        return runs.write_status(folder, runs.FINISHED)
+
+    status = cross_validate(config, tmp_path / "cv", 3, stop=stop, train_fold=train_fold)
+    assert started == [(0, False)]
+    assert status["state"] == "stopped" and status["fold"] == 1 and status["stopped_by"] == "SIGTERM"
+    assert runs.read_status(tmp_path / "cv" / "fold_0")["state"] == "finished"
+    assert not (tmp_path / "cv" / "fold_1").exists()
+    assert "fold 1/3: training" in (tmp_path / "cv" / "train.log").read_text()

@@ -204,3 +204,26 @@ def test_grey_photographs_are_flagged_by_their_appearance_and_test_slices_pass()
     darker = [r.path for r in sampled
               if model.pixel_findings((decode_path(r.path) * 0.7).astype(np.uint8))]
     assert len(darker) <= 0.05 * len(sampled), (len(darker), darker[:5])
+
+
+def test_the_flagged_share_an_evaluation_reports_counts_the_pixel_checks(tmp_path):
+    """Evaluate's "share flagged out-of-distribution" is what Predict stops: the grey
+    flower passes the feature flag (0.92) and is counted through its pixels; a test slice
+    that passes both is not."""
+    from PIL import Image as _Image
+    from sklearn.datasets import load_sample_images
+
+    from engine.data.imageio import decode_path
+    from engine.data.manifest import read_manifest, rows_for_split
+    from engine.evaluation.evaluate import flagged_share
+    from engine.serving.inference import load_model
+    model = load_model(CHECKPOINTS)
+    flower = tmp_path / "grey_flower.png"
+    _Image.fromarray(load_sample_images().images[1]).convert("L").save(flower)
+    rows = rows_for_split(read_manifest(CHECKPOINTS / "manifest.csv"), "test")[:6]
+    slice_path = next(r.path for r in rows if not model.pixel_findings(decode_path(r.path)))
+    paths = [str(flower), slice_path]
+    _, features = model.outputs(np.stack([model.model_input(decode_path(p)) for p in paths]))
+    flags, _ = model.ood_flags(features)
+    assert not flags.any(), "precondition: the feature flag passes both"
+    assert flagged_share(model, paths, features) == 0.5

@@ -262,6 +262,10 @@ def test_label_review_records_a_decision_for_every_image_of_the_group(cv_folder,
     original = LoadedModel.explain_all
     monkeypatch.setattr(LoadedModel, "explain_all", lambda self, images: calls.append(len(images))
                         or original(self, images))
+    feature_calls = []
+    original_outputs = LoadedModel.outputs
+    monkeypatch.setattr(LoadedModel, "outputs", lambda self, images: feature_calls.append(len(images))
+                        or original_outputs(self, images))
     at = app_on("label_review")
     next(s for s in at.selectbox if s.label == "Audit of").set_value("cross-validation fixture-cv").run()
     next(t for t in at.text_input if t.label == "Review name").set_value("fixture-review").run()
@@ -273,11 +277,12 @@ def test_label_review_records_a_decision_for_every_image_of_the_group(cv_folder,
     group = int(first_radio.key.rsplit("_", 1)[1])
     first_radio.set_value("relabel")
     at.text_input(key=first_radio.key.replace("decision", "note")).set_value("looks like a lesion")
-    drawn = len(calls)  # 0 when an earlier test of this process drew the same heat maps
+    drawn, looked_up = len(calls), len(feature_calls)  # 0 when an earlier test drew the same
     next(b for b in at.button if b.label == "Save decision").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    # The click reruns the page: its heat maps come from the cache, not the model again.
-    assert len(calls) == drawn
+    # The click reruns the page: its heat maps and nearest images come from the cache,
+    # not the model again.
+    assert len(calls) == drawn and len(feature_calls) == looked_up
     decisions = read_review(review_file)
     members = [r for r in read_manifest(cv_folder / "manifest.csv") if r.usable and r.group == group]
     assert {r.path for r in members} == set(decisions)

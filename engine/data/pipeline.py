@@ -265,8 +265,7 @@ def padded_eval_dataset(source: ImageSource, batch: int, length: int) -> tf.data
         raise ValueError(f"cannot pad {source.count} images to {length}")
     size = source.image_size
     blank = tf.data.Dataset.from_tensors((tf.zeros([size, size, 3], tf.uint8), tf.constant(PADDING_LABEL)))
-    images = source.batches(batch).unbatch().concatenate(blank.repeat(length - source.count))
-    return images.batch(batch).map(_to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return eval_dataset(source.batches(batch).unbatch().concatenate(blank.repeat(length - source.count)), batch)
 
 
 def steps_for(count: int, global_batch: int, *, drop_remainder: bool) -> int:

@@ -236,9 +236,8 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
             if found:
                 # A picture that is not a slice is flagged whatever its features say; the
                 # score is the largest of the feature and pixel scores.
-                reason, pixel_score = max(found, key=lambda item: item[1])
                 results[index].out_of_distribution = True
-                results[index].ood_score = max(pixel_score, results[index].ood_score or 0.0)
+                results[index].ood_score = max([score for _, score in found] + [results[index].ood_score or 0.0])
                 results[index].ood_reason = "; ".join(r for r, _ in found) + (
                     f"; {results[index].ood_reason}" if flag else "")
             results[index].predicted_label = int(probability >= model.threshold)

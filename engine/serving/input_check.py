@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from engine.data.health import BRIGHT_MEAN, NEAR_CONSTANT_STD
+from engine.serving.appearance import score as appearance_score
 
 # 95th percentile over pixels of the distance from grey (mean absolute deviation of the
 # three channels from their mean, 0-255 scale), on a 128-pixel thumbnail. Br35H: at
@@ -49,7 +50,6 @@ def findings(rgb: np.ndarray, appearance=None) -> list[tuple[str, float]]:
     if mean > BRIGHT_MEAN:
         found.append(("mostly bright (a slice is a body on a dark background)", mean / BRIGHT_MEAN))
     if appearance is not None:
-        from engine.serving.appearance import score as appearance_score
         score = appearance_score(appearance, rgb)
         if score > 1.0:
             found.append((f"its pixels (dark surround, layout, edges, texture) lie {score:.1f}x beyond the "

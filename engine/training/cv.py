@@ -95,12 +95,16 @@ def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
     return rows
 
 
-def prepare_fold(cv_dir: Path, rows, fold: int, config: TrainConfig) -> Path:
-    """The folder of fold ``fold`` with its manifest (its train and val split of the
-    pool, the test split unchanged), written once; returns the folder."""
+def prepare_fold(cv_dir: Path, rows, fold: int, folds: int, config: TrainConfig, *,
+                 where: str = "") -> tuple[Path, bool]:
+    """(folder, resume) of fold ``fold``: its folder with its manifest (its train and val
+    split of the pool, the test split unchanged), written once, and whether it resumes
+    from a checkpoint; logs which, with ``where`` it trains (e.g. " on 2 workers")."""
     folder = fold_dir(cv_dir, fold)
     _write_fold_folder(rows, fold, folder, config)
-    return folder
+    resume = (folder / runs.CHECKPOINT_DIR / "checkpoint").exists()
+    log.info("fold %d/%d: %s%s", fold + 1, folds, "resuming" if resume else "training", where)
+    return folder, resume
 
 
 def _write_fold_folder(rows, fold: int, folder: Path, config: TrainConfig) -> None:
@@ -168,9 +172,7 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
 def _train_fold(config: TrainConfig, cv_dir: Path, rows, fold: int, folds: int, stop) -> dict:
     """Train (or resume) fold ``fold`` into ``cv_dir/fold_<k>/``; returns its status."""
     from engine.training.loop import train_and_evaluate
-    folder = prepare_fold(cv_dir, rows, fold, config)
-    resume = (folder / runs.CHECKPOINT_DIR / "checkpoint").exists()
-    log.info("fold %d/%d: %s", fold + 1, folds, "resuming" if resume else "training")
+    folder, resume = prepare_fold(cv_dir, rows, fold, folds, config)
     return train_and_evaluate(config, folder, resume=resume, stop=stop, final_evaluation=False)
 
 

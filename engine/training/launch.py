@@ -23,7 +23,6 @@ this launcher then ends the rest and records the run as failed if the chief coul
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import socket
@@ -117,10 +116,7 @@ def fold_on_workers(workers: int):
     from engine.training.cv import prepare_fold
 
     def train_fold(config, cv_dir, rows, fold, folds, stop) -> dict:
-        folder = prepare_fold(cv_dir, rows, fold, config)
-        logging.getLogger(__name__).info("fold %d/%d: %s on %d workers", fold + 1, folds,
-                                         "resuming" if (folder / runs.CHECKPOINT_DIR / "checkpoint").exists()
-                                         else "training", workers)
+        folder, _ = prepare_fold(cv_dir, rows, fold, folds, config, where=f" on {workers} workers")
         argv = ["--config", str(Path(cv_dir) / runs.CONFIG_FILE), "--folds", str(folds), "--fold", str(fold),
                 "--run-dir", str(cv_dir)]
 

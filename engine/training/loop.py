@@ -348,15 +348,7 @@ class TrainInputs:
             dataset = dataset.take(take)
         if not self.multi_worker:
             return self.strategy.experimental_distribute_dataset(dataset)
-
-        def worker_input(context):
-            # This worker's local batches, split over its own replicas (GPUs).
-            here = context.num_replicas_in_sync // context.num_input_pipelines
-            if here <= 1:
-                return dataset
-            return dataset.unbatch().batch(context.get_per_replica_batch_size(self.global_batch),
-                                           drop_remainder=True)
-        return self.strategy.distribute_datasets_from_function(worker_input)
+        return _distribute_local_batches(self.strategy, dataset, self.global_batch)
 
 
 def resolve_shards(config: TrainConfig, workers: int) -> int:
@@ -601,12 +593,18 @@ def _worker_val_batches(strategy, source, total: int, workers: int, local_batch:
     from engine.data import pipeline
     length = math.ceil(math.ceil(total / workers) / local_batch) * local_batch
     dataset = pipeline.padded_eval_dataset(source, local_batch, length)
+    return _distribute_local_batches(strategy, dataset, local_batch * workers)
+
+
+def _distribute_local_batches(strategy, dataset, global_batch: int):
+    """Distribute a dataset of this worker's own local batches (each worker reads its
+    own data): split over the worker's replicas (GPUs) when it has several."""
 
     def worker_input(context):
         here = context.num_replicas_in_sync // context.num_input_pipelines
         if here <= 1:
             return dataset
-        return dataset.unbatch().batch(local_batch // here)
+        return dataset.unbatch().batch(context.get_per_replica_batch_size(global_batch), drop_remainder=True)
     return strategy.distribute_datasets_from_function(worker_input)
 
 
