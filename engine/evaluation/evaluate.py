@@ -20,6 +20,7 @@ from engine import runs
 from engine.serving.calibration import (
     calibrated, choose_threshold, expected_calibration_error, fit_temperature,
 )
+from engine.evaluation.intervals import metric_intervals
 from engine.files import atomic_open
 
 PREDICTION_FIELDS = ["path", "label", "modality", "probability", "logit", "predicted", "correct"]
@@ -68,12 +69,16 @@ def curve_points(labels, probabilities, max_points: int = 200) -> dict:
             "calibration": {"mean_predicted": mean_pred.tolist(), "fraction_positive": frac_pos.tolist()}}
 
 
-def full_report(labels, logits, modalities, threshold: float, temperature: float) -> dict:
+def full_report(labels, logits, modalities, threshold: float, temperature: float,
+                groups=None) -> dict:
+    """Every figure of an ``eval_<split>.json``; ``ci`` holds their 95% intervals,
+    resampling ``groups`` (duplicate groups, merged with patients; None = images)."""
     labels = np.asarray(labels).astype(int)
     logits = np.asarray(logits, np.float64)
     raw = calibrated(logits)
     probabilities = calibrated(logits, temperature)
     report = classification_report(labels, probabilities, threshold)
+    report["ci"] = metric_intervals(labels, probabilities, threshold, groups)
     report["ece_before_temperature"] = expected_calibration_error(labels, raw)
     report["temperature"] = float(temperature)
     report["curves"] = curve_points(labels, probabilities)
@@ -279,7 +284,8 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
     logits = members.mean(axis=1)
     labels = [r.original_label if r.original_label >= 0 else r.label for r in rows]
     modalities = [r.modality for r in rows]
-    report = full_report(labels, logits, modalities, model.threshold, model.temperature)
+    report = full_report(labels, logits, modalities, model.threshold, model.temperature,
+                         [r.group for r in rows])
     reviewed = reviewed_report(rows, logits, model.threshold, model.temperature)
     if reviewed:
         report["with_reviewed_labels"] = reviewed

@@ -272,7 +272,7 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     fold_of = np.array([r.fold for r in pool])
     # The headline is "as labelled": the folder's labels, whatever a review decided.
     labels = np.array([r.original_label for r in pool])
-    summary = fold_summary(labels, oof_logits, fold_of, folds)
+    summary = fold_summary(labels, oof_logits, fold_of, folds, groups=[r.group for r in pool])
     if any(r.review for r in pool):
         kept = np.array([r.review != "exclude" for r in pool])
         reviewed = np.array([r.label for r in pool])
@@ -312,7 +312,7 @@ def _write_oof_evaluation(cv_dir: Path, pool, logits, temperature: float, thresh
     from engine.evaluation.evaluate import full_report, write_predictions
     labels = [r.original_label for r in pool]
     modalities = [r.modality for r in pool]
-    report = full_report(labels, logits, modalities, threshold, temperature)
+    report = full_report(labels, logits, modalities, threshold, temperature, [r.group for r in pool])
     report.update({"split": "oof", "model_dir": str(cv_dir), "evaluated_at": time.time(),
                    "threshold_method": "youden (out-of-fold)"})
     runs.write_json_atomic(cv_dir / "eval_oof.json", report)
@@ -329,7 +329,7 @@ def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, thre
     logits = members.mean(axis=1)
     labels = [r.original_label for r in test]
     modalities = [r.modality for r in test]
-    report = full_report(labels, logits, modalities, threshold, temperature)
+    report = full_report(labels, logits, modalities, threshold, temperature, [r.group for r in test])
     reviewed = reviewed_report(test, logits, threshold, temperature)
     if reviewed:
         report["with_reviewed_labels"] = reviewed

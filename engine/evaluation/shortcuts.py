@@ -1,0 +1,220 @@
+"""The shortcut audit: can the label be read without the brain, and does the model do so?
+
+Model-free part: for each cue set of engine.data.cues (``acquisition``, ``intensity``),
+a small gradient-boosted classifier on nothing but those cues, fitted on the data's own
+grouped folds (the folds a cross-validation trains on, else five grouped folds dealt
+here), gives every image an out-of-fold probability; its ROC AUC (with a
+group-bootstrap interval) says how well the source alone predicts the label, and
+permutation importance on the held-out folds ranks the cues. AUC 0.5 means the cues
+say nothing; Br35H's acquisition cues reach about 0.9.
+
+Model part: the images where a cue set's out-of-fold decision agrees with the label
+("aligned") and where it points the wrong way ("conflicting"). A network that reads the
+brain is equally right on both; one that leans on the source is right mostly where the
+source agrees. The gap between the two accuracies, with its paired group-bootstrap
+interval, is the figure to watch. The per-slice table splits the same predictions by
+bins of the top cues, the health scores and the modality.
+
+Pure NumPy and scikit-learn on tables: the cues come from engine.data.cues, the
+predictions from the run folder. Time: a few boosted models of 200 shallow trees, linear
+in the number of images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import roc_auc_score
+
+from engine.data.cues import CATEGORICAL, CUE_LABELS
+from engine.evaluation.intervals import Resamples, metric_intervals, percentile_interval, weighted_auc
+
+WARN_AUC = 0.8  # above this, Home and the model card warn in plain words
+TOP_CUES = 5
+
+
+def encode(cue_rows: list[dict], columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(X float [N, C] with NaN for missing, categorical mask [C]); text cues become
+    category codes in order of first appearance."""
+    matrix = np.full((len(cue_rows), len(columns)), np.nan)
+    categorical = np.array([c in CATEGORICAL for c in columns], bool)
+    for j, column in enumerate(columns):
+        if categorical[j]:
+            codes: dict = {}
+            for i, row in enumerate(cue_rows):
+                value = row.get(column)
+                if value not in (None, "") and not (isinstance(value, float) and np.isnan(value)):
+                    matrix[i, j] = codes.setdefault(str(value), len(codes))
+        else:
+            for i, row in enumerate(cue_rows):
+                value = row.get(column)
+                try:
+                    matrix[i, j] = float(value)
+                except (TypeError, ValueError):
+                    pass
+    return matrix, categorical
+
+
+def _classifier(categorical: np.ndarray, seed: int) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=10,
+        l2_regularization=1.0, early_stopping=False, random_state=seed,
+        categorical_features=categorical if categorical.any() else None)
+
+
+def _fit_predict(x_train, y_train, x_test, categorical, seed):
+    if len(np.unique(y_train)) < 2:  # one class: the cues cannot say anything
+        return np.full(len(x_test), float(np.mean(y_train)) if len(y_train) else 0.5), None
+    model = _classifier(categorical, seed).fit(x_train, y_train)
+    return model.predict_proba(x_test)[:, 1], model
+
+
+def cue_model(matrix: np.ndarray, categorical: np.ndarray, labels, folds, *, seed: int = 0,
+              importance_repeats: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold P(tumor | cues) of every image and each cue's permutation importance
+    (mean drop of held-out ROC AUC, averaged over folds). ``folds``: the fold of each
+    image; images at fold -1 (a fixed test split) are scored by a model fitted on all
+    the others, and never used for fitting or importance."""
+    labels, folds = np.asarray(labels).astype(int), np.asarray(folds)
+    probabilities = np.full(len(labels), np.nan)
+    importance, counted = np.zeros(matrix.shape[1]), 0
+    for fold in sorted(set(folds.tolist()) - {-1}):
+        held, train = folds == fold, (folds != fold) & (folds != -1)
+        probabilities[held], model = _fit_predict(matrix[train], labels[train], matrix[held], categorical, seed)
+        if model is not None and len(np.unique(labels[held])) == 2:
+            result = permutation_importance(model, matrix[held], labels[held], scoring="roc_auc",
+                                            n_repeats=importance_repeats, random_state=seed)
+            importance += result.importances_mean
+            counted += 1
+    outside = folds == -1
+    if outside.any():
+        pool = ~outside
+        probabilities[outside], _ = _fit_predict(matrix[pool], labels[pool], matrix[outside], categorical, seed)
+    return probabilities, importance / max(counted, 1)
+
+
+def audit_cue_sets(cue_rows: list[dict], labels, groups, folds, columns: dict[str, list[str]], *,
+                   seed: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
+    """Each cue set's out-of-fold AUC (pool images: folds >= 0), its group-bootstrap
+    interval and its top cues; and every image's out-of-fold probability per set."""
+    labels, folds = np.asarray(labels).astype(int), np.asarray(folds)
+    pool = folds != -1
+    result, probabilities = {}, {}
+    for name, cues in columns.items():
+        if not cues:
+            result[name] = {"auc": None, "auc_ci": None, "top_cues": [], "cues": []}
+            continue
+        matrix, categorical = encode(cue_rows, cues)
+        probability, importance = cue_model(matrix, categorical, labels, folds, seed=seed)
+        probabilities[name] = probability
+        both = len(np.unique(labels[pool])) == 2
+        auc = float(roc_auc_score(labels[pool], probability[pool])) if both else None
+        ci = None
+        if both:
+            draws = Resamples.draw(int(pool.sum()), np.asarray(groups)[pool], seed=seed)
+            ci = percentile_interval(weighted_auc(draws.weights, labels[pool], probability[pool]))
+        ranked = sorted(zip(cues, importance.tolist()), key=lambda item: -item[1])
+        result[name] = {"auc": auc, "auc_ci": ci, "cues": cues,
+                        "top_cues": [{"cue": c, "label": CUE_LABELS.get(c, c), "importance": float(v)}
+                                     for c, v in ranked[:TOP_CUES]]}
+    return result, probabilities
+
+
+def aligned_conflicting(labels, correct, probabilities, cue_probability, groups, threshold,
+                        base_rate: float, *, seed: int = 0) -> dict:
+    """The network on the images whose cue decision agrees with the label and on those
+    where it points the wrong way: count, accuracy and ROC AUC with group-bootstrap
+    intervals, and the accuracy gap (aligned minus conflicting) with a paired interval.
+    A cue "points to tumor" when P(tumor | cues) is at least the base rate."""
+    labels = np.asarray(labels).astype(int)
+    correct = np.asarray(correct, bool)
+    cue_says = np.asarray(cue_probability) >= base_rate
+    aligned = cue_says == (labels == 1)
+    draws = Resamples.draw(len(labels), groups, seed=seed)
+    out = {}
+    per_side = {}
+    for side, mask in (("aligned", aligned), ("conflicting", ~aligned)):
+        hits = draws.weights @ (correct & mask)
+        totals = draws.weights @ mask
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_side[side] = np.where(totals > 0, hits / np.where(totals > 0, totals, 1), np.nan)
+        sub = np.asarray(probabilities)[mask]
+        both = mask.any() and len(np.unique(labels[mask])) == 2
+        auc_draws = weighted_auc(draws.weights[:, mask], labels[mask], sub) if both else None
+        out[side] = {"count": int(mask.sum()),
+                     "accuracy": float(correct[mask].mean()) if mask.any() else None,
+                     "accuracy_ci": percentile_interval(per_side[side]),
+                     "auc": float(roc_auc_score(labels[mask], sub)) if both else None,
+                     "auc_ci": percentile_interval(auc_draws) if both else None}
+    if out["aligned"]["accuracy"] is not None and out["conflicting"]["accuracy"] is not None:
+        out["gap"] = out["aligned"]["accuracy"] - out["conflicting"]["accuracy"]
+        out["gap_ci"] = percentile_interval(per_side["aligned"] - per_side["conflicting"])
+    else:
+        out["gap"], out["gap_ci"] = None, None
+    return out
+
+
+def _bins(values: np.ndarray, categorical: bool, min_count: int):
+    """(name, mask) per bin: quartiles of a number, categories of a text cue (rare ones
+    pooled as "other")."""
+    if categorical:
+        names, counts = np.unique(values.astype(str), return_counts=True)
+        common = [n for n, c in zip(names, counts) if c >= min_count and n not in ("", "nan", "None")]
+        bins = [(n, values.astype(str) == n) for n in common]
+        rest = ~np.isin(values.astype(str), common)
+        if rest.sum() >= min_count:
+            bins.append(("other", rest))
+        return bins
+    numbers = values.astype(np.float64)
+    finite = np.isfinite(numbers)
+    if finite.sum() < 2 * min_count or len(np.unique(numbers[finite])) < 2:
+        return []
+    edges = np.unique(np.percentile(numbers[finite], [0, 25, 50, 75, 100]))
+    bins = []
+    for k in range(len(edges) - 1):
+        low, high = edges[k], edges[k + 1]
+        mask = finite & (numbers >= low) & ((numbers <= high) if k == len(edges) - 2 else (numbers < high))
+        if mask.sum() >= min_count:
+            bins.append((f"{low:.3g} to {high:.3g}", mask))
+    return bins
+
+
+def slice_table(columns: dict[str, np.ndarray], labels, probabilities, thresholds, groups, *,
+                min_count: int = 10, seed: int = 0) -> list[dict]:
+    """Sensitivity, specificity and accuracy with intervals for every bin of every given
+    column (``{name: values}``; text columns by category, numbers by quartile), worst
+    accuracy first: where a model is weak, in the terms of how the images were made."""
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, np.float64)
+    thresholds = np.broadcast_to(np.asarray(thresholds, np.float64), labels.shape)
+    groups = np.asarray(groups)
+    rows = []
+    for name, values in columns.items():
+        values = np.asarray(values, dtype=object)
+        categorical = name in CATEGORICAL or name == "modality"
+        for bin_name, mask in _bins(values, categorical, min_count):
+            predicted = probabilities[mask] >= thresholds[mask]
+            truth = labels[mask]
+            ci = metric_intervals(truth, probabilities[mask], thresholds[mask], groups[mask], seed=seed)
+            positives, negatives = int(truth.sum()), int((1 - truth).sum())
+            rows.append({
+                "column": name, "label": CUE_LABELS.get(name, name), "bin": bin_name,
+                "count": int(mask.sum()), "tumor": positives, "no_tumor": negatives,
+                "accuracy": float((predicted == truth).mean()),
+                "sensitivity": float(predicted[truth == 1].mean()) if positives else None,
+                "specificity": float((~predicted[truth == 0]).mean()) if negatives else None,
+                "ci": {k: ci[k] for k in ("accuracy", "sensitivity", "specificity")}})
+    return sorted(rows, key=lambda r: r["accuracy"])
+
+
+def plain_words(name: str, auc: float | None) -> str:
+    """What a cue set's AUC means, for a clinician."""
+    if auc is None:
+        return f"The {name} cues could not be measured against both classes."
+    if auc >= WARN_AUC:
+        return (f"Warning: the label can be read from the {name} cues alone (AUC {auc:.2f}) "
+                f"without looking at the brain. A model may learn the source, not the tumor.")
+    if auc >= 0.65:
+        return f"The {name} cues carry some of the label (AUC {auc:.2f}): check the per-slice results."
+    return f"The {name} cues say little about the label (AUC {auc:.2f}, 0.5 = nothing)."

@@ -1,0 +1,85 @@
+"""engine.evaluation.intervals: the group bootstrap behind every interval."""
+
+import time
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from engine.evaluation import intervals
+
+
+def _data(images: int = 300, groups: int = 60, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, groups, images)
+    # Copies of one slice share label and (almost) score, as Br35H's groups do.
+    label_of_group = rng.integers(0, 2, groups)
+    labels = label_of_group[group]
+    scores = np.clip(0.5 + (labels - 0.5) * 0.5 + rng.normal(0, 0.25, groups)[group]
+                     + rng.normal(0, 0.02, images), 0, 1)
+    return labels, scores, group
+
+
+def _width(ci):
+    return ci[1] - ci[0]
+
+
+def test_duplicating_every_image_keeps_the_group_interval_and_shrinks_the_image_interval():
+    labels, scores, groups = _data()
+    once = intervals.metric_intervals(labels, scores, 0.5, groups, seed=3)
+    twice = intervals.metric_intervals(np.tile(labels, 2), np.tile(scores, 2), 0.5,
+                                       np.tile(groups, 2), seed=3)
+    for name in ("accuracy", "roc_auc", "sensitivity", "specificity"):
+        # Same groups, same draws: each copy only doubles every weight.
+        assert np.allclose(once[name], twice[name]), name
+    image_once = intervals.metric_intervals(labels, scores, 0.5, None, seed=3)
+    image_twice = intervals.metric_intervals(np.tile(labels, 2), np.tile(scores, 2), 0.5, None, seed=3)
+    ratio = _width(image_once["accuracy"]) / _width(image_twice["accuracy"])
+    assert abs(ratio - np.sqrt(2)) < 0.25, ratio
+    # And the honest interval is wider than the per-image one on grouped data.
+    assert _width(once["accuracy"]) > 1.3 * _width(image_once["accuracy"])
+
+
+def test_weighted_auc_equals_sklearn_on_repeated_images():
+    labels, scores, _ = _data(images=200)
+    scores = np.round(scores, 2)  # ties
+    weights = np.random.default_rng(0).integers(0, 4, (5, len(labels))).astype(float)
+    got = intervals.weighted_auc(weights, labels, scores)
+    for row, value in zip(weights, got):
+        keep = np.repeat(np.arange(len(labels)), row.astype(int))
+        assert abs(value - roc_auc_score(labels[keep], scores[keep])) < 1e-12
+
+
+def test_intervals_hold_the_point_and_a_single_class_gives_none():
+    labels, scores, groups = _data()
+    ci = intervals.metric_intervals(labels, scores, 0.5, groups)
+    accuracy = np.mean((scores >= 0.5) == labels)
+    assert ci["accuracy"][0] <= accuracy <= ci["accuracy"][1]
+    assert ci["groups"] == len(np.unique(groups)) and ci["resamples"] == 2000
+    only_tumor = intervals.metric_intervals(np.ones(20, int), np.linspace(0, 1, 20), 0.5, None)
+    assert only_tumor["roc_auc"] is None and only_tumor["specificity"] is None
+    assert only_tumor["sensitivity"] is not None
+
+
+def test_paired_difference_is_zero_for_one_model_and_sees_a_real_gap():
+    labels, scores, groups = _data(images=600, groups=150)
+    same = intervals.paired_difference(labels, scores, scores, 0.5, 0.5, groups)
+    assert same["roc_auc"]["difference"] == 0 and same["roc_auc"]["ci"] == [0.0, 0.0]
+    noisy = np.clip(scores + np.random.default_rng(5).normal(0, 0.4, len(scores)), 0, 1)
+    worse = intervals.paired_difference(labels, scores, noisy, 0.5, 0.5, groups)
+    assert worse["roc_auc"]["difference"] < 0 and worse["roc_auc"]["ci"][1] < 0
+
+
+def test_two_thousand_resamples_of_three_thousand_images_fit_a_page():
+    labels, scores, groups = _data(images=3000, groups=500)
+    started = time.perf_counter()
+    intervals.metric_intervals(labels, scores, 0.5, groups)
+    # Not a benchmark (bench/ measures speed): a generous bound that only a return to a
+    # per-resample Python loop would break.
+    assert time.perf_counter() - started < 10
+
+
+def test_format_with_ci():
+    assert intervals.format_with_ci(0.8761, [0.8443, 0.905]) == "87.6% (84.4–90.5)"
+    assert intervals.format_with_ci(0.9638, [0.941, 0.98], percent=False) == "0.964 (0.941–0.980)"
+    assert intervals.format_with_ci(None, None) == "–"
+    assert intervals.format_with_ci(0.5, None) == "50.0%"
