@@ -66,6 +66,13 @@ class TrainConfig:
     brightness: float = 0.1
     contrast: float = 0.1
     mixup: float = 0.0  # Beta(a, a) concentration of mixup (Zhang et al. 2018); 0 = off
+    # Shortcut countermeasures (engine.evaluation.shortcuts): a random down-and-up
+    # resampling of each batch to between (1 - r) and 1 of its size, so sharpness no
+    # longer tells the source resolution; a random gamma exp(U(-g, g)) per image; and
+    # loss weights that make the label independent of the acquisition cues' score.
+    resolution_jitter: float = 0.0
+    gamma: float = 0.0
+    cue_rebalance: bool = False
     # Run
     devices: str = "auto"  # "auto", "cpu", "gpu", or a count such as "2"
     collective: str = "auto"  # all-reduce across workers (TF_CONFIG): "auto", "ring" or "nccl"
@@ -106,6 +113,8 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
             (self.mixup >= 0.0, "mixup must be >= 0"),
+            (0.0 <= self.resolution_jitter < 1.0, "resolution_jitter must be in [0, 1)"),
+            (0.0 <= self.gamma <= 1.0, "gamma must be in [0, 1]"),
             (len(self.split_fractions) == 3 and abs(sum(self.split_fractions) - 1) < 1e-6
              and min(self.split_fractions) >= 0, "split_fractions must be 3 numbers summing to 1"),
             (self.split_fractions[1] > 0, "the validation fraction must be positive"),

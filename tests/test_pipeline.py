@@ -140,3 +140,18 @@ def test_a_workers_val_part_is_padded_to_whole_batches_with_blank_labelled_image
         assert not images[5:].any()
         with pytest.raises(ValueError, match="cannot pad"):
             pipeline.padded_eval_dataset(source, 4, 4)
+
+
+def test_resolution_jitter_and_gamma_keep_shape_range_and_repeat():
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((4, 32, 32, 3)), tf.float32)
+    seed = tf.constant([3, 1], tf.int64)
+    kwargs = dict(flip=False, rotation_degrees=0.0, zoom=0.0, brightness=0.0, contrast=0.0,
+                  resolution_jitter=0.6, gamma=0.5)
+    first = pipeline.augment_batch(images, seed, **kwargs).numpy()
+    again = pipeline.augment_batch(images, seed, **kwargs).numpy()
+    assert first.shape == (4, 32, 32, 3) and first.min() >= 0 and first.max() <= 1
+    assert np.array_equal(first, again)
+    assert not np.allclose(first, images.numpy(), atol=0.05)  # something happened
+    plain = pipeline.augment_batch(images, seed, **{**kwargs, "resolution_jitter": 0.0, "gamma": 0.0}).numpy()
+    assert np.allclose(plain, images.numpy())

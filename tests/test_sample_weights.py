@@ -72,3 +72,20 @@ def test_train_step_weights_each_example_and_a_zero_weight_batch_changes_nothing
     assert moved > 1e-4
     loss, _, moved = _one_step(np.zeros(8, np.float32))
     assert loss == 0.0 and moved == 0.0
+
+
+def test_cue_balancing_weights_make_the_label_independent_of_the_cue_score():
+    from engine.evaluation.shortcuts import balancing_weights
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 2000)
+    # A cue that agrees with the label 85% of the time.
+    score = np.where(rng.random(2000) < 0.85, labels, 1 - labels) * 0.8 + rng.random(2000) * 0.2
+    weights = balancing_weights(score, labels)
+    assert abs(weights.mean() - 1) < 1e-5
+    which = np.searchsorted(np.quantile(score, [0.2, 0.4, 0.6, 0.8]), score, side="right")
+    for part in (which == b for b in range(5)):
+        tumor_share = weights[part & (labels == 1)].sum() / weights[part].sum()
+        assert abs(tumor_share - labels.mean()) < 0.02  # was 0.85 or 0.15 unweighted
+    conflicting = (score >= 0.5) != (labels == 1)
+    assert weights[conflicting].mean() > 3 * weights[~conflicting].mean()
+    assert np.all(balancing_weights(score, np.ones(2000, int)) == 1)

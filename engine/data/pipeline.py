@@ -139,11 +139,19 @@ def _random_affine(batch: int, size: int, max_degrees: float, zoom: float, seed)
 
 
 def augment_batch(images, seed, *, flip: bool, rotation_degrees: float, zoom: float,
-                  brightness: float, contrast: float):
-    """Random left-right flip, rotation, zoom, brightness and contrast on a float
-    batch in [0, 1]; ``seed`` is a shape-[2] int tensor so runs are repeatable."""
+                  brightness: float, contrast: float, resolution_jitter: float = 0.0,
+                  gamma: float = 0.0):
+    """Random left-right flip, rotation, zoom, resolution, brightness, contrast and gamma
+    on a float batch in [0, 1]; ``seed`` is a shape-[2] int tensor so runs are repeatable."""
     shape = tf.shape(images)
     batch, size = shape[0], shape[1]
+    if resolution_jitter > 0:
+        # One factor per batch: down to a random lower resolution (area), back up
+        # (bilinear), as a source of smaller pictures looks after the model's resize.
+        factor = tf.random.stateless_uniform([], seed + 8, 1.0 - resolution_jitter, 1.0)
+        small = tf.maximum(8, tf.cast(tf.cast(size, tf.float32) * factor, tf.int32))
+        images = tf.image.resize(tf.image.resize(images, tf.stack([small, small]), method="area"),
+                                 shape[1:3], method="bilinear")
     if flip:
         mask = tf.random.stateless_uniform([batch, 1, 1, 1], seed + 2) < 0.5
         images = tf.where(mask, tf.reverse(images, axis=[2]), images)
@@ -158,7 +166,11 @@ def augment_batch(images, seed, *, flip: bool, rotation_degrees: float, zoom: fl
         factor = tf.random.stateless_uniform([batch, 1, 1, 1], seed + 4, 1 - contrast, 1 + contrast)
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
         images = (images - mean) * factor + mean
-    return tf.clip_by_value(images, 0.0, 1.0)
+    images = tf.clip_by_value(images, 0.0, 1.0)
+    if gamma > 0:
+        exponent = tf.exp(tf.random.stateless_uniform([batch, 1, 1, 1], seed + 9, -gamma, gamma))
+        images = tf.pow(images, exponent)
+    return images
 
 
 def mix_batch(images, labels, seed, alpha: float, loss_weights=None):
@@ -205,7 +217,8 @@ def train_dataset(decoded, count: int, global_batch: int, config,
             step_seed = tf.stack([tf.cast(seed, tf.int64), index])
             images = augment_batch(images, step_seed, flip=config.flip,
                                    rotation_degrees=config.rotation_degrees, zoom=config.zoom,
-                                   brightness=config.brightness, contrast=config.contrast)
+                                   brightness=config.brightness, contrast=config.contrast,
+                                   resolution_jitter=config.resolution_jitter, gamma=config.gamma)
             if config.mixup > 0:
                 return mix_batch(images, labels, step_seed, config.mixup, *loss_weights)
             return (images, labels, *loss_weights)

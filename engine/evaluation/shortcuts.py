@@ -168,7 +168,13 @@ def _bins(values: np.ndarray, categorical: bool, min_count: int):
         return bins
     numbers = values.astype(np.float64)
     finite = np.isfinite(numbers)
-    if finite.sum() < 2 * min_count or len(np.unique(numbers[finite])) < 2:
+    distinct = np.unique(numbers[finite])
+    if len(distinct) < 2:
+        return []
+    if len(distinct) <= 8:  # a few values (bit depths, standard sizes): each its own bin
+        return [(f"{v:.4g}", finite & (numbers == v)) for v in distinct
+                if (finite & (numbers == v)).sum() >= min_count]
+    if finite.sum() < 2 * min_count:
         return []
     edges = np.unique(np.percentile(numbers[finite], [0, 25, 50, 75, 100]))
     bins = []
@@ -218,3 +224,28 @@ def plain_words(name: str, auc: float | None) -> str:
     if auc >= 0.65:
         return f"The {name} cues carry some of the label (AUC {auc:.2f}): check the per-slice results."
     return f"The {name} cues say little about the label (AUC {auc:.2f}, 0.5 = nothing)."
+
+
+def balancing_weights(cue_probability, labels, bins: int = 5) -> np.ndarray:
+    """Loss weights that make the label independent of the cue score: in each quantile
+    bin of P(tumor | cues), an image of class y weighs P(y) / P(y | bin), so both
+    classes carry the same share of every bin as of the whole set (the rebalancing of
+    Müller and Berens). Conflicting images (rare in their bin) weigh more, aligned ones
+    less; mean 1 over the images, clipped to [0.1, 10] so a near-pure bin cannot let a
+    few images dominate. Pure."""
+    labels = np.asarray(labels).astype(int)
+    score = np.asarray(cue_probability, np.float64)
+    if len(labels) == 0 or len(np.unique(labels)) < 2:
+        return np.ones(len(labels), np.float32)
+    edges = np.unique(np.quantile(score, np.linspace(0, 1, bins + 1)[1:-1]))
+    which = np.searchsorted(edges, score, side="right")
+    prior = np.array([np.mean(labels == 0), np.mean(labels == 1)])
+    weights = np.ones(len(labels))
+    for b in np.unique(which):
+        members = which == b
+        for y in (0, 1):
+            share = np.mean(labels[members] == y)
+            if share > 0:
+                weights[members & (labels == y)] = prior[y] / share
+    weights = np.clip(weights, 0.1, 10.0)
+    return (weights / weights.mean()).astype(np.float32)

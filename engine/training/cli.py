@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="random brightness shift, up to this much of the [0, 1] range")
     parser.add_argument("--contrast", type=float, default=defaults.contrast,
                         help="random contrast factor in [1 - c, 1 + c] around each image's mean")
+    parser.add_argument("--resolution-jitter", type=float, default=defaults.resolution_jitter,
+                        help="shortcut countermeasure: resample each batch down to between (1 - R) and 1 "
+                        "of its size and back up, so sharpness stops telling the source")
+    parser.add_argument("--gamma", type=float, default=defaults.gamma,
+                        help="random gamma exp(U(-G, G)) per training image; 0 = off")
+    parser.add_argument("--cue-rebalance", action="store_true",
+                        help="shortcut countermeasure: weight training images so the label is independent "
+                        "of what the acquisition cues (size, format, background) say about it")
     parser.add_argument("--devices", default=defaults.devices,
                         help="auto | cpu | gpu | N (first N GPUs) | cpu:N (N logical CPUs)")
     parser.add_argument("--cache", choices=CACHES, default=defaults.cache,
@@ -126,7 +134,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
               "max_steps_per_epoch", "seed", "init_seed", "rotation_degrees", "zoom", "brightness",
               "contrast", "group_weighting", "ema_decay", "label_review",
               "kernel_init", "mixup", "collective", "precision", "dedup_distance",
-              "dedup_correlation", "workers", "cache_dir")
+              "dedup_correlation", "workers", "cache_dir", "resolution_jitter", "gamma")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}
     if args.class_weighting:
@@ -135,6 +143,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
         changes["augment"] = False
     if args.crop_to_head:
         changes["crop_to_head"] = True
+    if args.cue_rebalance:
+        changes["cue_rebalance"] = True
     return base.replace(**changes)
 
 

@@ -300,6 +300,8 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
                     "threshold": threshold, "temperature": temperature,
                     "config": config.to_dict(), "written_at": time.time()})
     runs.write_json_atomic(cv_dir / SUMMARY_FILE, summary)
+    from engine.training.loop import write_shortcut_audit
+    write_shortcut_audit(cv_dir)
     return summary
 
 

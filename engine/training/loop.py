@@ -63,13 +63,40 @@ def _class_weights(config: TrainConfig, labels) -> tuple[float, float]:
 
 
 def _loss_weights(config: TrainConfig, train_rows):
-    """Per-image loss weights by duplicate group (engine.data.sample_weights), or None."""
-    if config.group_weighting <= 0:
-        return None
-    from engine.data.sample_weights import group_weights
-    weights = group_weights([r.group for r in train_rows], config.group_weighting)
-    log.info("group weighting %.3g: loss weights %.3f to %.3f over %d training images",
-             config.group_weighting, float(weights.min()), float(weights.max()), len(weights))
+    """Per-image loss weights by duplicate group (engine.data.sample_weights) and/or by
+    the acquisition cues (``cue_rebalance``), multiplied, mean 1; or None."""
+    weights = None
+    if config.group_weighting > 0:
+        from engine.data.sample_weights import group_weights
+        weights = group_weights([r.group for r in train_rows], config.group_weighting)
+        log.info("group weighting %.3g: loss weights %.3f to %.3f over %d training images",
+                 config.group_weighting, float(weights.min()), float(weights.max()), len(weights))
+    if config.cue_rebalance:
+        balance = cue_balance_weights(train_rows, config.seed)
+        weights = balance if weights is None else weights * balance / float((weights * balance).mean())
+    return weights
+
+
+def cue_balance_weights(train_rows, seed: int):
+    """Weights that make the label independent of what the acquisition cues say about it
+    (engine.evaluation.shortcuts.balancing_weights). The cue score of each training image
+    is out-of-fold over grouped folds of the training images alone: no validation or
+    test label is used."""
+    from engine.data.cues import cue_columns, measure_cues
+    from engine.data.splits import fold_groups
+    from engine.evaluation.shortcuts import audit_cue_sets, balancing_weights
+    import numpy as np
+    labels = np.array([r.label for r in train_rows])
+    groups = np.array([r.group for r in train_rows])
+    cue_rows = measure_cues([r.path for r in train_rows])
+    folds = fold_groups(groups, labels, [r.modality for r in train_rows],
+                        max(2, min(5, len(np.unique(groups)) // 2)), seed)
+    columns = {"acquisition": cue_columns(cue_rows)["acquisition"]}
+    audit, probabilities = audit_cue_sets(cue_rows, labels, groups, folds, columns)
+    weights = balancing_weights(probabilities.get("acquisition", np.full(len(labels), 0.5)), labels)
+    log.info("cue rebalancing: acquisition cues predict the training labels at AUC %s; loss weights "
+             "%.3f to %.3f over %d images", _fmt(audit["acquisition"]["auc"]), float(weights.min()),
+             float(weights.max()), len(weights))
     return weights
 
 
@@ -759,3 +786,18 @@ def _evaluate_splits(folder: Path, derived: Derived) -> None:
                      _fmt(report["specificity"]), report["threshold"])
         except Exception:  # noqa: BLE001 - evaluation must not fail a finished run
             log.exception("evaluation of the %s split failed", split)
+    write_shortcut_audit(folder)
+
+
+def write_shortcut_audit(folder: Path) -> None:
+    """shortcuts.json and cues.csv of a finished run or CV (engine.evaluation.shortcut_audit):
+    the model-free cue audit of its data and its own predictions on aligned and
+    conflicting images. Logged, never fatal: the trained model is already safe."""
+    from engine.data.manifest import read_manifest
+    from engine.evaluation.shortcut_audit import write_audit
+    try:
+        report = write_audit(folder, read_manifest(folder / runs.MANIFEST_FILE), model_dir=folder)
+        for name, entry in report["cue_sets"].items():
+            log.info("shortcut audit, %s cues: out-of-fold AUC %s", name, _fmt(entry["auc"]))
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.exception("the shortcut audit failed")
