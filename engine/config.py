@@ -35,6 +35,11 @@ class TrainConfig:
     # every epoch), or "auto": memory while they fit in a quarter of the available RAM.
     cache: str = "auto"
     cache_dir: str = ""  # disk caches; "" = .decoded_cache beside the run folder (shared by runs)
+    # Twins (engine.serving.twins): merge images a trained model sees as nearly the same
+    # slice (pooled-feature similarity) into one duplicate group. "" = off, "shipped" =
+    # the shipped model, or a model folder; similarity 0 = that model's seen threshold.
+    twin_model: str = ""
+    twin_similarity: float = 0.0
     crop_to_head: bool = False  # crop to the head's bounding box, pad square, then resize
     label_review: str = ""  # a label review CSV (engine.evaluation.review) applied to the labels
     # Model

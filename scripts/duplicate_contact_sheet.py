@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--pairs", type=int, default=24)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--twins", metavar="MODEL", help="show the pairs the twins pass of MODEL ('shipped' or a "
+                        "model folder) adds to the pixel tests instead")
     args = parser.parse_args()
     sources, _ = discover(args.data_dir)
     images = list(ThreadPoolExecutor(4).map(lambda s: decode_path(s.path), sources))
@@ -49,6 +51,9 @@ def main() -> None:
     print(f"{len(images)} images: {len(np.unique(before))} groups by exact + pHash, {len(np.unique(after))} "
           f"with the contrast-invariant test; {len(new_pairs)} pairs across former groups; "
           f"mixed-label groups {mixed(before)} before, {mixed(after)} after")
+    if args.twins:
+        show_twins(args, sources, images, labels, after)
+        return
     views = dedup.comparable_views(descriptors)
     strength = []
     for a, b in new_pairs:
@@ -56,19 +61,53 @@ def main() -> None:
         strength.append((max(head, whole - dedup.WHOLE_FRAME_MARGIN), head, whole))
     order = np.argsort([s[0] for s in strength])
     picks = order[np.linspace(0, len(order) - 1, min(args.pairs, len(order))).round().astype(int)] if len(order) else []
-    side = 150
-    sheet = Image.new("RGB", (side * 4, side * ((len(picks) + 1) // 2)), "white")
-    for slot, index in enumerate(picks):
-        (a, b), (_, head, whole) = new_pairs[index], strength[index]
+    draw_sheet([new_pairs[i] for i in picks], [f"head {strength[i][1]:.3f} whole {strength[i][2]:.3f}" for i in picks],
+               sources, images, args.out)
+
+
+def show_twins(args, sources, images, labels, groups) -> None:
+    """The pairs the twins pass (engine.serving.twins) adds on top of the pixel tests:
+    one pair per newly merged couple of groups (its most similar), weakest first."""
+    from engine.data.dedup import similar_pairs
+    from engine.evaluation.evaluate import predict_outputs
+    from engine.serving.inference import load_model
+    from engine.serving.neighbours import NeighbourIndex, embed
+    from engine.serving.twins import model_folder
+    folder = model_folder(args.twins)
+    threshold = NeighbourIndex.load(folder).seen_threshold
+    _, features = predict_outputs(load_model(folder), [s.path for s in sources])
+    vectors = embed(features)
+    pairs = [(a, b) for a, b in similar_pairs(vectors, threshold) if groups[a] != groups[b]]
+    best: dict = {}
+    for a, b in pairs:
+        key = tuple(sorted((groups[a], groups[b])))
+        similarity = float(vectors[a] @ vectors[b])
+        if key not in best or similarity > best[key][0]:
+            best[key] = (similarity, a, b)
+    merged = dedup.group_duplicates([str(g) for g in groups], [0] * len(groups), [0] * len(groups), -1,
+                                    extra_pairs=np.array(pairs, np.int64).reshape(-1, 2))
+    mixed = sum(len(set(labels[merged == g])) > 1 for g in np.unique(merged))
+    print(f"twins at feature similarity >= {threshold:.4f}: {len(pairs)} pairs across {len(best)} couples of "
+          f"groups; groups {len(np.unique(groups))} -> {len(np.unique(merged))}; mixed-label groups after: {mixed}")
+    chosen = sorted(best.values())[:args.pairs]
+    draw_sheet([(a, b) for _, a, b in chosen], [f"feature similarity {s:.4f}" for s, _, _ in chosen],
+               sources, images, args.out)
+
+
+def draw_sheet(pairs, captions, sources, images, out: str, side: int = 150) -> None:
+    """Two pairs per row: each image with its class folder and file name, the pair's
+    figure under the first."""
+    sheet = Image.new("RGB", (side * 4, side * max(1, (len(pairs) + 1) // 2)), "white")
+    for slot, ((a, b), caption) in enumerate(zip(pairs, captions)):
         for k, item in enumerate((a, b)):
             tile = Image.fromarray(images[item]).convert("RGB").resize((side, side))
             draw = ImageDraw.Draw(tile)
             draw.text((3, 3), f"{Path(sources[item].path).parent.name}/{Path(sources[item].path).name}", fill=(255, 255, 0))
             if k == 0:
-                draw.text((3, side - 14), f"head {head:.3f} whole {whole:.3f}", fill=(0, 255, 0))
+                draw.text((3, side - 14), caption, fill=(0, 255, 0))
             sheet.paste(tile, ((slot % 2) * 2 * side + k * side, (slot // 2) * side))
-    sheet.save(args.out, quality=80)
-    print(f"{len(picks)} pairs written to {args.out}")
+    sheet.save(out, quality=80)
+    print(f"{len(pairs)} pairs written to {out}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ with everything its model card, the Label review page and the CI check need, and
 the CI sample's accuracy.
 
     python scripts/ship_model.py runs/<cv_dir>
+    python scripts/ship_model.py --restamp checkpoints   # intervals, shortcut audit, portable paths
 
 Run the label audit first (python -m engine.audit runs/<cv_dir>) so label_issues.csv
 ships too. Fold run folders (checkpoints, logs) are not shipped: only the ensemble.
@@ -21,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 FILES = ["model.json", "config.json", "manifest.csv", "data_summary.json", "eval_test.json",
          "predictions_test.csv", "eval_oof.json", "predictions_oof.csv", "cv_summary.json",
          "oof_predictions.csv", "label_issues.csv", "ood.npz", "data_health.json", "data_issues.csv",
-         "neighbours.npz", "appearance.npz"]
+         "neighbours.npz", "appearance.npz", "shortcuts.json", "cues.csv"]
 OPTIONAL = ["keras_comparison.json"]
 STALE = ["eval_val.json", "predictions_val.csv"]  # a single run's files, not a CV's
 CI_SAMPLE = 250
@@ -63,6 +64,82 @@ def build_health(source: Path) -> None:
     print("data health:", write_health(source, rows, summary)["issues"])
 
 
+def build_shortcuts(source: Path) -> None:
+    """shortcuts.json and cues.csv for a CV folder made before the shortcut audit existed
+    (what engine.training.cv.summarize now writes)."""
+    from engine.data.manifest import read_manifest
+    from engine.evaluation.shortcut_audit import write_audit
+    report = write_audit(source, read_manifest(source / "manifest.csv"), model_dir=source)
+    print("shortcuts:", {k: v["auc"] for k, v in report["cue_sets"].items()})
+
+
+def stamp_intervals(folder: Path) -> None:
+    """Group-bootstrap intervals (engine.evaluation.intervals) in the eval_*.json and
+    cv_summary.json of a CV folder written before they existed, from its own prediction
+    files and manifest groups; nothing is predicted again."""
+    import csv
+    import numpy as np
+    from engine.data.manifest import read_manifest
+    from engine.data.sources import relocate
+    from engine.evaluation.intervals import metric_intervals
+    from engine.evaluation.oof import fold_summary, read_oof
+    group_of = {r.path: r.group for r in read_manifest(folder / "manifest.csv")}
+    for split in ("test", "oof"):
+        report_path, predictions = folder / f"eval_{split}.json", folder / f"predictions_{split}.csv"
+        if not report_path.exists() or not predictions.exists():
+            continue
+        with open(predictions, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        report = json.loads(report_path.read_text())
+        report["ci"] = metric_intervals([int(r["label"]) for r in rows], [float(r["probability"]) for r in rows],
+                                        report["threshold"], [group_of[relocate(r["path"])] for r in rows])
+        report_path.write_text(json.dumps(report, indent=2))
+    summary_path = folder / "cv_summary.json"
+    summary = json.loads(summary_path.read_text())
+    oof = read_oof(folder / "oof_predictions.csv")
+    fresh = fold_summary(np.array([int(r["label"]) for r in oof]), np.array([float(r["logit"]) for r in oof]),
+                         np.array([int(r["fold"]) for r in oof]), summary["folds_count"],
+                         groups=[r["group"] for r in oof])
+    summary["pooled"] = fresh["pooled"]
+    summary_path.write_text(json.dumps(summary, indent=2))
+
+
+def make_portable(folder: Path) -> None:
+    """Rewrite every path column (and neighbours.npz's paths) of a shipped folder into
+    engine.data.sources.portable form, so checkpoints/ names no folder of the machine
+    that built it; readers map them back with relocate."""
+    import csv
+    import io
+    import numpy as np
+    from engine.data.sources import portable
+    for path in sorted(folder.glob("*.csv")):
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        if not rows or "path" not in rows[0]:
+            continue
+        column = rows[0].index("path")
+        for row in rows[1:]:
+            row[column] = portable(row[column])
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        path.write_text(buffer.getvalue())
+    npz = folder / "neighbours.npz"
+    if npz.exists():
+        with np.load(npz) as data:
+            arrays = {k: data[k] for k in data.files}
+        arrays["paths"] = np.array([portable(str(p)) for p in arrays["paths"]])
+        with open(npz, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    for name in ("eval_test.json", "eval_oof.json", "shortcuts.json"):
+        path = folder / name
+        if path.exists():
+            data = json.loads(path.read_text())
+            for key in ("model_dir",):
+                if isinstance(data.get(key), str) and Path(data[key]).is_absolute():
+                    data[key] = Path(data[key]).name
+            path.write_text(json.dumps(data, indent=2))
+
+
 def main(source_dir: str) -> None:
     from engine.evaluation.evaluate import evaluate
     from engine.runs import is_cv, read_status
@@ -79,6 +156,10 @@ def main(source_dir: str) -> None:
         build_health(source)
     if not (source / "appearance.npz").exists():
         build_appearance(source)
+    if not (source / "shortcuts.json").exists():
+        build_shortcuts(source)
+    if "pooled" not in json.loads((source / "cv_summary.json").read_text()):
+        stamp_intervals(source)
     if (target / "export").exists():
         shutil.rmtree(target / "export")
     shutil.copytree(source / "export", target / "export")
@@ -106,8 +187,17 @@ def main(source_dir: str) -> None:
         "cv_training_wall_seconds": wall,
     }
     (target / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    make_portable(target)
     print(json.dumps(card, indent=2))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) == 3 and sys.argv[1] == "--restamp":
+        # The shipped folder as it is, brought up to date without retraining:
+        # intervals, the shortcut audit and portable paths.
+        folder = Path(sys.argv[2])
+        stamp_intervals(folder)
+        build_shortcuts(folder)
+        make_portable(folder)
+    else:
+        main(sys.argv[1])

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from engine.data.sources import relocate
 from engine.files import atomic_open, write_json_atomic
 
 ISSUES_FILE = "data_issues.csv"
@@ -191,8 +192,10 @@ def write_health(folder: str | os.PathLike, rows, summary: dict | None = None) -
 
 
 def read_issues(path: str | os.PathLike) -> list[dict]:
+    """Rows of data_issues.csv, with Br35H paths mapped onto this machine's copy (a
+    shipped or copied report names the builder's)."""
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        return [{**row, "path": relocate(row["path"])} for row in csv.DictReader(handle)]
 
 
 def measure_missing_quality(rows, workers: int | None = None) -> int:

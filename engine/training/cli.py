@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="random brightness shift, up to this much of the [0, 1] range")
     parser.add_argument("--contrast", type=float, default=defaults.contrast,
                         help="random contrast factor in [1 - c, 1 + c] around each image's mean")
+    parser.add_argument("--twin-model", default=defaults.twin_model,
+                        help="merge images this model sees as nearly the same slice (pooled-feature "
+                        "similarity) into one duplicate group before the split: 'shipped' or a model folder")
+    parser.add_argument("--twin-similarity", type=float, default=defaults.twin_similarity,
+                        help="feature similarity for --twin-model; 0 = that model's seen-in-training threshold")
     parser.add_argument("--resolution-jitter", type=float, default=defaults.resolution_jitter,
                         help="shortcut countermeasure: resample each batch down to between (1 - R) and 1 "
                         "of its size and back up, so sharpness stops telling the source")
@@ -134,7 +139,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
               "max_steps_per_epoch", "seed", "init_seed", "rotation_degrees", "zoom", "brightness",
               "contrast", "group_weighting", "ema_decay", "label_review",
               "kernel_init", "mixup", "collective", "precision", "dedup_distance",
-              "dedup_correlation", "workers", "cache_dir", "resolution_jitter", "gamma")
+              "dedup_correlation", "workers", "cache_dir", "resolution_jitter", "gamma",
+              "twin_model", "twin_similarity")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}
     if args.class_weighting:

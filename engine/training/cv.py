@@ -79,14 +79,12 @@ def rows_for_fold(rows, fold: int):
 def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
     """The CV manifest (built once, then reused on resume), with folds assigned."""
     from engine.data.health import write_health
-    from engine.data.manifest import build_manifest, read_manifest, write_manifest
+    from engine.data.manifest import read_manifest, write_manifest
     path = cv_dir / runs.MANIFEST_FILE
     if path.exists():
         return read_manifest(path)
-    from engine.training.loop import apply_label_review
-    rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
-                                   config.dedup_distance, dedup_correlation=config.dedup_correlation,
-                                   progress=runs.preparation_progress(cv_dir))
+    from engine.training.loop import apply_label_review, scan
+    rows, summary = scan(config, runs.preparation_progress(cv_dir))
     summary["label_review"] = apply_label_review(rows, config, cv_dir)
     assign_folds(rows, folds, config.seed)
     write_manifest(rows, path)

