@@ -154,7 +154,10 @@ def main(argv=None) -> int:
         write_audit(shipped_out, shipped_rows, model_dir=ROOT / "checkpoints",
                     cue_rows=[cue_rows[r.path] for r in shipped_rows])
         report = runs.read_json(shipped_out / "shortcuts.json", {})
-        results["shipped"] = [figures(report, runs.read_json(ROOT / "checkpoints" / "cv_summary.json", {}), None)]
+        card = runs.read_json(ROOT / "checkpoints" / "model_card.json", {}) or {}
+        wall = card.get("cv_training_wall_seconds")
+        results["shipped"] = [figures(report, runs.read_json(ROOT / "checkpoints" / "cv_summary.json", {}),
+                                      wall / 60 if wall else None)]
     for name in args.recipes:
         for seed in args.seeds:
             folder = OUT / f"{name}-s{seed}"

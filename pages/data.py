@@ -10,6 +10,7 @@ import streamlit as st
 
 from engine import runs
 from engine.data.health import DEFECTS, HEALTH_FILE, ISSUES_FILE
+from ui import shortcuts_view
 from ui.app import require_navigation
 from ui.common import (
     RESEARCH_NOTE, SHIPPED_DIR, data_issues, percent, read_json, runs_root, selected_model_dir, square,
@@ -35,7 +36,24 @@ ISSUE_TEXT = {
     "near_duplicate": "in a group of near copies (information)",
 }
 
+def show_shortcut_audit(folder: Path) -> None:
+    """"Can the label be read without the brain?": the shortcut audit (shortcuts.json)."""
+    st.subheader("Can the label be read without the brain?")
+    report = shortcuts_view.audit(folder)
+    if report is None:
+        st.info("No shortcut audit in this folder yet (it predates the audit). Run "
+                f"`python -m engine.shortcuts --model {folder} --out DIR` to make one.")
+        return
+    st.caption("A small model is given only how each image was made (size, file format, compression, "
+               "the background outside the head, DICOM acquisition tags) or only the grey levels inside "
+               "the head, and asked for the label, on the same grouped folds the network trains on.")
+    shortcuts_view.show_cue_sets(report)
+    shortcuts_view.show_cue_plots(folder, report)
+    shortcuts_view.show_examples(folder, report)
+
+
 folder = selected_model_dir()
+show_shortcut_audit(folder)
 health = read_json(folder / HEALTH_FILE)
 if health is None:
     manifest = folder / runs.MANIFEST_FILE

@@ -9,10 +9,11 @@ import streamlit as st
 from engine.evaluation.evaluate import classification_report
 from engine.serving.calibration import MIN_CALIBRATION_IMAGES
 from engine import runs
-from ui import charts, cv_view
+from engine.evaluation.intervals import format_with_ci
+from ui import charts, cv_view, shortcuts_view
 from ui.app import require_navigation
 from ui.common import (
-    SHIPPED_DIR, percent, read_json, read_predictions, runs_root, selected_model_dir,
+    SHIPPED_DIR, percent, plural, read_json, read_predictions, runs_root, selected_model_dir,
 )
 
 require_navigation()
@@ -70,8 +71,19 @@ for col, (label, key) in zip(cols, [("sensitivity", "sensitivity"), ("specificit
     col.metric(label, "—" if undefined else percent(live[key]),
                help="undefined: no image is called tumor at this threshold" if undefined else None)
 cm = live["confusion_matrix"]
-st.caption(f"At threshold {threshold:.3f}: {cm['fn']} missed tumors (false negatives), "
-           f"{cm['fp']} false alarms, out of {live['count']} images.")
+st.caption(f"At threshold {threshold:.3f}: {cm['fn']} missed {plural(cm['fn'], 'tumor')} (false negatives), "
+           f"{cm['fp']} false {plural(cm['fp'], 'alarm')}, out of {live['count']} images.")
+ci = report.get("ci") or {}
+if ci:
+    st.markdown("**With 95% intervals** (stored threshold; " + ci.get("method", "") +
+                f", {ci.get('groups')} groups, {ci.get('resamples')} resamples): " + " · ".join(
+                    f"{label} {format_with_ci(report.get(key), ci.get(key), percent=key != 'roc_auc')}"
+                    for label, key in (("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
+                                       ("specificity", "specificity"), ("ROC AUC", "roc_auc"))))
+    if split == "oof":
+        st.caption("Out-of-fold figures here use one pooled threshold fitted on these same predictions; "
+                   "the cross-validation summary scores each fold at a threshold fitted on the other "
+                   "folds, so its error count differs slightly.")
 
 left, right = st.columns(2)
 with left:
@@ -136,6 +148,15 @@ if report.get("curves"):
     c1.plotly_chart(charts.roc_curve(report["curves"], report["roc_auc"], point), width="stretch")
     c2.plotly_chart(charts.pr_curve(report["curves"], report["pr_auc"], point), width="stretch")
     c3.plotly_chart(charts.calibration_plot(report["curves"]), width="stretch")
+
+audit = shortcuts_view.audit(model_dir)
+if audit and (audit.get("model") or {}).get(split):
+    st.subheader("Shortcuts and per-slice results")
+    shortcuts_view.show_gap(audit, split)
+    shortcuts_view.show_slices(audit, split)
+elif audit is None:
+    st.caption("No shortcut audit for this model yet: `python -m engine.shortcuts --model "
+               f"{model_dir} --out {model_dir}` writes one.")
 
 modalities = predictions["modality"].astype(str).to_numpy()
 if len(set(modalities)) > 1:

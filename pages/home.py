@@ -4,9 +4,11 @@ data set with the duplicate leak made visible."""
 import streamlit as st
 
 from engine import runs
+from engine.evaluation.intervals import format_with_ci
+from ui import shortcuts_view
 from ui.app import require_navigation
 from ui.common import (
-    RESEARCH_NOTE, SHIPPED_DIR, percent, read_json, selected_model_dir,
+    RESEARCH_NOTE, SHIPPED_DIR, percent, plural, read_json, selected_model_dir,
 )
 
 require_navigation()
@@ -37,6 +39,15 @@ if cv:
         value, spread = m.get(key), sd.get(key)
         col.metric(label, "n/a" if value is None else (
             f"{value:.3f} ± {spread or 0:.3f}" if key == "roc_auc" else f"{100 * value:.1f} ± {100 * (spread or 0):.1f}%"))
+    pooled = cv.get("pooled")
+    if pooled:
+        ci = pooled.get("ci") or {}
+        st.caption("All out-of-fold images pooled, with 95% intervals (duplicate groups resampled): "
+                   f"accuracy {format_with_ci(pooled['accuracy'], ci.get('accuracy'))}, sensitivity "
+                   f"{format_with_ci(pooled['sensitivity'], ci.get('sensitivity'))}, specificity "
+                   f"{format_with_ci(pooled['specificity'], ci.get('specificity'))}, ROC AUC "
+                   f"{format_with_ci(pooled['roc_auc'], ci.get('roc_auc'), percent=False)}; "
+                   f"{pooled['errors']} errors, each fold at its own threshold.")
 if test:
     st.markdown(f"**Fixed test split** ({test.get('count')} images never used for training or tuning)")
     cols = st.columns(6)
@@ -45,8 +56,21 @@ if test:
                                         ("F1", "f1"), ("test images", "count")]):
         value = test.get(key)
         col.metric(label, value if key == "count" else (percent(value) if key != "roc_auc" else f"{value:.4f}"))
-    st.caption("Held-out test split of a duplicate-aware split: no near-copy of a test image was "
-               "seen in training.")
+    test_ci = test.get("ci") or {}
+    if test_ci:
+        st.caption("95% intervals (duplicate groups resampled, " f"{test_ci.get('groups')} groups): " + ", ".join(
+            f"{label} {format_with_ci(test.get(key), test_ci.get(key), percent=key != 'roc_auc')}"
+            for label, key in (("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
+                               ("specificity", "specificity"), ("ROC AUC", "roc_auc"))))
+    data_summary = read_json(model_dir / runs.SUMMARY_FILE) or {}
+    st.caption(
+        "Held-out test split of a duplicate-aware split: no copy of a test image found by the pixel "
+        "tests (exact, perceptual hash, contrast-invariant) was in training"
+        + (", nor any image the twins pass of model features merged with one "
+           f"({data_summary['twins']['pairs']} pairs at similarity ≥ {data_summary['twins']['min_similarity']:.3f})."
+           if data_summary.get("twins") else
+           ". Relatives the pixel tests miss (neighbouring slices of one series, heavily processed "
+           "copies) can remain: Predict marks such an image \"seen in training\"."))
     if cv and cv["mean"].get("accuracy") is not None and test.get("accuracy") is not None:
         gap = 100 * (cv["mean"]["accuracy"] - test["accuracy"])
         folds = [f["accuracy"] for f in cv.get("folds", []) if f.get("accuracy") is not None]
@@ -64,12 +88,26 @@ if test:
 else:
     st.info("This model has no test evaluation yet: open **Evaluate** to run it.")
 
+audit = shortcuts_view.audit(model_dir)
+if audit:
+    st.markdown("**Shortcut check**: can the label be read from how an image was made?")
+    for words in shortcuts_view.warnings(audit):
+        st.warning(words, icon=":material/report:")
+    sentence = shortcuts_view.headline_gap(audit)
+    if sentence:
+        st.write(sentence + " Details on **Data** and **Evaluate**.")
+
 summary = read_json(model_dir / runs.SUMMARY_FILE) or read_json(SHIPPED_DIR / runs.SUMMARY_FILE)
 st.subheader("Data set")
 if summary:
     st.write(f"Source: `{summary.get('data_dir')}` ({summary.get('layout')}); "
              f"{summary['images']} usable images, {summary.get('files_skipped', 0)} skipped, "
-             f"in **{summary['groups']} groups of duplicates** (largest: {summary['largest_group']} copies).")
+             f"in **{summary['groups']} {plural(summary['groups'], 'group')} of duplicates** (largest: "
+             f"{summary['largest_group']} {plural(summary['largest_group'], 'copy', 'copies')}).")
+    if cv:
+        st.caption(f"This model is a fold ensemble: {cv['folds_count']} members, each trained on "
+                   f"{cv['folds_count'] - 1} of {cv['folds_count']} folds of the {cv['images_cv']} non-test "
+                   "images; the split below is the scan's, where the fixed test split is all that counts.")
     rows = []
     for split in ("train", "val", "test"):
         counts = summary["splits"][split]
@@ -79,7 +117,8 @@ if summary:
                      **{f"modality {k}": v for k, v in counts["modalities"].items()}})
     st.dataframe(rows, hide_index=True, width="stretch")
     leak = summary["leak_if_random_split"]
-    st.error(
+    leak_box = st.error if max(leak["val"], leak["test"]) >= 0.01 else st.info
+    leak_box(
         f"**Duplicate leak:** a random split of this data would put a near-copy of "
         f"{percent(leak['val'])} of validation and {percent(leak['test'])} of test images into training, "
         "so its accuracy would measure memory, not skill. Every split here keeps each duplicate group "

@@ -43,7 +43,12 @@ def test_report_of_the_shipped_model_opens_in_chromium_without_errors(tmp_path):
         page.goto(out.as_uri())
         assert page.get_by_role("heading", name=re.compile("Cross-validation")).is_visible()
         fold_table = page.locator("table", has_text="mean ± std")
-        assert fold_table.locator("tr").count() == 1 + 5 + 1  # header, five folds, mean ± std
+        # header, five folds, mean ± std, all pooled with 95% intervals
+        assert fold_table.locator("tr").count() == 1 + 5 + 1 + 1
+        assert page.locator("tr", has_text="all pooled").inner_text().count("–") >= 4  # four intervals
+        assert page.get_by_role("heading", name=re.compile("Shortcuts")).is_visible()
+        assert page.locator("table", has_text="conflicting accuracy").count() == 2  # out-of-fold and test
+        assert "/root/" not in text and "site-packages" not in text  # no folder of this machine
         assert page.locator("svg").count() >= 3  # confusion, ROC, PR, calibration
         assert page.locator("img").count() >= 1  # errors and flagged labels, inline
         assert page.get_by_text("not a medical device").is_visible()

@@ -167,6 +167,11 @@ def percent(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
+def plural(count: int, word: str, plural_form: str | None = None) -> str:
+    """"tumor" or "tumors" for ``count`` ("1 missed tumor", "3 missed tumors")."""
+    return word if count == 1 else (plural_form or word + "s")
+
+
 def duration(seconds) -> str:
     if seconds is None:
         return ""

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import runs
+from engine.evaluation.intervals import format_with_ci
 
 _STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222}h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -142,14 +143,15 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
            f"<h1>Brain-tumor classifier: report on {_e(name)}</h1>",
            '<p class="note"><b>Research software, not a medical device.</b> Its predictions are not a '
            "diagnosis and must not be used for patient care.</p>",
-           f"<p>Written {_e(time.strftime('%Y-%m-%d %H:%M %Z'))} from <code>{_e(folder)}</code>.</p>"]
+           f"<p>Written {_e(time.strftime('%Y-%m-%d %H:%M %Z'))} from the folder <code>{_e(folder.name)}</code>. "
+           "Intervals are 95% group-bootstrap percentile intervals: duplicate groups (patients where "
+           "known) are resampled, not images.</p>"]
     out.append("<h2>Model</h2>" + _table(["", ""], [
         ["network", _e(f"{info.get('preset', '?')} width {info.get('width', '?')}")],
         ["input", _e(f"{info.get('image_size', '?')} px, crop to head: {info.get('crop_to_head', False)}")],
         ["ensemble members", _e(info.get("members", 1))],
         ["threshold / temperature", _e(f"{info.get('threshold', 0.5):.3f} / {info.get('temperature', 1.0):.2f}")],
-        ["calibrated on", _e(info.get("calibrated_on", "?"))]] +
-        [[_e(k), _e(v)] for k, v in card.items() if not isinstance(v, dict)]))
+        ["calibrated on", _e(info.get("calibrated_on", "?"))]] + _card_rows(card)))
     if summary or health:
         rows = [[_e(k), _e(v)] for k, v in (
             ("images", summary.get("images")), ("duplicate groups", summary.get("groups")),
@@ -171,6 +173,11 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
         rows.append(["<b>mean ± std</b>", ""] + [
             f"<b>{_fmt(cv['mean'].get(k), k != 'roc_auc')} ± {_fmt(cv['std'].get(k), k != 'roc_auc')}</b>"
             for k in keys])
+        pooled = cv.get("pooled")
+        if pooled:
+            ci = pooled.get("ci") or {}
+            rows.append(["<b>all pooled (95% interval)</b>", pooled["images"]] + [
+                _e(format_with_ci(pooled.get(k), ci.get(k), percent=k != "roc_auc")) for k in keys])
         out.append(f"<h2>Cross-validation ({cv.get('folds_count')} folds)</h2>"
                    + _table(["fold", "images", "accuracy", "ROC AUC", "sensitivity", "specificity"], rows))
     if test:
@@ -186,6 +193,10 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
                                             float(test["threshold"]), read_review(label_review))
             rows.append(["with reviewed labels"] + [_fmt(reviewed.get(k), k in ("accuracy", "sensitivity", "specificity"))
                                                     for k in keys])
+        ci = test.get("ci") or {}
+        if ci:
+            rows.append(["95% interval", ""] + [_e(format_with_ci(test.get(k), ci.get(k), percent=k != "roc_auc")) if ci.get(k)
+                                                else "" for k in keys[1:]])
         out.append("<h2>Fixed test split</h2>" + _table(
             ["", "images", "accuracy", "sensitivity", "specificity", "ROC AUC", "PR AUC", "Brier", "ECE"], rows))
         curves = test.get("curves") or {}
@@ -205,6 +216,7 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
             out.append(f"<h3>Most confident errors ({min(thumbnails, len(wrong))} of {len(wrong)})</h3>" + _thumbs(
                 [(relocate(p["path"]), f"{Path(p['path']).name}: labelled {'tumor' if int(p['label']) else 'no tumor'}, "
                   f"p(tumor) {float(p['probability']):.3f}") for p in wrong[:thumbnails]]))
+    out.extend(_shortcut_section(runs.read_json(folder / "shortcuts.json", None)))
     flagged = [r for r in _read_csv(folder / "label_issues.csv") if r.get("flagged") == "True"]
     if flagged:
         out.append(f"<h2>Flagged labels ({min(thumbnails, len(flagged))} of {len(flagged)})</h2>"
@@ -223,6 +235,50 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
     out.append("<h2>Environment</h2>" + _table(["", ""], [[_e(k), _e(v)] for k, v in environment.items()]))
     out.append("</body></html>")
     return "\n".join(out)
+
+
+CARD_ROWS = (("cv_dir", "cross-validation", None), ("folds", "folds", None),
+             ("test_count", "test images", None), ("cv_training_wall_seconds", "training time (minutes)", 60))
+
+
+def _card_rows(card: dict) -> list[list[str]]:
+    """The model card's figures a reader needs, named and rounded (the rest is in the
+    JSON file)."""
+    rows = []
+    for key, label, divide in CARD_ROWS:
+        if card.get(key) is not None:
+            value = card[key] / divide if divide else card[key]
+            rows.append([_e(label), _e(f"{value:.1f}" if isinstance(value, float) else value)])
+    return rows
+
+
+def _shortcut_section(report: dict | None) -> list[str]:
+    """The shortcut audit: each cue set's AUC, the model on aligned and conflicting
+    images, and the per-slice table (engine.evaluation.shortcut_audit)."""
+    if not report:
+        return []
+    out = ["<h2>Shortcuts: can the label be read without the brain?</h2>", _table(
+        ["cue set", "out-of-fold ROC AUC (95% interval)", "strongest cues", "meaning"],
+        [[_e(name), _e(format_with_ci(e.get("auc"), e.get("auc_ci"), percent=False)),
+          _e(", ".join(c["label"] for c in e.get("top_cues", [])[:3])), _e(e.get("words", ""))]
+         for name, e in report["cue_sets"].items()])]
+    for kind, part in (report.get("model") or {}).items():
+        out.append(f"<h3>The model where the cues agree and where they mislead ({_e(part['source'])})</h3>")
+        out.append(_table(["cue set", "aligned images", "aligned accuracy", "conflicting images",
+                           "conflicting accuracy", "gap (points)"],
+                          [[_e(name), s["aligned"]["count"], _e(format_with_ci(s["aligned"]["accuracy"], s["aligned"]["accuracy_ci"])),
+                            s["conflicting"]["count"],
+                            _e(format_with_ci(s["conflicting"]["accuracy"], s["conflicting"]["accuracy_ci"])),
+                            "—" if s["gap"] is None else f"{100 * s['gap']:+.1f}"]
+                           for name, s in part["by_set"].items()]))
+        if part.get("slices"):
+            out.append("<p>Per-slice results, worst first:</p>" + _table(
+                ["by", "bin", "images", "accuracy", "sensitivity", "specificity"],
+                [[_e(r["label"]), _e(r["bin"]), r["count"],
+                  _e(format_with_ci(r["accuracy"], r["ci"]["accuracy"])),
+                  _e(format_with_ci(r["sensitivity"], r["ci"]["sensitivity"])),
+                  _e(format_with_ci(r["specificity"], r["ci"]["specificity"]))] for r in part["slices"]]))
+    return out
 
 
 def _installed(package: str) -> bool:

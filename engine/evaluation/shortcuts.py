@@ -219,6 +219,10 @@ def plain_words(name: str, auc: float | None) -> str:
     if auc is None:
         return f"The {name} cues could not be measured against both classes."
     if auc >= WARN_AUC:
+        if name == "intensity":
+            return (f"Warning: the grey levels inside the head alone predict the label (AUC {auc:.2f}). "
+                    "Part of this can be real (a bright lesion raises them), part the source's "
+                    "contrast: check the per-slice results.")
         return (f"Warning: the label can be read from the {name} cues alone (AUC {auc:.2f}) "
                 f"without looking at the brain. A model may learn the source, not the tumor.")
     if auc >= 0.65:
