@@ -132,7 +132,9 @@ table = pd.DataFrame([{
 } for r in results])
 table["slice"] = table["slice"].astype("Int64")  # empty for pictures, the index in a volume
 st.subheader("Results")
-st.dataframe(table, hide_index=True, width="stretch")
+# Shown with empty cells, not "None", for pictures (no slice) and failed files (no
+# probability); the numbers stay numbers, so the columns sort.
+st.dataframe(table.style.format(na_rep="", precision=4), hide_index=True, width="stretch")
 st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), "predictions.csv", "text/csv")
 st.caption(f"Threshold {model.threshold:.3f} (chosen on {model.info.get('calibrated_on', 'validation data')}); "
            f"probabilities are temperature-calibrated (T = {model.temperature:.2f})."
@@ -153,14 +155,27 @@ for name, slices in volumes.items():
     st.line_chart(pd.DataFrame({"slice": [r["slice"] for r in slices],
                                 "tumor probability": [r["probability"] for r in slices]}).set_index("slice"),
                   height=180)
-    worst = max(slices, key=lambda r: r["probability"])
+    # Only assessed slices get a verdict or count towards one, as for pictures and DICOM.
+    assessed = [r for r in slices if not r.get("ood")]
+    not_assessed = len(slices) - len(assessed)
+    if not_assessed:
+        st.warning(f"**{not_assessed} of {len(slices)} slices not assessed**: they do not look like the "
+                   "brain slices the model was trained on, so they get no verdict and are left out of the "
+                   "count below.", icon=":material/block:")
+    worst = max(assessed or slices, key=lambda r: r["probability"])
     chosen = st.select_slider("Slice", [r["slice"] for r in slices], value=worst["slice"],
-                              key=f"slice_{name}", help="Starts at the slice with the highest probability")
+                              key=f"slice_{name}", help="Starts at the assessed slice with the highest probability")
     result = next(r for r in slices if r["slice"] == chosen)
-    st.image(overlay(np.asarray(result["image"]), result["cam"], opacity), width=420,
-             caption=f"{name}, slice {chosen}: Grad-CAM for the tumor class, scaled per image")
-    st.markdown(f"probability **{result['probability']:.3f}** · {result['class']} "
-                f"(slices at or above the threshold: {sum(r['label'] == 1 for r in slices)} of {len(slices)})")
+    count = (f"assessed slices at or above the threshold: {sum(r['label'] == 1 for r in assessed)} of "
+             f"{len(assessed)}" + (f"; {not_assessed} not assessed" if not_assessed else ""))
+    if result.get("ood"):
+        st.image(np.asarray(result["image"]), width=420, caption=f"{name}, slice {chosen} (no heat map: not assessed)")
+        st.markdown(f"slice {chosen}: **not assessed** · {result.get('ood_reason') or 'out of distribution'} "
+                    f"({count})")
+    else:
+        st.image(overlay(np.asarray(result["image"]), result["cam"], opacity), width=420,
+                 caption=f"{name}, slice {chosen}: Grad-CAM for the tumor class, scaled per image")
+        st.markdown(f"probability **{result['probability']:.3f}** · {result['class']} ({count})")
 
 columns = st.columns(3)
 shown = [r for r in results if not r["error"] and r.get("slice") is None]

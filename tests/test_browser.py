@@ -229,3 +229,33 @@ def test_home_evaluate_and_errors_with_the_shipped_model(server, page):
     page.locator("[data-testid=stImage] img").nth(3).wait_for()
     page.wait_for_timeout(1500)
     shot(page, "errors_shipped")
+
+
+def test_the_shortcut_audit_on_home_data_evaluate_and_the_report(server, page, tmp_path):
+    """The shipped model's shortcut audit where decisions are made: Home warns and states
+    the aligned / conflicting gap, Data shows each cue set's AUC with its interval and
+    its gallery shows the slices (not "cannot show"), Evaluate the per-slice table, and
+    the downloaded report carries the audit."""
+    page.goto(server["url"])
+    page.get_by_text("Shortcut check").wait_for()
+    page.get_by_text(re.compile(r"can be read from the acquisition cues alone \(AUC 0\.\d\d\)")).wait_for()
+    page.get_by_text(re.compile(r"Where the \w+ cues point the wrong way")).wait_for()
+    page.get_by_text(re.compile(r"accuracy \d+\.\d% \(\d+\.\d–\d+\.\d\)")).first.wait_for()
+    page.goto(f"{server['url']}/data")
+    page.get_by_text("Can the label be read without the brain?").wait_for()
+    page.get_by_text(re.compile(r"out-of-fold ROC AUC 0\.\d\d \(0\.\d\d–0\.\d\d\)")).first.wait_for()
+    page.get_by_text(re.compile("Examples from both ends of the strongest cue")).wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()  # the cue plots
+    page.get_by_text(re.compile(r"^group \d+")).first.wait_for()  # the issue gallery
+    page.locator("[data-testid=stImage] img").nth(8).wait_for()
+    assert page.get_by_text(re.compile("cannot show")).count() == 0
+    shot(page, "data_shortcuts")
+    page.goto(f"{server['url']}/evaluate")
+    page.get_by_text("Does the model lean on the source?").wait_for()
+    page.get_by_text(re.compile(r"Per-slice results")).wait_for()
+    page.get_by_text(re.compile(r"With 95% intervals")).wait_for()
+    with page.expect_download(timeout=120_000) as download:
+        page.get_by_role("button", name=re.compile("Download the report")).click()
+    text = open(download.value.path(), encoding="utf-8").read()
+    assert "Shortcuts: can the label be read without the brain?" in text
+    assert "conflicting accuracy" in text and "Per-slice results" in text

@@ -405,8 +405,16 @@ def test_predict_takes_dicom_and_nifti_and_never_shows_identifiers(run_folder, t
     assert any("carries patient identifiers" in i.value for i in at.info), [i.value for i in at.info] + [e.value for e in at.error]
     slider = next(s for s in at.select_slider if s.label == "Slice")
     slider.set_value(7).run()
-    probability = table[(table["file"] == "vol.nii.gz") & (table["slice"] == 7)]["tumor probability"].iloc[0]
-    assert any(m.value.startswith(f"probability **{probability:.3f}**") for m in at.markdown)
+    row = table[(table["file"] == "vol.nii.gz") & (table["slice"] == 7)].iloc[0]
+    if row["out of distribution"].startswith("yes"):
+        # No verdict for a slice the model does not assess, as for pictures (issue 32).
+        assert any(m.value.startswith("slice 7: **not assessed**") for m in at.markdown), [m.value for m in at.markdown]
+        assert not any(m.value.startswith("probability **") for m in at.markdown)
+    else:
+        assert any(m.value.startswith(f"probability **{row['tumor probability']:.3f}**") for m in at.markdown)
+    ood_rows = volume_rows[volume_rows["out of distribution"].str.startswith("yes")]
+    counted = next(m.value for m in at.markdown if "assessed slices at or above the threshold" in m.value)
+    assert f"of {len(volume_rows) - len(ood_rows)}" in counted
     assert len(at.get("image")) >= 2  # the chosen slice's Grad-CAM and the DICOM's
     page_text = " ".join(str(e.value) for kind in ("markdown", "caption", "info", "error", "warning")
                          for e in at.get(kind))

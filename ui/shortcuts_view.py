@@ -68,7 +68,8 @@ def cue_plot(frame: pd.DataFrame, cue: str, label: str) -> go.Figure:
         for value in (1, 0):
             figure.add_trace(go.Box(y=frame.loc[frame["label"] == value, cue], name=names[value],
                                     boxpoints=False))
-    figure.update_layout(title=label, height=260, margin=dict(l=30, r=10, t=40, b=30), showlegend=False)
+    figure.update_layout(title=label, height=280, margin=dict(l=40, r=10, t=40, b=40), showlegend=False)
+    figure.update_xaxes(showticklabels=True, title_text="label")
     return figure
 
 
