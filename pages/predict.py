@@ -130,11 +130,17 @@ table = pd.DataFrame([{
     "true label": {None: "", 1: "tumor", 0: "no tumor"}[r["truth"]],
     "error": r["error"],
 } for r in results])
-table["slice"] = table["slice"].astype("Int64")  # empty for pictures, the index in a volume
+# Streamlit's grid shows a missing value as "None": a picture has no slice, a failed file no
+# probability, a single model no spread. Such cells are written empty (fixed-width
+# numbers still sort as text), and a column empty everywhere is left out.
+for column in ("slice", "tumor probability", "uncertainty (ensemble sd)"):
+    if table[column].isna().all():
+        table = table.drop(columns=column)
+    else:
+        table[column] = table[column].map(
+            lambda v: "" if v is None or pd.isna(v) else (f"{int(v):d}" if column == "slice" else f"{v:.4f}"))
 st.subheader("Results")
-# Shown with empty cells, not "None", for pictures (no slice) and failed files (no
-# probability); the numbers stay numbers, so the columns sort.
-st.dataframe(table.style.format(na_rep="", precision=4), hide_index=True, width="stretch")
+st.dataframe(table, hide_index=True, width="stretch")
 st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), "predictions.csv", "text/csv")
 st.caption(f"Threshold {model.threshold:.3f} (chosen on {model.info.get('calibrated_on', 'validation data')}); "
            f"probabilities are temperature-calibrated (T = {model.temperature:.2f})."

@@ -259,3 +259,24 @@ def test_the_shortcut_audit_on_home_data_evaluate_and_the_report(server, page, t
     text = open(download.value.path(), encoding="utf-8").read()
     assert "Shortcuts: can the label be read without the brain?" in text
     assert "conflicting accuracy" in text and "Per-slice results" in text
+
+
+def test_a_volume_of_slices_the_model_does_not_assess_gets_no_verdict(server, page):
+    """nibabel's anatomical.nii (a real MR volume, unlike the fixture model's training
+    squares): every slice is out of distribution, so the viewer gives no probability
+    verdict, draws no heat map and counts no slice as at or above the threshold."""
+    from nibabel.testing import data_path
+    volume = os.path.join(data_path, "anatomical.nii")
+    page.goto(f"{server['url']}/predict?model=fixture-run")
+    page.get_by_text("Upload one or more images").wait_for()
+    page.locator("input[type=file]").set_input_files(volume)
+    page.get_by_text(re.compile(r"anatomical\.nii: \d+ slices")).wait_for()
+    warning = page.get_by_text(re.compile(r"(\d+) of (\d+) slices not assessed"))
+    warning.wait_for()
+    found = re.search(r"(\d+) of (\d+) slices not assessed", warning.inner_text())
+    assert found.group(1) == found.group(2)  # all of them
+    page.get_by_text(re.compile(r"^slice \d+: not assessed")).wait_for()
+    page.get_by_text(re.compile(r"assessed slices at or above the threshold: 0 of 0")).wait_for()
+    assert page.get_by_text(re.compile(r"^probability \d\.\d{3} · (tumor|no tumor)")).count() == 0
+    page.get_by_text(re.compile("no heat map: not assessed")).wait_for()
+    shot(page, "predict_volume_ood")
