@@ -142,15 +142,29 @@ for group in shown:
             f"model suggests **{label_name[top['suggested_label']]}** · score {top['score']:.3f} "
             f"({top['source']})" + (f" · decided: **{', '.join(sorted(decided))}**" if decided else ""))
         cols = st.columns(4)
+        fold_of = {r.path: r.fold for r in rows}
+        in_sample = False
         for col, issue in zip(cols, group_issues[:4]):
+            # The figure that raised the flag is the out-of-fold probability (label_issues.csv);
+            # the heat map comes from the fold model that never trained on the image where
+            # that model's folder exists, else from the ensemble, named as in-sample.
+            fold = fold_of.get(issue["path"], -1)
+            fold_model = folder / f"fold_{fold}"
+            source = fold_model if fold >= 0 and (fold_model / runs.EXPORT_DIR).exists() else folder
             try:
-                view, cam, probability = explained(folder, issue["path"])
+                view, cam, probability = explained(source, issue["path"])
             except ImageDecodeError as err:
                 col.error(f"{Path(issue['path']).name}: {err}")
                 continue
-            col.image(overlay(view, cam, 0.45), width="stretch",
-                      caption=f"{Path(issue['path']).name}: P(tumor) {probability:.3f}")
-        st.caption("Heat map: Grad-CAM for the tumor class, scaled to its own maximum per image.")
+            caption = f"{Path(issue['path']).name}: P(tumor) {issue['probability']:.3f} ({issue['source']})"
+            if source == folder and fold >= 0:
+                in_sample = True
+                caption += f" · ensemble, in-sample: {probability:.3f}"
+            col.image(overlay(view, cam, 0.45), width="stretch", caption=caption)
+        st.caption("Heat map: Grad-CAM for the tumor class, scaled to its own maximum per image; "
+                   + ("from the ensemble, most of whose members trained on these images (in-sample: "
+                      "its probability is not the one that raised the flag)." if in_sample else
+                      "from the fold model that never trained on the image."))
         labels_in_group = {r.original_label for r in rows}
         if len(labels_in_group) > 1:
             st.error("Its copies disagree: this duplicate group holds both labels.")

@@ -210,7 +210,11 @@ for index, result in enumerate(shown):
                     "the prediction says what the model remembers, not how it generalises.",
                     icon=":material/content_copy:")
         from ui.neighbours_view import show_neighbours
-        show_neighbours({"neighbours": result.get("neighbours")} if result.get("neighbours") else None)
+        if result.get("ood"):
+            # Their labels would read like a verdict by another route.
+            st.caption("Nearest training images are not shown for an input the model does not assess.")
+        else:
+            show_neighbours({"neighbours": result.get("neighbours")} if result.get("neighbours") else None)
 for result in results:
     if result["error"]:
         st.error(f"{result['name']}: {result['error']}")

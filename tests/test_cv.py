@@ -245,8 +245,12 @@ def test_the_cv_stores_its_pool_and_predict_names_the_nearest_training_images(cv
     # A pool image shown on Errors or Label review is left out of its own neighbours.
     own = index.paths[0]
     assert index.query(index.vectors[:1], 3)[0]["neighbours"][0]["path"] == own
-    excluded = index.query(index.vectors[:1], 3, exclude=[own])[0]["neighbours"]
+    found = index.query(index.vectors[:1], 3, exclude=[own])[0]
+    excluded = found["neighbours"]
     assert len(excluded) == 3 and own not in {n["path"] for n in excluded}
+    # ... with the rest of its duplicate group: its copies are not "similar other images".
+    assert index.groups[0] not in {n["group"] for n in excluded}
+    assert found["copies_left_out"] == int((index.groups == index.groups[0]).sum()) - 1
     member = pool[0]
     stranger = cv_run / "stranger.png"
     rng = np.random.default_rng(5)

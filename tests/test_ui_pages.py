@@ -734,3 +734,18 @@ def test_predict_gives_no_verdict_on_a_grey_photograph_and_says_why(run_folder):
     assert table.loc["slice.jpg", "predicted class"] in ("tumor", "no tumor")
     warning = next(w.value for w in at.warning if w.value.startswith("**Not assessed**"))
     assert "grey_flower.png" in warning and "its pixels" in warning
+
+
+def test_label_review_cards_show_the_out_of_fold_probability_and_other_slices_as_neighbours():
+    """The shipped model (a fold ensemble without fold folders): each card shows the
+    out-of-fold probability that raised its flag, names the ensemble's figure in-sample,
+    and its nearest images leave its own duplicate group out (issue 32 #3, #4)."""
+    from engine.evaluation.audit import read_issues
+    at = app_on("label_review", model_choice="Shipped model (checkpoints/)")
+    issues = read_issues(ROOT / "checkpoints" / "label_issues.csv")
+    captions = [i.caption for image in at.get("image") for i in image.proto.imgs]
+    shown = " ".join(captions) + " ".join(c.value for c in at.caption)
+    flagged = [i for i in issues if i["flagged"]]
+    assert any(f"P(tumor) {i['probability']:.3f} (out-of-fold)" in shown for i in flagged), shown[:2000]
+    assert "in-sample" in shown
+    assert any("Its own duplicate group" in c.value for c in at.caption)

@@ -57,12 +57,19 @@ def show_neighbours(found: dict | None, own_label: int | None = None, *, title: 
     near = found["neighbours"]
     agree = "" if own_label is None else (
         f" · {sum(n['label'] == own_label for n in near)} of {len(near)} carry its label")
+    copies = found.get("copies_left_out") or 0
     st.markdown(f"**{title}**{agree}")
+    if copies:
+        st.caption(f"Its own duplicate group ({copies} other {'copy' if copies == 1 else 'copies'}) is left "
+                   "out: these are other slices.")
     for column, item in zip(st.columns(len(near)), near):
         picture = thumbnail(item["path"])
-        caption = (f"{LABEL.get(item['label'], item['label'])} · sim {item['similarity']:.2f} · "
-                   f"group {item['group']}")
+        # Short enough not to wrap a character per line in a narrow column; the groups
+        # are listed once below the row.
+        caption = f"{LABEL.get(item['label'], item['label'])} · {item['similarity']:.2f}"
         if picture is None:
             column.caption(f"{Path(item['path']).name}: not readable here · {caption}")
         else:
             column.image(picture, caption=caption, width="stretch")
+    st.caption("Under each: its label · feature similarity (1 = the same image; "
+               "groups " + ", ".join(str(item["group"]) for item in near) + ")")

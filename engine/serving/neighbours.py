@@ -102,16 +102,23 @@ class NeighbourIndex:
         """For each of N inputs ([N, K, C] features): its ``k`` most similar pool images
         (most similar first) and whether it is a near-copy of one of them. ``exclude``:
         per input, a pool path to leave out (the input itself, when it is a pool image
-        shown on Errors or Label review), so it is not its own nearest neighbour."""
+        shown on Errors or Label review) together with the rest of its duplicate group:
+        its copies are counted as copies already (``copies_left_out``), and the reviewer
+        wants to see how *other* slices that look like it are labelled."""
         sims = embed(features) @ self.vectors.T
+        left_out = [0] * len(sims)
         for row, path in enumerate(exclude or []):
             if path is not None:
-                sims[row, self.paths == path] = -np.inf
+                itself = self.paths == path
+                drop = itself | np.isin(self.groups, self.groups[itself]) if itself.any() else itself
+                sims[row, drop] = -np.inf
+                left_out[row] = int(drop.sum() - itself.sum())
         k = min(k, int(np.isfinite(sims).sum(axis=1).min()) if len(sims) else k)
         order = np.argsort(-sims, axis=1)[:, :k]
         out = []
         for row, picks in zip(sims, order):
             out.append({
+                "copies_left_out": left_out[len(out)],
                 "seen_in_training": bool(row[picks[0]] >= self.seen_threshold) if k else False,
                 "neighbours": [{"path": str(self.paths[i]), "label": int(self.labels[i]),
                                 "group": int(self.groups[i]), "similarity": round(float(row[i]), 4)}
