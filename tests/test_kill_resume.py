@@ -81,3 +81,46 @@ def test_random_sigkills_then_resume_lose_nothing_but_recent_work(tmp_path):
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
     log = (folder / "train.log").read_text()
     assert "resumed from" in log
+
+
+def test_stop_during_data_preparation_ends_stopped_and_resume_finishes(tmp_path):
+    """A Stop (SIGTERM to the run's process group, as the dashboard sends it) while a
+    300-file folder is inspected by the process pool: the pool's workers survive it, the
+    run ends "stopped" with a plain message (no BrokenProcessPool), and Resume finishes,
+    re-inspecting nothing the cache already holds (issue 32 #5)."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for name in ("yes", "no"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for k in range(150):
+            # Large noisy pictures: inspection (decode, hashes, descriptors) takes seconds.
+            Image.fromarray((rng.random((640, 640)) * 255).astype(np.uint8)).save(
+                tmp_path / "data" / name / f"{name}{k}.jpg", quality=95)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(tiny_config(data_dir=str(tmp_path / "data"), epochs=1).to_json())
+    folder = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), BRAIN_MANIFEST_CACHE=str(tmp_path / "cache.sqlite"))
+    process = subprocess.Popen([sys.executable, "-m", "engine.train", "--config", config_file, "--run-dir", folder],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                               start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        status = runs.read_status(folder)
+        if 0 < status.get("files_inspected", 0) < status.get("files_found", 0):
+            break  # the handshake: inspection is under way
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"inspection was never seen under way: {runs.read_status(folder)}")
+    os.killpg(process.pid, signal.SIGTERM)
+    code = process.wait(timeout=120)
+    status = runs.read_status(folder)
+    assert status["state"] == "stopped", status
+    assert code == 0
+    assert "stopped during data preparation" in status["message"] and not status.get("error")
+    assert "BrokenProcessPool" not in (folder / "train.log").read_text()
+    resumed = subprocess.run([sys.executable, "-m", "engine.train", "--resume", folder], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert runs.read_status(folder)["state"] == "finished"
+    assert "unchanged since an earlier build" in (folder / "train.log").read_text()

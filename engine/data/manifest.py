@@ -100,16 +100,32 @@ def _inspect(source: SourceImage, salt: bytes = b"", describe: bool = True) -> l
             for address, _, rgb in scan.addressed(source.path)]
 
 
+class ScanStopped(Exception):
+    """A stop was asked for while the data were being inspected; what was inspected is in
+    the inspection cache, so a resume continues quickly."""
+
+
+def _ignore_stop_signals() -> None:
+    """Initializer of the inspection processes: a Stop signals the run's whole process
+    group, and a worker that died of it broke the pool (BrokenProcessPool, a failed
+    run). The workers ignore it; the build checks the stop between chunks."""
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _inspect_chunk(chunk, salt: bytes, describe: bool):
     """_inspect over several sources: one task of the process pool (fewer round trips)."""
     return [_inspect(source, salt, describe) for source in chunk]
 
 
 def inspect_sources(sources: list[SourceImage], describe: bool, *, workers: int | None = None,
-                    pool: str = "auto", cache="default", progress=None):
+                    pool: str = "auto", cache="default", progress=None, should_stop=None):
     """[(row, descriptor or None)] of every source in order, each file inspected once
     (or read back from the cache). Patient keys come out under the cache's salt (or a
-    fresh one without a cache); build_manifest re-salts them."""
+    fresh one without a cache); build_manifest re-salts them. ``should_stop()`` is asked
+    after every chunk; when it says so, ScanStopped is raised (the chunks done are kept
+    in the cache)."""
     from engine.data import inspect_cache
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}")
@@ -147,13 +163,24 @@ def inspect_sources(sources: list[SourceImage], describe: bool, *, workers: int 
         # may hold TensorFlow's threads, where a fork can deadlock).
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["engine.data.manifest"])
-        executor = ProcessPoolExecutor(max_workers=workers or cores, mp_context=context)
+        executor = ProcessPoolExecutor(max_workers=workers or cores, mp_context=context,
+                                       initializer=_ignore_stop_signals)
     else:
         executor = ThreadPoolExecutor(max_workers=decode_workers(workers))
     try:
         with executor:
-            outputs = executor.map(_inspect_chunk, ([sources[i] for i in c] for c in chunks),
-                                   [salt] * len(chunks), [describe] * len(chunks))
+            # A Stop signals the whole process group. While the pool starts its server and
+            # workers, the stop signals are blocked here (children inherit the mask, so
+            # they never die of it) and delivered to this process right after.
+            import signal
+            stop_signals = {signal.SIGTERM, signal.SIGINT}
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals) if processes else None
+            try:
+                outputs = executor.map(_inspect_chunk, ([sources[i] for i in c] for c in chunks),
+                                       [salt] * len(chunks), [describe] * len(chunks))
+            finally:
+                if previous is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
             for indices, found in zip(chunks, outputs):
                 for index, items in zip(indices, found):
                     results[index] = items
@@ -164,6 +191,10 @@ def inspect_sources(sources: list[SourceImage], describe: bool, *, workers: int 
                 done += len(indices)
                 if progress:
                     progress(done, total)
+                if should_stop and should_stop() and done < total:
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    raise ScanStopped(f"stopped during data preparation after {done} of {total} files "
+                                      "(kept in the inspection cache: Resume continues from there)")
                 if time.time() - last >= PROGRESS_EVERY_SECONDS:
                     last = time.time()
                     rate = (done - (total - len(todo))) / max(last - started, 1e-9)
@@ -186,6 +217,7 @@ def build_manifest(
     cache: "str | os.PathLike | None" = "default",
     progress=None,
     twins=None,
+    should_stop=None,
 ) -> tuple[list[ManifestRow], dict]:
     """Scan, decode-check, hash, group and split a data folder.
 
@@ -193,7 +225,8 @@ def build_manifest(
     "processes", or "auto": processes from PROCESSES_FROM files on) and is recorded per file in
     ``cache`` (engine.data.inspect_cache; "default" = its default file, None = off), so
     a killed build resumes and a changed folder re-inspects only what changed.
-    ``progress(done, total)`` is called as files are inspected. ``twins(usable_rows)``,
+    ``progress(done, total)`` is called as files are inspected; ``should_stop()`` is
+    asked between chunks (ScanStopped when it says so). ``twins(usable_rows)``,
     if given, returns ([P, 2] index pairs into those rows, a description) of relatives
     found by a test outside this stage (a model's features: engine.serving.twins), merged
     into the duplicate groups before the split.
@@ -212,7 +245,7 @@ def build_manifest(
                           "%d images; exact and pHash grouping still apply", len(sources),
                           dedup.MAX_CORRELATION_IMAGES)
     inspected = inspect_sources(sources, describe, workers=workers, pool=pool, cache=cache,
-                                progress=progress)
+                                progress=progress, should_stop=should_stop)
     for row, _ in inspected:  # keys group files within this manifest only
         row.patient_key = inspect_cache.resalt(row.patient_key, salt)
     rows = [row for row, _ in inspected]

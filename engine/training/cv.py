@@ -29,6 +29,7 @@ import numpy as np
 
 from engine import runs
 from engine.config import TrainConfig
+from engine.data.manifest import ScanStopped
 from engine.evaluation.oof import OOF_FILE, fit_calibration, fold_summary, write_oof
 
 log = logging.getLogger("engine.cv")
@@ -76,7 +77,7 @@ def rows_for_fold(rows, fold: int):
     return result
 
 
-def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
+def _prepare(config: TrainConfig, cv_dir: Path, folds: int, stop=None):
     """The CV manifest (built once, then reused on resume), with folds assigned."""
     from engine.data.health import write_health
     from engine.data.manifest import read_manifest, write_manifest
@@ -84,7 +85,7 @@ def _prepare(config: TrainConfig, cv_dir: Path, folds: int):
     if path.exists():
         return read_manifest(path)
     from engine.training.loop import apply_label_review, scan
-    rows, summary = scan(config, runs.preparation_progress(cv_dir))
+    rows, summary = scan(config, runs.preparation_progress(cv_dir), stop)
     summary["label_review"] = apply_label_review(rows, config, cv_dir)
     assign_folds(rows, folds, config.seed)
     write_manifest(rows, path)
@@ -141,7 +142,12 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
     runs.begin_segment(cv_dir, resume=True)  # a resumed CV adds to the time of its first start
     try:
         setup_logging(cv_dir)
-        rows = _prepare(config, cv_dir, folds)
+        try:
+            rows = _prepare(config, cv_dir, folds, stop)
+        except ScanStopped as err:
+            log.info("%s", err)
+            return runs.write_status(cv_dir, runs.STOPPED, ended=time.time(), stopped_by=stop.signal_name,
+                                     message=str(err))
         for fold in range(folds):
             if runs.read_status(fold_dir(cv_dir, fold)).get("state") == runs.FINISHED:
                 continue

