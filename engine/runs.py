@@ -343,8 +343,12 @@ def extension_problem(folder: str | os.PathLike, epochs: int) -> str:
 
 
 def can_resume(folder: str | os.PathLike) -> bool:
-    """A stopped or failed run (or CV) with something to continue from."""
+    """A stopped or failed run (or CV) with something to continue from; a run stopped
+    during data preparation continues from its request (config.json), the inspection
+    cache making the scan quick."""
     folder = Path(folder)
+    if (folder / CONFIG_FILE).exists() and read_status(folder).get("state") == STOPPED:
+        return True
     if is_cv(folder):
         return (folder / MANIFEST_FILE).exists()
     return (folder / CHECKPOINT_DIR / "checkpoint").exists()

@@ -203,6 +203,8 @@ def live_panel():
             "finished": ":material/check_circle:", "stopped": ":material/stop_circle:",
             "failed": ":material/error:"}.get(state, ":material/help:")
     st.markdown(f"### {icon} {watched}: **{state}**")
+    if state == runs.STOPPED and status.get("message"):
+        st.info(status["message"])
     if state == runs.FAILED:
         st.error(f"Failed: {status.get('error')}")
         if status.get("log_tail"):

@@ -119,6 +119,7 @@ def test_stop_during_data_preparation_ends_stopped_and_resume_finishes(tmp_path)
     assert code == 0
     assert "stopped during data preparation" in status["message"] and not status.get("error")
     assert "BrokenProcessPool" not in (folder / "train.log").read_text()
+    assert runs.can_resume(folder)  # the dashboard offers Resume (no checkpoint yet: the request)
     resumed = subprocess.run([sys.executable, "-m", "engine.train", "--resume", folder], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
