@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                   "out_of_distribution": result.out_of_distribution,
                   "ood_score": None if result.ood_score is None else round(result.ood_score, 4),
                   "ood_reason": result.ood_reason,
-                  "predicted_class": result.predicted_class, "threshold": round(model.threshold, 6)}
+                  "predicted_class": result.predicted_class, "threshold": round(model.threshold, 6),
+                  "decision": result.decision, "refer_reason": result.refer_reason,
+                  "prediction_set": result.prediction_set}
         if args.neighbours:
             record["seen_in_training"] = result.seen_in_training
             record["neighbours"] = result.neighbours
@@ -71,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                 spread += (" [WARNING: does not look like the brain slices the model was trained on: "
                            f"{result.ood_reason}]")
             print(f"{result.name}: tumor probability {result.probability:.4f}{spread} -> "
-                  f"{result.predicted_class} (threshold {model.threshold:.3f})")
+                  f"{result.decision or result.predicted_class} (threshold {model.threshold:.3f})"
+                  + (f" [refer: {result.refer_reason}]" if result.refer_reason else "")
+                  + (f" set {result.prediction_set}" if result.prediction_set is not None else ""))
             if result.neighbours:
                 if result.seen_in_training:
                     print("  seen in training: a near-copy of a training image (below)")

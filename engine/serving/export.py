@@ -69,16 +69,25 @@ class ServingModule(tf.Module):
     spread. Grad-CAM is the members' mean map, rescaled to [0, 1] per image."""
 
     def __init__(self, models, image_size: int, flip_tta: bool = True, threshold: float = 0.5,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, refer_margin: float = 0.0, conformal_q=(1.0, 1.0)):
         super().__init__(name="serving")
         self.members = list(models) if isinstance(models, (list, tuple)) else [models]
         if not self.members:
             raise ValueError("an export needs at least one model")
         self.flip_tta = bool(flip_tta)
+        self._contract(image_size, len(self.members), threshold, temperature, refer_margin, conformal_q)
+
+    def _contract(self, image_size: int, members: int, threshold: float, temperature: float,
+                  refer_margin: float, conformal_q) -> None:
+        """The contract's variables and signatures (shared with RestampedModule)."""
         self.image_size = tf.Variable(image_size, trainable=False, name="image_size")
-        self.member_count = tf.Variable(len(self.members), trainable=False, name="member_count")
+        self.member_count = tf.Variable(members, trainable=False, name="member_count")
         self.threshold = tf.Variable(float(threshold), trainable=False, name="threshold")
         self.temperature = tf.Variable(float(temperature), trainable=False, name="temperature")
+        # engine.serving.refer: logit distance from the threshold under which the decision
+        # is "refer" (0 = never), and the class-conditional conformal quantiles.
+        self.refer_margin = tf.Variable(float(refer_margin), trainable=False, name="refer_margin")
+        self.conformal_q = tf.Variable([float(q) for q in conformal_q], trainable=False, name="conformal_q")
         self.export_version = tf.Variable(EXPORT_VERSION, trainable=False, name="export_version")
         self.size = int(image_size)
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
@@ -95,7 +104,18 @@ class ServingModule(tf.Module):
         """The contract's outputs from the float path's: temperature and threshold applied."""
         member_probabilities = tf.sigmoid(outputs["member_logits"] / self.temperature)
         probability = tf.sigmoid(outputs["logit"] / self.temperature)
-        return {"probability": probability, "predicted": tf.cast(probability >= self.threshold, tf.int32),
+        predicted = tf.cast(probability >= self.threshold, tf.int32)
+        clipped = tf.clip_by_value(probability, 1e-7, 1 - 1e-7)
+        threshold = tf.clip_by_value(self.threshold, 1e-7, 1 - 1e-7)
+        distance = tf.abs(tf.math.log(clipped / (1 - clipped)) - tf.math.log(threshold / (1 - threshold)))
+        refer = tf.logical_and(self.refer_margin > 0, distance < self.refer_margin)
+        return {"probability": probability, "predicted": predicted,
+                # 0 no tumor, 1 tumor, 2 refer (engine.serving.refer; out-of-distribution
+                # checks live outside the graph and can only withhold a verdict further)
+                "decision": tf.where(refer, 2, predicted),
+                # [B, 2]: "no tumor" and "tumor" in the conformal prediction set
+                "prediction_set": tf.stack([probability <= self.conformal_q[0],
+                                            1 - probability <= self.conformal_q[1]], axis=1),
                 "threshold": tf.fill(tf.shape(probability), self.threshold),
                 "member_probabilities": member_probabilities,
                 "spread": tf.math.reduce_std(member_probabilities, axis=1),
@@ -136,15 +156,53 @@ class ServingModule(tf.Module):
                 "member_logits": members, "features": features}
 
 
-EXPORT_VERSION = 2  # 2: uint8 serving_default, serving_bytes, calibration inside
+EXPORT_VERSION = 3  # 2: uint8 serving_default, serving_bytes, calibration inside; 3: refer band, sets
+
+
+class RestampedModule(ServingModule):
+    """An existing export with new calibration variables: the shipped model carries no
+    fold checkpoints to export again from, so its SavedModel is loaded, wrapped and
+    saved with the threshold, temperature, refer band and conformal quantiles of its
+    model.json. The members' graphs are the loaded ones, unchanged."""
+
+    def __init__(self, loaded, image_size: int, members: int, threshold: float, temperature: float,
+                 refer_margin: float, conformal_q):
+        tf.Module.__init__(self, name="serving")
+        self.loaded = loaded
+        self._contract(image_size, members, threshold, temperature, refer_margin, conformal_q)
+
+    def _serve(self, images):
+        return self.loaded.signatures["serving_float"](images=images)
+
+    def _explain(self, images):
+        return self.loaded.signatures["explain"](images=images)
+
+
+def restamp_export(folder: str | Path) -> Path:
+    """Save ``folder``'s export again with the calibration of its model.json (see
+    RestampedModule), swapped in only once written."""
+    from engine import runs
+    folder = Path(folder)
+    info = runs.read_json(folder / runs.MODEL_INFO_FILE, {}) or {}
+    loaded = tf.saved_model.load(str(folder / runs.EXPORT_DIR))
+    band, conformal = info.get("refer_band") or {}, info.get("conformal") or {}
+    module = RestampedModule(loaded, int(info.get("image_size") or loaded.image_size.numpy()),
+                             int(loaded.member_count.numpy()), float(info.get("threshold", 0.5)),
+                             float(info.get("temperature", 1.0)), float(band.get("margin", 0.0)),
+                             conformal.get("q", (1.0, 1.0)))
+    return _save(module, folder / runs.EXPORT_DIR)
 
 
 def export_saved_model(models, image_size: int, directory: str | Path, flip_tta: bool = True,
-                       threshold: float = 0.5, temperature: float = 1.0) -> Path:
+                       threshold: float = 0.5, temperature: float = 1.0, refer_margin: float = 0.0,
+                       conformal_q=(1.0, 1.0)) -> Path:
     """Write the SavedModel of one model or a list of them (an ensemble) to a temp
     folder, then swap it in, so a reader never loads a half-written export."""
-    directory = Path(directory)
-    module = ServingModule(models, image_size, flip_tta, threshold, temperature)
+    module = ServingModule(models, image_size, flip_tta, threshold, temperature, refer_margin, conformal_q)
+    return _save(module, Path(directory))
+
+
+def _save(module: ServingModule, directory: Path) -> Path:
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -197,6 +255,11 @@ def stamp_calibration(folder: str | Path) -> None:
     folder = Path(folder)
     info = runs.read_json(folder / runs.MODEL_INFO_FILE, {}) or {}
     stored = runs.read_config_file(folder)
+    band, conformal = info.get("refer_band") or {}, info.get("conformal") or {}
+    extra = (float(band.get("margin", 0.0)), conformal.get("q", (1.0, 1.0)))
+    if "cv" in stored and not (folder / "fold_0").exists():
+        restamp_export(folder)  # a shipped fold ensemble: no fold checkpoints to export from
+        return
     if "cv" in stored:
         folds = int(stored["cv"]["folds"])
         members = [restore_best_model(folder / f"fold_{k}")[1] for k in range(folds)]
@@ -205,7 +268,7 @@ def stamp_calibration(folder: str | Path) -> None:
         config, model, _ = restore_best_model(folder, info.get("checkpoint"))
         members, image_size = [model], config.image_size
     export_saved_model(members, image_size, folder / runs.EXPORT_DIR, bool(info.get("flip_tta", True)),
-                       float(info.get("threshold", 0.5)), float(info.get("temperature", 1.0)))
+                       float(info.get("threshold", 0.5)), float(info.get("temperature", 1.0)), *extra)
 
 
 def model_info(config, flip_tta: bool, members: int) -> dict:

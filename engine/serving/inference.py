@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from engine.serving import appearance, input_check
+from engine.serving import appearance, input_check, refer
 from engine.serving.calibration import calibrated
 from engine.serving.neighbours import NeighbourIndex
 from engine.serving.ood import OOD_FILE, FeatureGaussians
@@ -172,6 +172,11 @@ class Prediction:
     # The most similar images the model learnt from (engine.serving.neighbours), when asked
     neighbours: list[dict] | None = None
     seen_in_training: bool | None = None
+    # engine.serving.refer: "tumor", "no tumor", "refer" (inside the stored band) or "not
+    # assessed" (out of distribution); why it was referred; the conformal set.
+    decision: str = ""
+    refer_reason: str = ""
+    prediction_set: list[str] | None = None
 
     @property
     def predicted_class(self) -> str:
@@ -242,4 +247,19 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
                     f"; {results[index].ood_reason}" if flag else "")
             results[index].predicted_label = int(probability >= model.threshold)
             results[index].cam = cam
+            decide(model, results[index])
     return results
+
+
+def decide(model: LoadedModel, result: "Prediction") -> None:
+    """The decision a reader acts on, from the model folder's stored refer band and
+    conformal quantiles (model.json, engine.serving.refer): no verdict out of
+    distribution, "refer" inside the band, else the class; and the prediction set."""
+    band = model.info.get("refer_band") or {}
+    margin = float(band.get("margin", 0.0))
+    result.decision = refer.decisions([result.probability], model.threshold, margin,
+                                      [bool(result.out_of_distribution)])[0]
+    if result.decision == refer.REFER:
+        result.refer_reason = refer.refer_reason(result.probability, model.threshold, margin)
+    conformal = model.info.get("conformal")
+    result.prediction_set = refer.prediction_sets([result.probability], conformal)[0] if conformal else None
