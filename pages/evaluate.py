@@ -10,7 +10,7 @@ from engine.evaluation.evaluate import classification_report
 from engine.serving.calibration import MIN_CALIBRATION_IMAGES
 from engine import runs
 from engine.evaluation.intervals import format_with_ci
-from ui import charts, cv_view, shortcuts_view
+from ui import charts, cv_view, refer_view, shortcuts_view
 from ui.app import require_navigation
 from ui.common import (
     SHIPPED_DIR, percent, plural, read_json, read_predictions, runs_root, selected_model_dir,
@@ -148,6 +148,8 @@ if report.get("curves"):
     c1.plotly_chart(charts.roc_curve(report["curves"], report["roc_auc"], point), width="stretch")
     c2.plotly_chart(charts.pr_curve(report["curves"], report["pr_auc"], point), width="stretch")
     c3.plotly_chart(charts.calibration_plot(report["curves"]), width="stretch")
+
+refer_view.show(report, read_json(model_dir / runs.MODEL_INFO_FILE) or {}, split)
 
 audit = shortcuts_view.audit(model_dir)
 if audit and (audit.get("model") or {}).get(split):

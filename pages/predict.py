@@ -33,7 +33,9 @@ def predict_one(model_dir: str, stamp: float, name: str, digest: str, data: byte
              "label": result.predicted_label,
              "class": result.predicted_class, "error": result.error, "image": result.image,
              "cam": result.cam, "threshold": model.threshold,
-             "neighbours": result.neighbours, "seen": result.seen_in_training}
+             "neighbours": result.neighbours, "seen": result.seen_in_training,
+             "decision": result.decision, "refer_reason": result.refer_reason,
+             "prediction_set": result.prediction_set}
             for result in predict_files(model, [(name, data)], explain=True, neighbours=5)]
 
 
@@ -123,6 +125,9 @@ table = pd.DataFrame([{
     "uncertainty (ensemble sd)": (None if r["error"] or r.get("uncertainty") is None
                                   else round(r["uncertainty"], 4)),
     "predicted class": ("" if r["error"] else "not assessed" if r.get("ood") else r["class"]),
+    "decision": "" if r["error"] else r.get("decision") or r["class"],
+    "prediction set (95% per class)": "" if r["error"] or r.get("prediction_set") is None else (
+        " + ".join(r["prediction_set"]) or "none (unlike the calibration images)"),
     "seen in training": {None: "", True: "yes: a near-copy of a training image", False: "no"}[
         None if r["error"] else r.get("seen")],
     "out of distribution": {None: "", True: "yes: not like the training slices", False: "no"}[
@@ -142,6 +147,13 @@ for column in ("slice", "tumor probability", "uncertainty (ensemble sd)"):
 st.subheader("Results")
 st.dataframe(table, hide_index=True, width="stretch")
 st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), "predictions.csv", "text/csv")
+band = model.info.get("refer_band")
+if band:
+    st.caption(f"Refer band: no verdict within a logit distance of {band['margin']:.2f} of the threshold "
+               f"(chosen on {band['calibrated_on']}: {band['rule']}; it answered "
+               f"{100 * band['coverage']:.0f}% there). Prediction sets: each class's true images are in "
+               f"their set at least {100 * (1 - model.info['conformal']['alpha']):.0f}% of the time on "
+               "data like the calibration images.")
 st.caption(f"Threshold {model.threshold:.3f} (chosen on {model.info.get('calibrated_on', 'validation data')}); "
            f"probabilities are temperature-calibrated (T = {model.temperature:.2f})."
            + (f" The model is an ensemble of {model.members} fold models; the uncertainty is the "
@@ -203,6 +215,9 @@ for index, result in enumerate(shown):
                        icon=":material/block:")
             with st.expander("Show the probability anyway"):
                 st.markdown(f"{result['class']} · {figure}{truth}")
+        elif result.get("decision") == "refer":
+            st.warning(f"**Refer to a radiologist**: {result['refer_reason']}.", icon=":material/person_alert:")
+            st.markdown(f"leaning {result['class']} · {figure}{truth}")
         else:
             st.markdown(f"**{verdict}** · {figure}{truth}")
         if result.get("seen"):

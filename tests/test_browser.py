@@ -254,6 +254,8 @@ def test_the_shortcut_audit_on_home_data_evaluate_and_the_report(server, page, t
     page.get_by_text("Does the model lean on the source?").wait_for()
     page.get_by_text(re.compile(r"Per-slice results")).wait_for()
     page.get_by_text(re.compile(r"With 95% intervals")).wait_for()
+    page.get_by_text("When to refer").wait_for()  # the stored band, scored on the test split
+    page.get_by_text(re.compile(r"On this test split.*answers \d+ of \d+")).wait_for()
     with page.expect_download(timeout=120_000) as download:
         page.get_by_role("button", name=re.compile("Download the report")).click()
     text = open(download.value.path(), encoding="utf-8").read()
