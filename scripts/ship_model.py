@@ -104,6 +104,23 @@ def stamp_intervals(folder: Path) -> None:
     summary_path.write_text(json.dumps(summary, indent=2))
 
 
+def card_figures(folder: Path) -> dict:
+    """What the model card adds beside its headline figures: their 95% intervals, the
+    pooled out-of-fold figures, the shortcut audit's AUCs and gaps, and the refer band's
+    test coverage (all read from the folder's own files)."""
+    test = json.loads((folder / "eval_test.json").read_text())
+    summary = json.loads((folder / "cv_summary.json").read_text())
+    shortcuts = json.loads((folder / "shortcuts.json").read_text()) if (folder / "shortcuts.json").exists() else {}
+    figures = {"test_ci": {k: test.get("ci", {}).get(k) for k in ("accuracy", "roc_auc", "sensitivity", "specificity")},
+               "cv_pooled": {k: summary.get("pooled", {}).get(k) for k in ("accuracy", "roc_auc", "errors", "ci")}}
+    if shortcuts:
+        figures["shortcut_auc"] = {k: v["auc"] for k, v in shortcuts["cue_sets"].items()}
+        figures["shortcut_gap_oof"] = {k: v["gap"] for k, v in shortcuts["model"]["oof"]["by_set"].items()}
+    if test.get("refer"):
+        figures["refer_test"] = {k: test["refer"][k] for k in ("coverage", "accuracy", "sensitivity", "specificity")}
+    return figures
+
+
 def make_portable(folder: Path) -> None:
     """Rewrite every path column (and neighbours.npz's paths) of a shipped folder into
     engine.data.sources.portable form, so checkpoints/ names no folder of the machine
@@ -186,6 +203,7 @@ def main(source_dir: str) -> None:
         "test_count": full["count"], "members": info.get("members", 1),
         "cv_training_wall_seconds": wall,
     }
+    card.update(card_figures(target))
     (target / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
     make_portable(target)
     print(json.dumps(card, indent=2))
@@ -199,5 +217,9 @@ if __name__ == "__main__":
         stamp_intervals(folder)
         build_shortcuts(folder)
         make_portable(folder)
+        card_path = folder / "model_card.json"
+        card = json.loads(card_path.read_text())
+        card.update(card_figures(folder))
+        card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
     else:
         main(sys.argv[1])
