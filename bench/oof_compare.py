@@ -79,6 +79,13 @@ def main(argv=None) -> int:
     print(TABLE_HEADER)
     for source, summary in zip(args.sources, comparison.summaries):
         print(row(source, summary))
+    for k in range(1, len(args.sources)):
+        paired = comparison.paired(k)
+        text = ", ".join(f"{key} {100 * paired[key]['difference']:+.1f} points"
+                         + (f" ({100 * paired[key]['ci'][0]:+.1f} to {100 * paired[key]['ci'][1]:+.1f})"
+                            if paired[key]["ci"] else "") for key in ("accuracy", "roc_auc"))
+        print(f"{args.sources[k]} minus {args.sources[0]}, paired, 95% intervals over {paired['resampled']}: "
+              f"{text}; DeLong p(AUC) {paired['delong']['p_value']:.3g}")
     if args.ensemble and len(tables) > 1:
         logits = np.mean([[t[p]["logit"] for p in comparison.paths] for t in tables.values()], axis=0)
         print(row(f"mean logit of the {len(tables)} above",

@@ -128,6 +128,17 @@ if chosen:
         else:
             st.dataframe(differences, hide_index=True, width="stretch", key="settings_diff")
 
+def paired_row(name: str, paired: dict) -> dict:
+    """One row of the paired comparison: differences in points (AUC in thousandths)."""
+    def points(key, scale):
+        entry = paired[key]
+        ci = entry["ci"]
+        return (f"{scale * entry['difference']:+.1f}" + (f" ({scale * ci[0]:+.1f} to {scale * ci[1]:+.1f})" if ci else ""))
+    return {"cross-validation": name, "accuracy (points)": points("accuracy", 100),
+            "sensitivity (points)": points("sensitivity", 100), "specificity (points)": points("specificity", 100),
+            "ROC AUC (x1000)": points("roc_auc", 1000), "DeLong p (AUC)": f"{paired['delong']['p_value']:.3g}"}
+
+
 cv_sources = {f"cross-validation {r.run_id}": r.path for r in all_runs
               if runs.is_cv(r.path) and (r.path / "oof_predictions.csv").exists()}
 if (SHIPPED_DIR / "oof_predictions.csv").exists():
@@ -154,6 +165,10 @@ if len(cv_sources) >= 2:
                 "CV ROC AUC": cv_view.mean_std(summary, "roc_auc", 1, 3), "out-of-fold errors": errors}
                 for name, summary, errors in zip(picked, comparison.summaries, comparison.errors())]),
                 hide_index=True, width="stretch")
+            st.markdown(f"**Is the difference larger than chance?** Each against {picked[0]}, on the same "
+                        "images (paired; 95% intervals resample duplicate groups):")
+            st.dataframe(pd.DataFrame([paired_row(picked[k], comparison.paired(k)) for k in range(1, len(picked))]),
+                         hide_index=True, width="stretch")
             counts = comparison.misclassified_by()
             st.markdown(f"Of {len(comparison.paths)} out-of-fold images: **{counts[-1]} wrong in all "
                         f"{len(picked)}**, " + ", ".join(f"{counts[k]} wrong in exactly {k}"

@@ -83,3 +83,28 @@ def test_format_with_ci():
     assert intervals.format_with_ci(0.9638, [0.941, 0.98], percent=False) == "0.964 (0.941–0.980)"
     assert intervals.format_with_ci(None, None) == "–"
     assert intervals.format_with_ci(0.5, None) == "50.0%"
+
+
+def test_delong_equals_a_brute_force_computation():
+    from scipy.stats import norm
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 120)
+    a = np.round(labels * 0.8 + rng.normal(0, 0.6, 120), 1)  # ties on purpose
+    b = np.round(labels * 1.2 + rng.normal(0, 0.6, 120) + 0.3 * a, 1)
+    got = intervals.delong(labels, a, b)
+    pos, neg = labels == 1, labels == 0
+
+    def psi(x, y):
+        return 1.0 if x > y else 0.5 if x == y else 0.0
+
+    v10 = [[np.mean([psi(s[i], s[j]) for j in np.flatnonzero(neg)]) for i in np.flatnonzero(pos)] for s in (a, b)]
+    v01 = [[np.mean([psi(s[i], s[j]) for i in np.flatnonzero(pos)]) for j in np.flatnonzero(neg)] for s in (a, b)]
+    aucs = [np.mean(v) for v in v10]
+    s10, s01 = np.cov(v10), np.cov(v01)
+    variance = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / pos.sum() + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / neg.sum()
+    z = (aucs[1] - aucs[0]) / np.sqrt(variance)
+    assert abs(got["auc_a"] - roc_auc_score(labels, a)) < 1e-12 and abs(got["auc_b"] - aucs[1]) < 1e-12
+    assert abs(got["se"] - np.sqrt(variance)) < 1e-12
+    assert abs(got["p_value"] - 2 * norm.sf(abs(z))) < 1e-12
+    same = intervals.delong(labels, a, a)
+    assert same["difference"] == 0 and same["p_value"] == 1.0

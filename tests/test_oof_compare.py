@@ -129,3 +129,16 @@ def test_keras_comparison_scores_saved_predictions_on_the_same_folds(cv_run, tmp
     _write_source(saved, [r["path"] for r in rows], labels, other, (folds + 1) % count)
     with pytest.raises(SystemExit, match="different folds"):
         keras_cv.main([str(cv_run), "--keras-oof", str(saved)])
+
+
+def test_paired_comparison_of_a_source_with_itself_is_zero_and_with_another_has_intervals(three_sources):
+    from engine.evaluation.oof_compare import compare, read_source
+    sources = three_sources[0]
+    comparison = compare({"a": read_source(sources[0]), "a again": read_source(sources[0]),
+                          "b": read_source(sources[1])})
+    same = comparison.paired(1)
+    assert same["accuracy"]["difference"] == 0 and same["accuracy"]["ci"] == [0.0, 0.0]
+    assert same["delong"]["p_value"] == 1.0
+    other = comparison.paired(2)
+    assert other["roc_auc"]["ci"][0] <= other["roc_auc"]["difference"] <= other["roc_auc"]["ci"][1]
+    assert 0.0 <= other["delong"]["p_value"] <= 1.0

@@ -167,3 +167,35 @@ def format_with_ci(value, ci, *, percent: bool = True, digits: int | None = None
     digits = 3 if digits is None else digits
     text = f"{value:.{digits}f}"
     return text if not ci else f"{text} ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})"
+
+
+def delong(labels, scores_a, scores_b) -> dict:
+    """DeLong's test for two correlated ROC AUCs on the same images (DeLong et al. 1988,
+    in the fast form of Sun and Xu 2014): each AUC, their difference (B minus A), its
+    standard error and the two-sided p-value. Ties count a half. Images are taken as
+    independent here; the paired group bootstrap (``paired_difference``) is the
+    duplicate-aware companion."""
+    from scipy.stats import norm, rankdata
+    labels = np.asarray(labels).astype(bool)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if not positives or not negatives:
+        raise ValueError("DeLong's test needs both classes")
+    components = []
+    for scores in (np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)):
+        pos, neg = scores[labels], scores[~labels]
+        # Placement values through ranks: V10[i] = share of negatives below positive i
+        # (ties a half), V01[j] = share of positives above negative j.
+        all_ranks = rankdata(np.concatenate([pos, neg]))
+        v10 = (all_ranks[:positives] - rankdata(pos)) / negatives
+        v01 = 1.0 - (all_ranks[positives:] - rankdata(neg)) / positives
+        components.append((v10.mean(), v10, v01))
+    auc = np.array([c[0] for c in components])
+    s10 = np.cov(np.stack([c[1] for c in components]))
+    s01 = np.cov(np.stack([c[2] for c in components]))
+    covariance = s10 / positives + s01 / negatives
+    variance = covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]
+    difference = float(auc[1] - auc[0])
+    se = float(np.sqrt(max(variance, 0.0)))
+    z = difference / se if se > 0 else (0.0 if difference == 0 else np.inf)
+    return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "difference": difference, "se": se,
+            "z": float(z), "p_value": float(2 * norm.sf(abs(z)))}

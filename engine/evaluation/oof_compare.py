@@ -50,6 +50,21 @@ class Comparison:
     def wrong_in(self) -> np.ndarray:
         return self.wrong.sum(axis=0)
 
+    def paired(self, other: int, first: int = 0) -> dict:
+        """Source ``other`` minus source ``first`` on the same images: accuracy,
+        sensitivity, specificity and ROC AUC differences with paired group-bootstrap
+        intervals (duplicate groups resampled when the sources record them), and DeLong's
+        p-value for the AUC difference."""
+        from engine.evaluation.intervals import delong, paired_difference
+        groups = None if any(g in ("", "None") for g in self.groups) else self.groups
+        thresholds = [np.vectorize({f["fold"]: f["threshold"] for f in s["folds"]}.get)(self.folds)
+                      for s in self.summaries]
+        result = paired_difference(self.labels, self.probabilities[first], self.probabilities[other],
+                                   thresholds[first], thresholds[other], groups)
+        result["delong"] = delong(self.labels, self.probabilities[first], self.probabilities[other])
+        result["resampled"] = "duplicate groups" if groups is not None else "images"
+        return result
+
     def errors(self) -> list[int]:
         return [out_of_fold_errors(summary) for summary in self.summaries]
 
