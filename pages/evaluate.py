@@ -147,7 +147,12 @@ if report.get("curves"):
     point = dict(live, threshold=threshold)  # the slider's operating point, on both curves
     c1.plotly_chart(charts.roc_curve(report["curves"], report["roc_auc"], point), width="stretch")
     c2.plotly_chart(charts.pr_curve(report["curves"], report["pr_auc"], point), width="stretch")
-    c3.plotly_chart(charts.calibration_plot(report["curves"]), width="stretch")
+    c3.plotly_chart(charts.calibration_plot(report["curves"], report.get("calibration_bands")), width="stretch")
+    bands = report.get("calibration_bands")
+    if bands:
+        c3.caption(f"ECE {format_with_ci(bands['ece'], bands['ece_ci'], percent=False)} · Brier "
+                   f"{format_with_ci(bands['brier'], bands['brier_ci'], percent=False)} (95% intervals, "
+                   "duplicate groups resampled)")
 
 refer_view.show(report, read_json(model_dir / runs.MODEL_INFO_FILE) or {}, split)
 

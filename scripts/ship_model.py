@@ -81,7 +81,7 @@ def stamp_intervals(folder: Path) -> None:
     import numpy as np
     from engine.data.manifest import read_manifest
     from engine.data.sources import relocate
-    from engine.evaluation.intervals import metric_intervals
+    from engine.evaluation.intervals import calibration_bands, metric_intervals
     from engine.evaluation.oof import fold_summary, read_oof
     group_of = {r.path: r.group for r in read_manifest(folder / "manifest.csv")}
     for split in ("test", "oof"):
@@ -91,8 +91,10 @@ def stamp_intervals(folder: Path) -> None:
         with open(predictions, newline="") as handle:
             rows = list(csv.DictReader(handle))
         report = json.loads(report_path.read_text())
-        report["ci"] = metric_intervals([int(r["label"]) for r in rows], [float(r["probability"]) for r in rows],
-                                        report["threshold"], [group_of[relocate(r["path"])] for r in rows])
+        labels, probabilities = [int(r["label"]) for r in rows], [float(r["probability"]) for r in rows]
+        groups = [group_of[relocate(r["path"])] for r in rows]
+        report["ci"] = metric_intervals(labels, probabilities, report["threshold"], groups)
+        report["calibration_bands"] = calibration_bands(labels, probabilities, groups)
         report_path.write_text(json.dumps(report, indent=2))
     summary_path = folder / "cv_summary.json"
     summary = json.loads(summary_path.read_text())

@@ -108,3 +108,15 @@ def test_delong_equals_a_brute_force_computation():
     assert abs(got["p_value"] - 2 * norm.sf(abs(z))) < 1e-12
     same = intervals.delong(labels, a, a)
     assert same["difference"] == 0 and same["p_value"] == 1.0
+
+
+def test_calibration_bands_hold_the_point_figures_of_the_engine():
+    from engine.serving.calibration import expected_calibration_error
+    labels, scores, groups = _data(images=600, groups=150)
+    bands = intervals.calibration_bands(labels, scores, groups)
+    assert abs(bands["ece"] - expected_calibration_error(labels, scores)) < 1e-12
+    assert abs(bands["brier"] - np.mean((scores - labels) ** 2)) < 1e-12
+    assert bands["ece_ci"][0] <= bands["ece"] <= bands["ece_ci"][1] + 1e-9
+    for row in bands["bins"]:
+        low, high = row["observed_ci"]
+        assert low - 1e-9 <= row["observed"] <= high + 1e-9

@@ -83,10 +83,20 @@ def pr_curve(curves: dict, ap: float | None, point: dict | None = None) -> go.Fi
     return figure
 
 
-def calibration_plot(curves: dict) -> go.Figure:
+def calibration_plot(curves: dict, bands: dict | None = None) -> go.Figure:
+    """Reliability diagram; with ``bands`` (engine.evaluation.intervals.calibration_bands)
+    each bin's observed fraction carries its 95% group-bootstrap interval as an error bar."""
     cal = curves["calibration"]
-    figure = go.Figure(go.Scatter(x=cal["mean_predicted"], y=cal["fraction_positive"], mode="lines+markers",
-                                  name="model"))
+    if bands and bands.get("bins"):
+        rows = [b for b in bands["bins"] if b.get("observed_ci")]
+        figure = go.Figure(go.Scatter(
+            x=[b["mean_predicted"] for b in rows], y=[b["observed"] for b in rows], mode="lines+markers",
+            name="model (95% band)", error_y=dict(type="data", symmetric=False,
+                                                  array=[b["observed_ci"][1] - b["observed"] for b in rows],
+                                                  arrayminus=[b["observed"] - b["observed_ci"][0] for b in rows])))
+    else:
+        figure = go.Figure(go.Scatter(x=cal["mean_predicted"], y=cal["fraction_positive"], mode="lines+markers",
+                                      name="model"))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
                                 name="perfect"))
     figure.update_layout(title="Calibration (reliability)", height=340, xaxis_title="predicted tumor probability",

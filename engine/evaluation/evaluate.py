@@ -20,7 +20,7 @@ from engine import runs
 from engine.serving.calibration import (
     calibrated, choose_threshold, expected_calibration_error, fit_temperature,
 )
-from engine.evaluation.intervals import metric_intervals
+from engine.evaluation.intervals import calibration_bands, metric_intervals
 from engine.files import atomic_open
 
 PREDICTION_FIELDS = ["path", "label", "modality", "probability", "logit", "predicted", "correct"]
@@ -79,6 +79,7 @@ def full_report(labels, logits, modalities, threshold: float, temperature: float
     probabilities = calibrated(logits, temperature)
     report = classification_report(labels, probabilities, threshold)
     report["ci"] = metric_intervals(labels, probabilities, threshold, groups)
+    report["calibration_bands"] = calibration_bands(labels, probabilities, groups)
     report["ece_before_temperature"] = expected_calibration_error(labels, raw)
     report["temperature"] = float(temperature)
     report["curves"] = curve_points(labels, probabilities)

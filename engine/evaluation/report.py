@@ -197,6 +197,11 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
         if ci:
             rows.append(["95% interval", ""] + [_e(format_with_ci(test.get(k), ci.get(k), percent=k != "roc_auc")) if ci.get(k)
                                                 else "" for k in keys[1:]])
+        bands = test.get("calibration_bands")
+        if bands:
+            rows.append(["calibration, 95% interval", "", "", "", "", "", "",
+                         _e(format_with_ci(bands["brier"], bands["brier_ci"], percent=False)),
+                         _e(format_with_ci(bands["ece"], bands["ece_ci"], percent=False))])
         out.append("<h2>Fixed test split</h2>" + _table(
             ["", "images", "accuracy", "sensitivity", "specificity", "ROC AUC", "PR AUC", "Brier", "ECE"], rows))
         curves = test.get("curves") or {}
