@@ -35,7 +35,7 @@ class TrainConfig:
     # every epoch), or "auto": memory while they fit in a quarter of the available RAM.
     cache: str = "auto"
     cache_dir: str = ""  # disk caches; "" = .decoded_cache beside the run folder (shared by runs)
-    # Twins (engine.serving.twins): merge images a trained model sees as nearly the same
+    # Twins (engine.training.twins): merge images a trained model sees as nearly the same
     # slice (pooled-feature similarity) into one duplicate group. "" = off, "shipped" =
     # the shipped model, or a model folder; similarity 0 = that model's seen threshold.
     twin_model: str = ""

@@ -66,13 +66,13 @@ def main() -> None:
 
 
 def show_twins(args, sources, images, labels, groups) -> None:
-    """The pairs the twins pass (engine.serving.twins) adds on top of the pixel tests:
+    """The pairs the twins pass (engine.training.twins) adds on top of the pixel tests:
     one pair per newly merged couple of groups (its most similar), weakest first."""
     from engine.data.dedup import similar_pairs
     from engine.evaluation.evaluate import predict_outputs
     from engine.serving.inference import load_model
     from engine.serving.neighbours import NeighbourIndex, embed
-    from engine.serving.twins import model_folder
+    from engine.training.twins import model_folder
     folder = model_folder(args.twins)
     threshold = NeighbourIndex.load(folder).seen_threshold
     _, features = predict_outputs(load_model(folder), [s.path for s in sources])

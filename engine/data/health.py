@@ -77,6 +77,12 @@ def quality_scores(rgb: np.ndarray) -> dict[str, float]:
             "p99": float(np.percentile(pixels, 99)), "sharpness": sharpness}
 
 
+def set_quality(row, scores: dict[str, float]) -> None:
+    """Store ``quality_scores`` on a manifest row (its grey_* and sharpness columns)."""
+    row.grey_mean, row.grey_std = round(scores["mean"], 5), round(scores["std"], 5)
+    row.grey_p99, row.sharpness = round(scores["p99"], 5), round(scores["sharpness"], 6)
+
+
 def quality_issues(width: int, height: int, scores: dict[str, float]) -> list[tuple[str, float, str]]:
     """(issue, score, detail) for each quality problem of one image. The score is the
     measured value the threshold was applied to."""
@@ -204,7 +210,6 @@ def measure_missing_quality(rows, workers: int | None = None) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from engine.data.imageio import ImageDecodeError, decode_path, decode_workers
-    from engine.data.manifest import set_quality
     missing = [r for r in rows if r.usable and r.grey_std < 0]
 
     def measure(row):

@@ -71,13 +71,8 @@ def _hashed(row: ManifestRow, rgb: np.ndarray, describe: bool = True) -> tuple[M
     row.sha256 = dedup.pixel_digest(rgb)
     hashed, mirrored = dedup.perceptual_hashes(rgb)
     row.phash, row.phash_mirror = f"{hashed:016x}", f"{mirrored:016x}"
-    set_quality(row, health.quality_scores(rgb))
+    health.set_quality(row, health.quality_scores(rgb))
     return row, dedup.contrast_descriptor(rgb) if describe else None
-
-
-def set_quality(row: ManifestRow, scores: dict[str, float]) -> None:
-    row.grey_mean, row.grey_std = round(scores["mean"], 5), round(scores["std"], 5)
-    row.grey_p99, row.sharpness = round(scores["p99"], 5), round(scores["sharpness"], 6)
 
 
 def _inspect(source: SourceImage, salt: bytes = b"", describe: bool = True) -> list[tuple[ManifestRow, np.ndarray | None]]:
@@ -228,7 +223,7 @@ def build_manifest(
     ``progress(done, total)`` is called as files are inspected; ``should_stop()`` is
     asked between chunks (ScanStopped when it says so). ``twins(usable_rows)``,
     if given, returns ([P, 2] index pairs into those rows, a description) of relatives
-    found by a test outside this stage (a model's features: engine.serving.twins), merged
+    found by a test outside this stage (a model's features: engine.training.twins), merged
     into the duplicate groups before the split.
 
     Returns (rows, summary). Unusable files stay in the manifest with their reason

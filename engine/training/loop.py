@@ -107,7 +107,7 @@ def scan(config: TrainConfig, progress=None, stop: "StopRequested | None" = None
     from engine.data.manifest import build_manifest
     twins = None
     if config.twin_model:
-        from engine.serving.twins import twin_pass
+        from engine.training.twins import twin_pass
         twins = twin_pass(config.twin_model, config.twin_similarity)
     return build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                           config.dedup_distance, dedup_correlation=config.dedup_correlation,
