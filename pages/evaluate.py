@@ -195,8 +195,19 @@ d1.download_button(f"Download the per-image predictions ({split}, CSV)", predict
 d2.download_button(f"Download the evaluation ({split}, JSON)", json.dumps(report, indent=2).encode(),
                    f"eval_{split}.json", "application/json")
 
-if st.button("Re-run this evaluation"):
+if split != "oof" and st.button("Re-run this evaluation"):
     from engine.evaluation.evaluate import evaluate
     with st.spinner("Evaluating ..."):
-        evaluate(model_dir, split)
+        fresh = evaluate(model_dir, split)
+    if model_dir == SHIPPED_DIR:
+        # The shipped folder is never rewritten: say where the new evaluation went and
+        # whether it reproduces the stored one.
+        where = runs_root() / "evaluations" / "shipped"
+        same = all(abs((fresh.get(k) or 0) - (report.get(k) or 0)) < 1e-6 for k in ("accuracy", "roc_auc"))
+        st.session_state["rerun_note"] = (
+            f"Re-run written to {where} (the shipped folder is never rewritten): accuracy "
+            f"{percent(fresh['accuracy'])}, ROC AUC {fresh['roc_auc']:.4f}: "
+            + ("the same as the stored evaluation." if same else "different from the stored evaluation above."))
     st.rerun()
+if st.session_state.get("rerun_note"):
+    st.info(st.session_state.pop("rerun_note"))

@@ -11,6 +11,7 @@ import streamlit as st
 from engine.evaluation import metric_names as names
 from engine import control, runs
 from engine.config import PRESETS, RECIPES, SCHEDULES, TrainConfig
+from engine.data.imageio import classes_without_images
 from engine.data.sources import DataLayoutError, check_data_dir_allowed, discover
 from ui import charts
 from ui import cv_view
@@ -67,8 +68,14 @@ with st.expander("Start a new training run", expanded=not runs.active_runs(runs_
         folds = c3.number_input("Cross-validate, K folds (0 = one run)", 0, 10, 0,
                                 help="K runs on grouped folds of the non-test images, a fold ensemble, "
                                 "mean ± std over folds (python -m engine.cv)")
-        label_review = c4.text_input("Label review file (optional)", recipe.label_review,
-                                     help="A CSV from the Label review page: train on the reviewed labels")
+        # Only the review files the Label review page writes (runs/label_reviews/): a free
+        # path would let the form read any file of the server.
+        review_dir = runs_root() / "label_reviews"
+        review_files = sorted(review_dir.glob("*.csv")) if review_dir.is_dir() else []
+        label_review = c4.selectbox("Label review (optional)", ["none"] + [f.name for f in review_files],
+                                    help="A review from the Label review page (runs/label_reviews/): train on "
+                                    "the reviewed labels")
+        label_review = "" if label_review == "none" else str(review_dir / label_review)
         c1, c2, c3 = st.columns([1, 1, 2])
         group_weighting = c2.number_input(
             "Duplicate-group weighting (power, 0 = off)", 0.0, 2.0, float(recipe.group_weighting), 0.25,
@@ -100,6 +107,10 @@ if submitted:
             if int(folds) >= 2:
                 config = config.replace(best_metric="last")
             found_images, _ = discover(values["data_dir"] or None)
+            unreadable = classes_without_images(found_images)
+            if unreadable:
+                raise ValueError(f"no readable image among the first files of {', '.join(unreadable)}: "
+                                 "the folder must hold pictures, DICOM or NIfTI files of both classes")
             if config.label_review:
                 # Refused before any run folder exists: a typo must not start a run
                 # that fails a minute later.
@@ -133,8 +144,10 @@ if submitted:
             expected = (f" Expected to take about {duration(estimate[0])}, from the measured speed of run "
                         f"{estimate[1]} (same network and image size on this machine)." if estimate
                         else " No earlier run of this network and image size here to estimate its duration from.")
+            renamed = (f" The name \"{run_name}\" holds characters a run id cannot, so the run's id is "
+                       f"{run_id}." if run_name and not run_id.endswith(run_name) else "")
             st.success(f"Started {'cross-validation' if cross_validating else 'run'} {run_id}. "
-                       "It keeps training if you close the browser." + expected)
+                       "It keeps training if you close the browser." + expected + renamed)
 
 run_list = all_runs()
 if not run_list:

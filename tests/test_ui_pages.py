@@ -517,14 +517,36 @@ def test_label_review_refuses_a_review_name_that_leaves_the_runs_folder(cv_folde
     assert any("letters, digits" in e.value for e in at.error)
 
 
-def test_train_form_refuses_a_missing_review_file_before_making_a_run_folder(run_folder, tmp_path):
+def test_train_form_offers_only_review_files_and_refuses_folders_without_images(run_folder, tmp_path):
+    """The label review is chosen among runs/label_reviews/ (no free path that reads any
+    file of the server); a broken review file and a folder of non-images are refused
+    before a run folder exists (issue 32 #9, #16)."""
     from engine import runs
+    reviews = run_folder.parent / "label_reviews"
+    reviews.mkdir(exist_ok=True)
+    (reviews / "broken.csv").write_text("not,a,review\n1,2,3\n")
     before = {r.run_id for r in runs.list_runs(run_folder.parent)}
     at = app_on("train")
-    next(t for t in at.text_input if t.label == "Label review file (optional)").set_value(
-        str(tmp_path / "no-such-review.csv"))
+    assert not any("review" in t.label.lower() for t in at.text_input)
+    choice = next(s for s in at.selectbox if s.label == "Label review (optional)")
+    assert choice.options == ["none", "broken.csv"]
+    choice.set_value("broken.csv")
     next(b for b in at.button if b.label == "Start training").click().run()
-    assert any("Not started" in e.value and "does not exist" in e.value for e in at.error)
+    assert any("Not started" in e.value for e in at.error), [e.value for e in at.error]
+    junk = tmp_path / "data"
+    for name in ("yes", "no"):
+        (junk / name).mkdir(parents=True)
+        for k in range(3):
+            (junk / name / f"{k}.png").write_text("this is not an image")
+    os.environ["BRAIN_DATA_ROOTS"] = str(tmp_path)
+    try:
+        at = app_on("train")
+        next(t for t in at.text_input if t.label == "Data folder").set_value(str(junk))
+        next(b for b in at.button if b.label == "Start training").click().run()
+        assert any("Not started" in e.value and "no readable image" in e.value for e in at.error), \
+            [e.value for e in at.error]
+    finally:
+        os.environ.pop("BRAIN_DATA_ROOTS")
     assert {r.run_id for r in runs.list_runs(run_folder.parent)} == before
 
 

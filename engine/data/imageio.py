@@ -203,3 +203,23 @@ def read_file_bytes(path: str) -> bytes:
             return handle.read()
     except OSError as err:
         raise ImageDecodeError(f"cannot read file: {err.strerror or err}") from None
+
+
+def classes_without_images(sources, sample: int = 16) -> list[str]:
+    """The classes ("tumor", "no tumor") of a discovered folder none of whose first
+    ``sample`` files decode: a folder of text files or broken downloads is refused before
+    a run starts, not three seconds into it. Reads at most ``sample`` files a class."""
+    missing = []
+    for label, name in ((1, "tumor"), (0, "no tumor")):
+        paths = [s.path for s in sources if s.label == label][:sample]
+        readable = False
+        for path in paths:
+            try:
+                decode_path(path)
+                readable = True
+                break
+            except ImageDecodeError:
+                continue
+        if not readable:
+            missing.append(f"the {name} class")
+    return missing
