@@ -68,8 +68,9 @@ review_name = st.text_input("Review name", slug, max_chars=80,
                                  "Letters, digits, dot, dash and underscore.")
 try:
     review_path = REVIEWS_DIR / f"{runs.validate_run_id(review_name.strip())}.csv"
-except runs.RunError:
-    st.error("A review name may hold letters, digits, dot, dash and underscore only.")
+except runs.RunError as err:
+    # Name the rule that failed: ".hidden" holds only allowed characters but starts with a dot.
+    st.error(f"Not a usable review name: {err}")
     st.stop()
 try:
     decisions = read_review(review_path)

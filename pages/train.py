@@ -175,8 +175,10 @@ def show_epoch_metrics(source, epochs: list[dict], config: dict, state: str) -> 
         st.caption(f"Last epoch ({shown['epoch']}), validation split")
     else:
         chosen = "the last epoch (fixed budget)" if metric == "last" else f"best {metric}"
-        st.caption(f"Exported model: epoch {shown['epoch']} of {epochs[-1]['epoch']}, {chosen}; "
-                   "validation split")
+        planned = config.get("epochs")
+        ran = (f"epoch {shown['epoch']} of the {epochs[-1]['epoch']} trained"
+               + (f" ({planned} planned; stopped early)" if planned and epochs[-1]["epoch"] < planned else ""))
+        st.caption(f"Exported model: {ran}, {chosen}; validation split")
     cols = st.columns(5)
     cols[0].metric("val accuracy", percent(shown.get(names.VAL_ACCURACY)))
     cols[1].metric("val ROC AUC", f"{shown[names.VAL_AUC]:.4f}" if shown.get(names.VAL_AUC) is not None else "n/a")

@@ -25,8 +25,14 @@ def mean_std(summary: dict, key: str, scale: float = 1.0, digits: int = 2) -> st
 
 
 def fold_frame(summary: dict) -> pd.DataFrame:
+    """One row per fold; a threshold at its clamp (0.02 or 0.98) is marked: the other
+    folds' scores could not place it, so that fold's decisions are rough."""
+    from engine.serving.calibration import THRESHOLD_RANGE
     rows = [{"fold": f["fold"], "images": f["images"], **{k: f.get(k) for k in FOLD_COLUMNS},
-             "threshold": f.get("threshold")} for f in summary["folds"]]
+             "threshold": f.get("threshold"),
+             "note": ("threshold at its bound: the calibration scores did not separate the classes"
+                      if f.get("threshold") is not None and min(abs(f["threshold"] - b) for b in THRESHOLD_RANGE) < 1e-9
+                      else "")} for f in summary["folds"]]
     return pd.DataFrame(rows)
 
 
