@@ -56,3 +56,59 @@ def test_a_plain_saved_model_load_serves_files_and_pixels_like_engine_predict(tm
     assert np.max(np.abs(np.array(result["pixels"]) - expected)) < 1e-3
     assert result["predicted"] == [int(p >= info["threshold"]) for p in result["bytes"]]
     assert all(s >= 0 for s in result["spread"])
+
+
+CROP_CLIENT = r'''
+import json, sys
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+model = tf.saved_model.load(sys.argv[1])
+paths = sys.argv[2:]
+out = model.signatures["serving_bytes"](image_bytes=tf.constant([open(p, "rb").read() for p in paths]))
+# serving_default takes whole uint8 images of any size (one at a time: sizes differ here).
+by_pixels = [float(model.signatures["serving_default"](
+    pixels=tf.constant(np.asarray(Image.open(p).convert("RGB"))[None], tf.uint8))["probability"].numpy()[0])
+    for p in paths]
+print(json.dumps({"bytes": out["probability"].numpy().tolist(), "pixels": by_pixels,
+                  "crop": bool(model.crop_to_head.numpy())}))
+'''
+
+
+def test_a_crop_to_head_model_serves_what_the_engine_predicts(tmp_path):
+    """A tiny model trained with crop_to_head on Br35H slices given wide black margins:
+    a plain SavedModel client (no engine code) gets engine.predict's probability within
+    0.02, because the export crops to the head itself (issue 30: it did not, and served
+    answers up to 0.32 away)."""
+    from PIL import Image
+
+    from engine.config import tiny_config
+    from engine.data.imageio import decode_path
+    from engine.data.sources import default_data_dir
+    from engine.training.loop import train_and_evaluate
+    data = tmp_path / "data"
+    for name in ("yes", "no"):
+        (data / name).mkdir(parents=True)
+        for path in sorted((default_data_dir() / name).iterdir())[::50][:16]:
+            rgb = decode_path(str(path))
+            height, width = rgb.shape[:2]
+            wide = np.zeros((height + 40, width * 2 + 60, 3), np.uint8)  # wide, uneven margins
+            wide[10:10 + height, 20:20 + width] = rgb
+            Image.fromarray(wide).save(data / name / f"{path.stem}.png")
+    run = tmp_path / "run"
+    status = train_and_evaluate(tiny_config(data_dir=str(data), crop_to_head=True, image_size=48, epochs=2,
+                                                best_metric="last"), run)
+    assert status["state"] == "finished", status
+    paths = [str(p) for name in ("yes", "no") for p in sorted((data / name).iterdir())[:4]]
+    client = tmp_path / "client.py"
+    client.write_text(CROP_CLIENT)
+    served = subprocess.run([sys.executable, str(client), str(run / "export"), *paths], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert served.returncode == 0, served.stderr[-2000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    engine = subprocess.run([sys.executable, "-m", "engine.predict", "--model", str(run), "--json", *paths],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    expected = [json.loads(line)["probability"] for line in engine.stdout.splitlines() if line.startswith("{")]
+    assert result["crop"] and len(expected) == len(paths)
+    assert np.max(np.abs(np.array(result["bytes"]) - expected)) < 0.02, (result["bytes"], expected)
+    assert np.max(np.abs(np.array(result["pixels"]) - expected)) < 0.02, (result["pixels"], expected)

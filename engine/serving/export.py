@@ -63,23 +63,65 @@ def explain_logits(model, images, flip_tta: bool):
     return logits, cam
 
 
+def head_box_graph(image):
+    """engine.data.imageio.head_box in graph ops, on one uint8 [H, W, 3] image: rows and
+    columns where at least 2% of the pixels are brighter than a tenth of the brightest,
+    a 2% margin, the whole image when nothing (or a sliver) is found. Returns
+    (top, bottom, left, right) as int32 scalars."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    gray = tf.reduce_mean(tf.cast(image, tf.float32), axis=2)
+    peak = tf.reduce_max(gray)
+    bright = tf.cast(gray > 0.1 * peak, tf.float32)
+    rows = tf.cast(tf.where(tf.reduce_mean(bright, axis=1) >= 0.02)[:, 0], tf.int32)
+    cols = tf.cast(tf.where(tf.reduce_mean(bright, axis=0) >= 0.02)[:, 0], tf.int32)
+    found = tf.logical_and(peak > 0, tf.logical_and(tf.size(rows) > 0, tf.size(cols) > 0))
+    safe_rows = tf.concat([rows, [0, height - 1]], 0)  # never empty, for the gathers below
+    safe_cols = tf.concat([cols, [0, width - 1]], 0)
+    top, bottom = safe_rows[0], safe_rows[tf.maximum(tf.size(rows) - 1, 0)] + 1
+    left, right = safe_cols[0], safe_cols[tf.maximum(tf.size(cols) - 1, 0)] + 1
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    big_enough = tf.logical_and(tf.cast(bottom - top, tf.float32) >= 0.1 * h,
+                                tf.cast(right - left, tf.float32) >= 0.1 * w)
+    # Python's round() rounds half to even, as tf.round does.
+    pad_y, pad_x = tf.cast(tf.round(0.02 * h), tf.int32), tf.cast(tf.round(0.02 * w), tf.int32)
+    use = tf.logical_and(found, big_enough)
+    return (tf.where(use, tf.maximum(0, top - pad_y), 0), tf.where(use, tf.minimum(height, bottom + pad_y), height),
+            tf.where(use, tf.maximum(0, left - pad_x), 0), tf.where(use, tf.minimum(width, right + pad_x), width))
+
+
+def crop_to_head_graph(image):
+    """engine.data.imageio.crop_to_head in graph ops: the head box, padded with black to
+    a square around its centre."""
+    top, bottom, left, right = head_box_graph(image)
+    crop = image[top:bottom, left:right]
+    height, width = bottom - top, right - left
+    side = tf.maximum(height, width)
+    return tf.image.pad_to_bounding_box(crop, (side - height) // 2, (side - width) // 2, side, side)
+
+
 class ServingModule(tf.Module):
     """One model, or a fold ensemble: the logit is the mean of the members' logits and
     ``member_logits`` [B, K] carries each member's, so a reader can report their
     spread. Grad-CAM is the members' mean map, rescaled to [0, 1] per image."""
 
     def __init__(self, models, image_size: int, flip_tta: bool = True, threshold: float = 0.5,
-                 temperature: float = 1.0, refer_margin: float = 0.0, conformal_q=(1.0, 1.0)):
+                 temperature: float = 1.0, refer_margin: float = 0.0, conformal_q=(1.0, 1.0),
+                 crop_to_head: bool = False):
         super().__init__(name="serving")
         self.members = list(models) if isinstance(models, (list, tuple)) else [models]
         if not self.members:
             raise ValueError("an export needs at least one model")
         self.flip_tta = bool(flip_tta)
-        self._contract(image_size, len(self.members), threshold, temperature, refer_margin, conformal_q)
+        self._contract(image_size, len(self.members), threshold, temperature, refer_margin, conformal_q,
+                       crop_to_head)
 
     def _contract(self, image_size: int, members: int, threshold: float, temperature: float,
-                  refer_margin: float, conformal_q) -> None:
+                  refer_margin: float, conformal_q, crop_to_head: bool) -> None:
         """The contract's variables and signatures (shared with RestampedModule)."""
+        # A model trained on head crops crops here too: a client sends whole images.
+        self.crop = bool(crop_to_head)
+        self.crop_to_head = tf.Variable(self.crop, trainable=False, name="crop_to_head")
         self.image_size = tf.Variable(image_size, trainable=False, name="image_size")
         self.member_count = tf.Variable(members, trainable=False, name="member_count")
         self.threshold = tf.Variable(float(threshold), trainable=False, name="threshold")
@@ -91,7 +133,8 @@ class ServingModule(tf.Module):
         self.export_version = tf.Variable(EXPORT_VERSION, trainable=False, name="export_version")
         self.size = int(image_size)
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
-        pixels = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="pixels")
+        # uint8 pixels of any size: cropped (if the model crops) and resized inside.
+        pixels = tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")
         encoded = tf.TensorSpec([None], tf.string, name="image_bytes")
         # autograph=False, as for the train steps (engine/steps.py): no branch depends on a
         # tensor's value, and converting every member's code slowed export and loading.
@@ -122,19 +165,39 @@ class ServingModule(tf.Module):
                 "logit": outputs["logit"], "member_logits": outputs["member_logits"],
                 "features": outputs["features"]}
 
-    def _serve_pixels(self, pixels):
-        return self._calibrated(self._serve(tf.cast(pixels, tf.float32) / 255.0))
-
-    def _decode_one(self, data):
-        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    def _prepare_one(self, image):
+        """One uint8 [H, W, 3] image as the engine prepares it (engine.data.imageio.
+        prepare_rgb): cropped to the head if the model was trained so, then resized
+        (bilinear with antialiasing, the closest op to PIL's resize)."""
+        if self.crop:
+            image = crop_to_head_graph(image)
         resized = tf.image.resize(tf.cast(image, tf.float32)[None], [self.size, self.size],
                                   method="bilinear", antialias=True)[0]
         return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
+    def _prepared(self, pixels):
+        shape = tf.shape(pixels)
+        ready = tf.logical_and(tf.logical_and(tf.equal(shape[1], self.size), tf.equal(shape[2], self.size)),
+                               tf.logical_not(self.crop_to_head))
+        return tf.cond(ready, lambda: tf.ensure_shape(pixels, [None, self.size, self.size, 3]),
+                       lambda: tf.map_fn(self._prepare_one, pixels,
+                                         fn_output_signature=tf.TensorSpec([self.size, self.size, 3], tf.uint8)))
+
+    def _serve_pixels(self, pixels):
+        return self._from_model_pixels(self._prepared(pixels))
+
+    def _from_model_pixels(self, pixels):
+        return self._calibrated(self._serve(tf.cast(pixels, tf.float32) / 255.0))
+
+    def _decode_one(self, data):
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return self._prepare_one(image)
+
     def _serve_bytes(self, image_bytes):
         pixels = tf.map_fn(self._decode_one, image_bytes,
                            fn_output_signature=tf.TensorSpec([self.size, self.size, 3], tf.uint8))
-        return self._serve_pixels(pixels)
+        return self._from_model_pixels(pixels)
 
     def _serve(self, images):
         outputs = [predict_logits(m, images, self.flip_tta) for m in self.members]
@@ -166,10 +229,10 @@ class RestampedModule(ServingModule):
     model.json. The members' graphs are the loaded ones, unchanged."""
 
     def __init__(self, loaded, image_size: int, members: int, threshold: float, temperature: float,
-                 refer_margin: float, conformal_q):
+                 refer_margin: float, conformal_q, crop_to_head: bool = False):
         tf.Module.__init__(self, name="serving")
         self.loaded = loaded
-        self._contract(image_size, members, threshold, temperature, refer_margin, conformal_q)
+        self._contract(image_size, members, threshold, temperature, refer_margin, conformal_q, crop_to_head)
 
     def _serve(self, images):
         return self.loaded.signatures["serving_float"](images=images)
@@ -189,16 +252,17 @@ def restamp_export(folder: str | Path) -> Path:
     module = RestampedModule(loaded, int(info.get("image_size") or loaded.image_size.numpy()),
                              int(loaded.member_count.numpy()), float(info.get("threshold", 0.5)),
                              float(info.get("temperature", 1.0)), float(band.get("margin", 0.0)),
-                             conformal.get("q", (1.0, 1.0)))
+                             conformal.get("q", (1.0, 1.0)), bool(info.get("crop_to_head", False)))
     return _save(module, folder / runs.EXPORT_DIR)
 
 
 def export_saved_model(models, image_size: int, directory: str | Path, flip_tta: bool = True,
                        threshold: float = 0.5, temperature: float = 1.0, refer_margin: float = 0.0,
-                       conformal_q=(1.0, 1.0)) -> Path:
+                       conformal_q=(1.0, 1.0), crop_to_head: bool = False) -> Path:
     """Write the SavedModel of one model or a list of them (an ensemble) to a temp
     folder, then swap it in, so a reader never loads a half-written export."""
-    module = ServingModule(models, image_size, flip_tta, threshold, temperature, refer_margin, conformal_q)
+    module = ServingModule(models, image_size, flip_tta, threshold, temperature, refer_margin, conformal_q,
+                           crop_to_head)
     return _save(module, Path(directory))
 
 
@@ -237,7 +301,8 @@ def export_run(folder: str | Path, checkpoint: str | None = None, flip_tta: bool
     from engine import runs
     folder = Path(folder)
     config, model, checkpoint = restore_best_model(folder, checkpoint)
-    export_saved_model(model, config.image_size, folder / runs.EXPORT_DIR, flip_tta)
+    export_saved_model(model, config.image_size, folder / runs.EXPORT_DIR, flip_tta,
+                       crop_to_head=config.crop_to_head)
     info_path = folder / runs.MODEL_INFO_FILE
     info = runs.read_json(info_path, {}) or {}
     info.update(model_info(config, flip_tta, members=1))
@@ -256,7 +321,7 @@ def stamp_calibration(folder: str | Path) -> None:
     info = runs.read_json(folder / runs.MODEL_INFO_FILE, {}) or {}
     stored = runs.read_config_file(folder)
     band, conformal = info.get("refer_band") or {}, info.get("conformal") or {}
-    extra = (float(band.get("margin", 0.0)), conformal.get("q", (1.0, 1.0)))
+    extra = (float(band.get("margin", 0.0)), conformal.get("q", (1.0, 1.0)), bool(info.get("crop_to_head", False)))
     if "cv" in stored and not (folder / "fold_0").exists():
         restamp_export(folder)  # a shipped fold ensemble: no fold checkpoints to export from
         return

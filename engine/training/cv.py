@@ -254,7 +254,8 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     pool = [r for r in rows if r.usable and r.split != "test"]
     test = [r for r in rows if r.usable and r.split == "test"] if evaluate_test else []
     members = [restore_best_model(fold_dir(cv_dir, fold))[1] for fold in range(folds)]
-    export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta)
+    export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta,
+                       crop_to_head=config.crop_to_head)
     info = model_info(config, config.flip_tta, members=folds)
     runs.write_json_atomic(cv_dir / runs.MODEL_INFO_FILE, info)
     ensemble = load_model(cv_dir)
@@ -292,7 +293,7 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     runs.write_json_atomic(cv_dir / runs.MODEL_INFO_FILE, info)
     # The export carries its calibration too, so it serves calibrated decisions alone.
     export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta,
-                       threshold, temperature)
+                       threshold, temperature, crop_to_head=config.crop_to_head)
     summary["test"] = None
     if test:
         ensemble = ensemble.replace(temperature=temperature, threshold=threshold)
