@@ -318,14 +318,6 @@ def is_cv(folder: str | os.PathLike) -> bool:
     return "cv" in read_config_file(folder)
 
 
-def cv_folds(folder: str | os.PathLike) -> list[RunSummary]:
-    """The fold runs of a cross-validation folder, in fold order (those started)."""
-    folder = Path(folder)
-    count = int(read_config_file(folder).get("cv", {}).get("folds", 0))
-    return [summarize_run(folder / f"fold_{k}") for k in range(count)
-            if (folder / f"fold_{k}" / STATUS_FILE).exists()]
-
-
 def read_cv_summary(folder: str | os.PathLike) -> dict | None:
     return read_json(Path(folder) / CV_SUMMARY_FILE)
 

@@ -87,10 +87,6 @@ def apply_review(rows, decisions: dict[str, dict]):
     return rows
 
 
-def is_excluded(row) -> bool:
-    return getattr(row, "review", "") == "exclude"
-
-
 def reviewed_labels(paths, labels, decisions: dict[str, dict]):
     """(labels after review, mask of images kept) for images already predicted, so any
     model's stored predictions can be scored with a review without predicting again:

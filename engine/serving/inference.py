@@ -79,10 +79,6 @@ class LoadedModel:
         out = self.serve(images=tf.convert_to_tensor(images, tf.float32))
         return out["logit"].numpy()
 
-    def member_logits(self, images: np.ndarray) -> np.ndarray:
-        """[N, K] logits of the K ensemble members ([N, 1] for a single model)."""
-        return self.outputs(images)[0]
-
     def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """([N, K] member logits, [N, K, C] member features or None for old exports)."""
         out = self.serve(images=tf.convert_to_tensor(images, tf.float32))
@@ -102,15 +98,6 @@ class LoadedModel:
         """[(reason, score > 1)] of every pixel check a decoded image fails
         (engine.serving.input_check, with this model's appearance statistics)."""
         return input_check.findings(rgb, self.appearance)
-
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Calibrated tumor probabilities (temperature applied) for [N, S, S, 3] in [0, 1]."""
-        return calibrated(self.logits(images), self.temperature)
-
-    def explain(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(calibrated probabilities [N], Grad-CAM maps [N, S, S] in [0, 1])."""
-        probabilities, cams, _, _ = self.explain_all(images)
-        return probabilities, cams
 
     def explain_all(self, images: np.ndarray):
         """(probabilities [N], Grad-CAM [N, S, S], uncertainty [N] or None, member
