@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402 - TensorFlow installs it; a missing reference must fail, not skip
 
 from bench.keras_reference import copy_weights_into_keras, keras_resnet  # noqa: E402
 from engine.model.resnet import ResNet, decay_mask  # noqa: E402

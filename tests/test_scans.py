@@ -15,8 +15,8 @@ from engine.data import scans
 from engine.data.imageio import ImageDecodeError, decode_path, decode_rgb, read_file_bytes
 from scan_fixtures import FAKE_IDENTIFIERS, head_slice, write_dicom, write_nifti
 
-pytest.importorskip("pydicom")
-pytest.importorskip("nibabel")
+import pydicom  # noqa: E402,F401 - in requirements.txt: never a silent skip
+import nibabel  # noqa: E402,F401
 
 
 def gray(path) -> np.ndarray:

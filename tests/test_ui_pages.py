@@ -388,7 +388,7 @@ def test_square_pads_without_resampling():
 
 
 def test_predict_takes_dicom_and_nifti_and_never_shows_identifiers(run_folder, tmp_path):
-    pytest.importorskip("pydicom")
+    import pydicom  # noqa: F401 - in requirements.txt: a missing decoder must fail, not skip
     from scan_fixtures import FAKE_IDENTIFIERS, head_slice, write_dicom, write_nifti
     dicom = write_dicom(tmp_path / "scan", head_slice(64, tumor=True).astype(np.uint8)).read_bytes()
     volume = np.zeros((64, 64, 12), np.float32)
