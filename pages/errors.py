@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from engine import runs
 from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError
 from ui.app import require_navigation
@@ -91,6 +92,12 @@ group_note = (f" in {wrong['group'].nunique()} duplicate groups" if groups else 
 st.write(f"**{len(wrong)}** of {len(frame)} {split} images are misclassified by the {name} at threshold "
          f"{threshold:.3f}{group_note} ({(wrong['kind'] == 'false negative').sum()} missed tumors, "
          f"{(wrong['kind'] == 'false positive').sum()} false alarms). Worst first.")
+if split == "oof":
+    pooled = (read_json(model_dir / runs.CV_SUMMARY_FILE) or {}).get("pooled") or {}
+    st.caption("Here every out-of-fold image is judged at one pooled threshold fitted on these same "
+               "predictions" + (f"; the cross-validation summary and the model card count {pooled['errors']} "
+                                 "errors with each fold at its own threshold, fitted on the other folds."
+                                 if pooled.get("errors") is not None else "."))
 if shown.empty:
     st.success("No misclassified images match these filters.")
     st.stop()
