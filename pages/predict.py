@@ -86,7 +86,8 @@ with left:
 with right:
     count = st.number_input("Samples to draw", 1, 12, 4)
     if st.button("Try samples from the test split", help="Images of the chosen model's own test split: "
-                 "it never trained on them"):
+                 "it never trained on them or on a copy the duplicate tests found; a relative they miss "
+                 "(a neighbouring slice of one series) is marked 'seen in training'"):
         pool, origin = sample_pool(str(model_dir))
         st.session_state["samples"] = random.Random().sample(pool, min(int(count), len(pool)))
         st.session_state["samples_origin"] = origin

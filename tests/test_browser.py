@@ -282,3 +282,20 @@ def test_a_volume_of_slices_the_model_does_not_assess_gets_no_verdict(server, pa
     assert page.get_by_text(re.compile(r"^probability \d\.\d{3} · (tumor|no tumor)")).count() == 0
     page.get_by_text(re.compile("no heat map: not assessed")).wait_for()
     shot(page, "predict_volume_ood")
+
+
+def test_label_review_cards_show_the_flagging_probability_and_other_slices(server, page):
+    """Label review with the shipped model, in the browser: a card's probability is the
+    out-of-fold one that raised its flag (label_issues.csv), the ensemble's figure is named
+    in-sample, and the nearest images leave the card's own duplicate group out (issue 32
+    #3, #4)."""
+    from engine.evaluation.audit import read_issues
+    flagged = [i for i in read_issues(ROOT / "checkpoints" / "label_issues.csv") if i["flagged"]]
+    page.goto(f"{server['url']}/label_review")
+    page.get_by_text(re.compile(r"images ranked, \d+ flagged")).wait_for()
+    page.get_by_text(re.compile(r"P\(tumor\) \d\.\d{3} \(out-of-fold\) · ensemble, in-sample")).first.wait_for()
+    captions = " ".join(page.locator("[data-testid=stImageCaption]").all_inner_texts()) or page.locator(
+        "body").inner_text()
+    assert any(f"P(tumor) {i['probability']:.3f} (out-of-fold)" in captions for i in flagged)
+    page.get_by_text(re.compile(r"Its own duplicate group \(\d+ other cop(y|ies)\) is left out")).first.wait_for()
+    shot(page, "label_review_shipped")
