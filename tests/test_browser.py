@@ -299,3 +299,35 @@ def test_label_review_cards_show_the_flagging_probability_and_other_slices(serve
     assert any(f"P(tumor) {i['probability']:.3f} (out-of-fold)" in captions for i in flagged)
     page.get_by_text(re.compile(r"Its own duplicate group \(\d+ other cop(y|ies)\) is left out")).first.wait_for()
     shot(page, "label_review_shipped")
+
+
+def test_stop_during_data_preparation_then_resume_from_the_train_page(server, page):
+    """Train page, real server: a 300-file folder, Stop while its files are being
+    inspected, the run ends "stopped" with a plain message (not failed with
+    BrokenProcessPool), and Resume finishes it (issue 32 #5)."""
+    import numpy as np
+    from PIL import Image
+    folder = server["train_data"].parent / "three_hundred"
+    rng = np.random.default_rng(1)
+    for name in ("yes", "no"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for k in range(150):
+            # Large noisy pictures: inspecting them takes long enough to press Stop.
+            Image.fromarray((rng.random((800, 800)) * 255).astype(np.uint8)).save(
+                folder / name / f"{name}{k}.jpg", quality=95)
+    page.goto(f"{server['url']}/train")
+    page.get_by_role("textbox", name="Data folder", exact=True).fill(str(folder))
+    page.get_by_role("textbox", name="Run name", exact=True).fill("stop-in-prep")
+    page.get_by_role("spinbutton", name="Width multiplier", exact=True).fill("0.125")
+    page.get_by_role("spinbutton", name="Image size (px)", exact=True).fill("32")
+    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("1")
+    page.get_by_role("spinbutton", name="Batch size (global)", exact=True).fill("8")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile(r"preparing data: [1-9][\d,]* of 300 files")).wait_for(timeout=180_000)
+    page.get_by_role("button", name="Stop", exact=True).click()
+    page.get_by_text(re.compile(r"stop-in-prep: stopped")).wait_for(timeout=120_000)
+    page.get_by_text(re.compile("stopped during data preparation")).wait_for()
+    assert page.get_by_text("BrokenProcessPool").count() == 0
+    page.get_by_role("button", name=re.compile("^Resume")).click()
+    page.get_by_text(re.compile(r"stop-in-prep: finished")).wait_for(timeout=300_000)
+    shot(page, "train_stop_in_preparation")
