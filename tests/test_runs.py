@@ -87,7 +87,7 @@ def test_start_and_stop_a_detached_training(synthetic_data, tmp_path):
     # python -m engine.launch --resume DIR --epochs N in its own process.
     done = len(runs.read_metrics(folder, "epoch"))
     control.resume_run(folder, epochs=done + 1)
-    deadline = time.time() + 180
+    deadline = time.time() + 400  # a generous bound: evaluation and the shortcut audit follow training
     while time.time() < deadline and runs.read_status(folder)["state"] in runs.ACTIVE_STATES:
         time.sleep(0.5)
     assert runs.read_status(folder)["state"] == "finished", runs.tail(folder / "process.log")

@@ -95,7 +95,7 @@ def test_train_page_shows_curves_and_status_of_a_finished_run(run_folder):
     # and the test split's result from the final evaluation.
     epochs = runs.read_metrics(run_folder, "epoch")
     best = runs.best_epoch(epochs, "val/auc")
-    assert any(c.value.startswith(f"Exported model: epoch {best['epoch']} of {len(epochs)}, best val/auc")
+    assert any(c.value.startswith(f"Exported model: epoch {best['epoch']} of the {len(epochs)} trained, best val/auc")
                for c in at.caption)
     test = json.loads((run_folder / "eval_test.json").read_text())
     assert next(m.value for m in at.metric if m.label == "test accuracy") == f"{100 * test['accuracy']:.2f}%"

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 NEIGHBOURS_FILE = "neighbours.npz"
+FLOAT16_SLACK = 1e-3  # similarity lost by storing unit vectors as float16
 
 
 def embed(features: np.ndarray) -> np.ndarray:
@@ -119,7 +120,9 @@ class NeighbourIndex:
         for row, picks in zip(sims, order):
             out.append({
                 "copies_left_out": left_out[len(out)],
-                "seen_in_training": bool(row[picks[0]] >= self.seen_threshold) if k else False,
+                # The pool's vectors are stored as float16: an image's similarity to its own
+                # stored vector can fall a few 1e-4 short of 1, so the test allows that much.
+                "seen_in_training": bool(row[picks[0]] >= self.seen_threshold - FLOAT16_SLACK) if k else False,
                 "neighbours": [{"path": str(self.paths[i]), "label": int(self.labels[i]),
                                 "group": int(self.groups[i]), "similarity": round(float(row[i]), 4)}
                                for i in picks],
