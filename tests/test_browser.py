@@ -325,9 +325,9 @@ def test_stop_during_data_preparation_then_resume_from_the_train_page(server, pa
     page.get_by_role("button", name="Start training").click()
     page.get_by_text(re.compile(r"preparing data: [1-9][\d,]* of 300 files")).wait_for(timeout=180_000)
     page.get_by_role("button", name="Stop", exact=True).click()
-    page.get_by_text(re.compile(r"stop-in-prep: stopped")).wait_for(timeout=120_000)
-    page.get_by_text(re.compile("stopped during data preparation")).wait_for()
+    page.get_by_text(re.compile(r"stop-in-prep: stopped")).first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile("stopped during data preparation")).first.wait_for()
     assert page.get_by_text("BrokenProcessPool").count() == 0
     page.get_by_role("button", name=re.compile("^Resume")).click()
-    page.get_by_text(re.compile(r"stop-in-prep: finished")).wait_for(timeout=300_000)
+    page.get_by_text(re.compile(r"stop-in-prep: finished")).first.wait_for(timeout=300_000)
     shot(page, "train_stop_in_preparation")
