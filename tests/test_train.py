@@ -99,8 +99,18 @@ def test_resume_continues_at_the_right_epoch_and_optimizer_step(finished_run, tm
 
 
 def test_stop_request_saves_checkpoint_and_marks_stopped(data_dir, tmp_path):
-    stop = StopRequested()
-    stop.requested = True  # as if SIGTERM arrived during the first step
+    class AfterPreparation(StopRequested):
+        """As if SIGTERM arrived during the first step: requested once the data are
+        prepared (a stop during preparation ends the run before any checkpoint)."""
+        @property
+        def requested(self):
+            return (tmp_path / "manifest.csv").exists()
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    stop = AfterPreparation()
     status = train_and_evaluate(tiny_config(data_dir=str(data_dir), dedup_distance=-1), tmp_path, stop=stop)
     assert status["state"] == "stopped"
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-1")
