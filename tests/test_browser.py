@@ -84,6 +84,18 @@ def page(browser):
     context.close()
 
 
+def start_tiny_training(page, server, data, name: str, epochs: int) -> None:
+    """Fill the Train form for a tiny run (width 0.125, 32 px, batch 8) and start it."""
+    page.goto(f"{server['url']}/train")
+    page.get_by_role("textbox", name="Data folder", exact=True).fill(str(data))
+    page.get_by_role("textbox", name="Run name", exact=True).fill(name)
+    page.get_by_role("spinbutton", name="Width multiplier", exact=True).fill("0.125")
+    page.get_by_role("spinbutton", name="Image size (px)", exact=True).fill("32")
+    page.get_by_role("spinbutton", name="Epochs", exact=True).fill(str(epochs))
+    page.get_by_role("spinbutton", name="Batch size (global)", exact=True).fill("8")
+    page.get_by_role("button", name="Start training").click()
+
+
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -156,14 +168,7 @@ def test_runs_use_its_model_switches_the_sidebar_model(server, page):
 
 
 def test_start_a_tiny_training_and_watch_it_finish(server, page):
-    page.goto(f"{server['url']}/train")
-    page.get_by_role("textbox", name="Data folder", exact=True).fill(str(server["train_data"]))
-    page.get_by_role("textbox", name="Run name", exact=True).fill("browser-run")
-    page.get_by_role("spinbutton", name="Width multiplier", exact=True).fill("0.125")
-    page.get_by_role("spinbutton", name="Image size (px)", exact=True).fill("32")
-    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("3")
-    page.get_by_role("spinbutton", name="Batch size (global)", exact=True).fill("8")
-    page.get_by_role("button", name="Start training").click()
+    start_tiny_training(page, server, server["train_data"], "browser-run", epochs=3)
     page.get_by_text(re.compile(r"Started run .*browser-run")).wait_for()
     page.get_by_text(re.compile(r"browser-run: finished")).wait_for(timeout=180_000)
     page.locator(".js-plotly-plot").first.wait_for()
@@ -315,14 +320,7 @@ def test_stop_during_data_preparation_then_resume_from_the_train_page(server, pa
             # Large noisy pictures: inspecting them takes long enough to press Stop.
             Image.fromarray((rng.random((800, 800)) * 255).astype(np.uint8)).save(
                 folder / name / f"{name}{k}.jpg", quality=95)
-    page.goto(f"{server['url']}/train")
-    page.get_by_role("textbox", name="Data folder", exact=True).fill(str(folder))
-    page.get_by_role("textbox", name="Run name", exact=True).fill("stop-in-prep")
-    page.get_by_role("spinbutton", name="Width multiplier", exact=True).fill("0.125")
-    page.get_by_role("spinbutton", name="Image size (px)", exact=True).fill("32")
-    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("1")
-    page.get_by_role("spinbutton", name="Batch size (global)", exact=True).fill("8")
-    page.get_by_role("button", name="Start training").click()
+    start_tiny_training(page, server, folder, "stop-in-prep", epochs=1)
     page.get_by_text(re.compile(r"preparing data: [1-9][\d,]* of 300 files")).wait_for(timeout=180_000)
     page.get_by_role("button", name="Stop", exact=True).click()
     page.get_by_text(re.compile(r"stop-in-prep: stopped")).first.wait_for(timeout=120_000)
