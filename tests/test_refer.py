@@ -84,7 +84,6 @@ def test_shipped_model_intervals_band_and_sets_on_the_test_split():
     group_of = {r.path.split("br35h/")[-1]: r.group for r in read_manifest(shipped / "manifest.csv")}
     with open(shipped / "predictions_test.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    labels = np.array([int(r["label"]) for r in rows])
     correct = np.array([int(r["correct"]) for r in rows])
     groups = np.array([group_of[r["path"].split("br35h/")[-1]] for r in rows])
     # Independent: a plain loop over resampled groups, another seed.

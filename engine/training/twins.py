@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 
 from engine.data.dedup import similar_pairs
 from engine.serving.inference import SHIPPED_MODEL_DIR
