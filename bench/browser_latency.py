@@ -27,6 +27,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from engine import layout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +114,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from engine.data.manifest import read_manifest, rows_for_split
-    test = rows_for_split(read_manifest(ROOT / "checkpoints" / "manifest.csv"), "test")
+    test = rows_for_split(read_manifest(ROOT / "checkpoints" / layout.MANIFEST), "test")
     slices = [r.path for r in test[::len(test) // 4][:4]]
     results = []
     with sync_playwright() as playwright:

@@ -45,7 +45,7 @@ from keras import layers  # noqa: E402
 
 from bench.keras_reference import keras_resnet  # noqa: E402
 from engine.data import pipeline  # noqa: E402
-from engine import runs  # noqa: E402
+from engine import layout, runs  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.evaluation.oof import OOF_FILE, fold_summary, out_of_fold_errors, read_oof  # noqa: E402
 from engine.data.manifest import read_manifest  # noqa: E402
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     config = TrainConfig.from_dict(stored["config"])
     folds = int(stored["cv"]["folds"])
     chosen = [int(f) for f in args.folds.split(",")] if args.folds else list(range(folds))
-    rows = [r for r in read_manifest(cv_dir / runs.MANIFEST_FILE) if r.usable and r.split != "test"]
+    rows = [r for r in read_manifest(cv_dir / layout.MANIFEST) if r.usable and r.split != "test"]
     engine_oof = {r["path"]: float(r["logit"]) for r in read_oof(cv_dir / OOF_FILE)}
     keras_logits = np.full(len(rows), np.nan)
     seconds = []
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
           f"{config.image_size} px, {config.preset} x{config.width}, crop_to_head={config.crop_to_head}")
     print_table(summaries)
     print(f"engine / Keras out-of-fold errors: {ratio:.2f}; Keras training {np.mean(seconds):.0f} s per fold")
-    name = "keras_comparison.json" if args.recipe == "plain" else "keras_comparison_same.json"
+    name = layout.KERAS_COMPARISON if args.recipe == "plain" else "keras_comparison_same.json"
     (cv_dir / name).write_text(json.dumps(
         {**results, "error_ratio": ratio, "folds": chosen, "recipe": args.recipe,
          "keras_seconds_per_fold": seconds}, indent=2))

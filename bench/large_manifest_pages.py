@@ -26,6 +26,8 @@ import shutil
 import statistics
 import sys
 import time
+
+from engine import layout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +37,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 PAGES = [("home", "", "Brain-tumor classifier dashboard"), ("runs", "runs", "Runs"),
          ("evaluate", "evaluate", "Evaluate"), ("errors", "errors", "Errors"),
          ("label review", "label_review", "Label review"), ("data", "data", "Data health")]
-TABLES = ("manifest.csv", "predictions_oof.csv", "predictions_test.csv", "oof_predictions.csv",
-          "label_issues.csv", "data_issues.csv")
+TABLES = (layout.MANIFEST, layout.predictions("oof"), layout.predictions("test"), layout.OOF_PREDICTIONS,
+          layout.LABEL_ISSUES, layout.DATA_ISSUES)
 
 
 def build(source: Path, target: Path, rows: int) -> Path:
@@ -48,7 +50,7 @@ def build(source: Path, target: Path, rows: int) -> Path:
         return runs_root
     shutil.rmtree(target, ignore_errors=True)
     cv.mkdir(parents=True)
-    with open(source / "manifest.csv", newline="") as handle:
+    with open(source / layout.MANIFEST, newline="") as handle:
         base = list(csv.DictReader(handle))
     copies = math.ceil(rows / len(base))
     groups = max(int(r["group"]) for r in base) + 1
@@ -81,10 +83,10 @@ def build(source: Path, target: Path, rows: int) -> Path:
     for item in source.iterdir():  # everything else as it is
         if item.name not in TABLES and not (cv / item.name).exists():
             (cv / item.name).symlink_to(item.resolve())
-    summary = json.loads((source / "data_summary.json").read_text())
+    summary = json.loads((source / layout.DATA_SUMMARY).read_text())
     summary["images"] = len(base) * copies
-    (cv / "data_summary.json").unlink()
-    (cv / "data_summary.json").write_text(json.dumps(summary))
+    (cv / layout.DATA_SUMMARY).unlink()
+    (cv / layout.DATA_SUMMARY).write_text(json.dumps(summary))
     stamp.write_text(str(len(base) * copies))
     print(f"built {cv}: {len(base) * copies} manifest rows ({copies} copies of {len(base)})", flush=True)
     return runs_root

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.evaluation import metric_names as names  # noqa: E402
-from engine import runs  # noqa: E402
+from engine import layout, runs  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 
 
@@ -91,7 +91,7 @@ def main() -> None:
         one, two = tmp / "one", tmp / "two"
         one_seconds = run([sys.executable, "-m", "engine.train", "--config", str(one_file), "--run-dir", str(one)], one)
         two_seconds = run([sys.executable, "-m", "engine.launch", "--config", str(two_file), "--run-dir", str(two)], two)
-        recorded = json.loads((two / runs.CONFIG_FILE).read_text())["environment"]
+        recorded = json.loads((two / layout.CONFIG).read_text())["environment"]
         one_losses, two_losses = step_losses(one), step_losses(two)
         common = sorted(set(one_losses) & set(two_losses))
         difference = max(abs(one_losses[s] - two_losses[s]) for s in common)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import layout
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -143,7 +145,7 @@ def main() -> None:
     model = load_model(args.model)
     if model.appearance is None:
         print("this model has no appearance statistics (appearance.npz): pixel score from fixed checks only")
-    test = rows_for_split(read_manifest(Path(args.model) / "manifest.csv"), "test")
+    test = rows_for_split(read_manifest(Path(args.model) / layout.MANIFEST), "test")
     brain = predict_files(model, [(r.path, Path(r.path).read_bytes()) for r in test])
     brain_scores = np.array([p.ood_score for p in brain])
     high = float(np.percentile(brain_scores, 99))

@@ -35,10 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from engine import layout  # noqa: E402
 from engine.evaluation.oof import OOF_FILE, fold_summary, out_of_fold_errors, read_oof  # noqa: E402
 from engine.evaluation.oof_compare import NotComparable, compare, read_source  # noqa: E402
 
-AUDIT_FILE = "label_issues.csv"
+AUDIT_FILE = layout.LABEL_ISSUES
 
 
 def _oof_path(source: str) -> Path:

@@ -19,6 +19,8 @@ import argparse
 import statistics
 import sys
 import time
+
+from engine import layout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     import ui  # noqa: F401  - before TensorFlow, as the pages do
     from engine.data.manifest import read_manifest, rows_for_split
-    test = rows_for_split(read_manifest(ROOT / "checkpoints" / "manifest.csv"), "test")
+    test = rows_for_split(read_manifest(ROOT / "checkpoints" / layout.MANIFEST), "test")
     results = {"Predict, 4 new slices": [], "Label review, rerun": []}
     predict = app_on("predict")
     predict.session_state["samples"] = [(r.path, r.label) for r in test[:4]]

@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine import layout  # noqa: E402
 from engine.data.manifest import build_manifest  # noqa: E402
 from engine.evaluation.audit import label_issue_table  # noqa: E402
 from engine.evaluation.oof import read_oof  # noqa: E402
@@ -58,7 +59,7 @@ def write_review(path: Path, pool, labels: dict[str, int], note: str) -> int:
 
 
 def run_cv(folder: Path, args, review: Path | None) -> dict:
-    summary_path = folder / "cv_summary.json"
+    summary_path = folder / layout.CV_SUMMARY
     if not summary_path.exists():  # rerunning the script reuses finished CVs
         command = [sys.executable, "-m", "engine.cv", "--folds", str(args.folds), "--shipped-recipe",
                    "--image-size", str(args.image_size), "--epochs", str(args.epochs), "--skip-test",
@@ -91,7 +92,7 @@ def main() -> None:
     print(f"{len(pool)} pool images, {len(flipped)} labels flipped (seed {args.seed})", flush=True)
 
     noisy_cv = run_cv(out / "a_flipped", args, out / "flips.csv")
-    oof = {r["path"]: float(r["probability"]) for r in read_oof(out / "a_flipped" / "oof_predictions.csv")}
+    oof = {r["path"]: float(r["probability"]) for r in read_oof(out / "a_flipped" / layout.OOF_PREDICTIONS)}
     paths = [r.path for r in pool]
     table = label_issue_table([noisy[p] for p in paths], [oof[p] for p in paths])
     budget = 2 * len(flipped)

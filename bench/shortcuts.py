@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from engine import runs  # noqa: E402
+from engine import layout, runs  # noqa: E402
 from engine.data.cues import measure_cues  # noqa: E402
 from engine.data.manifest import read_manifest  # noqa: E402
 from engine.evaluation.shortcut_audit import write_audit  # noqa: E402
@@ -57,7 +57,7 @@ DOCS_HEADING = "## Does a recipe train the shortcut away? `bench/shortcuts.py`"
 
 def train(name: str, seed: int) -> tuple[Path, float | None]:
     folder = OUT / f"{name}-s{seed}"
-    if (folder / "cv_summary.json").exists():
+    if (folder / layout.CV_SUMMARY).exists():
         return folder, None
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -71,14 +71,14 @@ def train(name: str, seed: int) -> tuple[Path, float | None]:
 def score(folder: Path, cue_rows: dict) -> dict:
     """The audit of one CV folder (its own shortcuts.json if present, else written now
     from the shared cue measurements)."""
-    report = runs.read_json(folder / "shortcuts.json", None)
+    report = runs.read_json(folder / layout.SHORTCUTS, None)
     if not report or "model" not in report:
-        rows = [r for r in read_manifest(folder / runs.MANIFEST_FILE) if r.usable]
+        rows = [r for r in read_manifest(folder / layout.MANIFEST) if r.usable]
         report = write_audit(folder, rows, model_dir=folder,
                              cue_rows=[cue_rows.get(r.path) or {"path": r.path} for r in rows])
-    status = runs.read_json(folder / "status.json", {}) or {}
+    status = runs.read_json(folder / layout.STATUS, {}) or {}
     minutes = (status["ended"] - status["started"]) / 60 if status.get("started") and status.get("ended") else None
-    return figures(report, runs.read_json(folder / "cv_summary.json", {}), minutes)
+    return figures(report, runs.read_json(folder / layout.CV_SUMMARY, {}), minutes)
 
 
 def figures(report: dict, summary: dict, minutes: float | None) -> dict:
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="replace the table in docs/benchmarks.md")
     parser.add_argument("--no-shipped", action="store_true", help="leave out the shipped ensemble's row")
     args = parser.parse_args(argv)
-    shipped_rows = [r for r in read_manifest(ROOT / "checkpoints" / runs.MANIFEST_FILE) if r.usable]
+    shipped_rows = [r for r in read_manifest(ROOT / "checkpoints" / layout.MANIFEST) if r.usable]
     started = time.time()
     cue_rows = {c["path"]: c for c in measure_cues([r.path for r in shipped_rows])}
     print(f"cues of {len(cue_rows)} images measured in {time.time() - started:.0f} s", flush=True)
@@ -153,10 +153,10 @@ def main(argv=None) -> int:
         shipped_out = OUT / "shipped"
         write_audit(shipped_out, shipped_rows, model_dir=ROOT / "checkpoints",
                     cue_rows=[cue_rows[r.path] for r in shipped_rows])
-        report = runs.read_json(shipped_out / "shortcuts.json", {})
-        card = runs.read_json(ROOT / "checkpoints" / "model_card.json", {}) or {}
+        report = runs.read_json(shipped_out / layout.SHORTCUTS, {})
+        card = runs.read_json(ROOT / "checkpoints" / layout.MODEL_CARD, {}) or {}
         wall = card.get("cv_training_wall_seconds")
-        results["shipped"] = [figures(report, runs.read_json(ROOT / "checkpoints" / "cv_summary.json", {}),
+        results["shipped"] = [figures(report, runs.read_json(ROOT / "checkpoints" / layout.CV_SUMMARY, {}),
                                       wall / 60 if wall else None)]
     for name in args.recipes:
         for seed in args.seeds:
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
                 folder, seconds = train(name, seed)
                 if seconds:
                     print(f"{name} seed {seed}: trained in {seconds / 60:.1f} min", flush=True)
-            if not (folder / "cv_summary.json").exists():
+            if not (folder / layout.CV_SUMMARY).exists():
                 print(f"{name} seed {seed}: no finished CV in {folder}", flush=True)
                 continue
             results.setdefault(name, []).append(score(folder, cue_rows))

@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from engine import runs
+from engine import layout, runs
 from engine.runs import (
-    ACTIVE_STATES, CONFIG_FILE, PROCESS_LOG_FILE,
-    PROJECT_ROOT, QUEUED, STATUS_FILE, STOPPED, RunError, active_runs, new_run_id, pid_alive,
+    ACTIVE_STATES, PROJECT_ROOT, QUEUED, STOPPED, RunError, active_runs, new_run_id, pid_alive,
     read_json, read_status, run_dir, validate_run_id, write_json_atomic, write_status,
 )
 
@@ -60,8 +59,8 @@ def start_run(request: dict, run_id: str | None = None, root: str | os.PathLike 
         except FileExistsError:
             raise RunError(f"a run named {run_id} already exists") from None
         write_status(folder, QUEUED, pid=None, created=time.time())
-        write_json_atomic(folder / CONFIG_FILE, request)
-        _launch([python or sys.executable, "-m", "engine.launch", "--config", str(folder / CONFIG_FILE),
+        write_json_atomic(folder / layout.CONFIG, request)
+        _launch([python or sys.executable, "-m", "engine.launch", "--config", str(folder / layout.CONFIG),
                  "--run-dir", str(folder)], folder, env)
     return run_id, folder
 
@@ -107,7 +106,7 @@ def _launch(command: list[str], folder: Path, env: dict | None) -> None:
     environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     environment["PYTHONPATH"] = os.pathsep.join(
         p for p in [str(PROJECT_ROOT), environment.get("PYTHONPATH", "")] if p)
-    with open(folder / PROCESS_LOG_FILE, "ab") as log:
+    with open(folder / layout.PROCESS_LOG, "ab") as log:
         process = subprocess.Popen(
             command, cwd=str(PROJECT_ROOT), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, env=environment)
@@ -127,7 +126,7 @@ def stop_run(folder: str | os.PathLike, grace_seconds: float = 60.0) -> str:
     while time.time() < deadline:
         if not pid_alive(pid):
             _reap(pid)
-            final = read_json(folder / STATUS_FILE, {}) or {}
+            final = read_json(folder / layout.STATUS, {}) or {}
             if final.get("state") in ACTIVE_STATES:
                 # Stopped before its signal handler was installed (still starting up).
                 write_status(folder, STOPPED, ended=time.time(), error=None,

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine import runs
+from engine import layout, runs
 from engine.data.health import DEFECTS, ISSUES_FILE, measure_missing_quality, write_health
 
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.manifest:
             rows = read_manifest(args.manifest)
-            summary = runs.read_json(Path(args.manifest).parent / runs.SUMMARY_FILE, {}) or {}
+            summary = runs.read_json(Path(args.manifest).parent / layout.DATA_SUMMARY, {}) or {}
             measured = measure_missing_quality(rows)
             if measured:
                 print(f"measured the quality of {measured} images this manifest did not score")

@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine import layout
 from engine.evaluation.report import write_report
 
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-review", help="also score the test split with this review file's labels")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
-    if not (folder / "model.json").exists() and not (folder / "config.json").exists():
+    if not (folder / layout.MODEL_INFO).exists() and not (folder / layout.CONFIG).exists():
         print(f"error: {folder} is not a run, cross-validation or model folder", file=sys.stderr)
         return 2
     path = write_report(folder, args.out, args.label_review)

@@ -15,23 +15,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from engine import files
+from engine import files, layout
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL_DIR = PROJECT_ROOT / "checkpoints"  # the shipped model: the one place it is named
 DEFAULT_RUNS_ROOT = Path(os.environ.get("BRAIN_RUNS_DIR", PROJECT_ROOT / "runs"))
 
-CONFIG_FILE = "config.json"
-STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.jsonl"
-MANIFEST_FILE = "manifest.csv"
-SUMMARY_FILE = "data_summary.json"
-LOG_FILE = "train.log"
-PROCESS_LOG_FILE = "process.log"
-CHECKPOINT_DIR = "checkpoints"
-BEST_DIR = "checkpoints/best"
-EXPORT_DIR = "export"
-MODEL_INFO_FILE = "model.json"
 
 QUEUED, RUNNING, FINISHED, FAILED, STOPPED = "queued", "running", "finished", "failed", "stopped"
 ACTIVE_STATES = (QUEUED, RUNNING)
@@ -131,7 +120,7 @@ def write_status(folder: str | os.PathLike, state: str, **fields) -> dict:
     of its segments, see begin_segment) up to date, so a run killed without warning
     still knows how long it had trained."""
     folder = Path(folder)
-    current = read_json(folder / STATUS_FILE, {}) or {}
+    current = read_json(folder / layout.STATUS, {}) or {}
     was_running = current.get("state") == RUNNING
     current.update(fields)
     now = time.time()
@@ -140,7 +129,7 @@ def write_status(folder: str | os.PathLike, state: str, **fields) -> dict:
                                      + now - float(current["segment_started"]))
     current["state"] = state
     current["updated"] = now
-    write_json_atomic(folder / STATUS_FILE, current)
+    write_json_atomic(folder / layout.STATUS, current)
     return current
 
 
@@ -148,7 +137,7 @@ def begin_segment(folder: str | os.PathLike, *, resume: bool, **fields) -> dict:
     """Mark the run as running in this process. A resumed run keeps its first start
     time and the training time of its earlier segments, so its duration is the time
     it trained, not the time since the last resume nor the idle time between."""
-    previous = read_json(Path(folder) / STATUS_FILE, {}) or {}
+    previous = read_json(Path(folder) / layout.STATUS, {}) or {}
     now = time.time()
     before = float(previous.get("active_seconds") or 0.0) if resume else 0.0
     started = (previous.get("started") if resume else None) or now
@@ -169,7 +158,7 @@ def preparation_progress(folder: str | os.PathLike, every_seconds: float = 1.0):
         if done < total and now - last[0] < every_seconds:
             return
         last[0] = now
-        current = read_json(Path(folder) / STATUS_FILE, {}) or {}
+        current = read_json(Path(folder) / layout.STATUS, {}) or {}
         write_status(folder, current.get("state", RUNNING), files_inspected=int(done), files_found=int(total))
 
     return progress
@@ -196,7 +185,7 @@ def pid_alive(pid: int | None) -> bool:
 def read_status(folder: str | os.PathLike) -> dict:
     """status.json, with a run whose process vanished reported as failed."""
     folder = Path(folder)
-    status = read_json(folder / STATUS_FILE, None)
+    status = read_json(folder / layout.STATUS, None)
     if status is None:
         return {"state": "unknown", "error": "no status.json"}
     if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid")):
@@ -205,7 +194,7 @@ def read_status(folder: str | os.PathLike) -> dict:
             status = dict(status)
             status["state"] = FAILED
             status["error"] = "process ended unexpectedly"
-            status["log_tail"] = tail(folder / PROCESS_LOG_FILE, 20) or tail(folder / LOG_FILE, 20)
+            status["log_tail"] = tail(folder / layout.PROCESS_LOG, 20) or tail(folder / layout.TRAIN_LOG, 20)
     return status
 
 
@@ -239,11 +228,11 @@ class RunSummary:
 
 
 def read_config_file(folder: str | os.PathLike) -> dict:
-    return read_json(Path(folder) / CONFIG_FILE, {}) or {}
+    return read_json(Path(folder) / layout.CONFIG, {}) or {}
 
 
 def read_metrics(folder: str | os.PathLike, kind: str | None = None) -> list[dict]:
-    records = read_jsonl(Path(folder) / METRICS_FILE)
+    records = read_jsonl(Path(folder) / layout.METRICS)
     return [r for r in records if kind is None or r.get("kind") == kind]
 
 
@@ -275,8 +264,8 @@ def list_runs(root: str | os.PathLike | None = None) -> list[RunSummary]:
     root = Path(root or DEFAULT_RUNS_ROOT)
     if not root.is_dir():
         return []
-    folders = [p for p in root.iterdir() if p.is_dir() and (p / STATUS_FILE).exists()]
-    folders.sort(key=lambda p: (p / STATUS_FILE).stat().st_mtime, reverse=True)
+    folders = [p for p in root.iterdir() if p.is_dir() and (p / layout.STATUS).exists()]
+    folders.sort(key=lambda p: (p / layout.STATUS).stat().st_mtime, reverse=True)
     return [summarize_run(p) for p in folders]
 
 
@@ -310,16 +299,14 @@ def active_runs(root: str | os.PathLike | None = None) -> list[RunSummary]:
     return [run for run in list_runs(root) if run.state in ACTIVE_STATES]
 
 
-CV_SUMMARY_FILE = "cv_summary.json"
-
 
 def is_cv(folder: str | os.PathLike) -> bool:
-    """A cross-validation folder (engine.cv): its config.json has a "cv" section."""
-    return "cv" in read_config_file(folder)
+    """A cross-validation folder (engine.cv, or the shipped fold ensemble): engine.layout.kind."""
+    return layout.kind(folder) == layout.CV
 
 
 def read_cv_summary(folder: str | os.PathLike) -> dict | None:
-    return read_json(Path(folder) / CV_SUMMARY_FILE)
+    return read_json(Path(folder) / layout.CV_SUMMARY)
 
 
 def extension_problem(folder: str | os.PathLike, epochs: int) -> str:
@@ -339,8 +326,8 @@ def can_resume(folder: str | os.PathLike) -> bool:
     during data preparation continues from its request (config.json), the inspection
     cache making the scan quick."""
     folder = Path(folder)
-    if (folder / CONFIG_FILE).exists() and read_status(folder).get("state") == STOPPED:
+    if (folder / layout.CONFIG).exists() and read_status(folder).get("state") == STOPPED:
         return True
     if is_cv(folder):
-        return (folder / MANIFEST_FILE).exists()
-    return (folder / CHECKPOINT_DIR / "checkpoint").exists()
+        return (folder / layout.MANIFEST).exists()
+    return (folder / layout.CHECKPOINTS / "checkpoint").exists()

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine import runs
+from engine import layout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.data.manifest import build_manifest, read_manifest
     from engine.data.sources import DataLayoutError
     from engine.evaluation.shortcut_audit import CUES_FILE, SHORTCUTS_FILE, write_audit
-    manifest = args.manifest or (Path(args.model) / runs.MANIFEST_FILE if args.model and not args.data_dir else None)
+    manifest = args.manifest or (Path(args.model) / layout.MANIFEST if args.model and not args.data_dir else None)
     try:
         if manifest:
             rows = read_manifest(manifest)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine import runs
+from engine import layout
 from engine.data.health import DEFECTS, HEALTH_FILE, ISSUES_FILE
 from ui import shortcuts_view
 from ui.app import require_navigation
@@ -56,7 +56,7 @@ folder = selected_model_dir()
 show_shortcut_audit(folder)
 health = read_json(folder / HEALTH_FILE)
 if health is None:
-    manifest = folder / runs.MANIFEST_FILE
+    manifest = folder / layout.MANIFEST
     if not manifest.exists():
         st.info("This model folder has no manifest, so its data cannot be checked here. Run "
                 "`python -m engine.health --data-dir DIR --out DIR` on a data folder.")
@@ -69,7 +69,7 @@ if health is None:
         with st.spinner("Decoding and scoring every image once..."):
             rows = read_manifest(manifest)
             measure_missing_quality(rows)
-            write_health(target, rows, read_json(folder / runs.SUMMARY_FILE) or {})
+            write_health(target, rows, read_json(folder / layout.DATA_SUMMARY) or {})
         st.success(f"Written to {target}.")
         if target != folder:
             st.caption("The shipped model's folder is never rewritten; the report for it lives under runs/.")

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from engine import runs
+from engine import layout
 from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError
 from ui.app import require_navigation
@@ -28,19 +28,19 @@ def _folds_from(manifest: str, mtime: float) -> dict:
 
 
 def folds_of(folder: Path) -> dict:
-    manifest = folder / "manifest.csv"
+    manifest = folder / layout.MANIFEST
     return _folds_from(str(manifest), manifest.stat().st_mtime) if manifest.exists() else {}
 
 
 def duplicate_groups(folder: Path) -> dict:
     """path -> duplicate group, from the model's manifest (empty if it has none)."""
-    manifest = folder / "manifest.csv"
+    manifest = folder / layout.MANIFEST
     return _groups_from(str(manifest), manifest.stat().st_mtime) if manifest.exists() else {}
 
 
 st.title("Errors")
 model_dir = selected_model_dir()
-is_cv_model = (model_dir / "cv_summary.json").exists()
+is_cv_model = (model_dir / layout.CV_SUMMARY).exists()
 split = st.radio("Split", ["test", "oof"] if is_cv_model else ["test", "val"], horizontal=True,
                  format_func=lambda s: {"oof": "out-of-fold (CV)"}.get(s, s),
                  help="out-of-fold: every non-test image, predicted by the fold model that never "
@@ -49,7 +49,7 @@ predictions = read_predictions(model_dir, split)
 if predictions is None:
     st.info("No predictions for this split yet: run the evaluation on the **Evaluate** page.")
     st.stop()
-report = read_json(model_dir / f"eval_{split}.json") or {}
+report = read_json(model_dir / layout.evaluation(split)) or {}
 threshold = float(report.get("threshold", 0.5))
 frame = predictions.copy()
 # The decisions the evaluation stored (full-precision probability against the stored
@@ -93,7 +93,7 @@ st.write(f"**{len(wrong)}** of {len(frame)} {split} images are misclassified by 
          f"{threshold:.3f}{group_note} ({(wrong['kind'] == 'false negative').sum()} missed tumors, "
          f"{(wrong['kind'] == 'false positive').sum()} false alarms). Worst first.")
 if split == "oof":
-    pooled = (read_json(model_dir / runs.CV_SUMMARY_FILE) or {}).get("pooled") or {}
+    pooled = (read_json(model_dir / layout.CV_SUMMARY) or {}).get("pooled") or {}
     st.caption("Here every out-of-fold image is judged at one pooled threshold fitted on these same "
                "predictions" + (f"; the cross-validation summary and the model card count {pooled['errors']} "
                                  "errors with each fold at its own threshold, fitted on the other folds."
@@ -111,7 +111,7 @@ def heatmap_model_dir(path: str) -> Path:
     folder is there (a CV run); the shipped model keeps only the ensemble."""
     if split == "oof":
         fold = folds_of(model_dir).get(path, -1)
-        candidate = model_dir / f"fold_{fold}"
+        candidate = model_dir / layout.fold(fold)
         if (candidate / "export" / "saved_model.pb").exists():
             return candidate
     return model_dir

@@ -6,9 +6,9 @@ import json
 import pandas as pd
 import streamlit as st
 
+from engine import layout
 from engine.evaluation.evaluate import classification_report
 from engine.serving.calibration import MIN_CALIBRATION_IMAGES
-from engine import runs
 from engine.evaluation.intervals import format_with_ci
 from ui import charts, cv_view, refer_view, shortcuts_view
 from ui.app import require_navigation
@@ -20,14 +20,14 @@ require_navigation()
 
 st.title("Evaluate")
 model_dir = selected_model_dir()
-is_cv_model = (model_dir / runs.CV_SUMMARY_FILE).exists()
+is_cv_model = (model_dir / layout.CV_SUMMARY).exists()
 split = st.radio("Split", ["test", "oof"] if is_cv_model else ["test", "val"], horizontal=True,
                  format_func=lambda s: {"oof": "out-of-fold (CV)"}.get(s, s),
                  help="test is untouched by training and tuning. "
                  + ("out-of-fold: every other image, each predicted by the fold model that never "
                     "trained on its duplicate group (threshold and temperature were fitted on them)."
                     if is_cv_model else "val chose the threshold and temperature."))
-report = read_json(model_dir / f"eval_{split}.json")
+report = read_json(model_dir / layout.evaluation(split))
 predictions = read_predictions(model_dir, split)
 name = "shipped model" if model_dir == SHIPPED_DIR else f"run {model_dir.name}"
 st.caption(f"Model: {name}")
@@ -106,7 +106,7 @@ with right:
     table = pd.DataFrame([(name, shown(value)) for name, value in rows], columns=["metric", "value"])
     # Tall enough for every row: a scrolled table hid its last one.
     st.dataframe(table, hide_index=True, width="stretch", height=38 + 35 * len(table))
-    info = read_json(model_dir / runs.MODEL_INFO_FILE) or {}
+    info = read_json(model_dir / layout.MODEL_INFO) or {}
     small = info.get("calibration_images")
     if small is not None and small < MIN_CALIBRATION_IMAGES:
         st.warning(f"The threshold and temperature were fitted on {small} validation images: too few "
@@ -154,7 +154,7 @@ if report.get("curves"):
                    f"{format_with_ci(bands['brier'], bands['brier_ci'], percent=False)} (95% intervals, "
                    "duplicate groups resampled)")
 
-refer_view.show(report, read_json(model_dir / runs.MODEL_INFO_FILE) or {}, split)
+refer_view.show(report, read_json(model_dir / layout.MODEL_INFO) or {}, split)
 
 audit = shortcuts_view.audit(model_dir)
 if audit and (audit.get("model") or {}).get(split):
@@ -186,14 +186,14 @@ def report_html(folder: str, stamp: float, review: str | None) -> bytes:
 d1, d2, d3 = st.columns(3)
 report_review = str(review_dir / review_choice) if review_choice != "none" else None
 d3.download_button("Download the report (HTML, self-contained)",
-                   report_html(str(model_dir), (model_dir / f"eval_{split}.json").stat().st_mtime, report_review),
+                   report_html(str(model_dir), (model_dir / layout.evaluation(split)).stat().st_mtime, report_review),
                    f"report_{model_dir.name}.html", "text/html",
                    help="Model card figures, data health, folds, test split, figures, errors and flagged "
                         "labels in one file that opens offline (python -m engine.report)")
 d1.download_button(f"Download the per-image predictions ({split}, CSV)", predictions.to_csv(index=False).encode(),
-                   f"predictions_{split}.csv", "text/csv")
+                   layout.predictions(split), "text/csv")
 d2.download_button(f"Download the evaluation ({split}, JSON)", json.dumps(report, indent=2).encode(),
-                   f"eval_{split}.json", "application/json")
+                   layout.evaluation(split), "application/json")
 
 if split != "oof" and st.button("Re-run this evaluation"):
     from engine.evaluation.evaluate import evaluate

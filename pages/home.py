@@ -3,7 +3,7 @@ data set with the duplicate leak made visible."""
 
 import streamlit as st
 
-from engine import runs
+from engine import layout
 from engine.evaluation.intervals import format_with_ci
 from ui import shortcuts_view
 from ui.app import require_navigation
@@ -21,14 +21,14 @@ st.markdown(
     "**Runs**); measure it on held-out data (**Evaluate**) and browse where it is wrong (**Errors**).")
 
 model_dir = selected_model_dir()
-info = read_json(model_dir / runs.MODEL_INFO_FILE) or {}
-test = read_json(model_dir / "eval_test.json")
+info = read_json(model_dir / layout.MODEL_INFO) or {}
+test = read_json(model_dir / layout.evaluation("test"))
 st.subheader("Model in use")
 name = "shipped model" if model_dir == SHIPPED_DIR else f"run {model_dir.name}"
 st.write(f"**{name}**: {info.get('preset', '?')} (width {info.get('width', '?')}), "
          f"{info.get('image_size', '?')} px input, decision threshold {info.get('threshold', 0.5):.3f}, "
          f"temperature {info.get('temperature', 1.0):.2f}.")
-cv = read_json(model_dir / runs.CV_SUMMARY_FILE)
+cv = read_json(model_dir / layout.CV_SUMMARY)
 if cv:
     m, sd = cv["mean"], cv["std"]
     st.markdown(f"**Cross-validation** ({cv['folds_count']} folds grouped by duplicate group, "
@@ -62,7 +62,7 @@ if test:
             f"{label} {format_with_ci(test.get(key), test_ci.get(key), percent=key != 'roc_auc')}"
             for label, key in (("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
                                ("specificity", "specificity"), ("ROC AUC", "roc_auc"))))
-    data_summary = read_json(model_dir / runs.SUMMARY_FILE) or {}
+    data_summary = read_json(model_dir / layout.DATA_SUMMARY) or {}
     st.caption(
         "Held-out test split of a duplicate-aware split: no copy of a test image found by the pixel "
         "tests (exact, perceptual hash, contrast-invariant) was in training"
@@ -97,7 +97,7 @@ if audit:
     if sentence:
         st.write(sentence + " Details on **Data** and **Evaluate**.")
 
-summary = read_json(model_dir / runs.SUMMARY_FILE) or read_json(SHIPPED_DIR / runs.SUMMARY_FILE)
+summary = read_json(model_dir / layout.DATA_SUMMARY) or read_json(SHIPPED_DIR / layout.DATA_SUMMARY)
 st.subheader("Data set")
 if summary:
     st.write(f"Source: `{summary.get('data_dir')}` ({summary.get('layout')}); "

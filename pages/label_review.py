@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine import control, runs
+from engine import control, layout, runs
 from engine.config import shipped_config
 from engine.evaluation.audit import ISSUES_FILE, audit
 from engine.serving.overlay import overlay
@@ -31,10 +31,10 @@ st.caption("Ranked by confident learning on out-of-fold probabilities (each imag
 def audit_sources() -> dict[str, Path]:
     """Folders with out-of-fold predictions: the shipped model's CV and CV runs."""
     found = {}
-    if (SHIPPED_DIR / "oof_predictions.csv").exists():
+    if (SHIPPED_DIR / layout.OOF_PREDICTIONS).exists():
         found["Shipped model (checkpoints/)"] = SHIPPED_DIR
     for run in all_runs():
-        if runs.is_cv(run.path) and (run.path / "oof_predictions.csv").exists():
+        if runs.is_cv(run.path) and (run.path / layout.OOF_PREDICTIONS).exists():
             found[f"cross-validation {run.run_id}"] = run.path
     return found
 
@@ -79,7 +79,7 @@ except ValueError as err:
     st.stop()
 
 issues = label_issues(folder / ISSUES_FILE)  # parsed once per file version, shared
-members = usable_rows_by_group(folder / runs.MANIFEST_FILE)
+members = usable_rows_by_group(folder / layout.MANIFEST)
 
 c1, c2, c3 = st.columns(3)
 only_flagged = c1.checkbox("Only images flagged by confident learning", True)
@@ -150,8 +150,8 @@ for group in shown:
             # the heat map comes from the fold model that never trained on the image where
             # that model's folder exists, else from the ensemble, named as in-sample.
             fold = fold_of.get(issue["path"], -1)
-            fold_model = folder / f"fold_{fold}"
-            source = fold_model if fold >= 0 and (fold_model / runs.EXPORT_DIR).exists() else folder
+            fold_model = folder / layout.fold(fold)
+            source = fold_model if fold >= 0 and (fold_model / layout.EXPORT).exists() else folder
             try:
                 view, cam, probability = explained(source, issue["path"])
             except ImageDecodeError as err:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from engine import layout
 from engine.serving.overlay import overlay
 from ui.app import require_navigation
 from ui.common import RESEARCH_NOTE, model_for, model_stamp, selected_model_dir
@@ -54,7 +55,7 @@ def sample_pool(model_dir: str) -> tuple[list[tuple[str, int]], str]:
     from ui.common import SHIPPED_DIR
     for folder, said in ((Path(model_dir), "this model's test split"),
                          (SHIPPED_DIR, "the shipped model's test split")):
-        manifest = folder / "manifest.csv"
+        manifest = folder / layout.MANIFEST
         if manifest.exists():
             rows = rows_for_split(read_manifest(manifest), "test")
             if rows:

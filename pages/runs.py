@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.evaluation import metric_names as names
-from engine import control, runs
+from engine import control, layout, runs
 from ui import charts, cv_view
 from ui.app import require_navigation
 from ui.common import SHIPPED_DIR, all_runs, duration, runs_root
@@ -27,7 +27,7 @@ def cv_text(run: runs.RunSummary, key: str, scale: float, digits: int) -> str:
 
 def test_result(run: runs.RunSummary) -> dict:
     """The run's final evaluation on the fixed test split (eval_test.json), if any."""
-    return runs.read_json(run.path / "eval_test.json", None) or {}
+    return runs.read_json(run.path / layout.evaluation("test"), None) or {}
 
 
 def settings_diff(configs: dict[str, dict]) -> pd.DataFrame:
@@ -54,7 +54,7 @@ def cv_folds(run: runs.RunSummary) -> int:
 def fold_progress(run: runs.RunSummary) -> str:
     """A CV's progress in folds (its own metrics live in the fold folders)."""
     folds = cv_folds(run)
-    done = sum(runs.read_status(run.path / f"fold_{k}").get("state") == runs.FINISHED for k in range(folds))
+    done = sum(runs.read_status(run.path / layout.fold(k)).get("state") == runs.FINISHED for k in range(folds))
     return f"{done}/{folds} folds × {run.config.get('epochs', '?')} epochs"
 
 
@@ -85,7 +85,7 @@ def curves_of(run_id: str) -> dict[str, list[dict]]:
     folder = runs.run_dir(run_id, runs_root())
     if runs.is_cv(folder):
         folds = int((runs.read_config_file(folder).get("cv") or {}).get("folds") or 0)
-        return {f"{run_id} fold {k}": runs.read_metrics(folder / f"fold_{k}", names.KIND_EPOCH)
+        return {f"{run_id} fold {k}": runs.read_metrics(folder / layout.fold(k), names.KIND_EPOCH)
                 for k in range(folds)}
     return {run_id: runs.read_metrics(folder, names.KIND_EPOCH)}
 
@@ -140,8 +140,8 @@ def paired_row(name: str, paired: dict) -> dict:
 
 
 cv_sources = {f"cross-validation {r.run_id}": r.path for r in all_runs
-              if runs.is_cv(r.path) and (r.path / "oof_predictions.csv").exists()}
-if (SHIPPED_DIR / "oof_predictions.csv").exists():
+              if runs.is_cv(r.path) and (r.path / layout.OOF_PREDICTIONS).exists()}
+if (SHIPPED_DIR / layout.OOF_PREDICTIONS).exists():
     cv_sources["shipped model (checkpoints/)"] = SHIPPED_DIR
 if len(cv_sources) >= 2:
     st.subheader("Out-of-fold errors, side by side")
@@ -155,7 +155,7 @@ if len(cv_sources) >= 2:
         try:
             comparison = oof_comparison(
                 tuple(str(cv_sources[name]) for name in picked), tuple(picked),
-                tuple((cv_sources[name] / "oof_predictions.csv").stat().st_mtime_ns for name in picked))
+                tuple((cv_sources[name] / layout.OOF_PREDICTIONS).stat().st_mtime_ns for name in picked))
         except NotComparable as err:
             st.warning(f"Not comparable: {err}. Side by side needs cross-validations of the same "
                        "data with the same seed and fold count.")
@@ -187,7 +187,7 @@ st.subheader("Open or delete")
 selected = st.selectbox("Run", ids)
 summary = next(r for r in all_runs if r.run_id == selected)
 cols = st.columns(3)
-has_model = (summary.path / runs.EXPORT_DIR / "saved_model.pb").exists()
+has_model = (summary.path / layout.EXPORT / "saved_model.pb").exists()
 if cols[0].button("Use its model on Predict / Evaluate / Errors", disabled=not has_model):
     st.session_state["_pending_model_choice"] = f"run {selected}"
     st.rerun()

@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine.evaluation import metric_names as names
-from engine import control, runs
+from engine import control, layout, runs
 from engine.config import PRESETS, RECIPES, SCHEDULES, TrainConfig
 from engine.data.imageio import classes_without_images
 from engine.data.sources import DataLayoutError, check_data_dir_allowed, discover
@@ -185,7 +185,7 @@ def show_epoch_metrics(source, epochs: list[dict], config: dict, state: str) -> 
     cols[2].metric("val sensitivity", percent(shown.get(names.VAL_SENSITIVITY)))
     cols[3].metric("val specificity", percent(shown.get(names.VAL_SPECIFICITY)))
     cols[4].metric("train loss", f"{shown.get(names.TRAIN_LOSS, float('nan')):.4f}")
-    test = runs.read_json(source / "eval_test.json", None) if state == runs.FINISHED else None
+    test = runs.read_json(source / layout.evaluation("test"), None) if state == runs.FINISHED else None
     if test:
         st.caption(f"Test split ({test.get('count', '?')} images), threshold {test['threshold']:.3f} "
                    "fitted on val")
@@ -290,7 +290,7 @@ def live_panel():
     st.caption("TensorBoard for this run:")
     st.code(f"tensorboard --logdir {folder}", language="bash")
     with st.expander("Log", expanded=state in runs.ACTIVE_STATES):
-        st.code(runs.tail(source / runs.LOG_FILE, 25) or "(no log yet)", language=None)
+        st.code(runs.tail(source / layout.TRAIN_LOG, 25) or "(no log yet)", language=None)
 
 
 live_panel()

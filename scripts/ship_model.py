@@ -14,17 +14,19 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+
+from engine import layout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-FILES = ["model.json", "config.json", "manifest.csv", "data_summary.json", "eval_test.json",
-         "predictions_test.csv", "eval_oof.json", "predictions_oof.csv", "cv_summary.json",
-         "oof_predictions.csv", "label_issues.csv", "ood.npz", "data_health.json", "data_issues.csv",
-         "neighbours.npz", "appearance.npz", "shortcuts.json", "cues.csv"]
-OPTIONAL = ["keras_comparison.json"]
-STALE = ["eval_val.json", "predictions_val.csv"]  # a single run's files, not a CV's
+FILES = [layout.MODEL_INFO, layout.CONFIG, layout.MANIFEST, layout.DATA_SUMMARY, layout.evaluation("test"),
+         layout.predictions("test"), layout.evaluation("oof"), layout.predictions("oof"), layout.CV_SUMMARY,
+         layout.OOF_PREDICTIONS, layout.LABEL_ISSUES, layout.OOD, layout.DATA_HEALTH, layout.DATA_ISSUES,
+         layout.NEIGHBOURS, layout.APPEARANCE, layout.SHORTCUTS, layout.CUES]
+OPTIONAL = [layout.KERAS_COMPARISON]
+STALE = [layout.evaluation("val"), layout.predictions("val")]  # a single run's files, not a CV's
 CI_SAMPLE = 250
 
 
@@ -35,7 +37,7 @@ def build_neighbours(source: Path) -> None:
     from engine.evaluation.evaluate import predict_outputs
     from engine.serving import neighbours
     from engine.serving.inference import load_model
-    pool = [r for r in read_manifest(source / "manifest.csv") if r.usable and r.split != "test"]
+    pool = [r for r in read_manifest(source / layout.MANIFEST) if r.usable and r.split != "test"]
     _, features = predict_outputs(load_model(source), [r.path for r in pool])
     print("neighbours:", neighbours.build(source, pool, features))
 
@@ -46,8 +48,8 @@ def build_appearance(source: Path) -> None:
     engine.training.cv.summarize now writes)."""
     from engine.data.manifest import read_manifest
     from engine.serving import appearance
-    pool = [r for r in read_manifest(source / "manifest.csv") if r.usable and r.split != "test"]
-    folds = json.loads((source / "cv_summary.json").read_text())["folds_count"]
+    pool = [r for r in read_manifest(source / layout.MANIFEST) if r.usable and r.split != "test"]
+    folds = json.loads((source / layout.CV_SUMMARY).read_text())["folds_count"]
     print("appearance:", appearance.fit_for_folder(source, pool, [r.fold for r in pool], members=folds))
 
 
@@ -57,10 +59,10 @@ def build_health(source: Path) -> None:
     groups, splits and folds are unchanged)."""
     from engine.data.health import measure_missing_quality, write_health
     from engine.data.manifest import read_manifest, write_manifest
-    rows = read_manifest(source / "manifest.csv")
+    rows = read_manifest(source / layout.MANIFEST)
     measure_missing_quality(rows)
-    write_manifest(rows, source / "manifest.csv")
-    summary = json.loads((source / "data_summary.json").read_text())
+    write_manifest(rows, source / layout.MANIFEST)
+    summary = json.loads((source / layout.DATA_SUMMARY).read_text())
     print("data health:", write_health(source, rows, summary)["issues"])
 
 
@@ -69,7 +71,7 @@ def build_shortcuts(source: Path) -> None:
     (what engine.training.cv.summarize now writes)."""
     from engine.data.manifest import read_manifest
     from engine.evaluation.shortcut_audit import write_audit
-    report = write_audit(source, read_manifest(source / "manifest.csv"), model_dir=source)
+    report = write_audit(source, read_manifest(source / layout.MANIFEST), model_dir=source)
     print("shortcuts:", {k: v["auc"] for k, v in report["cue_sets"].items()})
 
 
@@ -83,9 +85,9 @@ def stamp_intervals(folder: Path) -> None:
     from engine.data.sources import relocate
     from engine.evaluation.intervals import calibration_bands, metric_intervals
     from engine.evaluation.oof import fold_summary, read_oof
-    group_of = {r.path: r.group for r in read_manifest(folder / "manifest.csv")}
+    group_of = {r.path: r.group for r in read_manifest(folder / layout.MANIFEST)}
     for split in ("test", "oof"):
-        report_path, predictions = folder / f"eval_{split}.json", folder / f"predictions_{split}.csv"
+        report_path, predictions = folder / layout.evaluation(split), folder / layout.predictions(split)
         if not report_path.exists() or not predictions.exists():
             continue
         with open(predictions, newline="") as handle:
@@ -96,9 +98,9 @@ def stamp_intervals(folder: Path) -> None:
         report["ci"] = metric_intervals(labels, probabilities, report["threshold"], groups)
         report["calibration_bands"] = calibration_bands(labels, probabilities, groups)
         report_path.write_text(json.dumps(report, indent=2))
-    summary_path = folder / "cv_summary.json"
+    summary_path = folder / layout.CV_SUMMARY
     summary = json.loads(summary_path.read_text())
-    oof = read_oof(folder / "oof_predictions.csv")
+    oof = read_oof(folder / layout.OOF_PREDICTIONS)
     fresh = fold_summary(np.array([int(r["label"]) for r in oof]), np.array([float(r["logit"]) for r in oof]),
                          np.array([int(r["fold"]) for r in oof]), summary["folds_count"],
                          groups=[r["group"] for r in oof])
@@ -110,9 +112,9 @@ def card_figures(folder: Path) -> dict:
     """What the model card adds beside its headline figures: their 95% intervals, the
     pooled out-of-fold figures, the shortcut audit's AUCs and gaps, and the refer band's
     test coverage (all read from the folder's own files)."""
-    test = json.loads((folder / "eval_test.json").read_text())
-    summary = json.loads((folder / "cv_summary.json").read_text())
-    shortcuts = json.loads((folder / "shortcuts.json").read_text()) if (folder / "shortcuts.json").exists() else {}
+    test = json.loads((folder / layout.evaluation("test")).read_text())
+    summary = json.loads((folder / layout.CV_SUMMARY).read_text())
+    shortcuts = json.loads((folder / layout.SHORTCUTS).read_text()) if (folder / layout.SHORTCUTS).exists() else {}
     figures = {"test_ci": {k: test.get("ci", {}).get(k) for k in ("accuracy", "roc_auc", "sensitivity", "specificity")},
                "cv_pooled": {k: summary.get("pooled", {}).get(k) for k in ("accuracy", "roc_auc", "errors", "ci")}}
     if shortcuts:
@@ -142,14 +144,14 @@ def make_portable(folder: Path) -> None:
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(rows)
         path.write_text(buffer.getvalue())
-    npz = folder / "neighbours.npz"
+    npz = folder / layout.NEIGHBOURS
     if npz.exists():
         with np.load(npz) as data:
             arrays = {k: data[k] for k in data.files}
         arrays["paths"] = np.array([portable(str(p)) for p in arrays["paths"]])
         with open(npz, "wb") as handle:
             np.savez_compressed(handle, **arrays)
-    for name in ("eval_test.json", "eval_oof.json", "shortcuts.json"):
+    for name in (layout.evaluation("test"), layout.evaluation("oof"), layout.SHORTCUTS):
         path = folder / name
         if path.exists():
             data = json.loads(path.read_text())
@@ -169,15 +171,15 @@ def main(source_dir: str) -> None:
     target.mkdir(exist_ok=True)
     from engine.serving.export import stamp_calibration
     stamp_calibration(source)  # the export carries its threshold and temperature (serving contract)
-    if not (source / "neighbours.npz").exists():
+    if not (source / layout.NEIGHBOURS).exists():
         build_neighbours(source)
-    if not (source / "data_health.json").exists():
+    if not (source / layout.DATA_HEALTH).exists():
         build_health(source)
-    if not (source / "appearance.npz").exists():
+    if not (source / layout.APPEARANCE).exists():
         build_appearance(source)
-    if not (source / "shortcuts.json").exists():
+    if not (source / layout.SHORTCUTS).exists():
         build_shortcuts(source)
-    if "pooled" not in json.loads((source / "cv_summary.json").read_text()):
+    if "pooled" not in json.loads((source / layout.CV_SUMMARY).read_text()):
         stamp_intervals(source)
     if (target / "export").exists():
         shutil.rmtree(target / "export")
@@ -186,15 +188,15 @@ def main(source_dir: str) -> None:
         shutil.copy2(source / name, target / name)
     for name in STALE:
         (target / name).unlink(missing_ok=True)
-    info = json.loads((target / "model.json").read_text())
+    info = json.loads((target / layout.MODEL_INFO).read_text())
     info["checkpoint"] = f"fold ensemble of cross-validation {source.name}"
-    (target / "model.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    (target / layout.MODEL_INFO).write_text(json.dumps(info, indent=2, sort_keys=True))
     sample = evaluate(target, "test", out_dir=ROOT / "runs" / "_ci_sample", limit=CI_SAMPLE)
-    full = json.loads((target / "eval_test.json").read_text())
-    summary = json.loads((target / "cv_summary.json").read_text())
+    full = json.loads((target / layout.evaluation("test")).read_text())
+    summary = json.loads((target / layout.CV_SUMMARY).read_text())
     # Training wall time: first fold started to last fold ended (a later re-summary of
     # the same folds does not count).
-    folds = [read_status(source / f"fold_{k}") for k in range(summary["folds_count"])]
+    folds = [read_status(source / layout.fold(k)) for k in range(summary["folds_count"])]
     wall = max(f["ended"] for f in folds) - min(f["started"] for f in folds)
     card = {
         "cv_dir": source.name, "folds": summary["folds_count"],
@@ -206,7 +208,7 @@ def main(source_dir: str) -> None:
         "cv_training_wall_seconds": wall,
     }
     card.update(card_figures(target))
-    (target / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    (target / layout.MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
     make_portable(target)
     print(json.dumps(card, indent=2))
 
@@ -219,7 +221,7 @@ if __name__ == "__main__":
         stamp_intervals(folder)
         build_shortcuts(folder)
         make_portable(folder)
-        card_path = folder / "model_card.json"
+        card_path = folder / layout.MODEL_CARD
         card = json.loads(card_path.read_text())
         card.update(card_figures(folder))
         card_path.write_text(json.dumps(card, indent=2, sort_keys=True))

@@ -90,5 +90,5 @@ def test_a_run_records_its_scan_progress_for_the_train_page(tmp_path):
     folder.mkdir()
     runs.write_status(folder, runs.RUNNING, phase=runs.PHASE_PREPARING)
     rows, _ = prepare_data(tiny_config(data_dir=str(data), dedup_distance=-1), folder, resume=False)
-    status = runs.read_json(folder / runs.STATUS_FILE)
+    status = runs.read_json(folder / layout.STATUS)
     assert status["files_found"] == status["files_inspected"] == 80 == len(rows)

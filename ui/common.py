@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine import runs
+from engine import layout, runs
 
 SHIPPED = "Shipped model (checkpoints/)"
 SHIPPED_DIR = runs.SHIPPED_MODEL_DIR
@@ -48,8 +48,8 @@ def _fingerprint(root: Path) -> tuple:
         return ()
     for entry in entries:
         if entry.is_dir():
-            for name in (runs.STATUS_FILE, runs.CONFIG_FILE, runs.METRICS_FILE, "eval_test.json",
-                         runs.CV_SUMMARY_FILE):
+            for name in (layout.STATUS, layout.CONFIG, layout.METRICS, layout.evaluation("test"),
+                         layout.CV_SUMMARY):
                 try:
                     found.append((entry.name, name, os.stat(os.path.join(entry.path, name)).st_mtime_ns))
                 except OSError:
@@ -62,7 +62,7 @@ def model_dirs() -> dict[str, Path]:
     run with an exported model."""
     choices = {SHIPPED: SHIPPED_DIR}
     for run in all_runs():
-        if (run.path / runs.EXPORT_DIR / "saved_model.pb").exists():
+        if (run.path / layout.EXPORT / "saved_model.pb").exists():
             choices[f"run {run.run_id}"] = run.path
     return choices
 
@@ -115,7 +115,7 @@ def loaded_model(directory: str, stamp: float):
 
 def model_stamp(directory: Path) -> float:
     """model.json's mtime: part of every cache key, so a recalibration is seen."""
-    info = directory / runs.MODEL_INFO_FILE
+    info = directory / layout.MODEL_INFO
     return info.stat().st_mtime if info.exists() else 0.0
 
 
@@ -146,7 +146,7 @@ def _read_csv_cached(path: str, mtime: float) -> pd.DataFrame:
 
 def read_predictions(directory: Path, split: str) -> pd.DataFrame | None:
     from engine.data.sources import relocate
-    path = directory / f"predictions_{split}.csv"
+    path = directory / layout.predictions(split)
     if not path.exists():
         return None
     frame = _read_csv_cached(str(path), _mtime(path)).copy()

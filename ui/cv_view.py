@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.evaluation import metric_names as names
-from engine import runs
+from engine import layout, runs
 from ui import charts
 from ui.common import read_json
 
@@ -38,7 +38,7 @@ def fold_frame(summary: dict) -> pd.DataFrame:
 
 def show_cv_summary(folder: Path, *, key: str = "cv") -> None:
     """Per-fold table, mean ± std and the per-fold plot of a finished CV."""
-    summary = read_json(Path(folder) / runs.CV_SUMMARY_FILE)
+    summary = read_json(Path(folder) / layout.CV_SUMMARY)
     if not summary:
         st.info("The cross-validation has no summary yet (it is written when every fold has finished).")
         return
@@ -69,7 +69,7 @@ def show_cv_summary(folder: Path, *, key: str = "cv") -> None:
         cols = st.columns(2)
         cols[0].metric("CV accuracy, reviewed labels (%)", mean_std(reviewed, "accuracy", 100, 1))
         cols[1].metric("CV ROC AUC, reviewed labels", mean_std(reviewed, "roc_auc", 1, 3))
-    keras = read_json(Path(folder) / "keras_comparison.json")
+    keras = read_json(Path(folder) / layout.KERAS_COMPARISON)
     if keras:
         st.caption(f"Keras reference on the same folds (bench/keras_cv.py): accuracy "
                    f"{100 * keras['keras']['mean']['accuracy']:.1f}%, ROC AUC "
@@ -84,8 +84,8 @@ def show_cv_progress(folder: Path) -> None:
     epochs_total = config.get("config", {}).get("epochs")
     rows = []
     for fold in range(count):
-        sub = Path(folder) / f"fold_{fold}"
-        status = runs.read_status(sub) if (sub / runs.STATUS_FILE).exists() else {}
+        sub = Path(folder) / layout.fold(fold)
+        status = runs.read_status(sub) if (sub / layout.STATUS).exists() else {}
         last = (runs.read_metrics(sub, names.KIND_EPOCH) or [{}])[-1]
         rows.append({"fold": fold, "state": status.get("state", "waiting"),
                      "epoch": f"{last.get('epoch', 0)}/{epochs_total}",
@@ -100,6 +100,6 @@ def show_cv_progress(folder: Path) -> None:
 def active_fold(folder: Path) -> Path | None:
     """The fold folder being trained (or the last started), for its live curves."""
     config = runs.read_config_file(folder)
-    started = [Path(folder) / f"fold_{k}" for k in range(int(config.get("cv", {}).get("folds", 0)))
-               if (Path(folder) / f"fold_{k}" / runs.STATUS_FILE).exists()]
+    started = [Path(folder) / layout.fold(k) for k in range(int(config.get("cv", {}).get("folds", 0)))
+               if (Path(folder) / layout.fold(k) / layout.STATUS).exists()]
     return started[-1] if started else None

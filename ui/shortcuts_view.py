@@ -11,11 +11,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from engine import layout
 from engine.evaluation.intervals import format_with_ci
 from ui.common import read_json, square
 
-SHORTCUTS_FILE = "shortcuts.json"
-CUES_FILE = "cues.csv"
+SHORTCUTS_FILE = layout.SHORTCUTS
+CUES_FILE = layout.CUES
 SET_TITLES = {"acquisition": "How the image was made (size, format, compression, background)",
               "intensity": "Grey levels inside the head"}
 

@@ -37,11 +37,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from engine import layout
 from engine.data.sources import relocate
 from engine.files import atomic_open, write_json_atomic
 
-ISSUES_FILE = "data_issues.csv"
-HEALTH_FILE = "data_health.json"
+ISSUES_FILE = layout.DATA_ISSUES
+HEALTH_FILE = layout.DATA_HEALTH
 ISSUE_FIELDS = ["path", "issue", "score", "group", "detail"]
 QUALITY_ISSUES = ("near_constant", "dark", "bright", "blurry", "small", "odd_aspect")
 ISSUES = ("conflicting_labels", *QUALITY_ISSUES, "unreadable", "exact_duplicate", "near_duplicate")

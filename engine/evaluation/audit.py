@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import runs
+from engine import layout
 from engine.files import atomic_open
 
-ISSUES_FILE = "label_issues.csv"
+ISSUES_FILE = layout.LABEL_ISSUES
 ISSUE_FIELDS = ["path", "label", "suggested_label", "score", "group", "probability", "flagged",
                 "source", "modality"]
 
@@ -69,10 +69,10 @@ def audit(cv_dir: str | os.PathLike) -> list[dict]:
     cv_dir = Path(cv_dir)
     if not (cv_dir / OOF_FILE).exists():
         raise FileNotFoundError(f"{cv_dir} has no {OOF_FILE}: run python -m engine.cv first")
-    manifest = {r.path: r for r in read_manifest(cv_dir / runs.MANIFEST_FILE)}
+    manifest = {r.path: r for r in read_manifest(cv_dir / layout.MANIFEST)}
     items = [{"path": r["path"], "label": int(r["label"]), "probability": float(r["probability"]),
               "source": "out-of-fold"} for r in read_oof(cv_dir / OOF_FILE)]
-    test_file = cv_dir / "predictions_test.csv"
+    test_file = cv_dir / layout.predictions("test")
     if test_file.exists():
         with open(test_file, newline="") as handle:
             items += [{"path": relocate(r["path"]), "label": int(r["label"]),

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from engine import runs
+from engine import layout, runs
 from engine.serving.calibration import (
     calibrated, choose_threshold, expected_calibration_error, fit_temperature,
 )
@@ -242,7 +242,7 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
     default_out = runs.DEFAULT_RUNS_ROOT / "evaluations" / "shipped" if shipped else model_dir
     out_dir = Path(out_dir or default_out)
     model = model or load_model(model_dir)
-    info_path = model_dir / runs.MODEL_INFO_FILE
+    info_path = model_dir / layout.MODEL_INFO
     info = runs.read_json(info_path, {}) or {}
     if data_dir:
         # Every usable image of the folder is evaluated; the stored threshold and
@@ -252,7 +252,7 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
         split = "folder"
         val_rows = []
     else:
-        rows = read_manifest(manifest or model_dir / runs.MANIFEST_FILE)
+        rows = read_manifest(manifest or model_dir / layout.MANIFEST)
         if label_review:
             from engine.evaluation.review import apply_review, read_review
             if not Path(label_review).exists():
@@ -295,7 +295,7 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
                    "threshold_method": info.get("threshold_method", "default 0.5"),
                    "evaluated_at": time.time()})
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_json_atomic(out_dir / f"eval_{split}.json", report)
-    write_predictions(out_dir / f"predictions_{split}.csv", [r.path for r in rows], labels,
+    runs.write_json_atomic(out_dir / layout.evaluation(split), report)
+    write_predictions(out_dir / layout.predictions(split), [r.path for r in rows], labels,
                       modalities, logits, model.temperature, model.threshold)
     return report

@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+from engine import layout
 from engine.files import atomic_open
 
-OOF_FILE = "oof_predictions.csv"
+OOF_FILE = layout.OOF_PREDICTIONS
 FOLD_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "loss")
 
 

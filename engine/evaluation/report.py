@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import runs
+from engine import layout, runs
 from engine.evaluation.intervals import format_with_ci
 
 _STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;
@@ -130,13 +130,13 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
     """The HTML text of the report on ``folder``."""
     from engine.data.sources import relocate
     folder = Path(folder)
-    info = runs.read_json(folder / runs.MODEL_INFO_FILE, {}) or {}
-    card = runs.read_json(folder / "model_card.json", {}) or {}
+    info = runs.read_json(folder / layout.MODEL_INFO, {}) or {}
+    card = runs.read_json(folder / layout.MODEL_CARD, {}) or {}
     config = runs.read_config_file(folder)
-    summary = runs.read_json(folder / runs.SUMMARY_FILE, {}) or {}
-    health = runs.read_json(folder / "data_health.json", {}) or {}
-    cv = runs.read_json(folder / runs.CV_SUMMARY_FILE, {}) or {}
-    test = runs.read_json(folder / "eval_test.json", {}) or {}
+    summary = runs.read_json(folder / layout.DATA_SUMMARY, {}) or {}
+    health = runs.read_json(folder / layout.DATA_HEALTH, {}) or {}
+    cv = runs.read_json(folder / layout.CV_SUMMARY, {}) or {}
+    test = runs.read_json(folder / layout.evaluation("test"), {}) or {}
     name = "the shipped model" if folder.resolve() == runs.SHIPPED_MODEL_DIR.resolve() else folder.name
     out = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Report: {_e(name)}</title>"
            f"<style>{_STYLE}</style></head><body>",
@@ -184,7 +184,7 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
         cm = test["confusion_matrix"]
         keys = ("count", "accuracy", "sensitivity", "specificity", "roc_auc", "pr_auc", "brier", "ece")
         rows = [["as labelled"] + [_fmt(test.get(k), k in ("accuracy", "sensitivity", "specificity")) for k in keys]]
-        predictions = _read_csv(folder / "predictions_test.csv")
+        predictions = _read_csv(folder / layout.predictions("test"))
         if label_review and predictions:
             from engine.evaluation.evaluate import rescored_with_review
             from engine.evaluation.review import read_review
@@ -221,8 +221,8 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
             out.append(f"<h3>Most confident errors ({min(thumbnails, len(wrong))} of {len(wrong)})</h3>" + _thumbs(
                 [(relocate(p["path"]), f"{Path(p['path']).name}: labelled {'tumor' if int(p['label']) else 'no tumor'}, "
                   f"p(tumor) {float(p['probability']):.3f}") for p in wrong[:thumbnails]]))
-    out.extend(_shortcut_section(runs.read_json(folder / "shortcuts.json", None)))
-    flagged = [r for r in _read_csv(folder / "label_issues.csv") if r.get("flagged") == "True"]
+    out.extend(_shortcut_section(runs.read_json(folder / layout.SHORTCUTS, None)))
+    flagged = [r for r in _read_csv(folder / layout.LABEL_ISSUES) if r.get("flagged") == "True"]
     if flagged:
         out.append(f"<h2>Flagged labels ({min(thumbnails, len(flagged))} of {len(flagged)})</h2>"
                    "<p>Confident learning on out-of-fold probabilities; a reviewer decides.</p>" + _thumbs(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import runs
+from engine import layout, runs
 from engine.data.sources import relocate
 from engine.evaluation.intervals import Resamples, metric_intervals, percentile_interval
 from engine.serving import refer
@@ -31,7 +31,7 @@ def _predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def calibration_file(model_dir: Path) -> Path:
-    for name in ("predictions_oof.csv", "predictions_val.csv"):
+    for name in (layout.predictions("oof"), layout.predictions("val")):
         if (model_dir / name).exists():
             return model_dir / name
     raise FileNotFoundError(f"{model_dir} has no out-of-fold or validation predictions to calibrate on")
@@ -39,7 +39,7 @@ def calibration_file(model_dir: Path) -> Path:
 
 def _groups(model_dir: Path, paths: list[str]) -> list:
     from engine.data.manifest import read_manifest
-    manifest = model_dir / runs.MANIFEST_FILE
+    manifest = model_dir / layout.MANIFEST
     if not manifest.exists():
         return list(range(len(paths)))
     group_of = {r.path: r.group for r in read_manifest(manifest)}
@@ -88,7 +88,7 @@ def calibrate(model_dir: str | Path, *, min_accuracy: float | None = None, min_s
     """Fit the band and the sets on the folder's calibration predictions, store them in
     model.json, then score the test split (if the folder has one) and return both."""
     model_dir = Path(model_dir)
-    info_path = model_dir / runs.MODEL_INFO_FILE
+    info_path = model_dir / layout.MODEL_INFO
     info = runs.read_json(info_path, {}) or {}
     source = calibration_file(model_dir)
     _, labels, probabilities = _predictions(source)
@@ -101,17 +101,17 @@ def calibrate(model_dir: str | Path, *, min_accuracy: float | None = None, min_s
     conformal["calibrated_on"] = band["calibrated_on"]
     info.update({"refer_band": band, "conformal": conformal})
     runs.write_json_atomic(info_path, info)
-    for name in ("eval_oof.json", "eval_val.json"):
-        evaluation = runs.read_json(model_dir / name, None)
-        if evaluation is not None and (model_dir / name.replace("eval_", "predictions_").replace(".json", ".csv")).exists():
+    for split in ("oof", "val"):
+        evaluation = runs.read_json(model_dir / layout.evaluation(split), None)
+        if evaluation is not None and (model_dir / layout.predictions(split)).exists():
             evaluation["risk_coverage"] = refer.risk_coverage(labels, probabilities, threshold)
-            runs.write_json_atomic(model_dir / name, evaluation)
+            runs.write_json_atomic(model_dir / layout.evaluation(split), evaluation)
     result = {"band": band, "conformal": conformal}
-    test_file, test_eval = model_dir / "predictions_test.csv", runs.read_json(model_dir / "eval_test.json", None)
+    test_file, test_eval = model_dir / layout.predictions("test"), runs.read_json(model_dir / layout.evaluation("test"), None)
     if test_file.exists() and test_eval is not None:
         paths, test_labels, test_probabilities = _predictions(test_file)
         scored = test_report(test_labels, test_probabilities, _groups(model_dir, paths), threshold, band, conformal)
         test_eval.update(scored)
-        runs.write_json_atomic(model_dir / "eval_test.json", test_eval)
+        runs.write_json_atomic(model_dir / layout.evaluation("test"), test_eval)
         result.update(scored)
     return result

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import runs
+from engine import layout, runs
 from engine.data.cues import CUE_SETS, cue_columns, measure_cues
 from engine.data.sources import relocate
 from engine.data.splits import fold_groups
 from engine.evaluation import shortcuts
 from engine.files import atomic_open
 
-SHORTCUTS_FILE = "shortcuts.json"
-CUES_FILE = "cues.csv"
+SHORTCUTS_FILE = layout.SHORTCUTS
+CUES_FILE = layout.CUES
 AUDIT_FOLDS = 5
 HEALTH_SCORES = ("grey_mean", "grey_std", "grey_p99", "sharpness")
 
@@ -51,18 +51,18 @@ def _model_predictions(model_dir: Path) -> dict[str, dict]:
     """``{"oof": {...}, "test": {...}}``: per prediction kind, path -> (probability,
     threshold) of the model folder's own prediction files."""
     found: dict[str, dict] = {}
-    summary = runs.read_json(model_dir / "cv_summary.json", None)
-    if summary and (model_dir / "oof_predictions.csv").exists():
+    summary = runs.read_json(model_dir / layout.CV_SUMMARY, None)
+    if summary and (model_dir / layout.OOF_PREDICTIONS).exists():
         from engine.evaluation.oof import cross_fitted_probabilities, read_oof
-        oof = read_oof(model_dir / "oof_predictions.csv")
+        oof = read_oof(model_dir / layout.OOF_PREDICTIONS)
         logits = np.array([float(r["logit"]) for r in oof])
         fold_of = np.array([int(r["fold"]) for r in oof])
         probabilities = cross_fitted_probabilities(summary, logits, fold_of)
         thresholds = {f["fold"]: f["threshold"] for f in summary["folds"]}
         found["oof"] = {r["path"]: (p, thresholds[f]) for r, p, f in zip(oof, probabilities, fold_of)}
-    test_file = model_dir / "predictions_test.csv"
+    test_file = model_dir / layout.predictions("test")
     if test_file.exists():
-        info = runs.read_json(model_dir / runs.MODEL_INFO_FILE, {}) or {}
+        info = runs.read_json(model_dir / layout.MODEL_INFO, {}) or {}
         threshold = float(info.get("threshold", 0.5))
         with open(test_file, newline="") as handle:
             found["test"] = {relocate(r["path"]): (float(r["probability"]), threshold)

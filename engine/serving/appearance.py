@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from engine import layout
 from engine.serving.ood import FeatureGaussians, fit
 
-APPEARANCE_FILE = "appearance.npz"
+APPEARANCE_FILE = layout.APPEARANCE
 
 _SMALL = 64  # histogram, rings and gradients: the layout, not the detail
 _TEXTURE = 128  # local binary patterns: fine enough for texture, cheap enough per image

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from engine import layout
 from engine.serving.explain import grad_cam
 
 
@@ -246,14 +247,14 @@ def restamp_export(folder: str | Path) -> Path:
     RestampedModule), swapped in only once written."""
     from engine import runs
     folder = Path(folder)
-    info = runs.read_json(folder / runs.MODEL_INFO_FILE, {}) or {}
-    loaded = tf.saved_model.load(str(folder / runs.EXPORT_DIR))
+    info = runs.read_json(folder / layout.MODEL_INFO, {}) or {}
+    loaded = tf.saved_model.load(str(folder / layout.EXPORT))
     band, conformal = info.get("refer_band") or {}, info.get("conformal") or {}
     module = RestampedModule(loaded, int(info.get("image_size") or loaded.image_size.numpy()),
                              int(loaded.member_count.numpy()), float(info.get("threshold", 0.5)),
                              float(info.get("temperature", 1.0)), float(band.get("margin", 0.0)),
                              conformal.get("q", (1.0, 1.0)), bool(info.get("crop_to_head", False)))
-    return _save(module, folder / runs.EXPORT_DIR)
+    return _save(module, folder / layout.EXPORT)
 
 
 def export_saved_model(models, image_size: int, directory: str | Path, flip_tta: bool = True,
@@ -287,9 +288,9 @@ def restore_best_model(folder: str | Path, checkpoint: str | None = None):
     from engine.model.resnet import build_model
     folder = Path(folder)
     config = TrainConfig.from_dict(runs.read_config_file(folder)["config"])
-    checkpoint = checkpoint or tf.train.latest_checkpoint(str(folder / runs.BEST_DIR))
+    checkpoint = checkpoint or tf.train.latest_checkpoint(str(folder / layout.BEST_CHECKPOINT))
     if not checkpoint:
-        raise FileNotFoundError(f"no best checkpoint in {folder / runs.BEST_DIR}")
+        raise FileNotFoundError(f"no best checkpoint in {folder / layout.BEST_CHECKPOINT}")
     model = build_model(config)
     tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
     return config, model, checkpoint
@@ -301,15 +302,15 @@ def export_run(folder: str | Path, checkpoint: str | None = None, flip_tta: bool
     from engine import runs
     folder = Path(folder)
     config, model, checkpoint = restore_best_model(folder, checkpoint)
-    export_saved_model(model, config.image_size, folder / runs.EXPORT_DIR, flip_tta,
+    export_saved_model(model, config.image_size, folder / layout.EXPORT, flip_tta,
                        crop_to_head=config.crop_to_head)
-    info_path = folder / runs.MODEL_INFO_FILE
+    info_path = folder / layout.MODEL_INFO
     info = runs.read_json(info_path, {}) or {}
     info.update(model_info(config, flip_tta, members=1))
     info.update({"checkpoint": checkpoint, "threshold": 0.5, "temperature": 1.0})
     info.pop("temperature_fitted", None)
     runs.write_json_atomic(info_path, info)
-    return folder / runs.EXPORT_DIR
+    return folder / layout.EXPORT
 
 
 def stamp_calibration(folder: str | Path) -> None:
@@ -318,21 +319,21 @@ def stamp_calibration(folder: str | Path) -> None:
     probabilities and decisions. A CV folder is re-exported from its fold models."""
     from engine import runs
     folder = Path(folder)
-    info = runs.read_json(folder / runs.MODEL_INFO_FILE, {}) or {}
+    info = runs.read_json(folder / layout.MODEL_INFO, {}) or {}
     stored = runs.read_config_file(folder)
     band, conformal = info.get("refer_band") or {}, info.get("conformal") or {}
     extra = (float(band.get("margin", 0.0)), conformal.get("q", (1.0, 1.0)), bool(info.get("crop_to_head", False)))
-    if "cv" in stored and not (folder / "fold_0").exists():
+    if "cv" in stored and not layout.fold_dirs(folder):
         restamp_export(folder)  # a shipped fold ensemble: no fold checkpoints to export from
         return
     if "cv" in stored:
         folds = int(stored["cv"]["folds"])
-        members = [restore_best_model(folder / f"fold_{k}")[1] for k in range(folds)]
+        members = [restore_best_model(folder / layout.fold(k))[1] for k in range(folds)]
         image_size = int(stored["config"]["image_size"])
     else:
         config, model, _ = restore_best_model(folder, info.get("checkpoint"))
         members, image_size = [model], config.image_size
-    export_saved_model(members, image_size, folder / runs.EXPORT_DIR, bool(info.get("flip_tta", True)),
+    export_saved_model(members, image_size, folder / layout.EXPORT, bool(info.get("flip_tta", True)),
                        float(info.get("threshold", 0.5)), float(info.get("temperature", 1.0)), *extra)
 
 

@@ -23,7 +23,8 @@ from engine.serving.neighbours import NeighbourIndex
 from engine.serving.ood import OOD_FILE, FeatureGaussians
 from engine.data import scans
 from engine.data.imageio import ImageDecodeError, crop_to_head, decode_rgb, prepare_rgb, read_scan
-from engine.runs import EXPORT_DIR, MODEL_INFO_FILE, SHIPPED_MODEL_DIR
+from engine import layout
+from engine.runs import SHIPPED_MODEL_DIR
 CLASS_NAMES = {0: "no tumor", 1: "tumor"}
 
 
@@ -120,10 +121,10 @@ def member_spread(member_logits: np.ndarray, temperature: float) -> np.ndarray:
 def load_model(directory: str | Path | None = None) -> LoadedModel:
     """Load the model in ``directory`` (default: the shipped model)."""
     directory = Path(directory or SHIPPED_MODEL_DIR)
-    export = directory / EXPORT_DIR
+    export = directory / layout.EXPORT
     if not (export / "saved_model.pb").exists():
         raise ModelNotFoundError(f"no exported model in {directory} (expected {export}/saved_model.pb)")
-    info_path = directory / MODEL_INFO_FILE
+    info_path = directory / layout.MODEL_INFO
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     loaded = tf.saved_model.load(str(export))
     image_size = int(info.get("image_size") or loaded.image_size.numpy())

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-NEIGHBOURS_FILE = "neighbours.npz"
+from engine import layout
+
+NEIGHBOURS_FILE = layout.NEIGHBOURS
 FLOAT16_SLACK = 1e-3  # similarity lost by storing unit vectors as float16
 
 

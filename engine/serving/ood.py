@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-OOD_FILE = "ood.npz"
+from engine import layout
+
+OOD_FILE = layout.OOD
 PASS_SHARE = 0.99
 
 

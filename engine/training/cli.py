@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from engine import runs
+from engine import layout, runs
 from engine.config import (
     BEST_METRICS, CACHES, COLLECTIVES, KERNEL_INITS, PRECISIONS, PRESETS, SCHEDULES, TrainConfig,
 )
@@ -188,7 +188,7 @@ def new_run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
         print(f"error: {err}", file=sys.stderr)
         return None, 2
     folder = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / runs.new_run_id(name(config))
-    if (folder / runs.MANIFEST_FILE).exists():
+    if (folder / layout.MANIFEST).exists():
         # The folder's data were scanned already (by the launcher of several workers, or
         # an earlier start): this process trains on its manifest and scans nothing.
         return config, folder

@@ -27,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import runs
+from engine import layout, runs
 from engine.config import TrainConfig
 from engine.data.manifest import ScanStopped
 from engine.evaluation.oof import OOF_FILE, fit_calibration, fold_summary, write_oof
 
 log = logging.getLogger("engine.cv")
 
-SUMMARY_FILE = "cv_summary.json"
+SUMMARY_FILE = layout.CV_SUMMARY
 
 
 def cv_request(config: TrainConfig, folds: int, evaluate_test: bool) -> dict:
@@ -47,7 +47,7 @@ def cv_request(config: TrainConfig, folds: int, evaluate_test: bool) -> dict:
 
 
 def fold_dir(cv_dir: Path, fold: int) -> Path:
-    return Path(cv_dir) / f"fold_{fold}"
+    return Path(cv_dir) / layout.fold(fold)
 
 
 def assign_folds(rows, folds: int, seed: int):
@@ -81,7 +81,7 @@ def _prepare(config: TrainConfig, cv_dir: Path, folds: int, stop=None):
     """The CV manifest (built once, then reused on resume), with folds assigned."""
     from engine.data.health import write_health
     from engine.data.manifest import read_manifest, write_manifest
-    path = cv_dir / runs.MANIFEST_FILE
+    path = cv_dir / layout.MANIFEST
     if path.exists():
         return read_manifest(path)
     from engine.training.loop import apply_label_review, scan
@@ -89,7 +89,7 @@ def _prepare(config: TrainConfig, cv_dir: Path, folds: int, stop=None):
     summary["label_review"] = apply_label_review(rows, config, cv_dir)
     assign_folds(rows, folds, config.seed)
     write_manifest(rows, path)
-    runs.write_json_atomic(cv_dir / runs.SUMMARY_FILE, summary)
+    runs.write_json_atomic(cv_dir / layout.DATA_SUMMARY, summary)
     write_health(cv_dir, rows, summary)  # data_health.json and data_issues.csv (engine.data.health)
     return rows
 
@@ -101,7 +101,7 @@ def prepare_fold(cv_dir: Path, rows, fold: int, folds: int, config: TrainConfig,
     from a checkpoint; logs which, with ``where`` it trains (e.g. " on 2 workers")."""
     folder = fold_dir(cv_dir, fold)
     _write_fold_folder(rows, fold, folder, config)
-    resume = (folder / runs.CHECKPOINT_DIR / "checkpoint").exists()
+    resume = (folder / layout.CHECKPOINTS / "checkpoint").exists()
     log.info("fold %d/%d: %s%s", fold + 1, folds, "resuming" if resume else "training", where)
     return folder, resume
 
@@ -110,7 +110,7 @@ def _write_fold_folder(rows, fold: int, folder: Path, config: TrainConfig) -> No
     from engine.data.manifest import write_manifest
     from engine.data.splits import split_summary
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / runs.MANIFEST_FILE).exists():
+    if (folder / layout.MANIFEST).exists():
         return
     fold_rows = rows_for_fold(rows, fold)
     usable = [r for r in fold_rows if r.usable]
@@ -118,8 +118,8 @@ def _write_fold_folder(rows, fold: int, folder: Path, config: TrainConfig) -> No
                             [r.modality for r in usable], np.array([r.split for r in usable]),
                             config.split_fractions, config.seed)
     summary["cv_fold"] = fold
-    runs.write_json_atomic(folder / runs.SUMMARY_FILE, summary)
-    write_manifest(fold_rows, folder / runs.MANIFEST_FILE)
+    runs.write_json_atomic(folder / layout.DATA_SUMMARY, summary)
+    write_manifest(fold_rows, folder / layout.MANIFEST)
 
 
 def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *,
@@ -138,7 +138,7 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
     config = config.replace(best_metric="last")
     # The effective config (best_metric forced to "last"), rewritten on every start so
     # a resume reads exactly what the folds train with.
-    runs.write_json_atomic(cv_dir / runs.CONFIG_FILE, cv_request(config, folds, evaluate_test))
+    runs.write_json_atomic(cv_dir / layout.CONFIG, cv_request(config, folds, evaluate_test))
     runs.begin_segment(cv_dir, resume=True)  # a resumed CV adds to the time of its first start
     try:
         setup_logging(cv_dir)
@@ -210,7 +210,7 @@ def train_one_fold(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, f
                 raise ValueError(f"{cv_dir} holds a cross-validation with other settings; "
                                  "a fold job must use the same options as the others")
         else:
-            runs.write_json_atomic(cv_dir / runs.CONFIG_FILE, request)
+            runs.write_json_atomic(cv_dir / layout.CONFIG, request)
         rows = _prepare(config, cv_dir, folds)
     return _train_fold(config, cv_dir, rows, fold, folds, stop or StopRequested())
 
@@ -234,7 +234,7 @@ def collect(cv_dir: str | os.PathLike) -> dict:
     from engine.training.progress import setup_logging
     setup_logging(cv_dir)
     runs.begin_segment(cv_dir, resume=True)
-    summary = summarize(cv_dir, read_manifest(cv_dir / runs.MANIFEST_FILE), folds, config,
+    summary = summarize(cv_dir, read_manifest(cv_dir / layout.MANIFEST), folds, config,
                         bool(stored["cv"].get("evaluate_test", True)))
     log.info("CV (collected): accuracy %.4f ± %.4f over %d folds", summary["mean"]["accuracy"],
              summary["std"]["accuracy"], folds)
@@ -254,10 +254,10 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     pool = [r for r in rows if r.usable and r.split != "test"]
     test = [r for r in rows if r.usable and r.split == "test"] if evaluate_test else []
     members = [restore_best_model(fold_dir(cv_dir, fold))[1] for fold in range(folds)]
-    export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta,
+    export_saved_model(members, config.image_size, cv_dir / layout.EXPORT, config.flip_tta,
                        crop_to_head=config.crop_to_head)
     info = model_info(config, config.flip_tta, members=folds)
-    runs.write_json_atomic(cv_dir / runs.MODEL_INFO_FILE, info)
+    runs.write_json_atomic(cv_dir / layout.MODEL_INFO, info)
     ensemble = load_model(cv_dir)
     # One pass of the ensemble gives every member's logit: an image's out-of-fold logit
     # is the one of the member whose training never saw its fold.
@@ -290,9 +290,9 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     info.update({"threshold": threshold, "temperature": temperature, "temperature_fitted": True,
                  "threshold_method": "youden",
                  "calibrated_on": f"out-of-fold predictions ({len(pool)} images, {folds} folds)"})
-    runs.write_json_atomic(cv_dir / runs.MODEL_INFO_FILE, info)
+    runs.write_json_atomic(cv_dir / layout.MODEL_INFO, info)
     # The export carries its calibration too, so it serves calibrated decisions alone.
-    export_saved_model(members, config.image_size, cv_dir / runs.EXPORT_DIR, config.flip_tta,
+    export_saved_model(members, config.image_size, cv_dir / layout.EXPORT, config.flip_tta,
                        threshold, temperature, crop_to_head=config.crop_to_head)
     summary["test"] = None
     if test:
@@ -322,8 +322,8 @@ def _write_oof_evaluation(cv_dir: Path, pool, logits, temperature: float, thresh
     report = full_report(labels, logits, modalities, threshold, temperature, [r.group for r in pool])
     report.update({"split": "oof", "model_dir": str(cv_dir), "evaluated_at": time.time(),
                    "threshold_method": "youden (out-of-fold)"})
-    runs.write_json_atomic(cv_dir / "eval_oof.json", report)
-    write_predictions(cv_dir / "predictions_oof.csv", [r.path for r in pool], labels, modalities,
+    runs.write_json_atomic(cv_dir / layout.evaluation("oof"), report)
+    write_predictions(cv_dir / layout.predictions("oof"), [r.path for r in pool], labels, modalities,
                       logits, temperature, threshold)
 
 
@@ -351,8 +351,8 @@ def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, thre
                                                  threshold).items()
          if k in ("accuracy", "roc_auc", "sensitivity", "specificity")}
         for k in range(members.shape[1])]
-    runs.write_json_atomic(cv_dir / "eval_test.json", report)
-    write_predictions(cv_dir / "predictions_test.csv", [r.path for r in test], labels, modalities,
+    runs.write_json_atomic(cv_dir / layout.evaluation("test"), report)
+    write_predictions(cv_dir / layout.predictions("test"), [r.path for r in test], labels, modalities,
                       logits, temperature, threshold)
     return {**{k: report[k] for k in ("count", "accuracy", "roc_auc", "sensitivity", "specificity",
                                       "balanced_accuracy", "threshold", "ood_flagged_share")},

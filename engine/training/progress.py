@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engine import runs
+from engine import layout
 
 
 def setup_logging(folder: Path) -> None:
@@ -17,7 +17,7 @@ def setup_logging(folder: Path) -> None:
     for handler in list(root.handlers):
         if getattr(handler, "_engine_run", False):
             root.removeHandler(handler)
-    file_handler = logging.FileHandler(folder / runs.LOG_FILE)
+    file_handler = logging.FileHandler(folder / layout.TRAIN_LOG)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     file_handler._engine_run = True
     root.addHandler(file_handler)
