@@ -44,8 +44,9 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from bench.keras_reference import keras_resnet  # noqa: E402
+from engine.request import RunRequest  # noqa: E402
 from engine.data import pipeline  # noqa: E402
-from engine import layout, runs  # noqa: E402
+from engine import layout  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.evaluation.oof import OOF_FILE, fold_summary, out_of_fold_errors, read_oof  # noqa: E402
 from engine.data.manifest import read_manifest  # noqa: E402
@@ -145,9 +146,8 @@ def main(argv=None) -> int:
                         "of this script on the same folds, instead of training Keras again")
     args = parser.parse_args(argv)
     cv_dir = Path(args.cv_dir)
-    stored = runs.read_config_file(cv_dir)
-    config = TrainConfig.from_dict(stored["config"])
-    folds = int(stored["cv"]["folds"])
+    request = RunRequest.read(cv_dir)
+    config, folds = request.config, request.cv.folds
     chosen = [int(f) for f in args.folds.split(",")] if args.folds else list(range(folds))
     rows = [r for r in read_manifest(cv_dir / layout.MANIFEST) if r.usable and r.split != "test"]
     engine_oof = {r["path"]: float(r["logit"]) for r in read_oof(cv_dir / OOF_FILE)}

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from engine import layout, runs
+from engine.request import RequestError, RunRequest
 from engine.runs import (
     ACTIVE_STATES, PROJECT_ROOT, QUEUED, STOPPED, RunError, active_runs, new_run_id, pid_alive,
-    read_json, read_status, run_dir, validate_run_id, write_json_atomic, write_status,
+    read_json, read_status, run_dir, validate_run_id, write_status,
 )
 
 
@@ -28,21 +29,23 @@ class RunActiveError(RunError):
     """Another run is training and a parallel run was not confirmed."""
 
 
-def start_run(request: dict, run_id: str | None = None, root: str | os.PathLike | None = None,
+def start_run(request: RunRequest, run_id: str | None = None, root: str | os.PathLike | None = None,
               python: str | None = None, env: dict | None = None,
               allow_parallel: bool = False) -> tuple[str, Path]:
-    """Start the run ``request`` asks for (the payload of config.json: ``{"config":
-    {...}}``, plus ``"cv": {"folds": K, "evaluate_test": bool}`` for a
-    cross-validation; the config's ``workers`` sets the worker processes) as a
-    detached ``python -m engine.launch``. Returns (run_id, folder). The folder, its
+    """Start the run ``request`` asks for (a RunRequest, or its stored dictionary: the
+    config, plus a cv section for a cross-validation; the config's ``workers`` sets the
+    worker processes) as a detached ``python -m engine.launch``. Returns (run_id, folder). The folder, its
     config.json and a queued status exist when this returns, so a reader sees the run
     at once, and what a form showed is exactly what trains.
 
     The check for an active run and the creation of the new one happen under a file
     lock, so two simultaneous submissions (two browser tabs) start one run, not two,
     unless ``allow_parallel``."""
-    if not isinstance(request, dict) or not isinstance(request.get("config"), dict):
-        raise RunError("a run request needs a \"config\" section")
+    if not isinstance(request, RunRequest):
+        try:
+            request = RunRequest.from_dict(request)
+        except RequestError as err:
+            raise RunError(str(err)) from None
     root = Path(root or runs.DEFAULT_RUNS_ROOT)
     root.mkdir(parents=True, exist_ok=True)
     run_id = validate_run_id(run_id or new_run_id())
@@ -59,7 +62,7 @@ def start_run(request: dict, run_id: str | None = None, root: str | os.PathLike 
         except FileExistsError:
             raise RunError(f"a run named {run_id} already exists") from None
         write_status(folder, QUEUED, pid=None, created=time.time())
-        write_json_atomic(folder / layout.CONFIG, request)
+        request.write(folder)
         _launch([python or sys.executable, "-m", "engine.launch", "--config", str(folder / layout.CONFIG),
                  "--run-dir", str(folder)], folder, env)
     return run_id, folder

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from engine import runs
-from engine.config import TrainConfig
+from engine.request import CrossValidation, RequestError, RunRequest
 from engine.training.cv import FoldsNotReady, collect, cross_validate, train_one_fold
 
 
@@ -34,12 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.config and not args.resume:
         # A CV folder's config.json is the whole request: its "cv" section sets the folds
         # and the test evaluation unless the command line says otherwise.
-        request = runs.read_json(args.config, {}) or {}
-        if "cv" in request:
+        try:
+            stored = RunRequest.read(args.config)
+        except RequestError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if stored.is_cv:
             if "folds" not in given:
-                args.folds = int(request["cv"]["folds"])
+                args.folds = stored.cv.folds
             if "skip_test" not in given:
-                args.skip_test = not bool(request["cv"].get("evaluate_test", True))
+                args.skip_test = not stored.cv.evaluate_test
     if args.collect:
         try:
             summary = collect(args.collect)
@@ -65,23 +69,27 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"fold {args.fold} of {folder}: {status['state']}")
         return 0 if status["state"] in (runs.FINISHED, runs.STOPPED) else 1
-    if args.resume:
-        folder = Path(args.resume)
-        stored = runs.read_config_file(folder)
-        if "cv" not in stored:
-            print(f"error: {folder} is not a cross-validation folder", file=sys.stderr)
-            return 2
-        config, folds = TrainConfig.from_dict(stored["config"]), int(stored["cv"]["folds"])
-        evaluate_test = bool(stored["cv"].get("evaluate_test", True))
-    else:
-        folds, evaluate_test = args.folds, not args.skip_test
-        if folds < 2:
-            print("error: --folds must be at least 2", file=sys.stderr)
-            return 2
-        config, folder = new_run_from_args(args, parser, argv, lambda c: f"cv{folds}-{c.preset}")
-        if config is None:
-            return folder  # the exit code; the reason is printed
-    status = cross_validate(config, folder, folds, stop=stop, evaluate_test=evaluate_test)
+    try:
+        if args.resume:
+            folder = Path(args.resume)
+            request = RunRequest.read(folder)
+            if not request.is_cv:
+                print(f"error: {folder} is not a cross-validation folder", file=sys.stderr)
+                return 2
+        else:
+            if args.folds < 2:
+                print("error: --folds must be at least 2", file=sys.stderr)
+                return 2
+            config, folder = new_run_from_args(args, parser, argv, lambda c: f"cv{args.folds}-{c.preset}")
+            if config is None:
+                return folder  # the exit code; the reason is printed
+            request = RunRequest(config, CrossValidation(args.folds, not args.skip_test))
+            request.write(folder)
+    except RequestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    status = cross_validate(request.config, folder, request.cv.folds, stop=stop,
+                            evaluate_test=request.cv.evaluate_test)
     print(f"cv folder: {folder}  status: {status['state']}"
           + (f"  error: {status.get('error')}" if status.get("error") else ""))
     return 0 if status["state"] in (runs.FINISHED, runs.STOPPED) else 1

@@ -15,9 +15,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine import runs
+from engine.request import CrossValidation, RequestError, RunRequest
 from engine.training.cli import build_parser, explicit_options, new_run_from_args
-from engine.training.launch import RequestError, launch, launch_request
+from engine.training.launch import launch, launch_request
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,23 +35,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             return launch(Path(args.resume), resume=True,
                           epochs=args.epochs if "epochs" in given else None)
-        stored = (runs.read_json(args.config, {}) or {}) if args.config else {}
-        cv = stored.get("cv") if isinstance(stored, dict) else None
+        stored = RunRequest.read(args.config) if args.config else None
+        cv = stored.cv if stored else None
         if "folds" in given or "skip_test" in given:
-            cv = {"folds": args.folds or int((cv or {}).get("folds", 5)),
-                  "evaluate_test": not args.skip_test}
-        if cv and cv["folds"] < 2:
-            cv = None  # --folds 0: one ordinary run
+            folds = args.folds if "folds" in given else (cv.folds if cv else 5)
+            cv = CrossValidation(folds, not args.skip_test) if folds >= 2 else None  # --folds 0: one run
         config, folder = new_run_from_args(
             args, parser, argv,
-            lambda c: f"cv{cv['folds']}-{c.preset}" if cv else (f"{c.preset}-{c.workers}w" if c.workers > 1
-                                                                 else c.preset))
+            lambda c: f"cv{cv.folds}-{c.preset}" if cv else (f"{c.preset}-{c.workers}w" if c.workers > 1
+                                                             else c.preset))
         if config is None:
             return folder  # the exit code; the reason is printed
-        request = {"config": config.to_dict()}
-        if cv:
-            request["cv"] = {"folds": int(cv["folds"]), "evaluate_test": bool(cv.get("evaluate_test", True))}
-            request["config"]["best_metric"] = "last"
+        request = RunRequest(config, cv)
         return launch_request(folder, request)
     except RequestError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from engine import runs
-from engine.config import TrainConfig
+from engine.request import RequestError, RunRequest
 from engine.training.cli import build_parser, explicit_options, new_run_from_args
-from engine.training.launch import RequestError, extend_request, launch, launch_request, stored_workers
+from engine.training.launch import extend_request, launch, launch_request
 from engine.training.loop import StopRequested, train_and_evaluate
 
 
@@ -26,19 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     standalone = not os.environ.get("TF_CONFIG")  # not one of a launcher's (or a cluster's) workers
     if args.resume:
         folder = Path(args.resume)
-        request = runs.read_config_file(folder)
-        if not request.get("config"):
-            print(f"error: {folder} has no config.json to resume from", file=sys.stderr)
-            return 2
         try:
+            request = RunRequest.read(folder)
             if "epochs" in given and standalone:
                 extend_request(folder, args.epochs)  # the workers of a launcher read it extended
-            if standalone and stored_workers(request) > 1:
+            if standalone and request.workers > 1:
                 return launch(folder, resume=True)  # as many workers as it started with
         except RequestError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        config = TrainConfig.from_dict(runs.read_config_file(folder)["config"])
+        config = RunRequest.read(folder).config
         if "devices" in given:
             config = config.replace(devices=args.devices)
         resume = True
@@ -49,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if standalone and config.workers > 1:
             # A request for several workers: the one launcher builds the manifest once
             # and starts them (python -m engine.launch does the same).
-            return launch_request(folder, {"config": config.to_dict()})
+            return launch_request(folder, RunRequest(config))
         resume = False
     status = train_and_evaluate(config, folder, resume=resume, stop=stop)
     print(f"run folder: {folder}  status: {status['state']}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from engine.request import CrossValidation, RunRequest
 from engine import control, layout, runs
 from engine.config import shipped_config
 from engine.evaluation.audit import ISSUES_FILE, audit
@@ -118,7 +119,7 @@ if review_path.exists():
                       "(python -m engine.cv --shipped-recipe --label-review FILE) as a subprocess"):
         try:
             recipe = shipped_config(label_review=str(review_path), best_metric="last")
-            run_id, _ = control.start_run({"config": recipe.to_dict(), "cv": {"folds": 5, "evaluate_test": True}},
+            run_id, _ = control.start_run(RunRequest(recipe, CrossValidation(5)),
                                           runs.new_run_id("cv5-reviewed"), root=runs_root())
             st.success(f"Started cross-validation {run_id}; follow it on **Train** or **Runs**.")
         except runs.RunError as err:

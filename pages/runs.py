@@ -4,6 +4,7 @@ overlay curves of several; open one on the other pages; delete one after confirm
 import pandas as pd
 import streamlit as st
 
+from engine.request import planned_folds
 from engine.evaluation import metric_names as names
 from engine import control, layout, runs
 from ui import charts, cv_view
@@ -48,7 +49,7 @@ def oof_comparison(folders: tuple, names: tuple, stamps: tuple):
 
 
 def cv_folds(run: runs.RunSummary) -> int:
-    return int((runs.read_config_file(run.path).get("cv") or {}).get("folds") or 0)
+    return planned_folds(run.path)
 
 
 def fold_progress(run: runs.RunSummary) -> str:
@@ -84,9 +85,8 @@ def curves_of(run_id: str) -> dict[str, list[dict]]:
     """Epoch curves to overlay: a run's own, or each fold's of a cross-validation."""
     folder = runs.run_dir(run_id, runs_root())
     if runs.is_cv(folder):
-        folds = int((runs.read_config_file(folder).get("cv") or {}).get("folds") or 0)
         return {f"{run_id} fold {k}": runs.read_metrics(folder / layout.fold(k), names.KIND_EPOCH)
-                for k in range(folds)}
+                for k in range(planned_folds(folder))}
     return {run_id: runs.read_metrics(folder, names.KIND_EPOCH)}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from engine.request import CrossValidation, RunRequest
 from engine.evaluation import metric_names as names
 from engine import control, layout, runs
 from engine.config import PRESETS, RECIPES, SCHEDULES, TrainConfig
@@ -123,10 +124,9 @@ if submitted:
     if problem:
         st.error(f"Not started: {problem}")
     else:
-        request = {"config": config.to_dict()}  # the whole run request, written as config.json
         cross_validating = int(folds) >= 2
-        if cross_validating:
-            request["cv"] = {"folds": int(folds), "evaluate_test": True}
+        # The whole run request, written as config.json
+        request = RunRequest(config, CrossValidation(int(folds)) if cross_validating else None)
         name = run_name or (f"cv{int(folds)}-{preset}" if cross_validating else preset)
         try:
             run_id, _ = control.start_run(request, runs.new_run_id(name), root=runs_root(),

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import ROOT
 from engine import control, runs
+from engine.request import RunRequest
 
 
 def test_half_written_last_line_is_skipped(tmp_path):
@@ -157,7 +158,7 @@ def test_every_start_and_resume_goes_through_the_one_launcher(tmp_path, monkeypa
                 {"config": {}, "cv": {"folds": 5, "evaluate_test": True}}]
     for index, request in enumerate(requests):
         _, folder = control.start_run(request, f"r{index}", root=tmp_path, allow_parallel=True)
-        assert runs.read_config_file(folder) == request
+        assert RunRequest.read(folder) == RunRequest.from_dict(request)  # the whole request, defaults filled
         assert launched[-1][1:] == ["-m", "engine.launch", "--config", str(folder / "config.json"),
                                     "--run-dir", str(folder)]
         runs.write_status(folder, "stopped")
@@ -171,8 +172,7 @@ def test_every_start_and_resume_goes_through_the_one_launcher(tmp_path, monkeypa
 
 
 def test_the_launcher_reads_workers_from_the_request_and_from_older_folders():
-    from engine.training.launch import stored_workers
-    assert stored_workers({"config": {"workers": 2}}) == 2
+    assert RunRequest.from_dict({"config": {"workers": 2}}).workers == 2
     # Written before workers were part of the config: the count the run recorded.
-    assert stored_workers({"config": {}, "environment": {"workers": 3}}) == 3
-    assert stored_workers({"config": {}}) == 1
+    assert RunRequest.from_dict({"config": {}, "environment": {"workers": 3}}).workers == 3
+    assert RunRequest.from_dict({"config": {}}).workers == 1

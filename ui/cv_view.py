@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from engine.request import planned_folds, stored_request
 from engine.evaluation import metric_names as names
 from engine import layout, runs
 from ui import charts
@@ -79,9 +80,9 @@ def show_cv_summary(folder: Path, *, key: str = "cv") -> None:
 
 def show_cv_progress(folder: Path) -> None:
     """One line per fold: state, epoch, last validation figures (while training)."""
-    config = runs.read_config_file(folder)
-    count = int(config.get("cv", {}).get("folds", 0))
-    epochs_total = config.get("config", {}).get("epochs")
+    request = stored_request(folder)
+    count = planned_folds(folder)
+    epochs_total = request.config.epochs if request else None
     rows = []
     for fold in range(count):
         sub = Path(folder) / layout.fold(fold)
@@ -99,7 +100,6 @@ def show_cv_progress(folder: Path) -> None:
 
 def active_fold(folder: Path) -> Path | None:
     """The fold folder being trained (or the last started), for its live curves."""
-    config = runs.read_config_file(folder)
-    started = [Path(folder) / layout.fold(k) for k in range(int(config.get("cv", {}).get("folds", 0)))
+    started = [Path(folder) / layout.fold(k) for k in range(planned_folds(folder))
                if (Path(folder) / layout.fold(k) / layout.STATUS).exists()]
     return started[-1] if started else None

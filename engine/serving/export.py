@@ -38,6 +38,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from engine.request import RunRequest, stored_request
 from engine import layout
 from engine.serving.explain import grad_cam
 
@@ -283,11 +284,9 @@ def _save(module: ServingModule, directory: Path) -> Path:
 def restore_best_model(folder: str | Path, checkpoint: str | None = None):
     """(config, model) of a run's best checkpoint, built outside any strategy so it
     holds plain variables."""
-    from engine import runs
-    from engine.config import TrainConfig
     from engine.model.resnet import build_model
     folder = Path(folder)
-    config = TrainConfig.from_dict(runs.read_config_file(folder)["config"])
+    config = RunRequest.read(folder).config
     checkpoint = checkpoint or tf.train.latest_checkpoint(str(folder / layout.BEST_CHECKPOINT))
     if not checkpoint:
         raise FileNotFoundError(f"no best checkpoint in {folder / layout.BEST_CHECKPOINT}")
@@ -320,16 +319,15 @@ def stamp_calibration(folder: str | Path) -> None:
     from engine import runs
     folder = Path(folder)
     info = runs.read_json(folder / layout.MODEL_INFO, {}) or {}
-    stored = runs.read_config_file(folder)
+    request = stored_request(folder)
     band, conformal = info.get("refer_band") or {}, info.get("conformal") or {}
     extra = (float(band.get("margin", 0.0)), conformal.get("q", (1.0, 1.0)), bool(info.get("crop_to_head", False)))
-    if "cv" in stored and not layout.fold_dirs(folder):
+    if request is not None and request.is_cv and not layout.fold_dirs(folder):
         restamp_export(folder)  # a shipped fold ensemble: no fold checkpoints to export from
         return
-    if "cv" in stored:
-        folds = int(stored["cv"]["folds"])
-        members = [restore_best_model(folder / layout.fold(k))[1] for k in range(folds)]
-        image_size = int(stored["config"]["image_size"])
+    if request is not None and request.is_cv:
+        members = [restore_best_model(folder / layout.fold(k))[1] for k in range(request.cv.folds)]
+        image_size = request.config.image_size
     else:
         config, model, _ = restore_best_model(folder, info.get("checkpoint"))
         members, image_size = [model], config.image_size

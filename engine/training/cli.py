@@ -7,6 +7,7 @@ import argparse
 from typing import Callable
 
 from engine import layout, runs
+from engine.request import RequestError, RunRequest
 from engine.config import (
     BEST_METRICS, CACHES, COLLECTIVES, KERNEL_INITS, PRECISIONS, PRESETS, SCHEDULES, TrainConfig,
 )
@@ -125,10 +126,10 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
     from engine.config import compact_config, shipped_config
     base = TrainConfig()
     if args.config:
-        values = runs.read_json(args.config)
-        if values is None:
-            parser.error(f"cannot read config file {args.config}")
-        base = TrainConfig.from_dict(values.get("config", values))
+        try:
+            base = RunRequest.read(args.config).config
+        except RequestError as err:
+            parser.error(str(err))
     elif args.shipped_recipe:
         base = shipped_config()
     elif args.compact:

@@ -29,21 +29,13 @@ import numpy as np
 
 from engine import layout, runs
 from engine.config import TrainConfig
+from engine.request import CrossValidation, RunRequest, stored_request
 from engine.data.manifest import ScanStopped
 from engine.evaluation.oof import OOF_FILE, fit_calibration, fold_summary, write_oof
 
 log = logging.getLogger("engine.cv")
 
 SUMMARY_FILE = layout.CV_SUMMARY
-
-
-def cv_request(config: TrainConfig, folds: int, evaluate_test: bool) -> dict:
-    """The payload of a CV folder's config.json: the training config and the CV's own
-    settings, as read back from the file (tuples as lists), so a stored request compares
-    equal to a fresh one."""
-    import json
-    return json.loads(json.dumps({"config": config.to_dict(),
-                                  "cv": {"folds": folds, "evaluate_test": evaluate_test}}))
 
 
 def fold_dir(cv_dir: Path, fold: int) -> Path:
@@ -135,10 +127,10 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
     cv_dir = Path(cv_dir)
     cv_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or StopRequested()
-    config = config.replace(best_metric="last")
-    # The effective config (best_metric forced to "last"), rewritten on every start so
-    # a resume reads exactly what the folds train with.
-    runs.write_json_atomic(cv_dir / layout.CONFIG, cv_request(config, folds, evaluate_test))
+    request = RunRequest(config, CrossValidation(folds, evaluate_test))
+    config = request.config  # best_metric "last": a fold's val split chooses nothing
+    # Rewritten on every start, so a resume reads exactly what the folds train with.
+    request.write(cv_dir)
     runs.begin_segment(cv_dir, resume=True)  # a resumed CV adds to the time of its first start
     try:
         setup_logging(cv_dir)
@@ -200,17 +192,17 @@ def train_one_fold(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, f
         raise ValueError(f"--fold must be in 0..{folds - 1}")
     cv_dir = Path(cv_dir)
     cv_dir.mkdir(parents=True, exist_ok=True)
-    config = config.replace(best_metric="last")
-    request = cv_request(config, folds, evaluate_test)
+    request = RunRequest(config, CrossValidation(folds, evaluate_test))
+    config = request.config
     with open(cv_dir / ".prepare.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # held while the first job writes the request and manifest
-        stored = runs.read_config_file(cv_dir)
-        if stored.get("config"):
-            if stored != request:
+        stored = stored_request(cv_dir)
+        if stored is not None:
+            if stored.to_dict() != request.to_dict():
                 raise ValueError(f"{cv_dir} holds a cross-validation with other settings; "
                                  "a fold job must use the same options as the others")
         else:
-            runs.write_json_atomic(cv_dir / layout.CONFIG, request)
+            request.write(cv_dir)
         rows = _prepare(config, cv_dir, folds)
     return _train_fold(config, cv_dir, rows, fold, folds, stop or StopRequested())
 
@@ -221,10 +213,10 @@ def collect(cv_dir: str | os.PathLike) -> dict:
     --skip-test) its test evaluation, exactly as one ``cross_validate`` run ends.
     Raises FoldsNotReady naming every fold that is missing or unfinished."""
     cv_dir = Path(cv_dir)
-    stored = runs.read_config_file(cv_dir)
-    if "cv" not in stored:
-        raise FoldsNotReady(f"{cv_dir} is not a cross-validation folder (no config.json with \"cv\")")
-    config, folds = TrainConfig.from_dict(stored["config"]), int(stored["cv"]["folds"])
+    request = stored_request(cv_dir)
+    if request is None or not request.is_cv:
+        raise FoldsNotReady(f"{cv_dir} is not a cross-validation folder (no request with a cv section)")
+    config, folds = request.config, request.cv.folds
     missing = [f"fold {k}: {runs.read_status(fold_dir(cv_dir, k)).get('state') or 'missing'}"
                for k in range(folds)
                if runs.read_status(fold_dir(cv_dir, k)).get("state") != runs.FINISHED]
@@ -235,7 +227,7 @@ def collect(cv_dir: str | os.PathLike) -> dict:
     setup_logging(cv_dir)
     runs.begin_segment(cv_dir, resume=True)
     summary = summarize(cv_dir, read_manifest(cv_dir / layout.MANIFEST), folds, config,
-                        bool(stored["cv"].get("evaluate_test", True)))
+                        request.cv.evaluate_test)
     log.info("CV (collected): accuracy %.4f ± %.4f over %d folds", summary["mean"]["accuracy"],
              summary["std"]["accuracy"], folds)
     runs.write_status(cv_dir, runs.FINISHED, ended=time.time())

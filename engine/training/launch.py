@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.request import RequestError, RunRequest
 from engine import layout, runs
 from engine.config import TrainConfig
 
@@ -127,18 +128,6 @@ def fold_on_workers(workers: int):
     return train_fold
 
 
-class RequestError(ValueError):
-    """A run request that cannot start (the message says why)."""
-
-
-def stored_workers(request: dict) -> int:
-    """Worker processes a stored request asks for; runs written before ``workers`` was
-    part of the config recorded it under "environment"."""
-    if "workers" in (request.get("config") or {}):
-        return int(request["config"]["workers"])
-    return int((request.get("environment") or {}).get("workers") or 1)
-
-
 def extend_request(folder: Path, epochs: int) -> None:
     """Continue a run to ``epochs`` in total: written into its config.json, so every
     process that resumes it (one, or each worker) reads the same longer schedule. The
@@ -146,9 +135,7 @@ def extend_request(folder: Path, epochs: int) -> None:
     problem = runs.extension_problem(folder, epochs)
     if problem:
         raise RequestError(problem)
-    request = runs.read_config_file(folder)
-    request["config"] = {**request["config"], "epochs": int(epochs)}
-    runs.write_json_atomic(folder / layout.CONFIG, request)
+    RunRequest.read(folder).replace(epochs=int(epochs)).write(folder)
 
 
 def _prepare_once(config: TrainConfig, folder: Path) -> None:
@@ -162,12 +149,10 @@ def _prepare_once(config: TrainConfig, folder: Path) -> None:
     prepare_data(config, folder, resume=False)
 
 
-def launch_request(folder: str | os.PathLike, request: dict) -> int:
-    """Write ``request`` as the folder's config.json and launch it: a new run from the
-    command line (python -m engine.launch, or engine.train asked for several workers)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    runs.write_json_atomic(folder / layout.CONFIG, request)
+def launch_request(folder: str | os.PathLike, request: RunRequest) -> int:
+    """Write ``request`` as the folder's config.json and launch it: what every entry
+    main calls once it has parsed its flags into a request."""
+    request.write(folder)
     return launch(folder)
 
 
@@ -177,23 +162,20 @@ def launch(folder: str | os.PathLike, *, resume: bool = False, epochs: int | Non
     (or a CV's unfinished fold); ``epochs`` first extends a run to that many epochs."""
     from engine.training.loop import StopRequested
     folder = Path(folder)
-    request = runs.read_config_file(folder)
-    if not request.get("config"):
-        raise RequestError(f"{folder} has no run request (config.json) to start from")
+    request = RunRequest.read(folder)
     if epochs is not None:
         extend_request(folder, epochs)
-        request = runs.read_config_file(folder)
-    workers = stored_workers(request)
-    config = TrainConfig.from_dict({**request["config"], "workers": workers})
-    if "cv" in request:
+        request = RunRequest.read(folder)
+    workers, config = request.workers, request.config
+    if request.is_cv:
         if workers > 1 and os.environ.get("TF_CONFIG"):
             raise RequestError("a cross-validation of several workers is launched once, not per worker; on "
                                "several hosts run each fold as a job: python -m engine.cv --fold K --run-dir DIR "
                                "on every host with its TF_CONFIG, then --collect DIR")
         from engine.training.cv import cross_validate
         stop = StopRequested().install()
-        status = cross_validate(config, folder, int(request["cv"]["folds"]), stop=stop,
-                                evaluate_test=bool(request["cv"].get("evaluate_test", True)),
+        status = cross_validate(config, folder, request.cv.folds, stop=stop,
+                                evaluate_test=request.cv.evaluate_test,
                                 train_fold=fold_on_workers(workers) if workers > 1 else None)
     elif workers > 1 and not os.environ.get("TF_CONFIG"):
         if not resume:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.request import RunRequest
 from engine.evaluation import metric_names as names
 from engine import layout, runs
 from engine.config import Derived, TrainConfig
@@ -204,7 +205,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resum
     stop = stop or StopRequested()
     if chief and not (folder / layout.CONFIG).exists():
         # Written first, so a run killed during data preparation can still be resumed.
-        runs.write_json_atomic(folder / layout.CONFIG, {"config": config.to_dict()})
+        RunRequest(config).write(folder)
     if chief:
         runs.begin_segment(folder, resume=resume, phase=runs.PHASE_PREPARING)
     try:
@@ -477,9 +478,8 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
     state = _build_state(config, strategy, folder, role, resume)
     params = count_parameters(state.model)
     if chief:
-        runs.write_json_atomic(folder / layout.CONFIG, {
-            "config": config.to_dict(), "derived": {**derived.__dict__, "parameters": params},
-            "environment": {**_environment(strategy), "workers": role.workers}})
+        RunRequest(config).write(folder, derived={**derived.__dict__, "parameters": params},
+                                 environment={**_environment(strategy), "workers": role.workers})
     log.info("model %s width %.3g: %s parameters; %d replica(s), global batch %d, %d steps/epoch",
              config.preset, config.width, f"{params:,}", derived.replicas, derived.global_batch_size,
              derived.steps_per_epoch)
