@@ -28,12 +28,12 @@ import subprocess
 import sys
 import time
 
-from engine import layout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine import layout  # noqa: E402
 
 def free_port() -> int:
     with socket.socket() as sock:

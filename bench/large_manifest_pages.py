@@ -27,11 +27,12 @@ import statistics
 import sys
 import time
 
-from engine import layout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from engine import layout  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 
 PAGES = [("home", "", "Brain-tumor classifier dashboard"), ("runs", "runs", "Runs"),

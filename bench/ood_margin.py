@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import layout
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine import layout  # noqa: E402
 
 def non_brain_images() -> dict[str, np.ndarray]:
     from PIL import Image, ImageDraw

@@ -20,12 +20,12 @@ import statistics
 import sys
 import time
 
-from engine import layout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine import layout  # noqa: E402
 
 def app_on(page: str):
     from streamlit.testing.v1 import AppTest

@@ -15,11 +15,12 @@ import json
 import shutil
 import sys
 
-from engine import layout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from engine import layout  # noqa: E402
 
 FILES = [layout.MODEL_INFO, layout.CONFIG, layout.MANIFEST, layout.DATA_SUMMARY, layout.evaluation("test"),
          layout.predictions("test"), layout.evaluation("oof"), layout.predictions("oof"), layout.CV_SUMMARY,
