@@ -2,11 +2,14 @@
 
     python bench/browser_latency.py [--rounds 3]
 
-Starts `streamlit run streamlit_app.py` on a free localhost port and drives Debian's
-Chromium through Playwright:
+Starts the dashboard as scripts/dashboard.sh does (`python -m ui.serve`, or plain
+`streamlit run streamlit_app.py` with `--launcher streamlit`) on a free localhost port,
+waits until it is started (listening and, for ui.serve, its default model warmed), and
+drives Debian's Chromium through Playwright:
 
-- cold Predict page: a fresh server, /predict opened by direct URL; the time to the
-  page's title (first drawing), and to the upload box (the model loaded);
+- cold Predict page: the first visit to the started server, /predict opened by direct
+  URL; the time to the page's title (first drawing), and to the upload box (the model
+  loaded);
 - warm Predict page: the same URL again on the warm server;
 - warm upload of 4 Br35H test slices to their 4 results (the results table and every
   card's probability or "not assessed" drawn);
@@ -26,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from pathlib import Path
@@ -50,26 +54,39 @@ def launch_chromium(playwright):
               "--disable-component-update", "--no-first-run", "--disable-sync"])
 
 
-def start_server():
+LAUNCHERS = {"serve": ["-m", "ui.serve"], "streamlit": ["-m", "streamlit", "run", "streamlit_app.py"]}
+
+
+def start_server(launcher: str, log_path: Path):
+    """Start the dashboard and return once it is *started*: listening and, for
+    ``ui.serve``, done warming its default model (what a user who opens the page a few
+    seconds after starting it meets). Also returns the seconds that took."""
     port = free_port()
+    started = time.perf_counter()
+    log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+        [sys.executable, *LAUNCHERS[launcher], "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 60
+    deadline = time.time() + 120
+    listening = False
     while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.2)
+        if not listening:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                listening = True
+            except OSError:
+                pass
+        if listening and (launcher != "serve" or "model warmed" in log_path.read_text()):
+            return process, f"http://127.0.0.1:{port}", time.perf_counter() - started
+        time.sleep(0.2)
     process.kill()
-    raise RuntimeError("streamlit did not start")
+    raise RuntimeError("the dashboard did not start: " + log_path.read_text()[-2000:])
 
 
-def one_round(browser, slices: list[str]) -> dict:
-    process, url = start_server()
+def one_round(browser, slices: list[str], launcher: str, log_path: Path) -> dict:
+    process, url, start_up = start_server(launcher, log_path)
     try:
         page = browser.new_page()
         page.set_default_timeout(120_000)
@@ -99,7 +116,7 @@ def one_round(browser, slices: list[str]) -> dict:
         page.get_by_text(re.compile(r"probability \d\.\d{3}")).nth(3).wait_for(state="attached")
         samples = time.perf_counter() - started
         page.close()
-        return {"cold: Predict title drawn": title, "cold: Predict ready (model loaded)": cold,
+        return {"server started (listening, model warmed)": start_up, "cold: Predict title drawn": title, "cold: Predict ready (model loaded)": cold,
                 "warm: Predict ready": warm, "warm: upload of 4 slices to 4 results": upload,
                 "warm: Try samples (4) to 4 results": samples}
     finally:
@@ -110,6 +127,9 @@ def one_round(browser, slices: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--launcher", choices=list(LAUNCHERS), default="serve",
+                        help="serve: python -m ui.serve (what scripts/dashboard.sh runs, the default model "
+                        "warmed before the first visit); streamlit: plain streamlit run, for comparison")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -120,7 +140,7 @@ def main() -> None:
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         for number in range(args.rounds):
-            result = one_round(browser, slices)
+            result = one_round(browser, slices, args.launcher, Path(tempfile.gettempdir()) / "browser_latency.log")
             results.append(result)
             print(f"round {number + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.items()), flush=True)
         browser.close()

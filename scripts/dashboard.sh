@@ -9,4 +9,5 @@ PYTHON="${PYTHON:-python3}"
 REQUIREMENTS=requirements.txt
 if [ "${1:-}" = "--gpu" ]; then REQUIREMENTS=requirements-gpu.txt; shift; fi
 "$PYTHON" -m pip install -q -r "$REQUIREMENTS"
-exec "$PYTHON" -m streamlit run streamlit_app.py "$@"
+# ui.serve = streamlit run streamlit_app.py, with the default model loaded before the first visit
+exec "$PYTHON" -m ui.serve "$@"

@@ -12,9 +12,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, copy_run, write_class_folders
+from engine.data.sources import relocate
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -41,7 +43,8 @@ def server(tmp_path_factory, finished_run_template):
                PYTHONPATH=str(ROOT))
     log = open(runs_root / "streamlit.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+        # As scripts/dashboard.sh starts it: streamlit run, with the default model warmed first.
+        [sys.executable, "-m", "ui.serve", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 60
@@ -206,10 +209,25 @@ def test_errors_page_shows_misclassified_images(server, page):
 
 
 def test_home_evaluate_and_errors_with_the_shipped_model(server, page):
+    """The pages on the shipped model show the shipped files' own figures: Predict gives
+    the probabilities the test evaluation stored, Errors counts the stored errors. The
+    server (python -m ui.serve) warmed the model before this first visit."""
+    import csv
+    import json
+    log = server["runs"] / "streamlit.log"
+    deadline = time.time() + 120
+    while "model warmed:" not in log.read_text() and time.time() < deadline:
+        time.sleep(0.5)
+    assert f"model warmed: {ROOT / 'checkpoints'}" in log.read_text()
+    test_eval = json.loads((ROOT / "checkpoints" / "eval_test.json").read_text())
+    with open(ROOT / "checkpoints" / "predictions_test.csv", newline="") as handle:
+        stored = list(csv.DictReader(handle))
     page.goto(server["url"])
     page.get_by_text("Duplicate leak").wait_for()
     page.get_by_text("Held-out test split").wait_for()
     page.locator("[data-testid=stMetricValue]").nth(5).wait_for()
+    metrics = page.locator("[data-testid=stMetricValue]").all_text_contents()
+    assert f"{100 * test_eval['accuracy']:.2f}%" in metrics, metrics
     page.locator("[data-testid=stDataFrame] canvas").first.wait_for()
     page.wait_for_timeout(1500)  # let the data grid and sidebar finish painting
     shot(page, "home")
@@ -219,18 +237,23 @@ def test_home_evaluate_and_errors_with_the_shipped_model(server, page):
     page.locator(".js-plotly-plot").nth(3).wait_for()
     page.wait_for_timeout(1500)
     shot(page, "evaluate")
-    from engine.data.manifest import read_manifest, rows_for_split
-    tests = rows_for_split(read_manifest(ROOT / "checkpoints" / "manifest.csv"), "test")
-    scans = [next(r.path for r in tests if r.label == 1), next(r.path for r in tests if r.label == 0)]
+    scans = [next(r for r in stored if r["label"] == "1"), next(r for r in stored if r["label"] == "0")]
     page.goto(f"{server['url']}/predict")
     page.get_by_text("Upload one or more images").wait_for()
-    page.locator("input[type=file]").set_input_files(scans)
-    page.get_by_text(re.compile(r"probability \d\.\d{3}")).nth(1).wait_for(state="attached")
+    page.locator("input[type=file]").set_input_files([relocate(r["path"]) for r in scans])
+    results = page.get_by_text(re.compile(r"probability \d\.\d{3}"))
+    results.nth(1).wait_for(state="attached")
+    shown = sorted(float(re.search(r"probability (\d\.\d{3})", t).group(1)) for t in results.all_text_contents())
+    expected = sorted(float(r["probability"]) for r in scans)
+    assert np.allclose(shown, expected, atol=0.011), (shown, expected)  # the page = the stored evaluation
     page.locator("[data-testid=stImage] img").nth(1).wait_for()
     page.wait_for_timeout(1500)
     shot(page, "predict_shipped")
     page.goto(f"{server['url']}/errors")
-    page.get_by_text(re.compile(r"are misclassified by the shipped model")).wait_for()
+    count = page.get_by_text(re.compile(r"are misclassified by the shipped model"))
+    count.wait_for()
+    wrong = sum(r["correct"] == "0" for r in stored)
+    assert re.search(rf"\b{wrong}\b of {len(stored)} test images", count.text_content()), count.text_content()
     page.locator("[data-testid=stImage] img").nth(3).wait_for()
     page.wait_for_timeout(1500)
     shot(page, "errors_shipped")

@@ -109,6 +109,10 @@ def selected_model_dir() -> Path:
 def loaded_model(directory: str, stamp: float):
     """The model in ``directory``, warmed up; ``stamp`` (model.json's mtime) reloads it
     after a recalibration."""
+    from ui import warmup
+    warmed = warmup.take(directory)  # loaded before the first visit by python -m ui.serve
+    if warmed is not None:
+        return warmed
     from engine.serving.inference import load_model
     return load_model(directory).warm_up()
 
