@@ -32,7 +32,7 @@ def app_on(page: str):
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300)
     at.session_state["model_choice"] = "Shipped model (checkpoints/)"
     at.run()
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"app_pages/{page}.py")
     return at
 
 

@@ -116,15 +116,32 @@ def _launch(command: list[str], folder: Path, env: dict | None) -> None:
     write_status(folder, QUEUED, pid=process.pid, launched=time.time())
 
 
-def stop_run(folder: str | os.PathLike, grace_seconds: float = 60.0) -> str:
+STOPPING = "stopping"
+
+
+def stop_run(folder: str | os.PathLike, grace_seconds: float = 60.0, *, wait: bool = True) -> str:
     """SIGTERM the run's process group (it saves a checkpoint and exits as stopped),
-    then SIGKILL if it has not ended after the grace period. Returns the final state."""
+    then SIGKILL if it has not ended after the grace period. Returns the final state.
+
+    ``wait=False`` (the dashboard's Stop) returns "stopping" at once: the request is
+    recorded in status.json (``stop_requested``) for every reader to show, and a
+    background thread of this process waits out the grace period and kills if needed."""
     folder = Path(folder)
     status = read_status(folder)
     pid = status.get("pid")
     if status.get("state") not in ACTIVE_STATES or not pid_alive(pid):
         return status.get("state", "unknown")
     _signal_group(pid, signal.SIGTERM)
+    if not wait:
+        write_status(folder, status["state"], stop_requested=time.time())
+        import threading
+        threading.Thread(target=_wait_then_kill, args=(folder, pid, grace_seconds), daemon=True,
+                         name=f"stop-{folder.name}").start()
+        return STOPPING
+    return _wait_then_kill(folder, pid, grace_seconds)
+
+
+def _wait_then_kill(folder: Path, pid: int, grace_seconds: float) -> str:
     deadline = time.time() + grace_seconds
     while time.time() < deadline:
         if not pid_alive(pid):

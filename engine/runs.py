@@ -129,6 +129,8 @@ def write_status(folder: str | os.PathLike, state: str, **fields) -> dict:
                                      + now - float(current["segment_started"]))
     current["state"] = state
     current["updated"] = now
+    if state not in ACTIVE_STATES:
+        current.pop("stop_requested", None)  # a Stop asked for has been answered
     write_json_atomic(folder / layout.STATUS, current)
     return current
 
@@ -143,7 +145,7 @@ def begin_segment(folder: str | os.PathLike, *, resume: bool, **fields) -> dict:
     started = (previous.get("started") if resume else None) or now
     return write_status(folder, RUNNING, pid=os.getpid(), started=started, segment_started=now,
                         seconds_before=before, active_seconds=before, ended=None, error=None,
-                        **fields)
+                        stop_requested=None, **fields)
 
 
 def preparation_progress(folder: str | os.PathLike, every_seconds: float = 1.0):

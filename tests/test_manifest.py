@@ -82,7 +82,7 @@ def test_processes_and_threads_inspect_alike(tmp_path):
 
 
 def test_a_run_records_its_scan_progress_for_the_train_page(tmp_path):
-    from engine import runs
+    from engine import layout, runs
     from engine.config import tiny_config
     from engine.training.loop import prepare_data
     data = write_class_folders(tmp_path / "data", per_class=40)

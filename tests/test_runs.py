@@ -111,6 +111,32 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
     assert "killed after not stopping" in runs.read_status(tmp_path)["error"]
 
 
+def test_the_dashboards_stop_returns_at_once_and_says_stopping_until_the_run_has_stopped(tmp_path):
+    """Stop from the dashboard (wait=False) does not hold the page: it answers "stopping",
+    status.json says a stop was asked for, and the run's own SIGTERM handler ends it."""
+    code = ("import signal, sys, time; from engine import runs\n"
+            "def stop(*_):\n"
+            "    time.sleep(1.5)  # saving a checkpoint\n"
+            f"    runs.write_status({str(tmp_path)!r}, 'stopped', stopped_by='SIGTERM'); sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop); print('ready', flush=True); time.sleep(120)")
+    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    runs.begin_segment(tmp_path, resume=False)
+    runs.write_status(tmp_path, runs.RUNNING, pid=process.pid)
+    assert control.stop_run(tmp_path, wait=False) == control.STOPPING
+    status = runs.read_status(tmp_path)
+    assert status["state"] == runs.RUNNING and status["stop_requested"]  # what the panel shows
+    assert process.wait(timeout=30) == 0
+    deadline = time.time() + 30
+    while runs.read_status(tmp_path)["state"] != runs.STOPPED and time.time() < deadline:
+        time.sleep(0.1)
+    final = runs.read_status(tmp_path)
+    assert final["state"] == runs.STOPPED and "stop_requested" not in final
+    runs.begin_segment(tmp_path, resume=True)  # a resumed run is not "stopping"
+    assert not runs.read_status(tmp_path).get("stop_requested")
+
+
 @pytest.mark.parametrize("setup,message", [
     (lambda root: None, "does not exist"),
     (lambda root: (root / "cats").mkdir(parents=True), "Understood layouts"),

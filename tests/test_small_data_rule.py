@@ -51,7 +51,7 @@ def _page(folder, page):
     at.session_state["model_choice"] = f"run {folder.name}"
     at.session_state["watch_run"] = folder.name
     at.run()
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"app_pages/{page}.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

@@ -31,7 +31,7 @@ def app_on(page: str, model_choice: str = "run fixture-run") -> AppTest:
     at.session_state["model_choice"] = model_choice
     at.run()
     if page != "home":
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"app_pages/{page}.py")
         at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -114,7 +114,7 @@ def test_train_page_labels_the_final_evaluation(run_folder, tmp_path, monkeypatc
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["watch_run"] = "evaluating-run"
     at.run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     assert not at.exception, [e.value for e in at.exception]
     texts = [p.proto.text for p in at.get("progress")]
     assert texts == ["training done · final evaluation on val and test ..."]
@@ -205,7 +205,7 @@ def test_runs_page_with_50_runs_does_not_load_tensorflow(tmp_path):
         "import sys\n"
         "from streamlit.testing.v1 import AppTest\n"
         f"at = AppTest.from_file({json.dumps(APP)}, default_timeout=60)\n"
-        "at.run(); at.switch_page('pages/runs.py'); at.run()\n"
+        "at.run(); at.switch_page('app_pages/runs.py'); at.run()\n"
         "assert not at.exception, [e.value for e in at.exception]\n"
         "print(len(at.dataframe[0].value), 'tensorflow' in sys.modules)\n"
     )
@@ -335,7 +335,7 @@ def test_train_page_watching_a_cv_shows_fold_progress_and_the_summary(cv_folder)
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["watch_run"] = "fixture-cv"
     at.run()
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     progress = next(d.value for d in at.dataframe if "state" in d.value.columns and "fold" in d.value.columns)
@@ -370,7 +370,7 @@ def test_train_page_continues_a_finished_run_for_more_epochs(run_folder, monkeyp
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["watch_run"] = "fixture-run"  # other tests add newer runs to this root
     at.run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     done = len(runs.read_metrics(run_folder, "epoch"))
     box = next(n for n in at.number_input if n.label == "Train on to epoch")
     assert box.value == done + 10
@@ -433,7 +433,7 @@ def test_train_form_writes_the_whole_request_with_its_workers(run_folder, monkey
     calls = []
 
     def fake_start(request, run_id, **kw):
-        calls.append(request)
+        calls.append(request.to_dict())  # a RunRequest, as it will be written
         return run_id, run_folder
     monkeypatch.setattr(control, "start_run", fake_start)
     at = app_on("train")
@@ -507,9 +507,11 @@ def test_label_review_queue_accepts_a_suggestion_in_one_click_and_retrains(cv_fo
     monkeypatch.setattr(control, "start_run", lambda request, *a, **kw: started.append(request) or ("cv-x", None))
     next(b for b in at.button if b.label == "Retrain with these decisions").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    request = started[0]
+    request = started[0].to_dict()
     assert request["cv"]["folds"] == 5
-    assert request["config"] == shipped_config(label_review=str(review_file), best_metric="last").to_dict()
+    from engine.request import CrossValidation, RunRequest
+    assert request == RunRequest(shipped_config(label_review=str(review_file)), CrossValidation(5)).to_dict()
+    assert request["config"]["best_metric"] == "last"
 
 
 def test_label_review_refuses_a_review_name_that_leaves_the_runs_folder(cv_folder):
@@ -610,7 +612,7 @@ def test_pages_that_show_heat_maps_draw_before_importing_tensorflow():
     code = (
         "import ast, importlib, sys\n"
         "for page in ('predict', 'errors', 'label_review', 'data', 'evaluate', 'home'):\n"
-        "    tree = ast.parse(open(f'pages/{page}.py').read())\n"
+        "    tree = ast.parse(open(f'app_pages/{page}.py').read())\n"
         "    for node in tree.body:\n"
         "        if isinstance(node, ast.ImportFrom) and node.module:\n"
         "            importlib.import_module(node.module)\n"
@@ -725,7 +727,7 @@ def test_train_page_shows_how_far_a_large_scan_has_got(run_folder):
         at = AppTest.from_file(APP, default_timeout=120)
         at.session_state["watch_run"] = "scanning-run"
         at.run()
-        at.switch_page("pages/train.py").run()
+        at.switch_page("app_pages/train.py").run()
         assert not at.exception, [e.value for e in at.exception]
         bars = [p.proto for p in at.get("progress")]
         assert any("48,000 of 120,000 files" in p.text and abs(p.value - 40) <= 1 for p in bars), \

@@ -1,32 +1,21 @@
-"""The app shell: page config, navigation over pages/, shared sidebar."""
+"""The app shell: page config, navigation over app_pages/, shared sidebar. The page
+scripts live in app_pages/, not pages/: a folder named pages/ beside the entry file
+switches Streamlit to its old multipage mode until st.navigation has run once."""
 
 import streamlit as st
 
 from ui.common import sidebar
 
 PAGES = [
-    ("pages/home.py", "Home", ":material/home:"),
-    ("pages/predict.py", "Predict", ":material/image_search:"),
-    ("pages/train.py", "Train", ":material/model_training:"),
-    ("pages/data.py", "Data", ":material/dataset:"),
-    ("pages/runs.py", "Runs", ":material/list:"),
-    ("pages/evaluate.py", "Evaluate", ":material/analytics:"),
-    ("pages/errors.py", "Errors", ":material/report:"),
-    ("pages/label_review.py", "Label review", ":material/fact_check:"),
+    ("app_pages/home.py", "Home", ":material/home:"),
+    ("app_pages/predict.py", "Predict", ":material/image_search:"),
+    ("app_pages/train.py", "Train", ":material/model_training:"),
+    ("app_pages/data.py", "Data", ":material/dataset:"),
+    ("app_pages/runs.py", "Runs", ":material/list:"),
+    ("app_pages/evaluate.py", "Evaluate", ":material/analytics:"),
+    ("app_pages/errors.py", "Errors", ":material/report:"),
+    ("app_pages/label_review.py", "Label review", ":material/fact_check:"),
 ]
-
-
-def require_navigation() -> None:
-    """Call first in every page. Streamlit treats a folder named pages/ beside the
-    entry file as an old-style multipage app until ``st.navigation`` has run once in
-    the server process, so a first visit straight to /predict would run the page
-    without the app's sidebar and navigation. Switch to navigation mode and run the
-    app shell instead."""
-    from streamlit.runtime.pages_manager import PagesManager
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        run_app()  # in this same run, so a click that triggered it is not lost
-        st.stop()
 
 
 def run_app() -> None:

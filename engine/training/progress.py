@@ -47,3 +47,8 @@ def progress_bar(epoch: int, epochs: int, done: int, total: int, loss: float, ra
     if done >= total:
         sys.stderr.write("\n")
     sys.stderr.flush()
+
+
+def format_metric(value) -> str:
+    """A metric for the log: four decimals, or n/a."""
+    return "n/a" if value is None else f"{value:.4f}"

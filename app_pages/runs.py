@@ -8,10 +8,8 @@ from engine.request import planned_folds
 from engine.evaluation import metric_names as names
 from engine import control, layout, runs
 from ui import charts, cv_view
-from ui.app import require_navigation
 from ui.common import SHIPPED_DIR, all_runs, duration, runs_root
 
-require_navigation()
 
 st.title("Runs")
 all_runs = all_runs()
@@ -193,7 +191,7 @@ if cols[0].button("Use its model on Predict / Evaluate / Errors", disabled=not h
     st.rerun()
 if cols[1].button("Watch it on Train"):
     st.session_state["watch_run"] = selected
-    st.switch_page("pages/train.py")
+    st.switch_page("app_pages/train.py")
 with cols[2].popover("Delete ..."):
     st.write(f"Delete run **{selected}** and all its checkpoints? This cannot be undone.")
     if st.button("Yes, delete it", type="primary", key="confirm_delete"):

@@ -14,13 +14,11 @@ from engine.evaluation.audit import ISSUES_FILE, audit
 from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError
 from engine.evaluation.review import DECISIONS, read_review, record_decision
-from ui.app import require_navigation
 from ui.explained import explained
 from ui.common import (
     SHIPPED_DIR, all_runs, label_issues, runs_root, selected_model_dir, usable_rows_by_group,
 )
 
-require_navigation()
 
 st.title("Label review")
 st.caption("Ranked by confident learning on out-of-fold probabilities (each image scored by a "

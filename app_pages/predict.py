@@ -10,10 +10,8 @@ import streamlit as st
 
 from engine import layout
 from engine.serving.overlay import overlay
-from ui.app import require_navigation
 from ui.common import RESEARCH_NOTE, model_for, model_stamp, selected_model_dir
 
-require_navigation()
 
 MAX_UPLOAD_MB = st.get_option("server.maxUploadSize")
 

@@ -11,12 +11,10 @@ import streamlit as st
 from engine import layout
 from engine.data.health import DEFECTS, HEALTH_FILE, ISSUES_FILE
 from ui import shortcuts_view
-from ui.app import require_navigation
 from ui.common import (
     RESEARCH_NOTE, SHIPPED_DIR, data_issues, percent, read_json, runs_root, selected_model_dir, square,
 )
 
-require_navigation()
 
 st.title("Data health")
 st.caption("Model-free checks of the data set: labels that contradict each other across copies, "

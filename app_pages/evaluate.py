@@ -11,12 +11,10 @@ from engine.evaluation.evaluate import classification_report
 from engine.serving.calibration import MIN_CALIBRATION_IMAGES
 from engine.evaluation.intervals import format_with_ci
 from ui import charts, cv_view, refer_view, shortcuts_view
-from ui.app import require_navigation
 from ui.common import (
     SHIPPED_DIR, percent, plural, read_json, read_predictions, runs_root, selected_model_dir,
 )
 
-require_navigation()
 
 st.title("Evaluate")
 model_dir = selected_model_dir()

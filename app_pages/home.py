@@ -6,12 +6,10 @@ import streamlit as st
 from engine import layout
 from engine.evaluation.intervals import format_with_ci
 from ui import shortcuts_view
-from ui.app import require_navigation
 from ui.common import (
     RESEARCH_NOTE, SHIPPED_DIR, percent, plural, read_json, selected_model_dir,
 )
 
-require_navigation()
 
 st.title("Brain-tumor classifier dashboard")
 st.warning(RESEARCH_NOTE, icon=":material/warning:")

@@ -3,7 +3,7 @@
 through its run folder (progress, curves, log), stop or resume it. Closing the
 browser does not stop training; reopening shows it."""
 
-
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -16,10 +16,8 @@ from engine.data.imageio import classes_without_images
 from engine.data.sources import DataLayoutError, check_data_dir_allowed, discover
 from ui import charts
 from ui import cv_view
-from ui.app import require_navigation
 from ui.common import all_runs, available_devices, duration, percent, runs_root
 
-require_navigation()
 
 st.title("Train")
 
@@ -253,11 +251,16 @@ def live_panel():
     if epochs or steps:
         st.plotly_chart(charts.training_curves(epochs, steps), width="stretch", key="live_curves")
     buttons = st.columns(4)
-    if state in runs.ACTIVE_STATES:
+    if state in runs.ACTIVE_STATES and status.get("stop_requested"):
+        waited = time.time() - float(status["stop_requested"])
+        st.info(f"Stopping: finishing the current step and saving a checkpoint ({waited:.0f} s since Stop; "
+                "killed if it has not ended after 60 s). Resume is offered once it has stopped.",
+                icon=":material/hourglass_top:")
+    elif state in runs.ACTIVE_STATES:
         if buttons[0].button("Stop", help="Finishes the current step, saves a checkpoint, ends as stopped"):
-            with st.spinner("Stopping (saving a checkpoint) ..."):
-                result = control.stop_run(folder)
-            st.toast(f"Run {watched}: {result}")
+            control.stop_run(folder, wait=False)  # returns at once; this panel shows "stopping"
+            st.toast(f"Run {watched}: stopping")
+            st.rerun(scope="fragment")
     planned = config.get("config", {}).get("epochs")
     if state in (runs.STOPPED, runs.FAILED) and runs.can_resume(folder):
         label = "Resume" if is_cv or not planned else f"Resume to epoch {planned}"
@@ -269,7 +272,7 @@ def live_panel():
             except runs.RunError as err:
                 st.error(str(err))
     if state == runs.FINISHED:
-        buttons[1].page_link("pages/evaluate.py", label="Evaluate", icon=":material/analytics:")
+        buttons[1].page_link("app_pages/evaluate.py", label="Evaluate", icon=":material/analytics:")
     if state == runs.FINISHED and not is_cv and runs.can_resume(folder) and epochs:
         # Only a finished run is extended: a stopped one resumes to its plan first, so the
         # two buttons never offer two meanings of "continue" at once.

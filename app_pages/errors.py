@@ -9,13 +9,11 @@ import streamlit as st
 from engine import layout
 from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError
-from ui.app import require_navigation
 from ui.explained import explained
 from ui.common import (
     SHIPPED_DIR, manifest_rows, read_json, read_predictions, selected_model_dir, square,
 )
 
-require_navigation()
 
 @st.cache_resource(show_spinner=False)
 def _groups_from(manifest: str, mtime: float) -> dict:
