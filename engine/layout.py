@@ -38,6 +38,7 @@ NEIGHBOURS = "neighbours.npz"
 OOD = "ood.npz"
 APPEARANCE = "appearance.npz"
 KERAS_COMPARISON = "keras_comparison.json"
+MAP = "map.csv"  # the 2-D map of the pool (engine.map)
 
 # A cross-validation.
 CV_SUMMARY = "cv_summary.json"

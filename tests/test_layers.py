@@ -77,7 +77,7 @@ def test_run_listing_modules_stay_free_of_tensorflow():
 
 def test_every_entry_main_answers_help():
     for verb in ("train", "cv", "launch", "evaluate", "predict", "audit", "health", "report", "shortcuts",
-                 "refer"):
+                 "refer", "map"):
         result = subprocess.run([sys.executable, "-m", f"engine.{verb}", "--help"], capture_output=True,
                                 text=True, cwd=ROOT, timeout=120)
         assert result.returncode == 0 and "usage" in result.stdout.lower(), (verb, result.stderr[-500:])

@@ -777,3 +777,19 @@ def test_label_review_cards_show_the_out_of_fold_probability_and_other_slices_as
     assert any(f"P(tumor) {i['probability']:.3f} (out-of-fold)" in shown for i in flagged), shown[:2000]
     assert "in-sample" in shown
     assert any("Its own duplicate group" in c.value for c in at.caption)
+
+
+def test_map_page_computes_the_map_then_draws_it_with_its_colourings(run_folder):
+    """A run without map.csv: the page says how to make it and makes it on request; then
+    the scatter is drawn and every colouring works."""
+    (run_folder / "map.csv").unlink(missing_ok=True)
+    at = app_on("map")
+    assert any("has no map yet" in i.value for i in at.info)
+    next(b for b in at.button if b.label == "Compute the map now").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert (run_folder / "map.csv").exists()
+    for colouring in ("out-of-fold error", "acquisition-cue score", "health issue"):
+        at.selectbox(key="map_colour").set_value(colouring).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any(e.type == "plotly_chart" for e in at.main), "the map is drawn"
+    assert any("Draw a lasso" in i.value for i in at.info)

@@ -11,6 +11,7 @@ PAGES = [
     ("app_pages/predict.py", "Predict", ":material/image_search:"),
     ("app_pages/train.py", "Train", ":material/model_training:"),
     ("app_pages/data.py", "Data", ":material/dataset:"),
+    ("app_pages/map.py", "Map", ":material/scatter_plot:"),
     ("app_pages/runs.py", "Runs", ":material/list:"),
     ("app_pages/evaluate.py", "Evaluate", ":material/analytics:"),
     ("app_pages/errors.py", "Errors", ":material/report:"),
