@@ -7,6 +7,7 @@ import numpy as np
 import streamlit as st
 
 from engine import layout
+from engine.serving import refer
 from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError
 from ui.explained import explained
@@ -60,6 +61,12 @@ wrong["kind"] = np.where(wrong["label"] == 1, "false negative", "false positive"
 wrong["confidence"] = np.abs(wrong["probability"] - threshold)
 wrong = wrong.sort_values("confidence", ascending=False)
 
+# The stored refer band: an error inside it is one the model would have referred to a
+# radiologist instead of answering (engine.serving.refer, the same rule as Predict).
+band = (read_json(model_dir / layout.MODEL_INFO) or {}).get("refer_band") or {}
+margin = float(band.get("margin", 0.0))
+wrong["decision"] = refer.decisions(wrong["probability"].to_numpy(), threshold, margin) if margin > 0 else \
+    np.where(wrong["predicted"] == 1, refer.TUMOR, refer.NO_TUMOR)
 groups = duplicate_groups(model_dir)
 wrong["group"] = wrong["path"].map(groups).fillna(-1).astype(int) if groups else -1
 c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
@@ -71,6 +78,11 @@ chosen_modalities = c2.pills("Modality", modalities, selection_mode="multi", def
 limit = c3.number_input("Show at most", 4, 200, 24, 4)
 one_per_group = c4.checkbox("One per duplicate group", bool(groups),
                             help="Br35H holds many copies of a slice; show each group's worst copy once")
+hide_referred = margin > 0 and st.toggle(
+    "Leave out the errors the refer band would have referred", False,
+    help=f"The stored band refers an image whose calibrated logit lies within {margin:.2f} of the threshold's "
+         "(chosen on out-of-fold or validation predictions only): those become 'refer to a radiologist' "
+         "instead of a wrong answer.")
 opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05)
 show_near = st.toggle("Show the nearest training images of each error", False,
                       help="The 5 most similar images the model learnt from, with their labels: is "
@@ -81,6 +93,8 @@ st.caption("Heat maps: Grad-CAM for the tumor class, each scaled to its own maxi
               "folder exists; the shipped model keeps only the ensemble, whose map is shown "
               "instead (it trained on these images)." if split == "oof" else ""))
 selected = wrong[wrong["kind"].isin(kinds) & wrong["modality"].astype(str).isin(chosen_modalities)].copy()
+if hide_referred:
+    selected = selected[selected["decision"] != refer.REFER]
 selected["copies"] = selected.groupby("group")["path"].transform("count") if groups else 1
 if one_per_group and groups:
     selected = selected.drop_duplicates("group")  # sorted worst first, so the worst copy stays
@@ -89,7 +103,9 @@ name = "shipped model" if model_dir == SHIPPED_DIR else f"run {model_dir.name}"
 group_note = (f" in {wrong['group'].nunique()} duplicate groups" if groups else "")
 st.write(f"**{len(wrong)}** of {len(frame)} {split} images are misclassified by the {name} at threshold "
          f"{threshold:.3f}{group_note} ({(wrong['kind'] == 'false negative').sum()} missed tumors, "
-         f"{(wrong['kind'] == 'false positive').sum()} false alarms). Worst first.")
+         f"{(wrong['kind'] == 'false positive').sum()} false alarms). Worst first."
+         + (f" With the stored refer band, {(wrong['decision'] == refer.REFER).sum()} of them would have been "
+            "referred instead of answered." if margin > 0 else ""))
 if split == "oof":
     pooled = (read_json(model_dir / layout.CV_SUMMARY) or {}).get("pooled") or {}
     st.caption("Here every out-of-fold image is judged at one pooled threshold fitted on these same "
@@ -131,7 +147,8 @@ for index, (_, item) in enumerate(shown.iterrows()):
     with columns[index % PER_ROW].container(border=True):
         copies = int(item["copies"]) if "copies" in item else 1
         caption = (f"{item['kind']} · p(tumor) {item['probability']:.3f} · {item['modality']}"
-                   + (f" · {copies} copies misclassified" if copies > 1 else ""))
+                   + (f" · {copies} copies misclassified" if copies > 1 else "")
+                   + (" · inside the refer band: would be referred" if item["decision"] == refer.REFER else ""))
         try:
             heat_dir = heatmap_model_dir(item["path"])
             rgb, cam, _ = explained(heat_dir, item["path"])

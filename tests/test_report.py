@@ -47,6 +47,10 @@ def test_report_of_the_shipped_model_opens_in_chromium_without_errors(tmp_path):
         assert fold_table.locator("tr").count() == 1 + 5 + 1 + 1
         assert page.locator("tr", has_text="all pooled").inner_text().count("–") >= 4  # four intervals
         assert page.get_by_role("heading", name=re.compile("Shortcuts")).is_visible()
+        import json
+        scored = json.loads((ROOT / "checkpoints" / "eval_test.json").read_text())["refer"]
+        assert page.get_by_role("heading", name="When to refer").is_visible()
+        assert page.get_by_text(f"{scored['answered']} of {scored['images']}").is_visible()  # the stored band, scored
         assert page.locator("table", has_text="conflicting accuracy").count() == 2  # out-of-fold and test
         assert "/root/" not in text and "site-packages" not in text  # no folder of this machine
         assert page.locator("svg").count() >= 3  # confusion, ROC, PR, calibration

@@ -793,3 +793,28 @@ def test_map_page_computes_the_map_then_draws_it_with_its_colourings(run_folder)
         assert not at.exception, [e.value for e in at.exception]
         assert any(e.type == "plotly_chart" for e in at.main), "the map is drawn"
     assert any("Draw a lasso" in i.value for i in at.info)
+
+
+def test_errors_page_honours_the_stored_refer_band(run_folder):
+    """The shipped model carries a refer band: Errors says how many of its test errors
+    the band would have referred (the same rule as Predict), and can leave them out."""
+    import json
+
+    import pandas as pd
+
+    from engine.serving import refer
+    info = json.loads((ROOT / "checkpoints" / "model.json").read_text())
+    frame = pd.read_csv(ROOT / "checkpoints" / "predictions_test.csv")
+    wrong = frame[frame["predicted"] != frame["label"]]
+    decided = refer.decisions(wrong["probability"].to_numpy(), info["threshold"], info["refer_band"]["margin"])
+    expected = sum(d == refer.REFER for d in decided)
+    assert 0 < expected < len(wrong)
+    at = app_on("errors", "Shipped model (checkpoints/)")
+    text = " ".join(m.value for m in at.markdown)
+    assert f"{expected} of them would have been referred" in text, text
+    at.number_input[0].set_value(200).run()
+    referred_cards = [c for c in at.caption if "would be referred" in c.value]
+    assert referred_cards, "an error inside the band is marked on its card"
+    next(t for t in at.toggle if t.label.startswith("Leave out the errors")).set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [c for c in at.caption if "would be referred" in c.value]

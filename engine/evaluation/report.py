@@ -221,6 +221,7 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
             out.append(f"<h3>Most confident errors ({min(thumbnails, len(wrong))} of {len(wrong)})</h3>" + _thumbs(
                 [(relocate(p["path"]), f"{Path(p['path']).name}: labelled {'tumor' if int(p['label']) else 'no tumor'}, "
                   f"p(tumor) {float(p['probability']):.3f}") for p in wrong[:thumbnails]]))
+    out.extend(_refer_section(info.get("refer_band"), test.get("refer"), test.get("prediction_sets")))
     out.extend(_shortcut_section(runs.read_json(folder / layout.SHORTCUTS, None)))
     flagged = [r for r in _read_csv(folder / layout.LABEL_ISSUES) if r.get("flagged") == "True"]
     if flagged:
@@ -255,6 +256,33 @@ def _card_rows(card: dict) -> list[list[str]]:
             value = card[key] / divide if divide else card[key]
             rows.append([_e(label), _e(f"{value:.1f}" if isinstance(value, float) else value)])
     return rows
+
+
+def _refer_section(band: dict | None, scored: dict | None, sets: dict | None) -> list[str]:
+    """The stored refer band and conformal sets, and what they did on the test split."""
+    if not band:
+        return []
+    rows = [["band", _e(f"no verdict within a logit distance of {band['margin']:.2f} of the threshold"),
+             _e(f"chosen on {band.get('calibrated_on', 'calibration data')} ({band.get('rule', '')})")]]
+    if scored:
+        ci = scored.get("ci") or {}
+        rows.append(["test: answered", _e(f"{scored['answered']} of {scored['images']} "
+                                          f"({format_with_ci(scored['coverage'], scored.get('coverage_ci'))})"),
+                     _e(f"accuracy on them {format_with_ci(scored['accuracy'], ci.get('accuracy'))}")])
+    if sets and sets.get("per_class"):
+        coverage = ", ".join(f"{name.replace('_', ' ')} {format_with_ci(c['coverage'], c.get('coverage_ci'))}"
+                             for name, c in sets["per_class"].items())
+        rows.append(["conformal sets", _e(f"alpha {sets['alpha']}: both classes for "
+                                          f"{100 * sets['both']:.1f}% of test images"),
+                     _e(f"coverage per class: {coverage}")])
+    curve = (scored or {}).get("risk_coverage")
+    figure = ""
+    if curve:
+        points = curve["curve"]
+        figure = '<div class="figs">' + line_chart(
+            f"Risk-coverage on the test split (AURC {curve['aurc']:.4f})", [q["coverage"] for q in points],
+            [q["accuracy"] for q in points], "share answered", "accuracy on the answered") + "</div>"
+    return ["<h2>When to refer</h2>", _table(["", "", ""], rows), figure]
 
 
 def _shortcut_section(report: dict | None) -> list[str]:
