@@ -38,9 +38,14 @@ MIN_CORRELATION = 0.885
 WHOLE_FRAME_MARGIN = 0.065
 MIN_HEAD_SIDE = 0.4  # share of the frame's height and width a head box must span
 log = logging.getLogger(__name__)
-# Above this many images the correlation pass (quadratic time) is skipped with a log
-# line; the exact and hash tests still run.
+# Up to this many images the correlation pass compares every pair exactly (quadratic
+# time, a few seconds for 3,000); above it, an approximate nearest-neighbour index
+# proposes candidates that the same exact correlation then verifies
+# (``indexed_correlated_pairs``, near-linear).
 MAX_CORRELATION_IMAGES = 30_000
+ANN_DIMENSIONS = 256  # random projection of each 4,096-value view for the index
+ANN_NEIGHBOURS = 32  # candidates per image and view (copies of one slice: Br35H has up to 20)
+ANN_SLACK = 0.06  # projected similarity may fall this far under the threshold (projection error)
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -163,6 +168,53 @@ def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRE
         keep = rows < cols  # the mirrored product is symmetric: m(a).b == a.m(b)
         pairs.extend(zip(rows[keep].tolist(), cols[keep].tolist()))
     return pairs
+
+
+def indexed_correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRELATION,
+                             neighbours: int = ANN_NEIGHBOURS, dimensions: int = ANN_DIMENSIONS,
+                             seed: int = 0, chunk: int = 8192) -> list[tuple[int, int]]:
+    """``correlated_pairs`` in near-linear time, for data sets too large to compare
+    every pair. Each view is projected to ``dimensions`` values by a fixed random
+    Gaussian matrix (inner products of unit vectors survive within about
+    1/sqrt(dimensions)), indexed in faiss's HNSW graph (inner product), and every image
+    (and its mirror) asks for its ``neighbours`` nearest; candidates within
+    ``ANN_SLACK`` of the threshold are verified with the exact correlation of the full
+    views, so no pair is accepted that ``correlated_pairs`` would refuse. What it can
+    miss: a copy ranked below the ``neighbours`` nearest of both images (a slice with
+    more copies than that), or projected too far under the threshold."""
+    import faiss
+    descriptors = np.asarray(descriptors)
+    count = len(descriptors)
+    rng = np.random.default_rng(seed)
+    projection = (rng.standard_normal((descriptors.shape[2], dimensions)) / np.sqrt(dimensions)).astype(np.float32)
+    found: set[tuple[int, int]] = set()
+    thresholds = (min_correlation, min_correlation + WHOLE_FRAME_MARGIN)
+    k = int(min(neighbours + 1, count))
+    for view, threshold in enumerate(thresholds):
+        def projected(rows: slice, mirror: bool) -> np.ndarray:
+            block = np.asarray(descriptors[rows, view], np.float32)
+            block = _mirrored(block) if mirror else block
+            reduced = block @ projection
+            return reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
+        index = faiss.IndexHNSWFlat(dimensions, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = max(64, 2 * k)
+        for start in range(0, count, chunk):
+            index.add(projected(slice(start, start + chunk), False))
+        for mirror in (False, True):
+            for start in range(0, count, chunk):
+                rows = slice(start, min(start + chunk, count))
+                similarity, ids = index.search(projected(rows, mirror), k)
+                query = np.repeat(np.arange(rows.start, rows.stop), k).reshape(-1, k)
+                keep = (ids >= 0) & (similarity >= threshold - ANN_SLACK) & (ids != query)
+                left, right = np.minimum(query[keep], ids[keep]), np.maximum(query[keep], ids[keep])
+                candidates = np.unique(np.stack([left, right], 1), axis=0) if len(left) else np.zeros((0, 2), int)
+                if not len(candidates):
+                    continue
+                a = np.asarray(descriptors[candidates[:, 0], view], np.float32)
+                b = np.asarray(descriptors[candidates[:, 1], view], np.float32)
+                exact = np.maximum((a * b).sum(1), (a * _mirrored(b)).sum(1))
+                found.update(map(tuple, candidates[exact >= threshold].tolist()))
+    return sorted(found)
 
 
 def _phash_of(pixels: np.ndarray) -> int:
@@ -304,7 +356,8 @@ def group_duplicates(
 
     Scale: the key and hash tests are near-linear (multi-index hashing: 1,000,000
     images in about a minute, memory linear); the correlation test is quadratic and
-    runs up to ``MAX_CORRELATION_IMAGES``; the transitive closure is one connected-
+    runs up to ``MAX_CORRELATION_IMAGES``, an indexed search with exact verification above;
+    the transitive closure is one connected-
     components pass over the pairs found."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -328,11 +381,12 @@ def group_duplicates(
     if descriptors is not None and min_correlation > 0 and count > 1:
         if count <= MAX_CORRELATION_IMAGES:
             found = correlated_pairs(descriptors, min_correlation)
-            if found:
-                edges.append(np.array(found, np.int64))
         else:
-            log.warning("%d images: the contrast-invariant duplicate test (quadratic) is skipped "
-                        "above %d; exact and pHash grouping still apply", count, MAX_CORRELATION_IMAGES)
+            log.info("%d images: contrast-invariant copies through a nearest-neighbour index "
+                     "(candidates verified exactly)", count)
+            found = indexed_correlated_pairs(descriptors, min_correlation)
+        if found:
+            edges.append(np.array(found, np.int64))
     if extra_pairs is not None and len(extra_pairs):
         edges.append(np.asarray(extra_pairs, np.int64).reshape(-1, 2))
     pairs = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
