@@ -21,11 +21,30 @@ def main(argv: list[str] | None = None) -> int:
                       "while the answered calibration images are at least this accurate (e.g. 0.975)")
     rule.add_argument("--min-sensitivity", type=float, help="likewise for sensitivity on the answered images")
     rule.add_argument("--min-coverage", type=float, help="answer at least this share (e.g. 0.8)")
+    rule.add_argument("--guaranteed-sensitivity", type=float, metavar="S",
+                      help="instead of a band: a threshold whose sensitivity is at least S with probability "
+                      "1 - --delta (learn-then-test), stored beside the model's own threshold")
+    parser.add_argument("--delta", type=float, default=0.05, help="risk of --guaranteed-sensitivity failing")
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="error level of the per-class coverage sets (coverage 1 - alpha per class)")
     parser.add_argument("--no-export", action="store_true", help="store in model.json only")
     args = parser.parse_args(argv)
-    from engine.evaluation.selective import calibrate
+    from engine.evaluation.selective import calibrate, sensitivity_guarantee
+    if args.guaranteed_sensitivity is not None:
+        try:
+            chosen = sensitivity_guarantee(args.model, args.guaranteed_sensitivity, args.delta)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"threshold {chosen['threshold']:.4f}: {chosen['rule']}; on {chosen['calibrated_on']}: "
+              f"sensitivity {100 * chosen['calibration_sensitivity']:.1f}%")
+        if "test" in chosen:
+            test = chosen["test"]
+            ci = test["sensitivity_ci"]
+            print(f"test split ({test['images']} images): sensitivity {100 * test['sensitivity']:.1f}%"
+                  + (f" ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci else "")
+                  + f", specificity {100 * test['specificity']:.1f}%")
+        return 0
     try:
         result = calibrate(args.model, min_accuracy=args.min_answered_accuracy,
                            min_sensitivity=args.min_sensitivity, min_coverage=args.min_coverage,

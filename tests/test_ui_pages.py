@@ -818,3 +818,12 @@ def test_errors_page_honours_the_stored_refer_band(run_folder):
     next(t for t in at.toggle if t.label.startswith("Leave out the errors")).set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     assert not [c for c in at.caption if "would be referred" in c.value]
+
+
+def test_evaluate_offers_the_guaranteed_sensitivity_threshold_of_the_shipped_model(run_folder):
+    import json
+    stored = json.loads((ROOT / "checkpoints" / "model.json").read_text())["sensitivity_threshold"]
+    at = app_on("evaluate", "Shipped model (checkpoints/)")
+    text = " ".join(m.value for m in at.markdown)
+    assert f"{stored['threshold']:.4f}" in text and "learn-then-test" in text
+    assert f"sensitivity {100 * stored['test']['sensitivity']:.1f}%" in text  # what it did on the test split

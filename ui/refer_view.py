@@ -54,6 +54,17 @@ def show(report: dict, info: dict, split: str) -> None:
                             for name, v in per_class.items())
                 + f" of images; {100 * sets['singletons']:.0f}% of sets hold one class, "
                   f"{100 * sets['both']:.0f}% both, {100 * sets['empty']:.0f}% none.")
+    guaranteed = info.get("sensitivity_threshold")
+    if guaranteed:
+        line = (f"**A threshold with a guaranteed sensitivity** (offered beside the stored one, not used by "
+                f"Predict): {guaranteed['threshold']:.4f}, {guaranteed['rule']}, chosen on "
+                f"{guaranteed['calibrated_on']}.")
+        scored = guaranteed.get("test")
+        if scored and split == "test":
+            line += (f" On this test split: sensitivity {format_with_ci(scored['sensitivity'], scored['sensitivity_ci'])}"
+                     f", specificity {format_with_ci(scored['specificity'], scored['specificity_ci'])}: what the "
+                     "promise costs in false alarms.")
+        st.markdown(line)
     if curve:
         st.plotly_chart(curve_figure(curve, band["coverage"] if band and split != "test" else
                                      (test or {}).get("coverage")), width="stretch")

@@ -115,3 +115,36 @@ def calibrate(model_dir: str | Path, *, min_accuracy: float | None = None, min_s
         runs.write_json_atomic(model_dir / layout.evaluation("test"), test_eval)
         result.update(scored)
     return result
+
+
+def sensitivity_guarantee(model_dir: str | Path, target: float = 0.95, delta: float = 0.05) -> dict:
+    """The learn-then-test threshold (engine.serving.refer.sensitivity_threshold) on the
+    folder's calibration predictions, offered beside the stored (Youden) threshold and
+    stored in model.json as ``sensitivity_threshold``; the stored threshold is left as
+    it is. One tumor per duplicate group enters the test (each group's least confident
+    copy), since copies are not independent draws. Then, if the folder has a test split,
+    its sensitivity and specificity at that threshold with group-bootstrap intervals."""
+    model_dir = Path(model_dir)
+    info_path = model_dir / layout.MODEL_INFO
+    info = runs.read_json(info_path, {}) or {}
+    source = calibration_file(model_dir)
+    paths, labels, probabilities = _predictions(source)
+    groups = _groups(model_dir, paths)
+    least: dict = {}
+    for group, label, probability in zip(groups, labels, probabilities):
+        if label == 1:
+            least[group] = min(least.get(group, 1.0), float(probability))
+    chosen = refer.sensitivity_threshold(np.ones(len(least), int), np.array(list(least.values())), target, delta)
+    chosen["calibrated_on"] = f"{source.name} ({len(least)} tumor groups, least confident copy of each)"
+    info["sensitivity_threshold"] = chosen
+    runs.write_json_atomic(info_path, info)
+    test_file = model_dir / layout.predictions("test")
+    if test_file.exists():
+        paths, test_labels, test_probabilities = _predictions(test_file)
+        scored = metric_intervals(test_labels, test_probabilities, chosen["threshold"], _groups(model_dir, paths))
+        predicted = test_probabilities >= chosen["threshold"]
+        chosen["test"] = {"sensitivity": float(predicted[test_labels == 1].mean()),
+                          "specificity": float((~predicted[test_labels == 0]).mean()),
+                          "sensitivity_ci": scored.get("sensitivity"), "specificity_ci": scored.get("specificity"),
+                          "images": int(len(test_labels))}
+    return chosen

@@ -112,6 +112,39 @@ def choose_margin(labels, probabilities, threshold: float, *, min_accuracy: floa
             **_figures(labels, predicted, mask)}
 
 
+def sensitivity_threshold(labels, probabilities, target: float = 0.95, delta: float = 0.05) -> dict:
+    """A threshold whose sensitivity is at least ``target`` with probability 1 - ``delta``
+    over the draw of the calibration images (learn-then-test, Angelopoulos et al. 2021,
+    with fixed-sequence testing): thresholds are tried from the highest down, and the
+    first whose one-sided Clopper-Pearson upper bound on the miss rate of the
+    calibration tumors is at most 1 - ``target`` is returned. Each test is at level
+    ``delta`` and the sequence stops at the first rejection, so the family-wise error is
+    at most ``delta``. The guarantee assumes exchangeable images; duplicate copies of a
+    slice make the calibration set smaller than it looks, so compute it on one image per
+    duplicate group where groups are known (engine.evaluation.selective does)."""
+    from scipy.stats import beta
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, np.float64)
+    tumors = np.sort(probabilities[labels == 1])[::-1]
+    count = len(tumors)
+    if count == 0:
+        raise ValueError("no tumor images to calibrate a sensitivity threshold on")
+    for caught in range(1, count + 1):  # threshold at the caught-th highest tumor probability
+        missed = count - caught
+        upper = 1.0 if missed == count else float(beta.ppf(1 - delta, missed + 1, count - missed))
+        if upper <= 1 - target:
+            threshold = float(tumors[caught - 1])
+            return {"threshold": threshold, "target_sensitivity": target, "delta": delta,
+                    "calibration_tumors": int(count), "calibration_sensitivity": caught / count,
+                    "miss_rate_upper_bound": upper,
+                    "rule": f"sensitivity at least {100 * target:.0f}% with probability {100 * (1 - delta):.0f}% "
+                            "(learn-then-test, Clopper-Pearson)"}
+    return {"threshold": float(tumors[-1]) if count else 0.0, "target_sensitivity": target, "delta": delta,
+            "calibration_tumors": int(count), "calibration_sensitivity": 1.0, "miss_rate_upper_bound": None,
+            "rule": f"not certifiable: {count} calibration tumors are too few for {100 * target:.0f}% "
+                    f"at {100 * (1 - delta):.0f}%"}
+
+
 def decisions(probabilities, threshold: float, margin: float = 0.0, out_of_distribution=None) -> list[str]:
     """"tumor", "no tumor", "refer" (inside the band) or "not assessed" (out of
     distribution) per image."""
