@@ -3,6 +3,7 @@ the model's threshold and a Grad-CAM heat map, with a downloadable table."""
 
 import hashlib
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,6 +62,37 @@ def sample_pool(model_dir: str) -> tuple[list[tuple[str, int]], str]:
     from engine.data.sources import discover
     images, _ = discover(None)
     return [(i.path, i.label) for i in images], "Br35H (no test split found)"
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def _map_frame(path: str, stamp: float):
+    from ui import map_view
+    return map_view.read_map(Path(path))
+
+
+def show_on_map(name: str, neighbours: list[dict]) -> None:
+    """The upload placed on the model's map (Map page) among its nearest training images."""
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    from ui import map_view
+    map_file = model_dir / layout.MAP
+    frame = _map_frame(str(map_file), map_file.stat().st_mtime)
+    spot = map_view.place(frame, neighbours)
+    if spot is None:
+        return
+    with st.expander("Where it falls on the map of the training data"):
+        shown = map_view.drawn(frame).assign(label=lambda f: f["label"].map({1: "tumor", 0: "no tumor"}))
+        figure = px.scatter(shown, x="x", y="y", color="label", render_mode="webgl", opacity=0.35,
+                            color_discrete_map={"tumor": "#d62728", "no tumor": "#1f77b4"})
+        figure.add_trace(go.Scatter(x=[spot[0]], y=[spot[1]], mode="markers", name=name,
+                                    marker={"symbol": "star", "size": 18, "color": "black"}))
+        figure.update_traces(marker={"size": 4}, selector={"type": "scattergl"})
+        figure.update_layout(height=320, xaxis={"visible": False}, yaxis={"visible": False},
+                             margin={"l": 0, "r": 0, "t": 0, "b": 0})
+        st.plotly_chart(figure, width="stretch", key=f"map_{name}")
+        st.caption("Placed at the similarity-weighted mean of its nearest training images; the Map page "
+                   "has the whole picture.")
 
 
 model_dir = selected_model_dir()
@@ -230,6 +262,8 @@ for index, result in enumerate(shown):
             st.caption("Nearest training images are not shown for an input the model does not assess.")
         else:
             show_neighbours({"neighbours": result.get("neighbours")} if result.get("neighbours") else None)
+            if result.get("neighbours") and (model_dir / layout.MAP).exists():
+                show_on_map(result["name"], result["neighbours"])
 for result in results:
     if result["error"]:
         st.error(f"{result['name']}: {result['error']}")

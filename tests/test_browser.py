@@ -246,6 +246,7 @@ def test_home_evaluate_and_errors_with_the_shipped_model(server, page):
     shown = sorted(float(re.search(r"probability (\d\.\d{3})", t).group(1)) for t in results.all_text_contents())
     expected = sorted(float(r["probability"]) for r in scans)
     assert np.allclose(shown, expected, atol=0.011), (shown, expected)  # the page = the stored evaluation
+    page.get_by_text("Where it falls on the map of the training data").first.wait_for()  # checkpoints/map.csv
     page.locator("[data-testid=stImage] img").nth(1).wait_for()
     page.wait_for_timeout(1500)
     shot(page, "predict_shipped")

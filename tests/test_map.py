@@ -103,3 +103,12 @@ def test_the_shipped_model_ships_its_map():
     with np.load(ROOT / "checkpoints" / layout.NEIGHBOURS) as data:
         assert len(frame) == len(data["paths"])
     assert frame["error"].notna().all()  # every pool image has its out-of-fold verdict
+
+
+def test_an_upload_is_placed_among_its_nearest_training_images(tmp_path):
+    frame = pd.DataFrame({"path": [str(tmp_path / f"{i}.png") for i in range(4)], "x": [0.0, 10.0, 10.0, -50.0],
+                          "y": [0.0, 0.0, 10.0, -50.0]})
+    near = [{"path": str(tmp_path / "1.png"), "similarity": 0.9}, {"path": str(tmp_path / "2.png"), "similarity": 0.9},
+            {"path": str(tmp_path / "gone.png"), "similarity": 0.99}]  # one not on the map
+    assert map_view.place(frame, near) == (10.0, 5.0)
+    assert map_view.place(frame, [{"path": "elsewhere.png", "similarity": 1.0}]) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from engine.data.sources import relocate
@@ -72,3 +73,17 @@ def exclusion_images(rows: pd.DataFrame) -> list[tuple[str, int, int]]:
     review file stores (the engine's own paths)."""
     return [(relocate(p), int(g), int(label)) for p, g, label in zip(rows["path"], rows["group"], rows["label"])]
 
+
+def place(frame: pd.DataFrame, neighbours: list[dict]) -> tuple[float, float] | None:
+    """Where an upload falls on the map: the similarity-weighted mean position of its
+    nearest training images (each ``{"path", "similarity"}``), or None when none of them
+    is on the map. Cheaper than a transform and what "it falls among these" means."""
+    where = dict(zip(frame["path"].map(relocate), zip(frame["x"], frame["y"])))
+    found = [(where[relocate(n["path"])], max(float(n["similarity"]), 1e-6)) for n in neighbours
+             if relocate(n["path"]) in where]
+    if not found:
+        return None
+    weights = np.array([w for _, w in found])
+    points = np.array([xy for xy, _ in found], np.float64)
+    x, y = (points * weights[:, None]).sum(0) / weights.sum()
+    return float(x), float(y)
