@@ -353,3 +353,31 @@ def test_stop_during_data_preparation_then_resume_from_the_train_page(server, pa
     page.get_by_role("button", name=re.compile("^Resume")).click()
     page.get_by_text(re.compile(r"stop-in-prep: finished")).first.wait_for(timeout=300_000)
     shot(page, "train_stop_in_preparation")
+
+
+def test_a_lasso_on_the_map_opens_the_selected_images_and_marks_them_excluded(server, page):
+    """The Map page of the shipped model in Chromium: draw a lasso over the middle of the
+    scatter, the selection opens (counts, thumbnails, table), and marking it excluded
+    writes a review file the Train form offers."""
+    page.goto(f"{server['url']}/map")
+    page.get_by_text("Colour by").wait_for()
+    plot = page.locator(".js-plotly-plot .nsewdrag").first
+    plot.wait_for()
+    box = plot.bounding_box()
+    cx, cy, rx, ry = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 4, box["height"] / 4
+    page.mouse.move(cx - rx, cy - ry)
+    page.mouse.down()
+    for x, y in ((cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry + 2)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    heading = page.get_by_text(re.compile(r"Selection: [\d,]+ images"))
+    heading.wait_for(timeout=60_000)
+    count = int(re.search(r"Selection: ([\d,]+)", heading.text_content()).group(1).replace(",", ""))
+    assert count > 0
+    page.locator("[data-testid=stImage] img").first.wait_for()
+    page.get_by_role("button", name="Mark the selection excluded in that review file").click()
+    page.get_by_text(re.compile(rf"{count:,} images marked excluded in map_review.csv")).wait_for(timeout=60_000)
+    import csv
+    with open(server["runs"] / "label_reviews" / "map_review.csv", newline="") as handle:
+        decisions = list(csv.DictReader(handle))
+    assert len(decisions) == count and {d["decision"] for d in decisions} == {"exclude"}
