@@ -57,12 +57,13 @@ def launch_chromium(playwright):
 LAUNCHERS = {"serve": ["-m", "ui.serve"], "streamlit": ["-m", "streamlit", "run", "streamlit_app.py"]}
 
 
-def start_server(launcher: str, log_path: Path):
+def start_server(launcher: str = "serve", log_path: Path | None = None):
     """Start the dashboard and return once it is *started*: listening and, for
     ``ui.serve``, done warming its default model (what a user who opens the page a few
     seconds after starting it meets). Also returns the seconds that took."""
     port = free_port()
     started = time.perf_counter()
+    log_path = log_path or Path(tempfile.gettempdir()) / f"dashboard_{port}.log"
     log = open(log_path, "w")
     process = subprocess.Popen(
         [sys.executable, *LAUNCHERS[launcher], "--server.port", str(port),

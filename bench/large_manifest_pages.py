@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 PAGES = [("home", "", "Brain-tumor classifier dashboard"), ("runs", "runs", "Runs"),
          ("evaluate", "evaluate", "Evaluate"), ("errors", "errors", "Errors"),
-         ("label review", "label_review", "Label review"), ("data", "data", "Data health")]
+         ("label review", "label_review", "Label review"), ("data", "data", "Data health"), ("map", "map", "Map")]
 TABLES = (layout.MANIFEST, layout.predictions("oof"), layout.predictions("test"), layout.OOF_PREDICTIONS,
-          layout.LABEL_ISSUES, layout.DATA_ISSUES)
+          layout.LABEL_ISSUES, layout.DATA_ISSUES, layout.MAP)
 
 
 def build(source: Path, target: Path, rows: int) -> Path:
@@ -55,7 +55,8 @@ def build(source: Path, target: Path, rows: int) -> Path:
         base = list(csv.DictReader(handle))
     copies = math.ceil(rows / len(base))
     groups = max(int(r["group"]) for r in base) + 1
-    originals = sorted({r["path"] for r in base})
+    from engine.data.sources import relocate
+    originals = sorted({relocate(r["path"]) for r in base})
     common = os.path.commonpath(originals)
     for k in range(copies):  # the images, as links
         for path in originals:
@@ -64,8 +65,11 @@ def build(source: Path, target: Path, rows: int) -> Path:
             link.symlink_to(path)
 
     def moved(path: str, k: int) -> str:
+        path = relocate(path)
         return str(target / "data" / f"copy_{k}" / os.path.relpath(path, common)) if path.startswith(common) else path
 
+    import numpy as np
+    rng = np.random.default_rng(0)
     for name in TABLES:
         if not (source / name).exists():
             continue
@@ -80,6 +84,9 @@ def build(source: Path, target: Path, rows: int) -> Path:
                     record = dict(record, path=moved(record["path"], k))
                     if "group" in record and record["group"] not in ("", "-1"):
                         record["group"] = str(int(record["group"]) + k * groups)
+                    if name == layout.MAP and k:  # each copy a little apart, as another site's slices would be
+                        record["x"] = f"{float(record['x']) + rng.normal(0, 1.5):.4f}"
+                        record["y"] = f"{float(record['y']) + rng.normal(0, 1.5):.4f}"
                     writer.writerow(record)
     for item in source.iterdir():  # everything else as it is
         if item.name not in TABLES and not (cv / item.name).exists():
@@ -110,11 +117,30 @@ def settle(page, timeout: float = 300.0) -> None:
     raise TimeoutError("the page kept running")
 
 
+def lasso(page) -> float:
+    """Draw a lasso over the middle quarter of the map and time it to the drawn selection."""
+    import re
+    plot = page.locator(".js-plotly-plot .nsewdrag").first
+    box = plot.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    rx, ry = box["width"] / 8, box["height"] / 8
+    started = time.perf_counter()
+    page.mouse.move(cx - rx, cy - ry)
+    page.mouse.down()
+    for x, y in ((cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry + 2)):
+        page.mouse.move(x, y, steps=4)
+    page.mouse.up()
+    page.get_by_text(re.compile(r"Selection: [\d,]+ images")).wait_for()
+    settle(page)
+    return time.perf_counter() - started - 0.3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--source", default=str(ROOT / "runs" / "cv5_shipped_v6"))
+    parser.add_argument("--source", default=str(ROOT / "checkpoints"),
+                        help="a CV folder (or the shipped model) whose tables are copied to the study's size")
     parser.add_argument("--folder", default=str(ROOT / "runs" / "_large_manifest"))
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
@@ -126,7 +152,7 @@ def main() -> None:
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         for number in range(args.rounds):
-            process, url = start_server()
+            process, url, _ = start_server()
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.set_default_timeout(300_000)
@@ -139,6 +165,10 @@ def main() -> None:
                         seconds = time.perf_counter() - started - 0.3
                         results.setdefault(f"{visit} {name}", []).append(seconds)
                         print(f"round {number + 1} {visit} {name}: {seconds:.2f} s", flush=True)
+                        if name == "map":
+                            seconds = lasso(page)
+                            results.setdefault(f"{visit} map: lasso to the selection drawn", []).append(seconds)
+                            print(f"round {number + 1} {visit} map lasso: {seconds:.2f} s", flush=True)
                 page.close()
             finally:
                 process.terminate()
