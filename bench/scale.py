@@ -67,10 +67,40 @@ def make_folder(folder: Path, count: int, seed: int = 0) -> None:
     (folder / "done").write_text(str(count))
 
 
-def bench_images(count: int, folder: Path, pool: str = "auto", cache: str = "") -> None:
+def plant_contrast_copies(folder: Path, copies: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``copies`` contrast-changed copies of real Br35H slices (gamma, contrast stretch,
+    histogram shift, mirrored), each beside its original, in the synthetic folder's class
+    folders. Returns (original, copy) path pairs."""
+    from PIL import Image, ImageOps
+
+    from engine.data.imageio import decode_path
+    from engine.data.sources import discover
+    rng = np.random.default_rng(seed)
+    images, _ = discover(None)
+    chosen = [images[i] for i in rng.choice(len(images), copies, replace=False)]
+    pairs = []
+    for index, image in enumerate(chosen):
+        rgb = decode_path(str(image.path))
+        label = "yes" if image.label == 1 else "no"
+        original = folder / label / f"br35h_{index}.png"
+        Image.fromarray(rgb).save(original)
+        grey = rgb.astype(np.float32) / 255.0
+        kind = index % 4
+        changed = (np.clip(grey ** rng.uniform(0.5, 2.0), 0, 1) if kind == 0 else
+                   np.clip((grey - 0.1) * 1.6, 0, 1) if kind == 1 else
+                   np.clip(grey * 0.7 + 0.2, 0, 1) if kind == 2 else
+                   np.asarray(ImageOps.mirror(Image.fromarray(rgb)), np.float32) / 255.0)
+        copy = folder / label / f"br35h_{index}_copy.png"
+        Image.fromarray((changed * 255).astype(np.uint8)).save(copy)
+        pairs.append((str(original), str(copy)))
+    return pairs
+
+
+def bench_images(count: int, folder: Path, pool: str = "auto", cache: str = "", contrast_copies: int = 0) -> None:
     from engine.data.manifest import build_manifest
     started = time.time()
     make_folder(folder, count)
+    planted = plant_contrast_copies(folder, contrast_copies) if contrast_copies else []
     print(f"folder of {count} images ready in {time.time() - started:.0f} s (not timed below)", flush=True)
     started = time.time()
     # No inspection cache unless --cache names one: the first build is what is timed.
@@ -80,6 +110,10 @@ def bench_images(count: int, folder: Path, pool: str = "auto", cache: str = "") 
     print(f"{len(rows)} rows, {summary['groups']} groups, largest {summary['largest_group']}, "
           f"random-split leak {summary['leak_if_random_split']['val']:.3f}")
     print(f"scale {count}: {seconds:.1f} s, {1000 * seconds / count:.2f} ms/image, peak RSS {peak_rss_gb():.2f} GB")
+    if planted:
+        group_of = {r.path: r.group for r in rows}
+        grouped = sum(group_of.get(o) is not None and group_of.get(o) == group_of.get(c) for o, c in planted)
+        print(f"contrast copies: {grouped}/{len(planted)} grouped (with {len(rows)} images in all)")
 
 
 def bench_inspection(folder: str | None, pools: list[str], rounds: int = 2) -> None:
@@ -129,6 +163,9 @@ def main() -> None:
                         help="what decodes and hashes the files (engine.data.manifest.inspect_sources)")
     parser.add_argument("--cache", default="", help="an inspection cache file: run twice to time a "
                         "rebuild of an unchanged folder")
+    parser.add_argument("--contrast-copies", type=int, default=0, metavar="K",
+                        help="with --images: plant K real Br35H slices and a contrast-changed or mirrored copy "
+                        "of each, and say how many copies were grouped with their original")
     args = parser.parse_args()
     if args.inspect:
         bench_inspection(None if args.inspect == "br35h" else args.inspect, ["threads", "processes"])
@@ -136,7 +173,7 @@ def main() -> None:
         bench_hashes(args.hashes)
     else:
         bench_images(args.images, Path(args.folder or ROOT / "runs" / f"scale_{args.images}"),
-                     args.pool, args.cache)
+                     args.pool, args.cache, args.contrast_copies)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # proposes candidates that the same exact correlation then verifies
 # (``indexed_correlated_pairs``, near-linear).
 MAX_CORRELATION_IMAGES = 30_000
+# The descriptors are held in memory (16 KB an image): above this many images none is
+# computed (3.2 GB at the limit) and grouping uses the exact and pHash tests alone.
+MAX_DESCRIBED_IMAGES = 200_000
 ANN_DIMENSIONS = 256  # random projection of each 4,096-value view for the index
 ANN_NEIGHBOURS = 32  # candidates per image and view (copies of one slice: Br35H has up to 20)
 ANN_SLACK = 0.06  # projected similarity may fall this far under the threshold (projection error)

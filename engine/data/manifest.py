@@ -232,13 +232,13 @@ def build_manifest(
     """
     sources, layout = discover(data_dir)
     salt = secrets.token_bytes(16)  # per manifest: keys group files, never link runs
-    # The correlation test is quadratic: above its limit no descriptor is computed
-    # (16 KB an image), and grouping uses the exact and pHash tests.
-    describe = dedup_correlation > 0 and dedup_distance >= 0 and len(sources) <= dedup.MAX_CORRELATION_IMAGES
+    # The descriptors are held in memory (16 KB an image): above their limit none is
+    # computed, and grouping uses the exact and pHash tests.
+    describe = dedup_correlation > 0 and dedup_distance >= 0 and len(sources) <= dedup.MAX_DESCRIBED_IMAGES
     if dedup_correlation > 0 and dedup_distance >= 0 and not describe:
-        dedup.log.warning("%d files: the contrast-invariant duplicate test (quadratic) is skipped above "
-                          "%d images; exact and pHash grouping still apply", len(sources),
-                          dedup.MAX_CORRELATION_IMAGES)
+        dedup.log.warning("%d files: the contrast-invariant duplicate test is skipped above %d images "
+                          "(its descriptors would not fit in memory); exact and pHash grouping still apply",
+                          len(sources), dedup.MAX_DESCRIBED_IMAGES)
     inspected = inspect_sources(sources, describe, workers=workers, pool=pool, cache=cache,
                                 progress=progress, should_stop=should_stop)
     for row, _ in inspected:  # keys group files within this manifest only
@@ -246,7 +246,7 @@ def build_manifest(
     rows = [row for row, _ in inspected]
     usable = [row for row in rows if row.usable]
     descriptors = (np.stack([d for row, d in inspected if row.usable])
-                   if usable and describe and len(usable) <= dedup.MAX_CORRELATION_IMAGES else None)
+                   if usable and describe and len(usable) <= dedup.MAX_DESCRIBED_IMAGES else None)
     if len(usable) < 3 or len({row.label for row in usable}) < 2:
         raise ValueError(
             f"only {len(usable)} usable images ({len(rows) - len(usable)} could not be read): "
