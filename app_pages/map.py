@@ -61,10 +61,10 @@ figure.update_traces(marker={"size": 5}, selector={"type": "scattergl"})
 figure.update_layout(height=620, dragmode="lasso", xaxis={"visible": False}, yaxis={"visible": False},
                      legend={"title": colour_name}, margin={"l": 0, "r": 0, "t": 10, "b": 0})
 event = st.plotly_chart(figure, width="stretch", key="map_chart", on_select="rerun",
-                        selection_mode=("lasso", "box"))
+                        selection_mode=("points", "lasso", "box"))
 picked = map_view.selected_rows(markers, event)
 if picked.empty:
-    st.info("Draw a lasso or a box around points to open those images.")
+    st.info("Click a point, or draw a lasso or a box around points, to open those images.")
     st.stop()
 
 st.subheader(f"Selection: {len(picked):,} images")

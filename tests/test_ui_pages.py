@@ -792,7 +792,7 @@ def test_map_page_computes_the_map_then_draws_it_with_its_colourings(run_folder)
         at.selectbox(key="map_colour").set_value(colouring).run()
         assert not at.exception, [e.value for e in at.exception]
         assert any(e.type == "plotly_chart" for e in at.main), "the map is drawn"
-    assert any("Draw a lasso" in i.value for i in at.info)
+    assert any("draw a lasso" in i.value for i in at.info)
 
 
 def test_errors_page_honours_the_stored_refer_band(run_folder):
