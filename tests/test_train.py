@@ -129,7 +129,8 @@ def test_non_finite_loss_fails_the_run_naming_the_step(data_dir, tmp_path, monke
             return tf.where(tf.equal(step, 1), tf.constant(float("nan")), learning_rate_fn(step))
         return real_make_train_step(strategy, model, optimizer, poisoned, **kwargs)
 
-    monkeypatch.setattr(engine.training.steps, "make_train_step", make_faulty_train_step)
+    import engine.training.epochs  # the epoch loop builds its step with the name it imported
+    monkeypatch.setattr(engine.training.epochs, "make_train_step", make_faulty_train_step)
     config = tiny_config(data_dir=str(data_dir), dedup_distance=-1, epochs=3)
     status = train_and_evaluate(config, tmp_path)
     assert status["state"] == "failed"

@@ -30,8 +30,31 @@ import numpy as np
 from engine import layout, runs
 from engine.config import TrainConfig
 from engine.request import CrossValidation, RunRequest, stored_request
-from engine.data.manifest import ScanStopped
+from engine.data.manifest import ScanStopped, read_manifest, write_manifest
 from engine.evaluation.oof import OOF_FILE, fit_calibration, fold_summary, write_oof
+from engine.data.splits import fold_groups, split_summary
+from engine.data.health import write_health
+from engine.training.loop import (
+    StopRequested,
+    apply_label_review,
+    scan,
+    train_and_evaluate,
+    write_shortcut_audit,
+)
+from engine.training.progress import setup_logging
+from engine.evaluation.evaluate import (
+    classification_report,
+    flagged_share,
+    full_report,
+    predict_outputs,
+    reviewed_report,
+    write_predictions,
+)
+from engine.serving.export import export_saved_model, model_info, restore_best_model
+from engine.serving.inference import load_model, member_spread
+from engine.serving.ood import OOD_FILE, fit
+from engine.serving import appearance, neighbours
+from engine.serving.calibration import calibrated
 
 log = logging.getLogger("engine.cv")
 
@@ -45,7 +68,6 @@ def fold_dir(cv_dir: Path, fold: int) -> Path:
 def assign_folds(rows, folds: int, seed: int):
     """Set ``fold`` on every usable non-test row (test rows keep -1). Pure apart from
     the rows it is given."""
-    from engine.data.splits import fold_groups
     pool = [r for r in rows if r.usable and r.split != "test"]
     # Stratified by the folder's labels, not a review's: a review never moves an image to
     # another fold, so as-labelled and reviewed figures compare on the same folds.
@@ -71,12 +93,9 @@ def rows_for_fold(rows, fold: int):
 
 def _prepare(config: TrainConfig, cv_dir: Path, folds: int, stop=None):
     """The CV manifest (built once, then reused on resume), with folds assigned."""
-    from engine.data.health import write_health
-    from engine.data.manifest import read_manifest, write_manifest
     path = cv_dir / layout.MANIFEST
     if path.exists():
         return read_manifest(path)
-    from engine.training.loop import apply_label_review, scan
     rows, summary = scan(config, runs.preparation_progress(cv_dir), stop)
     summary["label_review"] = apply_label_review(rows, config, cv_dir)
     assign_folds(rows, folds, config.seed)
@@ -99,8 +118,6 @@ def prepare_fold(cv_dir: Path, rows, fold: int, folds: int, config: TrainConfig,
 
 
 def _write_fold_folder(rows, fold: int, folder: Path, config: TrainConfig) -> None:
-    from engine.data.manifest import write_manifest
-    from engine.data.splits import split_summary
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / layout.MANIFEST).exists():
         return
@@ -122,8 +139,6 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
     must be chosen on the folds alone. ``train_fold(config, cv_dir, rows, fold, folds,
     stop) -> status`` trains one fold; by default in this process, and the launcher
     passes one that runs each fold on several worker processes."""
-    from engine.training.progress import setup_logging
-    from engine.training.loop import StopRequested
     cv_dir = Path(cv_dir)
     cv_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or StopRequested()
@@ -167,7 +182,6 @@ def cross_validate(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, *
 
 def _train_fold(config: TrainConfig, cv_dir: Path, rows, fold: int, folds: int, stop) -> dict:
     """Train (or resume) fold ``fold`` into ``cv_dir/fold_<k>/``; returns its status."""
-    from engine.training.loop import train_and_evaluate
     folder, resume = prepare_fold(cv_dir, rows, fold, folds, config)
     return train_and_evaluate(config, folder, resume=resume, stop=stop, final_evaluation=False)
 
@@ -187,7 +201,6 @@ def train_one_fold(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, f
     per fold). Returns the fold's status."""
     import fcntl
 
-    from engine.training.loop import StopRequested
     if not 0 <= fold < folds:
         raise ValueError(f"--fold must be in 0..{folds - 1}")
     cv_dir = Path(cv_dir)
@@ -222,8 +235,6 @@ def collect(cv_dir: str | os.PathLike) -> dict:
                if runs.read_status(fold_dir(cv_dir, k)).get("state") != runs.FINISHED]
     if missing:
         raise FoldsNotReady(f"{cv_dir}: not every fold has finished ({'; '.join(missing)})")
-    from engine.data.manifest import read_manifest
-    from engine.training.progress import setup_logging
     setup_logging(cv_dir)
     runs.begin_segment(cv_dir, resume=True)
     summary = summarize(cv_dir, read_manifest(cv_dir / layout.MANIFEST), folds, config,
@@ -238,10 +249,6 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
               evaluate_test: bool = True) -> dict:
     """Out-of-fold predictions, per-fold figures (cross-fitted calibration), the
     ensemble export and its test evaluation; writes every CV output file."""
-    from engine.evaluation.evaluate import predict_outputs
-    from engine.serving.export import export_saved_model, model_info, restore_best_model
-    from engine.serving.inference import load_model
-    from engine.serving.ood import OOD_FILE, fit
     cv_dir = Path(cv_dir)
     pool = [r for r in rows if r.usable and r.split != "test"]
     test = [r for r in rows if r.usable and r.split == "test"] if evaluate_test else []
@@ -259,10 +266,8 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     if pool_features is not None:
         ensemble = ensemble.replace(ood=fit(pool_features, np.array([r.fold for r in pool])))
         ensemble.ood.save(cv_dir / OOD_FILE)
-        from engine.serving import appearance
         appearance.fit_for_folder(cv_dir, pool, np.array([r.fold for r in pool]), members=folds)
         ensemble = ensemble.replace(appearance=appearance.load(cv_dir))
-        from engine.serving import neighbours
         chosen = neighbours.build(cv_dir, pool, pool_features)
         log.info("nearest-neighbour pool: %d images, seen-in-training threshold %.4f",
                  len(pool), chosen["seen_threshold"])
@@ -290,14 +295,12 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     if test:
         ensemble = ensemble.replace(temperature=temperature, threshold=threshold)
         test_members, test_features = predict_outputs(ensemble, [r.path for r in test])
-        from engine.evaluation.evaluate import flagged_share
         summary["test"] = _write_test_evaluation(cv_dir, test, test_members, temperature, threshold,
                                                  flagged_share(ensemble, [r.path for r in test], test_features))
     summary.update({"folds_count": folds, "images_cv": len(pool), "images_test": len(test),
                     "threshold": threshold, "temperature": temperature,
                     "config": config.to_dict(), "written_at": time.time()})
     runs.write_json_atomic(cv_dir / SUMMARY_FILE, summary)
-    from engine.training.loop import write_shortcut_audit
     write_shortcut_audit(cv_dir)
     return summary
 
@@ -308,7 +311,6 @@ def _write_oof_evaluation(cv_dir: Path, pool, logits, temperature: float, thresh
     its duplicate group. The threshold and temperature were fitted on these same
     predictions, so its threshold-dependent figures are slightly optimistic; the
     per-fold figures in cv_summary.json are the cross-fitted ones."""
-    from engine.evaluation.evaluate import full_report, write_predictions
     labels = [r.original_label for r in pool]
     modalities = [r.modality for r in pool]
     report = full_report(labels, logits, modalities, threshold, temperature, [r.group for r in pool])
@@ -322,9 +324,6 @@ def _write_oof_evaluation(cv_dir: Path, pool, logits, temperature: float, thresh
 def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, threshold: float,
                            ood_share: float | None = None):
     """The fold ensemble on the fixed test split, in the files Evaluate and Errors read."""
-    from engine.serving.calibration import calibrated
-    from engine.evaluation.evaluate import classification_report, full_report, reviewed_report, write_predictions
-    from engine.serving.inference import member_spread
     logits = members.mean(axis=1)
     labels = [r.original_label for r in test]
     modalities = [r.modality for r in test]

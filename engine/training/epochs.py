@@ -20,6 +20,13 @@ from engine.files import atomic_open
 from engine.training.inputs import TrainInputs
 from engine.training.preparation import class_weights
 from engine.training.state import NonFiniteLoss, StopRequested, TrainingState, make_stop_agreement, write_checkpoint
+from engine.training.epoch_metrics import EpochMetrics, summary
+from engine.training.ema import STATISTICS_BATCHES, make_statistics_pass
+from engine.training.metrics_log import MetricsLog
+from engine.training.optim import learning_rate_at
+from engine.training.steps import make_eval_step, make_train_step
+from engine.data.pipeline import PADDING_LABEL
+from engine.evaluation.metrics import binary_metrics
 
 log = logging.getLogger("engine.train")
 
@@ -66,7 +73,6 @@ def _train_epoch(loop: EpochLoop, epoch: int, iterator, remaining: int, epoch_st
     every ``log_every_steps`` steps (and at the end or a stop) the loop fetches the
     device-side sums once: the NaN check, a step line, the status and progress bar.
     The stop agreement runs after each step."""
-    from engine.training.epoch_metrics import summary
     config = loop.config
     totals = EpochTotals()
     loop.metrics.reset()
@@ -106,11 +112,6 @@ def _train_epoch(loop: EpochLoop, epoch: int, iterator, remaining: int, epoch_st
 def build_epoch_loop(config: TrainConfig, folder: Path, strategy, role, state: TrainingState,
                       derived: Derived, train_rows, stop: StopRequested, status) -> "EpochLoop":
     """The compiled step functions, the metrics log and the stop agreement."""
-    from engine.training.ema import make_statistics_pass
-    from engine.training.epoch_metrics import EpochMetrics
-    from engine.training.metrics_log import MetricsLog
-    from engine.training.optim import learning_rate_at
-    from engine.training.steps import make_eval_step, make_train_step
 
     def lr_fn(step):
         return learning_rate_at(step, base_lr=config.learning_rate, total_steps=derived.total_steps,
@@ -157,7 +158,6 @@ def build_epoch_loop(config: TrainConfig, folder: Path, strategy, role, state: T
 def run_epochs(loop: "EpochLoop", state: TrainingState, inputs: TrainInputs, derived: Derived,
                 stop: StopRequested) -> bool:
     """Train from the state's epoch to the last; returns True when a stop ended it."""
-    from engine.training.ema import STATISTICS_BATCHES
     config, folder, optimizer = loop.config, loop.folder, state.optimizer
 
     def save_checkpoint():
@@ -212,7 +212,6 @@ def run_epochs(loop: "EpochLoop", state: TrainingState, inputs: TrainInputs, der
 def _validate(eval_step, val_batches) -> dict:
     """Val loss and metrics of the evaluated model, in inference mode, every image once."""
     import numpy as np
-    from engine.data.pipeline import PADDING_LABEL
     probs, labels, losses = [], [], []
     for batch in val_batches:
         p, y, loss = eval_step(batch)
@@ -265,5 +264,4 @@ def _drop_records_after(metrics_path: Path, completed_epochs: int, completed_ste
 
 
 def _split_metrics(split: str, labels, probabilities) -> dict:
-    from engine.evaluation.metrics import binary_metrics
     return {names.split_metric(split, k): v for k, v in binary_metrics(labels, probabilities).items()}

@@ -11,6 +11,12 @@ from pathlib import Path
 from engine import layout, runs
 from engine.config import Derived, TrainConfig
 from engine.training.progress import format_metric
+from engine.serving.export import export_run
+from engine.evaluation.evaluate import evaluate, fit_ood_for_run
+from engine.serving.inference import load_model
+from engine.data.manifest import read_manifest, rows_for_training
+from engine.evaluation.shortcut_audit import write_audit
+from engine.training.distribute import device_names
 
 log = logging.getLogger("engine.train")
 
@@ -38,7 +44,6 @@ def finish_run(config: TrainConfig, folder: Path, derived: Derived, best_manager
 
 def _export_best(best_manager, config: TrainConfig, folder: Path) -> None:
     """Export the best checkpoint as a SavedModel (see engine.serving.export.export_run)."""
-    from engine.serving.export import export_run
     if not best_manager.latest_checkpoint:
         return
     export_run(folder, best_manager.latest_checkpoint, config.flip_tta)
@@ -49,9 +54,6 @@ def _evaluate_splits(folder: Path, derived: Derived) -> None:
     """Calibrate on val and evaluate val and test, so the dashboard has metrics,
     curves and per-image predictions as soon as the run finishes. A failure here is
     logged; the trained model is already safe."""
-    from engine.evaluation.evaluate import evaluate, fit_ood_for_run
-    from engine.serving.inference import load_model
-    from engine.data.manifest import read_manifest, rows_for_training
     try:
         model = load_model(folder)  # once for the three passes below (about 0.6 s each)
     except Exception:  # noqa: BLE001 - logged; the checkpoints are safe
@@ -80,8 +82,6 @@ def write_shortcut_audit(folder: Path) -> None:
     """shortcuts.json and cues.csv of a finished run or CV (engine.evaluation.shortcut_audit):
     the model-free cue audit of its data and its own predictions on aligned and
     conflicting images. Logged, never fatal: the trained model is already safe."""
-    from engine.data.manifest import read_manifest
-    from engine.evaluation.shortcut_audit import write_audit
     try:
         report = write_audit(folder, read_manifest(folder / layout.MANIFEST), model_dir=folder)
         for name, entry in report["cue_sets"].items():
@@ -95,7 +95,6 @@ def environment_record(strategy) -> dict:
 
     import tensorflow as tf
 
-    from engine.training.distribute import device_names
     return {
         "tensorflow": tf.__version__, "python": platform.python_version(),
         "devices": device_names(strategy), "replicas": strategy.num_replicas_in_sync,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from engine.config import TrainConfig
 from engine.training.preparation import loss_weights
+from engine.data import pipeline
+from engine.data.decoded_cache import choose_cache
 
 log = logging.getLogger("engine.train")
 
@@ -34,7 +36,6 @@ class TrainInputs:
 
     def batches(self, seed: int, *, skip: int = 0, take: int | None = None):
         """One epoch's distributed training batches, shuffled and augmented with ``seed``."""
-        from engine.data import pipeline
         local_batch = self.global_batch // self.shard_count
         per_shard = [pipeline.train_dataset(decoded, count, local_batch, self.config,
                                             seed=seed + pipeline.SHARD_SEED_STRIDE * index)
@@ -61,8 +62,6 @@ def resolve_shards(config: TrainConfig, workers: int) -> int:
 
 def build_inputs(config: TrainConfig, folder: Path, strategy, role, train_rows, val_rows) -> TrainInputs:
     """Decoded (and cached) datasets of this process's data shards and of the val split."""
-    from engine.data import pipeline
-    from engine.data.decoded_cache import choose_cache
     shard_count = resolve_shards(config, role.workers)
     weights = loss_weights(config, train_rows)
     parts = pipeline.shard_indices(len(train_rows), shard_count, config.seed)
@@ -108,7 +107,6 @@ def _worker_val_batches(strategy, source, total: int, workers: int, local_batch:
     workers run the same eval steps; _validate drops the padding after the gather."""
     import math
 
-    from engine.data import pipeline
     length = math.ceil(math.ceil(total / workers) / local_batch) * local_batch
     dataset = pipeline.padded_eval_dataset(source, local_batch, length)
     return _distribute_local_batches(strategy, dataset, local_batch * workers)

@@ -24,13 +24,16 @@ from pathlib import Path
 from engine.request import RunRequest
 from engine import layout, runs
 from engine.config import Derived, TrainConfig
-from engine.data.manifest import ScanStopped
+from engine.data.manifest import ScanStopped, rows_for_split, rows_for_training
 from engine.training.progress import format_seconds, setup_logging
 from engine.training.epochs import build_epoch_loop, run_epochs
 from engine.training.finish import environment_record, finish_run, write_shortcut_audit
 from engine.training.inputs import build_inputs, resolve_shards
 from engine.training.preparation import apply_label_review, prepare_data, scan
 from engine.training.state import NonFiniteLoss, StopRequested, build_state
+from engine.training.distribute import make_strategy, worker_role
+from engine.model.resnet import count_parameters
+from engine.data.pipeline import steps_for
 
 # Callers import these from here (the entry points, the CV, the launcher, the tests).
 __all__ = ["NonFiniteLoss", "StopRequested", "apply_label_review", "derive", "prepare_data", "resolve_shards",
@@ -46,7 +49,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *, resum
     the config and manifest stored in the folder. ``final_evaluation`` calibrates on
     the val split and evaluates val and test at the end; engine.cv turns it off, as a
     fold's val split must not calibrate its own score."""
-    from engine.training.distribute import worker_role
     folder = Path(workdir)
     chief = worker_role().is_chief  # with several workers, only the chief writes the folder
     status = runs.write_status if chief else _not_written
@@ -84,7 +86,6 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
            final_evaluation: bool = True, status=runs.write_status) -> dict:
     """The run's phases: strategy, data, model state, inputs and step functions, the
     epochs, then export and evaluation (finish_run)."""
-    from engine.training.distribute import make_strategy, worker_role
     strategy = make_strategy(config.devices, config.collective)
     role = worker_role()
     chief = role.is_chief
@@ -95,8 +96,6 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
 
     import tensorflow as tf
 
-    from engine.data.manifest import rows_for_split, rows_for_training
-    from engine.model.resnet import count_parameters
 
     tf.random.set_seed(config.training_seed)
     rows, _ = prepare_data(config, folder, resume, write=chief, stop=stop)
@@ -126,7 +125,6 @@ def derive(config: TrainConfig, train_images: int, val_images: int, test_images:
            replicas: int) -> Derived:
     """The values a run computes from its config and data (pure); raises ValueError
     for a split or batch size that cannot train."""
-    from engine.data.pipeline import steps_for
     if not train_images or not val_images:
         raise ValueError(f"split left {train_images} train and {val_images} val images; "
                          "add data or change split_fractions")

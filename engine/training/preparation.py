@@ -13,6 +13,14 @@ from engine import layout, runs
 from engine.config import TrainConfig
 from engine.training.progress import format_metric
 from engine.training.state import StopRequested
+from engine.data.sample_weights import group_weights
+from engine.data.cues import cue_columns, measure_cues
+from engine.data.splits import fold_groups
+from engine.evaluation.shortcuts import audit_cue_sets, balancing_weights
+from engine.data.manifest import build_manifest, read_manifest, write_manifest
+from engine.training.twins import twin_pass
+from engine.data.health import write_health
+from engine.evaluation.review import apply_review, read_review
 
 log = logging.getLogger("engine.train")
 
@@ -31,7 +39,6 @@ def loss_weights(config: TrainConfig, train_rows):
     the acquisition cues (``cue_rebalance``), multiplied, mean 1; or None."""
     weights = None
     if config.group_weighting > 0:
-        from engine.data.sample_weights import group_weights
         weights = group_weights([r.group for r in train_rows], config.group_weighting)
         log.info("group weighting %.3g: loss weights %.3f to %.3f over %d training images",
                  config.group_weighting, float(weights.min()), float(weights.max()), len(weights))
@@ -46,9 +53,6 @@ def cue_balance_weights(train_rows, seed: int):
     (engine.evaluation.shortcuts.balancing_weights). The cue score of each training image
     is out-of-fold over grouped folds of the training images alone: no validation or
     test label is used."""
-    from engine.data.cues import cue_columns, measure_cues
-    from engine.data.splits import fold_groups
-    from engine.evaluation.shortcuts import audit_cue_sets, balancing_weights
     import numpy as np
     labels = np.array([r.label for r in train_rows])
     groups = np.array([r.group for r in train_rows])
@@ -67,10 +71,8 @@ def cue_balance_weights(train_rows, seed: int):
 def scan(config: TrainConfig, progress=None, stop: "StopRequested | None" = None):
     """(rows, summary) of the config's data folder: decoded, hashed, grouped (with the
     twins pass when ``twin_model`` is set) and split. The one place a run or a CV scans."""
-    from engine.data.manifest import build_manifest
     twins = None
     if config.twin_model:
-        from engine.training.twins import twin_pass
         twins = twin_pass(config.twin_model, config.twin_similarity)
     return build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                           config.dedup_distance, dedup_correlation=config.dedup_correlation,
@@ -83,8 +85,6 @@ def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = 
     """The run's manifest rows and data summary: the folder's own manifest if it has
     one, else a fresh scan (written to the folder by the chief; other workers scan the
     same folder with the same seed and get the same split in memory)."""
-    from engine.data.health import write_health
-    from engine.data.manifest import read_manifest, write_manifest
     manifest_path = folder / layout.MANIFEST
     if manifest_path.exists():
         # A resumed run, or a fold of engine.cv whose splits were assigned before it
@@ -123,7 +123,6 @@ def apply_label_review(rows, config: TrainConfig, folder: Path | None) -> dict:
     no folder). Returns counts."""
     if not config.label_review:
         return {}
-    from engine.evaluation.review import apply_review, read_review
     if not Path(config.label_review).exists():
         raise FileNotFoundError(f"label review file {config.label_review} does not exist")
     apply_review(rows, read_review(config.label_review))

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from engine import layout
 from engine.config import TrainConfig
+from engine.training.ema import WeightAverage
+from engine.model.resnet import build_model, decay_mask
+from engine.training.optim import Adam, DynamicLossScale
 
 log = logging.getLogger("engine.train")
 
@@ -61,9 +64,6 @@ def build_state(config: TrainConfig, strategy, folder: Path, role, resume: bool)
     checkpoint when resuming."""
     import tensorflow as tf
 
-    from engine.training.ema import WeightAverage
-    from engine.model.resnet import build_model, decay_mask
-    from engine.training.optim import Adam, DynamicLossScale
     with strategy.scope():
         model = build_model(config)
         optimizer = Adam(model.trainable_variables, decay_mask(model),
