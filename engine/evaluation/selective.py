@@ -136,8 +136,6 @@ def sensitivity_guarantee(model_dir: str | Path, target: float = 0.95, delta: fl
             least[group] = min(least.get(group, 1.0), float(probability))
     chosen = refer.sensitivity_threshold(np.ones(len(least), int), np.array(list(least.values())), target, delta)
     chosen["calibrated_on"] = f"{source.name} ({len(least)} tumor groups, least confident copy of each)"
-    info["sensitivity_threshold"] = chosen
-    runs.write_json_atomic(info_path, info)
     test_file = model_dir / layout.predictions("test")
     if test_file.exists():
         paths, test_labels, test_probabilities = _predictions(test_file)
@@ -147,4 +145,6 @@ def sensitivity_guarantee(model_dir: str | Path, target: float = 0.95, delta: fl
                           "specificity": float((~predicted[test_labels == 0]).mean()),
                           "sensitivity_ci": scored.get("sensitivity"), "specificity_ci": scored.get("specificity"),
                           "images": int(len(test_labels))}
+    info["sensitivity_threshold"] = chosen  # with the test figures, scored after it was chosen
+    runs.write_json_atomic(info_path, info)
     return chosen
