@@ -13,7 +13,7 @@ from engine.config import shipped_config
 from engine.evaluation.audit import ISSUES_FILE, audit
 from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError
-from engine.evaluation.review import DECISIONS, read_review, record_decision
+from engine.evaluation.review import DECISIONS, queue_file, read_queue, read_review, record_decision
 from ui.explained import explained
 from ui.common import (
     SHIPPED_DIR, all_runs, label_issues, runs_root, selected_model_dir, usable_rows_by_group,
@@ -84,11 +84,14 @@ c1, c2, c3 = st.columns(3)
 only_flagged = c1.checkbox("Only images flagged by confident learning", True)
 hide_decided = c2.checkbox("Review next: hide groups already decided", True)
 per_page = c3.number_input("Groups per page", 1, 50, 8)
+queued = read_queue(queue_file(REVIEWS_DIR, slug))  # sent from the Map page
 by_group: dict[int, list[dict]] = {}
 for issue in issues:
-    if only_flagged and not issue["flagged"]:
+    if only_flagged and not issue["flagged"] and issue["path"] not in queued:
         continue
     by_group.setdefault(issue["group"], []).append(issue)
+if queued:
+    st.caption(f"{len(queued):,} images sent from the Map page are in the queue, flagged or not.")
 
 
 def expected_value(group: int) -> float:

@@ -357,8 +357,9 @@ def test_stop_during_data_preparation_then_resume_from_the_train_page(server, pa
 
 def test_a_lasso_on_the_map_opens_the_selected_images_and_marks_them_excluded(server, page):
     """The Map page of the shipped model in Chromium: draw a lasso over the middle of the
-    scatter, the selection opens (counts, thumbnails, table), and marking it excluded
-    writes a review file the Train form offers."""
+    scatter, the selection opens (counts, thumbnails, table), marking it excluded writes a
+    review file the Train form offers, and sending it to the review queue puts it on the
+    Label review page."""
     page.goto(f"{server['url']}/map")
     page.get_by_text("Colour by").wait_for()
     plot = page.locator(".js-plotly-plot .nsewdrag").first
@@ -381,3 +382,7 @@ def test_a_lasso_on_the_map_opens_the_selected_images_and_marks_them_excluded(se
     with open(server["runs"] / "label_reviews" / "map_review.csv", newline="") as handle:
         decisions = list(csv.DictReader(handle))
     assert len(decisions) == count and {d["decision"] for d in decisions} == {"exclude"}
+    page.get_by_role("button", name="Send the selection to the review queue").click()
+    page.get_by_text(re.compile(rf"{count:,} images sent to the review queue")).wait_for(timeout=60_000)
+    page.goto(f"{server['url']}/label_review")
+    page.get_by_text(re.compile(rf"{count:,} images sent from the Map page are in the queue")).wait_for(timeout=60_000)

@@ -103,6 +103,19 @@ def test_the_shipped_model_ships_its_map():
     with np.load(ROOT / "checkpoints" / layout.NEIGHBOURS) as data:
         assert len(frame) == len(data["paths"])
     assert frame["error"].notna().all()  # every pool image has its out-of-fold verdict
+    # Copies of one slice lie together: the median distance within duplicate groups is
+    # under a tenth of the median distance between random pairs (measured: 0.05).
+    xy = frame[["x", "y"]].to_numpy()
+    rng = np.random.default_rng(0)
+    first, second = rng.integers(0, len(frame), 20_000), rng.integers(0, len(frame), 20_000)
+    between = np.median(np.linalg.norm(xy[first] - xy[second], axis=1))
+    within = []
+    for members in frame.groupby("group").indices.values():
+        if len(members) > 1:
+            points = xy[members]
+            distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+            within.extend(distances[np.triu_indices(len(members), 1)])
+    assert np.median(within) < 0.1 * between
 
 
 def test_an_upload_is_placed_among_its_nearest_training_images(tmp_path):

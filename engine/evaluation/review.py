@@ -102,3 +102,37 @@ def reviewed_labels(paths, labels, decisions: dict[str, dict]):
         elif decision == "exclude":
             kept[index] = False
     return labels, kept
+
+
+def queue_file(reviews_dir: str | os.PathLike, model_slug: str) -> Path:
+    """Where images sent for review from the Map page wait, per model: beside the review
+    files, ``<slug>.queue.csv``."""
+    return Path(reviews_dir) / f"{model_slug}.queue.csv"
+
+
+def read_queue(path: str | os.PathLike) -> set[str]:
+    """The image paths sent for review (relocated); a missing file is an empty queue."""
+    from engine.data.sources import relocate
+    path = Path(path)
+    if not path.exists():
+        return set()
+    with open(path, newline="") as handle:
+        return {relocate(r["path"]) for r in csv.DictReader(handle)}
+
+
+def add_to_queue(path: str | os.PathLike, images: list[str], note: str = "") -> int:
+    """Add images to the review queue (kept once each); returns how many it holds."""
+    path = Path(path)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    queued = {}
+    if path.exists():
+        with open(path, newline="") as handle:
+            queued = {r["path"]: r for r in csv.DictReader(handle)}
+    for image in images:
+        queued.setdefault(image, {"path": image, "note": note, "time": stamp})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "note", "time"])
+        writer.writeheader()
+        writer.writerows(queued.values())
+    return len(queued)
