@@ -2,6 +2,8 @@
 by label, prediction, error, audit, shortcut cue, health, fold or group; a lasso or box
 selection opens the images with their figures and offers actions on them."""
 
+from pathlib import Path
+
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
@@ -33,7 +35,7 @@ if not map_file.exists():
 
 @st.cache_data(show_spinner="Reading the map ...", max_entries=2)
 def load(path: str, stamp: float):
-    return map_view.read_map(map_file)
+    return map_view.read_map(Path(path))
 
 
 frame = load(str(map_file), map_file.stat().st_mtime)

@@ -72,10 +72,7 @@ def layout_points(vectors: np.ndarray, groups: np.ndarray, seed: int = 0,
 
 
 def _table(path: Path, key: str = "path") -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    with open(path, newline="") as handle:
-        return {relocate(r[key]): r for r in csv.DictReader(handle)}
+    return {relocate(r[key]): r for r in _rows(path)}
 
 
 def build_map(model_dir: str | os.PathLike, seed: int = 0, max_fitted: int = MAX_FITTED) -> tuple[list[dict], dict]:
