@@ -35,6 +35,7 @@ EXPORT = "export"  # the SavedModel
 MODEL_INFO = "model.json"  # threshold, temperature, refer band, conformal set
 MODEL_CARD = "model_card.json"
 NEIGHBOURS = "neighbours.npz"
+NEIGHBOURS_GRAPH = "neighbours.faiss"  # the approximate index of a large pool (engine.serving.neighbours)
 OOD = "ood.npz"
 APPEARANCE = "appearance.npz"
 KERAS_COMPARISON = "keras_comparison.json"
