@@ -51,11 +51,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000, 300_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--depths", type=int, nargs="+", default=[64, 128, 256], help="efSearch values to try")
     args = parser.parse_args()
     base = NeighbourIndex.load(ROOT / "checkpoints").vectors.astype(np.float32)
     rng = np.random.default_rng(0)
-    print(f"graph: HNSW, {neighbours.GRAPH_LINKS} links, efSearch {neighbours.GRAPH_SEARCH_DEPTH}, float16 "
-          f"vectors; {args.queries} queries, recall@{args.k}")
+    print(f"graph: HNSW, {neighbours.GRAPH_LINKS} links, float16 vectors; {args.queries} queries, recall@{args.k} "
+          f"at efSearch {', '.join(map(str, args.depths))} (engine: {neighbours.GRAPH_SEARCH_DEPTH})")
     print("| pool images | exact ms/query | graph build s | graph ms/query | recall@5 | exact memory GB | graph memory GB |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
@@ -66,12 +67,15 @@ def main() -> None:
         start = time.perf_counter()
         graph = neighbours.build_graph(pool)
         build_s = time.perf_counter() - start
-        graph_ms = median_ms(lambda q: graph.search(q, args.k), queries[:100])
-        _, found = graph.search(queries, args.k)
-        recall = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(exact, found)])
         graph_gb = len(neighbours.faiss.serialize_index(graph)) / 1e9
-        print(f"| {size:,} | {exact_ms:.1f} | {build_s:.1f} | {graph_ms:.2f} | {recall:.4f} | "
-              f"{pool.nbytes / 1e9:.2f} | {graph_gb:.2f} |", flush=True)
+        timings, recalls = [], []
+        for depth in args.depths:
+            graph.hnsw.efSearch = depth
+            timings.append(median_ms(lambda q: graph.search(q, args.k), queries[:100]))
+            _, found = graph.search(queries, args.k)
+            recalls.append(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(exact, found)]))
+        print(f"| {size:,} | {exact_ms:.1f} | {build_s:.1f} | {' / '.join(f'{t:.2f}' for t in timings)} | "
+              f"{' / '.join(f'{r:.4f}' for r in recalls)} | {pool.nbytes / 1e9:.2f} | {graph_gb:.2f} |", flush=True)
         del pool, graph
 
 

@@ -8,10 +8,14 @@ where they point the wrong way ("conflicting"), with the gap between them.
     python bench/shortcuts.py --seeds 1 2 --recipes baseline rebal
     python bench/shortcuts.py --table-only          # rescore finished folders, train nothing
     python bench/shortcuts.py --write-docs          # and replace the table in docs/benchmarks.md
+    python bench/shortcuts.py --full --twin-model runs/v6_model --recipes v6-twins crop-aug-twins --seeds 42 2
+                                                    # the finalists at full size on the twin-merged split
 
 Every CV goes to runs/bench_shortcuts/<recipe>-s<seed>/ (a finished folder is reused, so
 an interrupted benchmark continues). The screening size (96 px, 12 epochs, the shipped
-recipe otherwise) is sized for 2 CPU cores: about 15 minutes per CV. The shipped
+recipe otherwise) is sized for 2 CPU cores: about 15 minutes per CV. ``--full`` trains the
+finalists at the shipped size (128 px, 18 epochs) on the split that also merges the twins
+of ``--twin-model`` (engine.training.twins): about 20 to 30 minutes per CV. The shipped
 ensemble (checkpoints/, 128 px, 18 epochs) is scored from its own files as the first row.
 Several seeds of a recipe are averaged (a seed alone moves a CV's errors by a quarter).
 """
@@ -45,23 +49,32 @@ RECIPES = {
     "crop-aug": ["--crop-to-head", *AUGMENT],
     "crop-aug-rebal": ["--crop-to-head", *AUGMENT, "--cue-rebalance"],
 }
+FULL = ["--shipped-recipe", "--folds", "5", "--skip-test"]
+FINALISTS = {  # trained with --full only: the shipped size, on the twin-merged split
+    "v6-twins": [],
+    "crop-aug-twins": ["--crop-to-head", *AUGMENT],
+}
 DESCRIPTIONS = {
     "baseline": "shipped recipe at screening size",
     "crop": "crop to the head box, pad square (aspect kept)",
     "rebal": "loss weights: label independent of the acquisition-cue score",
     "crop-aug": "crop + resolution jitter 0.5, gamma 0.3, contrast 0.2",
     "crop-aug-rebal": "crop + resolution jitter, gamma, contrast + cue rebalancing",
+    "v6-twins": "the shipped recipe, 128 px, 18 epochs, twins merged",
+    "crop-aug-twins": "crop + resolution jitter, gamma, contrast, 128 px, 18 epochs, twins merged",
 }
 DOCS_HEADING = "## Does a recipe train the shortcut away? `bench/shortcuts.py`"
+FULL_DOCS_HEADING = "## The finalists at full size, twins merged: `bench/shortcuts.py --full`"
 
 
-def train(name: str, seed: int) -> tuple[Path, float | None]:
+def train(name: str, seed: int, twin_model: str | None = None) -> tuple[Path, float | None]:
     folder = OUT / f"{name}-s{seed}"
     if (folder / layout.CV_SUMMARY).exists():
         return folder, None
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    command = [sys.executable, "-m", "engine.cv", *SCREENING, "--init-seed", str(seed), *RECIPES[name],
+    size = [*FULL, "--twin-model", twin_model] if name in FINALISTS else SCREENING
+    command = [sys.executable, "-m", "engine.cv", *size, "--init-seed", str(seed), *{**RECIPES, **FINALISTS}[name],
                "--run-dir", str(folder)]
     with open(OUT / f"{name}-s{seed}.log", "w") as log:
         subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
@@ -119,17 +132,18 @@ def table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str, command: str) -> None:
+def write_docs(text: str, command: str, heading: str = DOCS_HEADING) -> None:
     docs = ROOT / "docs" / "benchmarks.md"
     body = docs.read_text()
-    section = (f"{DOCS_HEADING}\n\n`{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores. "
-               "Out-of-fold figures of 5-fold CVs on the shipped folds; each image at its fold's "
+    section = (f"{heading}\n\n`{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores. "
+               "Out-of-fold figures of 5-fold CVs on the shipped folds (with --full: on the folds "
+               "that also merge the twin model's twins); each image at its fold's "
                "cross-fitted threshold. Aligned / conflicting: accuracy where the cue set's "
                "out-of-fold decision agrees with the label / points the wrong way; gap in points. "
                "Several seeds: mean (± std of accuracy over seeds).\n\n" + text + "\n")
-    if DOCS_HEADING in body:
-        start = body.index(DOCS_HEADING)
-        end = body.find("\n## ", start + len(DOCS_HEADING))
+    if heading in body:
+        start = body.index(heading)
+        end = body.find("\n## ", start + len(heading))
         body = body[:start] + section + (body[end + 1:] if end != -1 else "")
     else:
         body = body.rstrip() + "\n\n" + section
@@ -138,12 +152,18 @@ def write_docs(text: str, command: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", default=None, choices=[*RECIPES, *FINALISTS],
+                        help="default: the screening recipes, or with --full the finalists")
+    parser.add_argument("--full", action="store_true", help="the finalists at the shipped size, twins merged")
+    parser.add_argument("--twin-model", default="checkpoints",
+                        help="with --full: the model whose twins are merged (the table's runs: v6, the model "
+                             "shipped before them)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--table-only", action="store_true", help="score finished folders only")
     parser.add_argument("--write-docs", action="store_true", help="replace the table in docs/benchmarks.md")
     parser.add_argument("--no-shipped", action="store_true", help="leave out the shipped ensemble's row")
     args = parser.parse_args(argv)
+    args.recipes = args.recipes or list(FINALISTS if args.full else RECIPES)
     shipped_rows = [r for r in read_manifest(ROOT / "checkpoints" / layout.MANIFEST) if r.usable]
     started = time.time()
     cue_rows = {c["path"]: c for c in measure_cues([r.path for r in shipped_rows])}
@@ -162,7 +182,7 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             folder = OUT / f"{name}-s{seed}"
             if not args.table_only:
-                folder, seconds = train(name, seed)
+                folder, seconds = train(name, seed, args.twin_model)
                 if seconds:
                     print(f"{name} seed {seed}: trained in {seconds / 60:.1f} min", flush=True)
             if not (folder / layout.CV_SUMMARY).exists():
@@ -172,7 +192,8 @@ def main(argv=None) -> int:
     text = table(results)
     print(text)
     if args.write_docs:
-        write_docs(text, "python bench/shortcuts.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+        write_docs(text, "python bench/shortcuts.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                   FULL_DOCS_HEADING if args.full else DOCS_HEADING)
     return 0
 
 
