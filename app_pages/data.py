@@ -86,6 +86,11 @@ cols[4].metric("random-split leak", percent(leak.get("val")) if leak else "n/a",
                help="validation images with a copy in train if the split ignored duplicates")
 st.caption(f"{percent(health['duplicate_share'])} of the images have at least one near copy. "
            "Every split of this tool keeps a duplicate group on one side.")
+contrast_test = (read_json(folder / layout.DATA_SUMMARY) or {}).get("contrast_test")
+if contrast_test and contrast_test["method"] == "skipped":
+    st.warning("Copies with another contrast were not looked for: " + contrast_test["note"] + ".")
+elif contrast_test:
+    st.caption("Copies with another contrast: " + contrast_test["note"] + ".")
 
 st.subheader("Issues")
 table = [{"issue": name, "images": issues.get(name, 0),

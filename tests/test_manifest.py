@@ -92,3 +92,20 @@ def test_a_run_records_its_scan_progress_for_the_train_page(tmp_path):
     rows, _ = prepare_data(tiny_config(data_dir=str(data), dedup_distance=-1), folder, resume=False)
     status = runs.read_json(folder / layout.STATUS)
     assert status["files_found"] == status["files_inspected"] == 80 == len(rows)
+
+
+def test_the_summary_says_how_contrast_copies_were_looked_for(tmp_path, monkeypatch):
+    """Every pair below the exact limit, the index above it, and above the descriptor
+    limit a skipped test the Data page can warn about (not a log line only)."""
+    from engine.data import dedup
+    root = write_class_folders(tmp_path / "d", per_class=8)
+    _, summary = build_manifest(str(root), cache=None)
+    assert summary["contrast_test"]["method"] == "exact"
+    monkeypatch.setattr(dedup, "MAX_CORRELATION_IMAGES", 10)
+    _, summary = build_manifest(str(root), cache=None)
+    assert summary["contrast_test"]["method"] == "indexed"
+    monkeypatch.setattr(dedup, "MAX_DESCRIBED_IMAGES", 10)
+    _, summary = build_manifest(str(root), cache=None)
+    assert summary["contrast_test"]["method"] == "skipped" and "16 images" in summary["contrast_test"]["note"]
+    _, summary = build_manifest(str(root), cache=None, dedup_correlation=0.0)
+    assert summary["contrast_test"]["method"] == "off"

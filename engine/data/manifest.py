@@ -276,6 +276,7 @@ def build_manifest(
         "skipped_reasons": _count_reasons(rows),
         "dedup_distance": dedup_distance,
         "dedup_correlation": dedup_correlation,
+        "contrast_test": contrast_test_record(dedup_correlation, dedup_distance, len(usable), descriptors is not None),
     })
     if twin_summary:
         summary["twins"] = twin_summary
@@ -284,6 +285,21 @@ def build_manifest(
         summary["patients"] = {split: len({r.patient_key for r in usable if r.split == split and r.patient_key})
                                for split in ("train", "val", "test")}
     return rows, summary
+
+
+def contrast_test_record(correlation: float, distance: int, images: int, described: bool) -> dict:
+    """How contrast-changed copies were looked for, in words the Data page shows: a
+    skipped test must be visible to whoever did not read the log."""
+    if correlation <= 0 or distance < 0:
+        return {"method": "off", "note": "the contrast-invariant duplicate test was turned off"}
+    if not described:
+        return {"method": "skipped", "note": f"{images:,} images: above {dedup.MAX_DESCRIBED_IMAGES:,} the "
+                "contrast-invariant test is skipped (its descriptors would not fit in memory), so copies "
+                "that differ only in contrast or gamma may sit on both sides of the split"}
+    if images > dedup.MAX_CORRELATION_IMAGES:
+        return {"method": "indexed", "note": "contrast-changed copies found through an approximate index "
+                "(faiss HNSW), every pair verified with the exact correlation"}
+    return {"method": "exact", "note": "contrast-changed copies found by comparing every pair of images"}
 
 
 def _count_reasons(rows: list[ManifestRow]) -> dict[str, int]:
