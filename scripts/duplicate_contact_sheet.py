@@ -2,12 +2,16 @@
 grouping alone would not: the evidence behind the duplicate groups, to look at.
 
     python scripts/duplicate_contact_sheet.py [--data-dir DIR] [--pairs 24] --out sheet.jpg
+    python scripts/duplicate_contact_sheet.py --twins checkpoints --out twins.jpg
+    python scripts/duplicate_contact_sheet.py --seen checkpoints --out seen.jpg
 
 Each row holds two pairs (left image, right image), labelled with file, class and the
 head-view / whole-frame correlations. Pairs are drawn evenly over the range of
 correlations, weakest first, so the sheet shows the borderline merges, not only the
 obvious ones. Prints how many pairs and groups the test adds, and the mixed-label
-groups before and after.
+groups before and after. ``--twins MODEL``: the pairs MODEL's twins pass adds instead.
+``--seen MODEL``: every test image of MODEL that its own "seen in training" check marks,
+beside the training image it matched, to look at whether the two are one slice.
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--twins", metavar="MODEL", help="show the pairs the twins pass of MODEL ('shipped' or a "
                         "model folder) adds to the pixel tests instead")
+    parser.add_argument("--seen", metavar="MODEL", help="show MODEL's test images that its seen-in-training "
+                        "check marks, each beside its most similar training image")
     args = parser.parse_args()
+    if args.seen:
+        show_seen(args)
+        return
     sources, _ = discover(args.data_dir)
     images = list(ThreadPoolExecutor(4).map(lambda s: decode_path(s.path), sources))
     labels = np.array([s.label for s in sources])
@@ -92,6 +101,34 @@ def show_twins(args, sources, images, labels, groups) -> None:
     chosen = sorted(best.values())[:args.pairs]
     draw_sheet([(a, b) for _, a, b in chosen], [f"feature similarity {s:.4f}" for s, _, _ in chosen],
                sources, images, args.out)
+
+
+def show_seen(args) -> None:
+    """The test images a model's own neighbour check calls "seen in training", each with
+    the training image it matched, most similar first."""
+    from types import SimpleNamespace
+    from engine import layout
+    from engine.data.manifest import read_manifest
+    from engine.evaluation.evaluate import predict_outputs
+    from engine.serving.inference import load_model
+    from engine.training.twins import model_folder
+    folder = model_folder(args.seen)
+    model = load_model(folder)
+    test = [r for r in read_manifest(folder / layout.MANIFEST) if r.usable and r.split == "test"]
+    _, features = predict_outputs(model, [r.path for r in test])
+    found = model.neighbours.query(features, 1)
+    seen = sorted(((f["neighbours"][0]["similarity"], row, f["neighbours"][0]) for row, f in zip(test, found)
+                   if f["seen_in_training"]), key=lambda item: -item[0])
+    print(f"{len(seen)} of {len(test)} test images seen in training (threshold {model.neighbours.seen_threshold:.4f}) "
+          f"in {len({row.group for _, row, _ in seen})} of {len({r.group for r in test})} test groups")
+    for similarity, row, match in seen:
+        print(f"  {Path(row.path).parent.name}/{Path(row.path).name} ~ "
+              f"{Path(match['path']).parent.name}/{Path(match['path']).name} {similarity:.4f}")
+    chosen = seen[:args.pairs]
+    paths = [p for _, row, match in chosen for p in (row.path, match["path"])]
+    images = [decode_path(p) for p in paths]
+    draw_sheet([(2 * i, 2 * i + 1) for i in range(len(chosen))], [f"similarity {s:.4f}" for s, _, _ in chosen],
+               [SimpleNamespace(path=p) for p in paths], images, args.out)
 
 
 def draw_sheet(pairs, captions, sources, images, out: str, side: int = 150) -> None:
