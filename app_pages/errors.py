@@ -12,7 +12,7 @@ from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError
 from ui.explained import explained
 from ui.common import (
-    SHIPPED_DIR, manifest_rows, read_json, read_predictions, selected_model_dir, square,
+    SHIPPED_DIR, manifest_rows, read_json, read_predictions, selected_model_dir, split_choice, square,
 )
 
 
@@ -39,11 +39,7 @@ def duplicate_groups(folder: Path) -> dict:
 
 st.title("Errors")
 model_dir = selected_model_dir()
-is_cv_model = (model_dir / layout.CV_SUMMARY).exists()
-split = st.radio("Split", ["test", "oof"] if is_cv_model else ["test", "val"], horizontal=True,
-                 format_func=lambda s: {"oof": "out-of-fold (CV)"}.get(s, s),
-                 help="out-of-fold: every non-test image, predicted by the fold model that never "
-                 "trained on its duplicate group" if is_cv_model else None)
+split, is_cv_model = split_choice(model_dir)
 predictions = read_predictions(model_dir, split)
 if predictions is None:
     st.info("No predictions for this split yet: run the evaluation on the **Evaluate** page.")

@@ -12,19 +12,13 @@ from engine.serving.calibration import MIN_CALIBRATION_IMAGES
 from engine.evaluation.intervals import format_with_ci
 from ui import charts, cv_view, refer_view, shortcuts_view
 from ui.common import (
-    SHIPPED_DIR, percent, plural, read_json, read_predictions, runs_root, selected_model_dir,
+    SHIPPED_DIR, percent, plural, read_json, read_predictions, runs_root, selected_model_dir, split_choice,
 )
 
 
 st.title("Evaluate")
 model_dir = selected_model_dir()
-is_cv_model = (model_dir / layout.CV_SUMMARY).exists()
-split = st.radio("Split", ["test", "oof"] if is_cv_model else ["test", "val"], horizontal=True,
-                 format_func=lambda s: {"oof": "out-of-fold (CV)"}.get(s, s),
-                 help="test is untouched by training and tuning. "
-                 + ("out-of-fold: every other image, each predicted by the fold model that never "
-                    "trained on its duplicate group (threshold and temperature were fitted on them)."
-                    if is_cv_model else "val chose the threshold and temperature."))
+split, is_cv_model = split_choice(model_dir)
 report = read_json(model_dir / layout.evaluation(split))
 predictions = read_predictions(model_dir, split)
 name = "shipped model" if model_dir == SHIPPED_DIR else f"run {model_dir.name}"

@@ -105,6 +105,19 @@ def selected_model_dir() -> Path:
     return model_dirs().get(st.session_state.get("model_choice", SHIPPED), SHIPPED_DIR)
 
 
+def split_choice(model_dir: Path) -> tuple[str, bool]:
+    """The split radio Evaluate and Errors share: (chosen split, whether the model is a
+    cross-validation). A CV offers its out-of-fold pool, a single run its validation split."""
+    is_cv_model = (model_dir / layout.CV_SUMMARY).exists()  # a finished CV: its out-of-fold files exist
+    split = st.radio("Split", ["test", "oof"] if is_cv_model else ["test", "val"], horizontal=True,
+                     format_func=lambda s: {"oof": "out-of-fold (CV)"}.get(s, s),
+                     help="test is untouched by training and tuning. "
+                     + ("out-of-fold: every other image, each predicted by the fold model that never "
+                        "trained on its duplicate group (threshold and temperature were fitted on them)."
+                        if is_cv_model else "val chose the threshold and temperature."))
+    return split, is_cv_model
+
+
 @st.cache_resource(show_spinner="Loading the model ...")
 def loaded_model(directory: str, stamp: float):
     """The model in ``directory``, warmed up; ``stamp`` (model.json's mtime) reloads it

@@ -110,24 +110,25 @@ def queue_file(reviews_dir: str | os.PathLike, model_slug: str) -> Path:
     return Path(reviews_dir) / f"{model_slug}.queue.csv"
 
 
+def _queue_rows(path: Path) -> dict[str, dict]:
+    """The queue file's rows by stored path, in order; a missing file is an empty queue."""
+    if not path.exists():
+        return {}
+    with open(path, newline="") as handle:
+        return {r["path"]: r for r in csv.DictReader(handle)}
+
+
 def read_queue(path: str | os.PathLike) -> set[str]:
     """The image paths sent for review (relocated); a missing file is an empty queue."""
     from engine.data.sources import relocate
-    path = Path(path)
-    if not path.exists():
-        return set()
-    with open(path, newline="") as handle:
-        return {relocate(r["path"]) for r in csv.DictReader(handle)}
+    return {relocate(stored) for stored in _queue_rows(Path(path))}
 
 
 def add_to_queue(path: str | os.PathLike, images: list[str], note: str = "") -> int:
     """Add images to the review queue (kept once each); returns how many it holds."""
     path = Path(path)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    queued = {}
-    if path.exists():
-        with open(path, newline="") as handle:
-            queued = {r["path"]: r for r in csv.DictReader(handle)}
+    queued = _queue_rows(path)
     for image in images:
         queued.setdefault(image, {"path": image, "note": note, "time": stamp})
     path.parent.mkdir(parents=True, exist_ok=True)
