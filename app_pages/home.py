@@ -61,14 +61,20 @@ if test:
             for label, key in (("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
                                ("specificity", "specificity"), ("ROC AUC", "roc_auc"))))
     data_summary = read_json(model_dir / layout.DATA_SUMMARY) or {}
+    seen = test.get("seen_in_training")
     st.caption(
         "Held-out test split of a duplicate-aware split: no copy of a test image found by the pixel "
         "tests (exact, perceptual hash, contrast-invariant) was in training"
         + (", nor any image the twins pass of model features merged with one "
            f"({data_summary['twins']['pairs']} pairs at similarity ≥ {data_summary['twins']['min_similarity']:.3f})."
-           if data_summary.get("twins") else
-           ". Relatives the pixel tests miss (neighbouring slices of one series, heavily processed "
-           "copies) can remain: Predict marks such an image \"seen in training\"."))
+           if data_summary.get("twins") else ".")
+        + (f" Still, the model's own neighbour check marks {seen['images']} of its {seen['of']} test images "
+           f"(in {seen['groups']} of {seen['of_groups']} duplicate groups) \"seen in training\": relatives "
+           "these tests miss, such as heavily sharpened copies or neighbouring slices of one series; "
+           "Predict marks them." if seen and seen["images"] else
+           " The model's own neighbour check marks none of the test images \"seen in training\"." if seen else
+           " Relatives the tests miss (neighbouring slices of one series, heavily processed copies) can "
+           "remain: Predict marks such an image \"seen in training\"."))
     if cv and cv["mean"].get("accuracy") is not None and test.get("accuracy") is not None:
         gap = 100 * (cv["mean"]["accuracy"] - test["accuracy"])
         folds = [f["accuracy"] for f in cv.get("folds", []) if f.get("accuracy") is not None]

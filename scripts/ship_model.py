@@ -3,7 +3,7 @@ with everything its model card, the Label review page and the CI check need, and
 the CI sample's accuracy.
 
     python scripts/ship_model.py runs/<cv_dir>
-    python scripts/ship_model.py --restamp checkpoints   # intervals, shortcut audit, portable paths
+    python scripts/ship_model.py --restamp checkpoints   # intervals, shortcut audit, seen test images, portable paths
 
 Run the label audit first (python -m engine.audit runs/<cv_dir>) so label_issues.csv
 ships too. Fold run folders (checkpoints, logs) are not shipped: only the ensemble.
@@ -109,6 +109,24 @@ def stamp_intervals(folder: Path) -> None:
     summary_path.write_text(json.dumps(summary, indent=2))
 
 
+def stamp_seen(folder: Path) -> None:
+    """eval_test.json's ``seen_in_training`` for a CV folder evaluated before it was
+    written: the test images the model's own neighbour check marks (Home states it)."""
+    from engine.data.manifest import read_manifest
+    from engine.evaluation.evaluate import predict_outputs, seen_in_training
+    from engine.serving.inference import load_model
+    path = folder / layout.evaluation("test")
+    report = json.loads(path.read_text())
+    if report.get("seen_in_training") is not None:
+        return
+    model = load_model(folder)
+    test = [r for r in read_manifest(folder / layout.MANIFEST) if r.usable and r.split == "test"]
+    _, features = predict_outputs(model, [r.path for r in test])
+    report["seen_in_training"] = seen_in_training(model.neighbours, test, features)
+    path.write_text(json.dumps(report, indent=2))
+    print("seen in training:", report["seen_in_training"])
+
+
 def card_figures(folder: Path) -> dict:
     """What the model card adds beside its headline figures: their 95% intervals, the
     pooled out-of-fold figures, the shortcut audit's AUCs and gaps, and the refer band's
@@ -121,6 +139,8 @@ def card_figures(folder: Path) -> dict:
     if shortcuts:
         figures["shortcut_auc"] = {k: v["auc"] for k, v in shortcuts["cue_sets"].items()}
         figures["shortcut_gap_oof"] = {k: v["gap"] for k, v in shortcuts["model"]["oof"]["by_set"].items()}
+    if test.get("seen_in_training"):
+        figures["test_seen_in_training"] = test["seen_in_training"]
     if test.get("refer"):
         figures["refer_test"] = {k: test["refer"][k] for k in ("coverage", "accuracy", "sensitivity", "specificity")}
     return figures
@@ -182,6 +202,7 @@ def main(source_dir: str) -> None:
         build_shortcuts(source)
     if "pooled" not in json.loads((source / layout.CV_SUMMARY).read_text()):
         stamp_intervals(source)
+    stamp_seen(source)
     if (target / "export").exists():
         shutil.rmtree(target / "export")
     shutil.copytree(source / "export", target / "export")
@@ -221,6 +242,7 @@ if __name__ == "__main__":
         folder = Path(sys.argv[2])
         stamp_intervals(folder)
         build_shortcuts(folder)
+        stamp_seen(folder)
         make_portable(folder)
         card_path = folder / layout.MODEL_CARD
         card = json.loads(card_path.read_text())

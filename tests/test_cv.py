@@ -170,6 +170,10 @@ def test_a_gradient_image_with_no_brain_is_flagged_out_of_distribution(cv_run, t
     assert record["uncertainty"] is not None
     report = json.loads((cv_run / "eval_test.json").read_text())
     assert 0.0 <= report["ood_flagged_share"] <= 0.2
+    # The CV's test evaluation says how many test images its own neighbour check calls
+    # seen in training (its fixture data hold no copies across the split).
+    seen = report["seen_in_training"]
+    assert seen["of"] == report["count"] and 0 <= seen["images"] <= seen["of"] and seen["groups"] <= seen["of_groups"]
 
 
 def test_a_stopped_cv_resumes_with_its_unfinished_fold(tmp_path):

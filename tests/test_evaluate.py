@@ -168,6 +168,7 @@ def test_evaluating_the_shipped_model_never_rewrites_checkpoints(tmp_path, monke
     before = {p.name: p.stat().st_mtime_ns for p in SHIPPED_MODEL_DIR.iterdir() if p.is_file()}
     report = evaluate(SHIPPED_MODEL_DIR, "test", limit=12)
     assert report["count"] == 12
+    assert report["seen_in_training"]["of"] == 12 and report["seen_in_training"]["threshold"] > 0.9
     assert (tmp_path / "evaluations" / "shipped" / "eval_test.json").exists()
     after = {p.name: p.stat().st_mtime_ns for p in SHIPPED_MODEL_DIR.iterdir() if p.is_file()}
     assert after == before

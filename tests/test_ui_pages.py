@@ -591,6 +591,10 @@ def test_home_puts_the_cv_figures_beside_the_test_figures_and_explains_the_gap(r
     assert metrics["CV accuracy"] == f"{100 * cv['mean']['accuracy']:.1f} ± {100 * cv['std']['accuracy']:.1f}%"
     gap = 100 * (cv["mean"]["accuracy"] - test["accuracy"])
     assert any(f"{abs(gap):.1f} points" in m.value and "the range of the folds" in m.value for m in at.markdown)
+    # What the split promises is what the model's own neighbour check finds on it.
+    seen = test["seen_in_training"]
+    assert seen["images"] > 0
+    assert any(f"marks {seen['images']} of its {seen['of']} test images" in c.value for c in at.caption)
 
 
 def test_errors_page_shows_the_nearest_training_images_on_request(run_folder):

@@ -174,6 +174,18 @@ def fit_ood_for_run(model_dir: Path, train_rows, val_rows, model=None):
              **pixels}, fitted)
 
 
+def seen_in_training(index, rows, features) -> dict | None:
+    """How many of ``rows`` (a test split) the model's own neighbour check calls "seen in
+    training", and in how many of their duplicate groups: relatives the grouping missed,
+    which Home states beside the test figure. None without a neighbour index."""
+    if index is None or features is None or not len(rows):
+        return None
+    seen = np.array([found["seen_in_training"] for found in index.query(features, 1)])
+    groups = np.array([r.group for r in rows])
+    return {"images": int(seen.sum()), "of": int(len(rows)), "groups": int(len(set(groups[seen].tolist()))),
+            "of_groups": int(len(set(groups.tolist()))), "threshold": float(index.seen_threshold)}
+
+
 def flagged_share(model, paths: list[str], features) -> float | None:
     """Share of images the out-of-distribution flag would stop on Predict: the feature
     flag or any pixel check (engine.serving.input_check with the model's appearance
@@ -291,6 +303,8 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
     if reviewed:
         report["with_reviewed_labels"] = reviewed
     report["ood_flagged_share"] = flagged_share(model, [r.path for r in rows], features)
+    if split == "test":
+        report["seen_in_training"] = seen_in_training(model.neighbours, rows, features)
     report.update({"split": split, "model_dir": str(model_dir), "seconds": time.time() - started,
                    "threshold_method": info.get("threshold_method", "default 0.5"),
                    "evaluated_at": time.time()})

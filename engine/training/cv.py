@@ -48,6 +48,7 @@ from engine.evaluation.evaluate import (
     full_report,
     predict_outputs,
     reviewed_report,
+    seen_in_training,
     write_predictions,
 )
 from engine.serving.export import export_saved_model, model_info, restore_best_model
@@ -295,8 +296,10 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     if test:
         ensemble = ensemble.replace(temperature=temperature, threshold=threshold)
         test_members, test_features = predict_outputs(ensemble, [r.path for r in test])
-        summary["test"] = _write_test_evaluation(cv_dir, test, test_members, temperature, threshold,
-                                                 flagged_share(ensemble, [r.path for r in test], test_features))
+        summary["test"] = _write_test_evaluation(
+            cv_dir, test, test_members, temperature, threshold,
+            flagged_share(ensemble, [r.path for r in test], test_features),
+            seen_in_training(neighbours.NeighbourIndex.load(cv_dir), test, test_features))
     summary.update({"folds_count": folds, "images_cv": len(pool), "images_test": len(test),
                     "threshold": threshold, "temperature": temperature,
                     "config": config.to_dict(), "written_at": time.time()})
@@ -322,7 +325,7 @@ def _write_oof_evaluation(cv_dir: Path, pool, logits, temperature: float, thresh
 
 
 def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, threshold: float,
-                           ood_share: float | None = None):
+                           ood_share: float | None = None, seen: dict | None = None):
     """The fold ensemble on the fixed test split, in the files Evaluate and Errors read."""
     logits = members.mean(axis=1)
     labels = [r.original_label for r in test]
@@ -334,7 +337,7 @@ def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, thre
     report.update({"split": "test", "model_dir": str(cv_dir), "evaluated_at": time.time(),
                    "threshold_method": "youden (out-of-fold)",
                    "mean_uncertainty": float(member_spread(members, temperature).mean()),
-                   "ood_flagged_share": ood_share})
+                   "ood_flagged_share": ood_share, "seen_in_training": seen})
     # Each fold model alone on the same images, at the same threshold and temperature:
     # what the ensemble adds over one model.
     report["members"] = [
