@@ -29,7 +29,7 @@ def show(report: dict, info: dict, split: str) -> None:
     curve = report.get("risk_coverage") or (report.get("refer") or {}).get("risk_coverage")
     if not band and not curve:
         st.caption("No refer band for this model yet: `python -m engine.refer MODEL --min-answered-accuracy "
-                   "0.975` chooses one on its out-of-fold or validation predictions.")
+                   "0.965` chooses one on its out-of-fold or validation predictions.")
         return
     st.subheader("When to refer")
     if band:
