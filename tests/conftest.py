@@ -33,8 +33,12 @@ def pytest_configure(config):
 # built once: the finished cross-validation, the Streamlit server (browser and load
 # tests) and Chromium.
 _XDIST_GROUPS = {"cv_run": "cv"}
+# A module whose tests share a module-scoped trained run is kept on one worker too:
+# spread over three, each worker trained its own copy of the run (measured with
+# --durations: test_evaluate's run was built twice, 121 s and 56 s).
 _XDIST_MODULE_GROUPS = {"test_browser": "browser", "test_load": "browser", "test_multiworker": "multiworker",
-                        "test_multiworker_cv": "multiworker_cv"}
+                        "test_multiworker_cv": "multiworker_cv", "test_evaluate": "evaluate",
+                        "test_small_data_rule": "small_data", "test_train": "train"}
 
 
 # The longest units are handed out first (longest-processing-time-first scheduling), so

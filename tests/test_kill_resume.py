@@ -1,4 +1,4 @@
-"""SIGKILL at seven random moments, then resume, three times more with the leftovers of a
+"""SIGKILL at four random moments, then resume, twice more with the leftovers of a
 kill in the middle of a checkpoint save planted beside the newest checkpoint: every
 resume succeeds from the newest intact checkpoint and the finished run has every epoch
 exactly once.
@@ -21,9 +21,9 @@ from conftest import ROOT, write_class_folders
 from engine import runs
 from engine.config import tiny_config
 
-EPOCHS = 30
-TRIALS = 7
-DURING_SAVE = 3
+EPOCHS = 20
+TRIALS = 4
+DURING_SAVE = 2
 
 
 def launch(args):
