@@ -91,6 +91,28 @@ def full_report(labels, logits, modalities, threshold: float, temperature: float
     return report
 
 
+def write_split_evaluation(out_dir: str | Path, split: str, rows, logits, threshold: float,
+                           temperature: float, **extra) -> dict:
+    """``eval_<split>.json`` and ``predictions_<split>.csv`` for manifest ``rows`` scored
+    by their ensemble ``logits``: the one writer engine.evaluate and the cross-validation
+    (its out-of-fold pool and its test split) share, so Evaluate and Errors read the same
+    files whichever wrote them. ``extra`` goes into the report as it is."""
+    out_dir = Path(out_dir)
+    logits = np.asarray(logits, np.float64)
+    labels = [r.original_label if r.original_label >= 0 else r.label for r in rows]
+    modalities = [r.modality for r in rows]
+    report = full_report(labels, logits, modalities, threshold, temperature, [r.group for r in rows])
+    reviewed = reviewed_report(rows, logits, threshold, temperature)
+    if reviewed:
+        report["with_reviewed_labels"] = reviewed
+    report.update({"split": split, "evaluated_at": time.time(), **extra})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_json_atomic(out_dir / layout.evaluation(split), report)
+    write_predictions(out_dir / layout.predictions(split), [r.path for r in rows], labels, modalities,
+                      logits, temperature, threshold)
+    return report
+
+
 def reviewed_report(rows, logits, threshold: float, temperature: float) -> dict:
     """The same metrics with reviewed labels, excluded images left out; {} when no row
     carries a review. Kept apart from the "as labelled" figures, never mixed in."""
@@ -294,22 +316,11 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
                               temperature=float(info.get("temperature", 1.0)))
     started = time.time()
     members, features = predict_outputs(model, [r.path for r in rows])
-    logits = members.mean(axis=1)
-    labels = [r.original_label if r.original_label >= 0 else r.label for r in rows]
-    modalities = [r.modality for r in rows]
-    report = full_report(labels, logits, modalities, model.threshold, model.temperature,
-                         [r.group for r in rows])
-    reviewed = reviewed_report(rows, logits, model.threshold, model.temperature)
-    if reviewed:
-        report["with_reviewed_labels"] = reviewed
-    report["ood_flagged_share"] = flagged_share(model, [r.path for r in rows], features)
+    extra = {"ood_flagged_share": flagged_share(model, [r.path for r in rows], features)}
     if split == "test":
-        report["seen_in_training"] = seen_in_training(model.neighbours, rows, features)
-    report.update({"split": split, "model_dir": str(model_dir), "seconds": time.time() - started,
-                   "threshold_method": info.get("threshold_method", "default 0.5"),
-                   "evaluated_at": time.time()})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_json_atomic(out_dir / layout.evaluation(split), report)
-    write_predictions(out_dir / layout.predictions(split), [r.path for r in rows], labels,
-                      modalities, logits, model.temperature, model.threshold)
+        extra["seen_in_training"] = seen_in_training(model.neighbours, rows, features)
+    report = write_split_evaluation(
+        out_dir, split, rows, members.mean(axis=1), model.threshold, model.temperature,
+        model_dir=str(model_dir), seconds=time.time() - started,
+        threshold_method=info.get("threshold_method", "default 0.5"), **extra)
     return report

@@ -45,11 +45,9 @@ from engine.training.progress import setup_logging
 from engine.evaluation.evaluate import (
     classification_report,
     flagged_share,
-    full_report,
     predict_outputs,
-    reviewed_report,
     seen_in_training,
-    write_predictions,
+    write_split_evaluation,
 )
 from engine.serving.export import export_saved_model, model_info, restore_best_model
 from engine.serving.inference import load_model, member_spread
@@ -314,40 +312,25 @@ def _write_oof_evaluation(cv_dir: Path, pool, logits, temperature: float, thresh
     its duplicate group. The threshold and temperature were fitted on these same
     predictions, so its threshold-dependent figures are slightly optimistic; the
     per-fold figures in cv_summary.json are the cross-fitted ones."""
-    labels = [r.original_label for r in pool]
-    modalities = [r.modality for r in pool]
-    report = full_report(labels, logits, modalities, threshold, temperature, [r.group for r in pool])
-    report.update({"split": "oof", "model_dir": str(cv_dir), "evaluated_at": time.time(),
-                   "threshold_method": "youden (out-of-fold)"})
-    runs.write_json_atomic(cv_dir / layout.evaluation("oof"), report)
-    write_predictions(cv_dir / layout.predictions("oof"), [r.path for r in pool], labels, modalities,
-                      logits, temperature, threshold)
+    write_split_evaluation(cv_dir, "oof", pool, logits, threshold, temperature, model_dir=str(cv_dir),
+                           threshold_method="youden (out-of-fold)")
 
 
 def _write_test_evaluation(cv_dir: Path, test, members, temperature: float, threshold: float,
                            ood_share: float | None = None, seen: dict | None = None):
-    """The fold ensemble on the fixed test split, in the files Evaluate and Errors read."""
-    logits = members.mean(axis=1)
+    """The fold ensemble on the fixed test split, in the files Evaluate and Errors read,
+    with each fold model alone on the same images at the same threshold and temperature
+    (what the ensemble adds over one model)."""
     labels = [r.original_label for r in test]
-    modalities = [r.modality for r in test]
-    report = full_report(labels, logits, modalities, threshold, temperature, [r.group for r in test])
-    reviewed = reviewed_report(test, logits, threshold, temperature)
-    if reviewed:
-        report["with_reviewed_labels"] = reviewed
-    report.update({"split": "test", "model_dir": str(cv_dir), "evaluated_at": time.time(),
-                   "threshold_method": "youden (out-of-fold)",
-                   "mean_uncertainty": float(member_spread(members, temperature).mean()),
-                   "ood_flagged_share": ood_share, "seen_in_training": seen})
-    # Each fold model alone on the same images, at the same threshold and temperature:
-    # what the ensemble adds over one model.
-    report["members"] = [
-        {k: v for k, v in classification_report(labels, calibrated(members[:, k], temperature),
-                                                 threshold).items()
-         if k in ("accuracy", "roc_auc", "sensitivity", "specificity")}
-        for k in range(members.shape[1])]
-    runs.write_json_atomic(cv_dir / layout.evaluation("test"), report)
-    write_predictions(cv_dir / layout.predictions("test"), [r.path for r in test], labels, modalities,
-                      logits, temperature, threshold)
+    report = write_split_evaluation(
+        cv_dir, "test", test, members.mean(axis=1), threshold, temperature, model_dir=str(cv_dir),
+        threshold_method="youden (out-of-fold)",
+        mean_uncertainty=float(member_spread(members, temperature).mean()),
+        ood_flagged_share=ood_share, seen_in_training=seen,
+        members=[{k: v for k, v in classification_report(labels, calibrated(members[:, k], temperature),
+                                                          threshold).items()
+                  if k in ("accuracy", "roc_auc", "sensitivity", "specificity")}
+                 for k in range(members.shape[1])])
     return {**{k: report[k] for k in ("count", "accuracy", "roc_auc", "sensitivity", "specificity",
                                       "balanced_accuracy", "threshold", "ood_flagged_share")},
             "members": report["members"]}
