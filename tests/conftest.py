@@ -43,7 +43,8 @@ _XDIST_MODULE_GROUPS = {"test_browser": "browser", "test_load": "browser", "test
 
 # The longest units are handed out first (longest-processing-time-first scheduling), so
 # that no worker starts one of them while the other has nothing left to do.
-_LONG_FIRST = ("test_multiworker", "test_multiworker_cv", "test_kill_resume", "test_browser", "test_cv", "test_load",
+_LONG_FIRST = ("test_multiworker", "test_multiworker_cv", "test_browser", "test_small_data_rule", "test_kill_resume",
+               "test_cv", "test_reproduce", "test_review", "test_evaluate", "test_runs", "test_train", "test_load",
                "test_cpu_isa")
 
 
