@@ -12,7 +12,8 @@ from engine.serving.calibration import MIN_CALIBRATION_IMAGES
 from engine.evaluation.intervals import format_with_ci
 from ui import charts, cv_view, refer_view, shortcuts_view
 from ui.common import (
-    SHIPPED_DIR, percent, plural, read_json, read_predictions, runs_root, selected_model_dir, split_choice,
+    SHIPPED_DIR, percent, plural, read_json, read_predictions, reviews_dir, runs_root, selected_model_dir,
+    split_choice,
 )
 
 
@@ -105,7 +106,7 @@ with right:
                    "to fit a temperature, so it stays close to 1 by design, and the threshold is the "
                    "middle of the gap between the classes on those images. Treat both as rough.")
 
-review_dir = runs_root() / "label_reviews"
+review_dir = reviews_dir()
 review_files = sorted(review_dir.glob("*.csv")) if review_dir.exists() else []
 review_choice = st.selectbox(
     "Score with a label review too", ["none"] + [f.name for f in review_files],

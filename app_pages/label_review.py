@@ -16,7 +16,8 @@ from engine.data.imageio import ImageDecodeError
 from engine.evaluation.review import DECISIONS, queue_file, read_queue, read_review, record_decision
 from ui.explained import explained
 from ui.common import (
-    SHIPPED_DIR, all_runs, label_issues, runs_root, selected_model_dir, usable_rows_by_group,
+    SHIPPED_DIR, all_runs, label_issues, model_slug, reviews_dir, runs_root, selected_model_dir,
+    usable_rows_by_group,
 )
 
 
@@ -59,8 +60,8 @@ if not (folder / ISSUES_FILE).exists():
         st.rerun()
     st.stop()
 
-slug = "shipped" if folder == SHIPPED_DIR else folder.name
-REVIEWS_DIR = runs_root() / "label_reviews"
+slug = model_slug(folder)
+REVIEWS_DIR = reviews_dir()
 # Review files live under the runs folder only: the page never writes anywhere else.
 review_name = st.text_input("Review name", slug, max_chars=80,
                             help=f"Decisions are written to {REVIEWS_DIR}/<name>.csv (atomically). "

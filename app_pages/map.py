@@ -10,7 +10,7 @@ import streamlit as st
 
 from engine import layout
 from engine.data.sources import relocate
-from ui.common import SHIPPED_DIR, runs_root, selected_model_dir
+from ui.common import SHIPPED_DIR, model_slug, reviews_dir, selected_model_dir
 from ui import map_view
 
 st.title("Map")
@@ -89,16 +89,15 @@ st.dataframe(table, hide_index=True, width="stretch", height=min(400, 38 + 35 * 
 left, right = st.columns(2)
 left.download_button("Download the selection (CSV)", table.to_csv(index=False).encode(), "map_selection.csv",
                      "text/csv")
-slug = "shipped" if model_dir == SHIPPED_DIR else model_dir.name
 if left.button("Send the selection to the review queue",
                help="The Label review page shows these images' duplicate groups in its queue, flagged or not"):
     from engine.evaluation.review import add_to_queue, queue_file
-    held = add_to_queue(queue_file(runs_root() / "label_reviews", slug), [relocate(p) for p in picked["path"]],
+    held = add_to_queue(queue_file(reviews_dir(), model_slug(model_dir)), [relocate(p) for p in picked["path"]],
                         note="sent from the Map page")
     st.success(f"{len(picked):,} images sent to the review queue of the {name} ({held:,} waiting); open "
                "Label review to decide them.")
 with right.form("exclude_selection"):
-    reviews = runs_root() / "label_reviews"
+    reviews = reviews_dir()
     review_name = st.text_input("Review file (under runs/label_reviews/)", "map_review.csv")
     note = st.text_input("Why", "excluded from the map")
     if st.form_submit_button("Mark the selection excluded in that review file"):

@@ -16,7 +16,7 @@ from engine.data.imageio import classes_without_images
 from engine.data.sources import DataLayoutError, check_data_dir_allowed, discover
 from ui import charts
 from ui import cv_view
-from ui.common import all_runs, available_devices, duration, percent, runs_root
+from ui.common import all_runs, available_devices, duration, percent, reviews_dir, runs_root
 
 
 st.title("Train")
@@ -69,7 +69,7 @@ with st.expander("Start a new training run", expanded=not runs.active_runs(runs_
                                 "mean ± std over folds (python -m engine.cv)")
         # Only the review files the Label review page writes (runs/label_reviews/): a free
         # path would let the form read any file of the server.
-        review_dir = runs_root() / "label_reviews"
+        review_dir = reviews_dir()
         review_files = sorted(review_dir.glob("*.csv")) if review_dir.is_dir() else []
         label_review = c4.selectbox("Label review (optional)", ["none"] + [f.name for f in review_files],
                                     help="A review from the Label review page (runs/label_reviews/): train on "

@@ -105,6 +105,17 @@ def selected_model_dir() -> Path:
     return model_dirs().get(st.session_state.get("model_choice", SHIPPED), SHIPPED_DIR)
 
 
+def reviews_dir() -> Path:
+    """Where label review files and review queues live: runs/label_reviews/."""
+    return runs_root() / "label_reviews"
+
+
+def model_slug(model_dir: Path) -> str:
+    """The name a model's review files and queue carry ("shipped" for checkpoints/): the
+    Map page and Label review must agree on it to share a queue."""
+    return "shipped" if model_dir == SHIPPED_DIR else model_dir.name
+
+
 def split_choice(model_dir: Path) -> tuple[str, bool]:
     """The split radio Evaluate and Errors share: (chosen split, whether the model is a
     cross-validation). A CV offers its out-of-fold pool, a single run its validation split."""

@@ -63,13 +63,15 @@ def choose_seen_threshold(vectors: np.ndarray, groups: np.ndarray, chunk: int = 
     for start in range(0, len(vectors), chunk):
         rows = np.arange(start, min(start + chunk, len(vectors)))
         block = np.asarray(vectors[rows], np.float32)
-        if graph is None:
-            ids = np.broadcast_to(np.arange(len(vectors)), (len(rows), len(vectors)))
+        if graph is None:  # every pool image is a candidate: its groups broadcast, nothing gathered
             sims = block @ np.asarray(vectors, np.float32).T
+            sims[rows - start, rows] = -np.inf
+            candidate_groups = groups[None, :]
         else:
             sims, ids = graph.search(block, min(THRESHOLD_CANDIDATES + 1, len(vectors)))
-        sims = np.where((ids == rows[:, None]) | (ids < 0), -np.inf, sims)
-        same = groups[rows][:, None] == groups[np.maximum(ids, 0)]
+            sims = np.where((ids == rows[:, None]) | (ids < 0), -np.inf, sims)
+            candidate_groups = groups[np.maximum(ids, 0)]
+        same = groups[rows][:, None] == candidate_groups
         same_best[rows] = np.where(same, sims, -np.inf).max(axis=1)
         other_best[rows] = np.where(~same, sims, -np.inf).max(axis=1)
     has_copy = np.isfinite(same_best)
@@ -171,9 +173,13 @@ class NeighbourIndex:
         its copies are counted as copies already (``copies_left_out``), and the reviewer
         wants to see how *other* slices that look like it are labelled."""
         queries = embed(features)
-        dropped = []
+        nothing = (np.zeros(0, np.int64), 0)
+        dropped = []  # per input: (pool ids left out, how many of them are the input itself)
         for path in list(exclude or []) + [None] * (len(queries) - len(exclude or [])):
-            itself = self.paths == path if path is not None else np.zeros(len(self.paths), bool)
+            if path is None:
+                dropped.append(nothing)
+                continue
+            itself = self.paths == path
             dropped.append((np.flatnonzero(itself | np.isin(self.groups, self.groups[itself])), int(itself.sum())))
         extra = max((len(ids) for ids, _ in dropped), default=0)
         sims, ids = self._candidates(queries, k + extra)
@@ -181,7 +187,7 @@ class NeighbourIndex:
         out = []
         for row in range(len(queries)):
             drop, itself = dropped[row]
-            row_sims = np.where(np.isin(ids[row], drop), -np.inf, sims[row])
+            row_sims = np.where(np.isin(ids[row], drop), -np.inf, sims[row]) if len(drop) else sims[row]
             order = np.argsort(-row_sims)[:k]
             picks = order[np.isfinite(row_sims[order])]
             out.append({
