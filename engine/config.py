@@ -40,6 +40,9 @@ class TrainConfig:
     # the shipped model, or a model folder; similarity 0 = that model's seen threshold.
     twin_model: str = ""
     twin_similarity: float = 0.0
+    # A manifest CSV whose duplicate groups are kept (merged in as twins): the groups an
+    # earlier model's twins pass found, carried into a new split (engine.training.twins).
+    twin_groups: str = ""
     crop_to_head: bool = False  # crop to the head's bounding box, pad square, then resize
     label_review: str = ""  # a label review CSV (engine.evaluation.review) applied to the labels
     # Model

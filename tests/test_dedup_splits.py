@@ -224,3 +224,29 @@ def test_banded_search_finds_exactly_the_exhaustive_pairs():
     real_mirror = np.array([int(r.phash_mirror, 16) for r in rows], np.uint64)
     assert {tuple(p) for p in dedup.banded_near_duplicate_pairs(real, real_mirror, 4).tolist()} == \
         set(dedup.near_duplicate_pairs(real, real_mirror, 4))
+
+
+def test_kept_groups_and_combined_twin_finders(tmp_path):
+    """--twin-groups: the groups of an earlier manifest come back as pairs over the new
+    rows (matched by path; unknown paths left alone), and several finders' pairs are
+    merged with both descriptions kept."""
+    from types import SimpleNamespace
+    from engine.data.manifest import ManifestRow, write_manifest
+    from engine.training.twins import combined, kept_groups
+
+    def row(name, group):
+        return ManifestRow(path=str(tmp_path / name), label=0, class_name="no", modality="MRI", split="train",
+                           usable=True, reason="", width=8, height=8, sha256="", phash="0", phash_mirror="0",
+                           group=group)
+    write_manifest([row("a", 0), row("b", 1), row("c", 0), row("d", 0), row("gone", 1)], tmp_path / "m.csv")
+    rows = [SimpleNamespace(path=str(tmp_path / name)) for name in ("d", "b", "new", "a", "c")]
+    pairs, summary = kept_groups(tmp_path / "m.csv")(rows)
+    assert sorted(map(tuple, pairs.tolist())) == [(3, 0), (3, 4)]  # a with d and c; b alone; new unknown
+    assert summary["matched_images"] == 4
+    other = lambda rows: (np.array([[1, 2]]), {"model": "x", "pairs": 1})  # noqa: E731
+    assert combined([other]) is other
+    merged, description = combined([kept_groups(tmp_path / "m.csv"), other])(rows)
+    assert len(merged) == 3 and description["pairs"] == 3 and len(description["sources"]) == 2
+    groups = dedup.group_duplicates(["s%d" % i for i in range(5)], [i << 20 for i in range(5)],
+                                    [i << 40 for i in range(5)], 0, extra_pairs=merged)
+    assert len(set(groups.tolist())) == 2  # {d, a, c} and {b, new}

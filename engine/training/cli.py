@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "similarity) into one duplicate group before the split: 'shipped' or a model folder")
     parser.add_argument("--twin-similarity", type=float, default=defaults.twin_similarity,
                         help="feature similarity for --twin-model; 0 = that model's seen-in-training threshold")
+    parser.add_argument("--twin-groups", default=defaults.twin_groups,
+                        help="a manifest CSV (e.g. checkpoints/manifest.csv) whose duplicate groups are kept: "
+                        "the twins an earlier model found stay merged in the new split")
     parser.add_argument("--resolution-jitter", type=float, default=defaults.resolution_jitter,
                         help="shortcut countermeasure: resample each batch down to between (1 - R) and 1 "
                         "of its size and back up, so sharpness stops telling the source")
@@ -141,7 +144,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
               "contrast", "group_weighting", "ema_decay", "label_review",
               "kernel_init", "mixup", "collective", "precision", "dedup_distance",
               "dedup_correlation", "workers", "cache_dir", "resolution_jitter", "gamma",
-              "twin_model", "twin_similarity")
+              "twin_model", "twin_similarity", "twin_groups")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}
     if args.class_weighting:

@@ -18,7 +18,7 @@ from engine.data.cues import cue_columns, measure_cues
 from engine.data.splits import fold_groups
 from engine.evaluation.shortcuts import audit_cue_sets, balancing_weights
 from engine.data.manifest import build_manifest, read_manifest, write_manifest
-from engine.training.twins import twin_pass
+from engine.training.twins import combined, kept_groups, twin_pass
 from engine.data.health import write_health
 from engine.evaluation.review import apply_review, read_review
 
@@ -71,9 +71,9 @@ def cue_balance_weights(train_rows, seed: int):
 def scan(config: TrainConfig, progress=None, stop: "StopRequested | None" = None):
     """(rows, summary) of the config's data folder: decoded, hashed, grouped (with the
     twins pass when ``twin_model`` is set) and split. The one place a run or a CV scans."""
-    twins = None
-    if config.twin_model:
-        twins = twin_pass(config.twin_model, config.twin_similarity)
+    finders = ([twin_pass(config.twin_model, config.twin_similarity)] if config.twin_model else []) + (
+        [kept_groups(config.twin_groups)] if config.twin_groups else [])
+    twins = combined(finders) if finders else None
     return build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                           config.dedup_distance, dedup_correlation=config.dedup_correlation,
                           progress=progress, twins=twins,

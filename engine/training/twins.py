@@ -10,6 +10,12 @@ unions pairs whose cosine similarity reaches ``min_similarity`` (0 = the model's
 "seen in training" threshold, chosen on its pool's known duplicates;
 engine.serving.neighbours). Time: one forward pass per image, then an exact quadratic
 comparison (engine.data.dedup.similar_pairs).
+
+A twins pass depends on the model that ran it, and a model folder is overwritten when a
+new model is shipped; ``kept_groups`` carries the groups of an earlier manifest (which
+hold its twins) into a new split instead, so a split stays reproducible from shipped
+files: ``--twin-groups checkpoints/manifest.csv`` with the manifest's own seed gives its
+groups back.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 
 from engine.data.dedup import similar_pairs
+from engine.data.manifest import read_manifest
 from engine.serving.inference import SHIPPED_MODEL_DIR
 from engine.serving.neighbours import NeighbourIndex, embed
 
@@ -50,4 +58,39 @@ def twin_pass(model: str, min_similarity: float = 0.0):
         return pairs, {"model": str(folder.name if folder == SHIPPED_MODEL_DIR else folder),
                        "min_similarity": float(threshold), "pairs": int(len(pairs)),
                        "rule": "cosine similarity of the model's pooled features (members averaged)"}
+    return find
+
+
+def kept_groups(manifest: str | Path):
+    """A ``twins`` callable: pairs that keep together the images one group of an earlier
+    manifest holds (matched by path, relocated as read_manifest does; images the manifest
+    does not know are left to the other tests)."""
+    manifest = Path(manifest)
+
+    def find(rows):
+        position = {row.path: i for i, row in enumerate(rows)}
+        members: dict[int, list[int]] = {}
+        for earlier in read_manifest(manifest):
+            if earlier.usable and earlier.group >= 0 and earlier.path in position:
+                members.setdefault(earlier.group, []).append(position[earlier.path])
+        pairs = np.array([(m[0], other) for m in members.values() for other in m[1:]], np.int64).reshape(-1, 2)
+        matched = sum(len(m) for m in members.values())
+        log.info("twins: %d pairs keep %s's groups (%d of %d images matched)", len(pairs), manifest,
+                 matched, len(rows))
+        return pairs, {"groups_from": str(manifest), "pairs": int(len(pairs)), "matched_images": int(matched),
+                       "rule": "images in one group of the earlier manifest stay in one group"}
+    return find
+
+
+def combined(finders):
+    """One ``twins`` callable from several: their pairs together, their descriptions as
+    a list under ``sources`` (one finder is returned as it is)."""
+    if len(finders) == 1:
+        return finders[0]
+
+    def find(rows):
+        found = [finder(rows) for finder in finders]
+        pairs = [p for p, _ in found if p is not None and len(p)]
+        merged = np.concatenate(pairs).astype(np.int64) if pairs else np.zeros((0, 2), np.int64)
+        return merged, {"pairs": int(len(merged)), "sources": [summary for _, summary in found if summary]}
     return find
