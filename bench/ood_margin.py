@@ -118,7 +118,7 @@ def score_parts(model, named: dict[str, np.ndarray]) -> list[tuple[str, float, f
     rows = []
     for (name, rgb), prediction in zip(named.items(), predictions):
         pixels = max((score for _, score in model.pixel_findings(rgb)), default=0.0)
-        _, features = model.outputs(model.model_input(rgb)[None])
+        features = model.predict_pixels(model.model_input(rgb)[None])["features"]
         feature = float(model.ood.scores(features)[0])
         rows.append((name, feature, pixels, prediction.ood_score))
     return rows

@@ -26,7 +26,7 @@ def test_keras_stays_out_of_the_dashboard_process():
         "import sys, ui, numpy as np\n"
         "from engine.serving.inference import load_model\n"
         "model = load_model('checkpoints').warm_up()\n"
-        "model.explain_all(np.zeros([2, model.image_size, model.image_size, 3], np.float32))\n"
+        "model.explain_all(np.zeros([2, model.image_size, model.image_size, 3], np.uint8))\n"
         "print('keras' in sys.modules)")
     assert dashboard.returncode == 0, dashboard.stderr[-2000:]
     assert dashboard.stdout.strip().endswith("False")
@@ -35,7 +35,7 @@ def test_keras_stays_out_of_the_dashboard_process():
 def test_warming_a_model_up_changes_none_of_its_answers():
     from engine.serving.inference import load_model
     cold = load_model(ROOT / "checkpoints")
-    images = np.random.default_rng(0).uniform(0, 1, (3, cold.image_size, cold.image_size, 3)).astype(np.float32)
+    images = np.random.default_rng(0).integers(0, 256, (3, cold.image_size, cold.image_size, 3), dtype=np.uint8)
     before = cold.explain_all(images)
     warm = cold.warm_up()
     assert warm is cold

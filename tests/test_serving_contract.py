@@ -115,3 +115,28 @@ def test_a_crop_to_head_model_serves_what_the_engine_predicts(tmp_path):
     assert result["crop"] and len(expected) == len(paths)
     assert np.max(np.abs(np.array(result["bytes"]) - expected)) < 0.02, (result["bytes"], expected)
     assert np.max(np.abs(np.array(result["pixels"]) - expected)) < 0.02, (result["pixels"], expected)
+
+
+def test_the_engine_serves_the_exports_own_calibrated_outputs():
+    """Issue 30: calibration is applied once, in the graph. The shipped export (version
+    4) is stamped with model.json's threshold and temperature, so engine.predict reads
+    its probability, spread, decision and prediction set; they match the engine's own
+    NumPy calibration of the same logits (what it falls back to for an older export or a
+    calibration not stamped yet), and a copy with another temperature falls back."""
+    from engine.data.manifest import read_manifest, rows_for_split
+    from engine.serving.inference import load_model, predict_files
+    model = load_model(ROOT / "checkpoints")
+    assert model.export_version >= 4 and model.calibrated_in_graph
+    rows = rows_for_split(read_manifest(ROOT / "checkpoints" / "manifest.csv"), "test")[::15]
+    items = [(r.path, open(r.path, "rb").read()) for r in rows]
+    from_graph = predict_files(model, items, explain=True)
+    by_numpy = predict_files(model.replace(stamped=()), items)
+    assert not model.replace(stamped=()).calibrated_in_graph
+    assert not model.replace(temperature=model.temperature * 2).calibrated_in_graph
+    assert max(abs(a.probability - b.probability) for a, b in zip(from_graph, by_numpy)) < 1e-5
+    assert max(abs(a.uncertainty - b.uncertainty) for a, b in zip(from_graph, by_numpy)) < 1e-5
+    assert [a.decision for a in from_graph] == [b.decision for b in by_numpy]
+    assert [a.prediction_set for a in from_graph] == [b.prediction_set for b in by_numpy]
+    assert {a.decision for a in from_graph} >= {"tumor", "no tumor"}
+    hotter = predict_files(model.replace(temperature=model.temperature * 2), items[:4])
+    assert [round(h.probability, 6) for h in hotter] != [round(a.probability, 6) for a in from_graph[:4]]

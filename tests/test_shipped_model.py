@@ -246,7 +246,7 @@ def test_the_flagged_share_an_evaluation_reports_counts_the_pixel_checks(tmp_pat
     rows = rows_for_split(read_manifest(CHECKPOINTS / "manifest.csv"), "test")[:6]
     slice_path = next(r.path for r in rows if not model.pixel_findings(decode_path(r.path)))
     paths = [str(flower), slice_path]
-    _, features = model.outputs(np.stack([model.model_input(decode_path(p)) for p in paths]))
+    features = model.predict_pixels(np.stack([model.model_input(decode_path(p)) for p in paths]))["features"]
     flags, _ = model.ood_flags(features)
     assert not flags.any(), "precondition: the feature flag passes both"
     assert flagged_share(model, paths, features) == 0.5

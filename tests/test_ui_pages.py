@@ -266,8 +266,8 @@ def test_label_review_records_a_decision_for_every_image_of_the_group(cv_folder,
     monkeypatch.setattr(LoadedModel, "explain_all", lambda self, images: calls.append(len(images))
                         or original(self, images))
     feature_calls = []
-    original_outputs = LoadedModel.outputs
-    monkeypatch.setattr(LoadedModel, "outputs", lambda self, images: feature_calls.append(len(images))
+    original_outputs = LoadedModel.predict_pixels
+    monkeypatch.setattr(LoadedModel, "predict_pixels", lambda self, images: feature_calls.append(len(images))
                         or original_outputs(self, images))
     at = app_on("label_review")
     next(s for s in at.selectbox if s.label == "Audit of").set_value("cross-validation fixture-cv").run()

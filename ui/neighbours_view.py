@@ -30,7 +30,7 @@ def nearest_of(model, rgb: np.ndarray, k: int = 5, exclude: str | None = None) -
     pool); ``exclude`` leaves the image itself out when it is a pool image."""
     if model.neighbours is None:
         return None
-    _, features = model.outputs(model.model_input(rgb)[None])
+    features = model.predict_pixels(model.model_input(rgb)[None])["features"]
     if features is None:
         return None
     return model.neighbours.query(features, k, exclude=[exclude])[0]

@@ -13,8 +13,16 @@ stored threshold, the ``threshold``, each ensemble member's calibrated probabili
   decoded to RGB, resized to S x S as the engine does (bilinear with antialiasing, the
   closest TensorFlow op to PIL's bilinear resize; the difference is measured in
   tests/test_serving_contract.py), rounded to uint8 and scaled inside.
-- ``serving_float``: [0, 1] float images at S (what the engine's own pipeline feeds),
-  and ``explain``: the same plus the Grad-CAM map.
+- ``serving_float``: [0, 1] float images at S (what the engine's own tf.data pipeline
+  feeds, for evaluation), same outputs.
+- ``serving_prepared``: ``pixels`` uint8 [N, S, S, 3] already framed as the engine
+  frames them (cropped to the head when the model crops, PIL-resized): what
+  engine.serving.inference feeds, so no image is cropped twice.
+- ``explain``: the same input, the same outputs plus the Grad-CAM map ``cam``.
+
+Every signature applies the stored temperature, threshold, refer band and conformal
+quantiles itself: engine.predict and the dashboard read these outputs (engine.serving.
+inference), so scaling and calibration are written once, here.
 
 The threshold and temperature are chosen after training, on validation data; they are
 stored in model.json and stamped into the export (variables ``threshold``,
@@ -137,11 +145,13 @@ class ServingModule(tf.Module):
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
         # uint8 pixels of any size: cropped (if the model crops) and resized inside.
         pixels = tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")
+        sized = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="pixels")
         encoded = tf.TensorSpec([None], tf.string, name="image_bytes")
         # autograph=False, as for the train steps (engine/steps.py): no branch depends on a
         # tensor's value, and converting every member's code slowed export and loading.
-        self.serve = tf.function(self._serve, input_signature=[spec], autograph=False)
-        self.explain = tf.function(self._explain, input_signature=[spec], autograph=False)
+        self.serve = tf.function(self._serve_float, input_signature=[spec], autograph=False)
+        self.explain = tf.function(self._explain_pixels, input_signature=[sized], autograph=False)
+        self.serve_prepared = tf.function(self._from_model_pixels, input_signature=[sized], autograph=False)
         self.serve_pixels = tf.function(self._serve_pixels, input_signature=[pixels], autograph=False)
         self.serve_bytes = tf.function(self._serve_bytes, input_signature=[encoded], autograph=False)
 
@@ -188,6 +198,17 @@ class ServingModule(tf.Module):
     def _serve_pixels(self, pixels):
         return self._from_model_pixels(self._prepared(pixels))
 
+    def _serve_float(self, images):
+        return self._calibrated(self._serve(images))
+
+    def _explain_pixels(self, pixels):
+        out = self._explain_raw(pixels)
+        return {**self._calibrated(out), "cam": out["cam"]}
+
+    def _explain_raw(self, pixels):
+        """(uncalibrated) logits, members, features and Grad-CAM of uint8 pixels at S."""
+        return self._explain(tf.cast(pixels, tf.float32) / 255.0)
+
     def _from_model_pixels(self, pixels):
         return self._calibrated(self._serve(tf.cast(pixels, tf.float32) / 255.0))
 
@@ -221,7 +242,10 @@ class ServingModule(tf.Module):
                 "member_logits": members, "features": features}
 
 
-EXPORT_VERSION = 3  # 2: uint8 serving_default, serving_bytes, calibration inside; 3: refer band, sets
+# 2: uint8 serving_default, serving_bytes, calibration inside; 3: refer band, sets;
+# 4: every signature calibrated, ``explain`` on uint8 pixels (engine.serving.inference
+# reads the calibrated outputs instead of applying the calibration itself).
+EXPORT_VERSION = 4
 
 
 class RestampedModule(ServingModule):
@@ -234,13 +258,16 @@ class RestampedModule(ServingModule):
                  refer_margin: float, conformal_q, crop_to_head: bool = False):
         tf.Module.__init__(self, name="serving")
         self.loaded = loaded
+        self.loaded_version = int(loaded.export_version.numpy()) if hasattr(loaded, "export_version") else 1
         self._contract(image_size, members, threshold, temperature, refer_margin, conformal_q, crop_to_head)
 
     def _serve(self, images):
         return self.loaded.signatures["serving_float"](images=images)
 
-    def _explain(self, images):
-        return self.loaded.signatures["explain"](images=images)
+    def _explain_raw(self, pixels):
+        if self.loaded_version >= 4:  # its explain takes pixels (and calibrates; recalibrated here)
+            return self.loaded.signatures["explain"](pixels=pixels)
+        return self.loaded.signatures["explain"](images=tf.cast(pixels, tf.float32) / 255.0)
 
 
 def restamp_export(folder: str | Path) -> Path:
@@ -274,7 +301,7 @@ def _save(module: ServingModule, directory: Path) -> Path:
         shutil.rmtree(tmp)
     tf.saved_model.save(module, str(tmp), signatures={
         "serving_default": module.serve_pixels, "serving_bytes": module.serve_bytes,
-        "serving_float": module.serve, "explain": module.explain})
+        "serving_float": module.serve, "serving_prepared": module.serve_prepared, "explain": module.explain})
     if directory.exists():
         shutil.rmtree(directory)
     tmp.rename(directory)

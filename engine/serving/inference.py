@@ -5,6 +5,15 @@ A model folder holds ``export/`` (a SavedModel with ``serving_default`` and
 ``explain`` signatures) and ``model.json`` (image size, decision threshold and
 temperature chosen on validation data). The shipped model is ``checkpoints/``; any
 finished run folder has the same layout.
+
+Predictions come from the SavedModel's own outputs: the engine hands its
+``serving_prepared`` and ``explain`` signatures uint8 pixels framed as in training
+(decode, crop when the model crops, PIL resize) and reads back
+the calibrated probability, the members' spread, the decision and the prediction set
+(engine.serving.export, EXPORT_VERSION 4), so a plain ``tf.saved_model.load`` client and
+this module cannot disagree on scaling or calibration. Two cases still calibrate here,
+from the logits the graph returns beside: an export older than version 4, and a model
+whose model.json holds a calibration not (yet) stamped into its export.
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ class LoadedModel:
     neighbours: object = field(default=None, repr=False)  # engine.serving.neighbours.NeighbourIndex, if stored
     appearance: object = field(default=None, repr=False)  # engine.serving.appearance statistics, if fitted
     saved: object = field(default=None, repr=False, compare=False)  # keeps the SavedModel's signatures alive
+    export_version: int = 0
+    stamped: tuple = ()  # (threshold, temperature) the export applies itself; () = none
 
     def replace(self, **changes) -> "LoadedModel":
         """A copy with ``changes`` (e.g. threshold and temperature); self is unchanged."""
@@ -61,10 +72,17 @@ class LoadedModel:
         signature and 0.23 s for the plain one, against 0.02 s and 0.01 s after), so a
         server that loads a model behind a spinner warms it there, not in the user's
         first upload."""
-        blank = np.zeros([1, self.image_size, self.image_size, 3], np.float32)
+        blank = np.zeros([1, self.image_size, self.image_size, 3], np.uint8)
         self.explain_all(blank)
-        self.outputs(blank)
+        self.predict_pixels(blank)
         return self
+
+    @property
+    def calibrated_in_graph(self) -> bool:
+        """Whether the export's own calibrated outputs are this model's: a version-4
+        export stamped with this threshold and temperature."""
+        return bool(self.stamped) and self.export_version >= 4 and np.allclose(
+            self.stamped, (self.threshold, self.temperature), rtol=0, atol=1e-6)
 
     def view(self, rgb: np.ndarray) -> np.ndarray:
         """The decoded image as the model frames it (cropped to the head if the model
@@ -72,20 +90,41 @@ class LoadedModel:
         return crop_to_head(rgb) if self.crop_to_head else rgb
 
     def model_input(self, rgb: np.ndarray) -> np.ndarray:
-        """Decoded RGB uint8 -> [S, S, 3] float32 in [0, 1], as in training
-        (imageio.prepare_rgb: the same crop and resize)."""
-        return prepare_rgb(rgb, self.image_size, self.crop_to_head).astype(np.float32) / 255.0
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        out = self.serve(images=tf.convert_to_tensor(images, tf.float32))
-        return out["logit"].numpy()
+        """Decoded RGB uint8 -> [S, S, 3] uint8, as in training (imageio.prepare_rgb: the
+        same crop and resize); the export scales it."""
+        return prepare_rgb(rgb, self.image_size, self.crop_to_head)
 
     def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """([N, K] member logits, [N, K, C] member features or None for old exports)."""
+        """([N, K] member logits, [N, K, C] member features or None for old exports) of
+        [0, 1] float images at S, as the tf.data pipeline gives them (evaluation)."""
         out = self.serve(images=tf.convert_to_tensor(images, tf.float32))
         logits = (out["member_logits"].numpy() if "member_logits" in out
                   else out["logit"].numpy()[:, None])
         return logits, (out["features"].numpy() if "features" in out else None)
+
+    def predict_pixels(self, pixels: np.ndarray) -> dict:
+        """The export's outputs for uint8 [N, S, S, 3] pixels (model_input), as NumPy:
+        ``probability`` [N], ``spread`` [N] (None for one model), ``member_logits``
+        [N, K], ``features`` (or None), and with a version-4 export stamped with this
+        model's calibration ``decision`` [N] (0, 1, 2 = refer) and ``prediction_set``
+        [N, 2]."""
+        if self.export_version >= 4:
+            out = self.saved.signatures["serving_prepared"](pixels=tf.convert_to_tensor(pixels, tf.uint8))
+        else:  # an older export takes [0, 1] floats and applies no calibration of its own
+            out = self.serve(images=tf.convert_to_tensor(np.asarray(pixels, np.float32) / 255.0))
+        return self._read(out)
+
+    def _read(self, out) -> dict:
+        members = (out["member_logits"].numpy() if "member_logits" in out else out["logit"].numpy()[:, None])
+        result = {"member_logits": members, "features": out["features"].numpy() if "features" in out else None}
+        if self.calibrated_in_graph:
+            result.update(probability=out["probability"].numpy().astype(np.float64),
+                          spread=out["spread"].numpy() if members.shape[1] > 1 else None,
+                          decision=out["decision"].numpy(), prediction_set=out["prediction_set"].numpy())
+        else:
+            result.update(probability=calibrated(members.mean(axis=1), self.temperature),
+                          spread=member_spread(members, self.temperature) if members.shape[1] > 1 else None)
+        return result
 
     def ood_flags(self, features) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(flags [N], scores [N]) of the out-of-distribution check, or (None, None)
@@ -100,17 +139,21 @@ class LoadedModel:
         (engine.serving.input_check, with this model's appearance statistics)."""
         return input_check.findings(rgb, self.appearance)
 
-    def explain_all(self, images: np.ndarray):
+    def explain_pixels(self, pixels: np.ndarray) -> dict:
+        """predict_pixels' outputs plus ``cam``, Grad-CAM [N, S, S] in [0, 1]."""
+        if self.export_version >= 4:
+            out = self.explain_fn(pixels=tf.convert_to_tensor(pixels, tf.uint8))
+        else:
+            out = self.explain_fn(images=tf.convert_to_tensor(np.asarray(pixels, np.float32) / 255.0))
+        return {**self._read(out), "cam": out["cam"].numpy()}
+
+    def explain_all(self, pixels: np.ndarray):
         """(probabilities [N], Grad-CAM [N, S, S], uncertainty [N] or None, member
-        features [N, K, C] or None for old exports): the uncertainty is the standard
-        deviation of the members' calibrated probabilities, defined for an ensemble only."""
-        out = self.explain_fn(images=tf.convert_to_tensor(images, tf.float32))
-        probabilities = calibrated(out["logit"].numpy(), self.temperature)
-        spread = None
-        if "member_logits" in out and out["member_logits"].shape[1] > 1:
-            spread = member_spread(out["member_logits"].numpy(), self.temperature)
-        features = out["features"].numpy() if "features" in out else None
-        return probabilities, out["cam"].numpy(), spread, features
+        features [N, K, C] or None for old exports) of uint8 pixels at S: the uncertainty
+        is the standard deviation of the members' calibrated probabilities, defined for an
+        ensemble only."""
+        out = self.explain_pixels(pixels)
+        return out["probability"], out["cam"], out["spread"], out["features"]
 
 
 def member_spread(member_logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -138,8 +181,19 @@ def load_model(directory: str | Path | None = None) -> LoadedModel:
                         members=int(info.get("members", 1)),
                         ood=FeatureGaussians.load(directory / OOD_FILE),
                         neighbours=NeighbourIndex.load(directory), appearance=appearance.load(directory),
-                        saved=loaded)
+                        saved=loaded, export_version=_export_version(loaded), stamped=_stamped(loaded))
     return model
+
+
+def _export_version(loaded) -> int:
+    return int(loaded.export_version.numpy()) if hasattr(loaded, "export_version") else 1
+
+
+def _stamped(loaded) -> tuple:
+    """(threshold, temperature) the export applies, () for an export without them."""
+    if not (hasattr(loaded, "threshold") and hasattr(loaded, "temperature")):
+        return ()
+    return (float(loaded.threshold.numpy()), float(loaded.temperature.numpy()))
 
 
 @dataclass
@@ -199,13 +253,11 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
     for start in range(0, len(ready), batch_size):
         chunk = ready[start:start + batch_size]
         batch = np.stack([image for _, image in chunk])
-        if explain:
-            probabilities, cams, spread, features = model.explain_all(batch)
-        else:
-            members, features = model.outputs(batch)
-            probabilities = calibrated(members.mean(axis=1), model.temperature)
-            spread = member_spread(members, model.temperature) if members.shape[1] > 1 else None
-            cams = [None] * len(chunk)
+        out = model.explain_pixels(batch) if explain else model.predict_pixels(batch)
+        probabilities, spread, features = out["probability"], out["spread"], out["features"]
+        cams = out["cam"] if explain else [None] * len(chunk)
+        graph_decisions = out.get("decision", [None] * len(chunk))
+        graph_sets = out.get("prediction_set", [None] * len(chunk))
         flags, scores = model.ood_flags(features)
         nearest = [None] * len(chunk)
         if neighbours and model.neighbours is not None and features is not None:
@@ -213,8 +265,8 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
         spread = [None] * len(chunk) if spread is None else spread
         flags = [None] * len(chunk) if flags is None else flags
         scores = [None] * len(chunk) if scores is None else scores
-        for (index, _), probability, cam, sd, flag, score, near in zip(chunk, probabilities, cams,
-                                                                        spread, flags, scores, nearest):
+        for (index, _), probability, cam, sd, flag, score, near, code, in_set in zip(
+                chunk, probabilities, cams, spread, flags, scores, nearest, graph_decisions, graph_sets):
             if near is not None:
                 results[index].neighbours = near["neighbours"]
                 results[index].seen_in_training = near["seen_in_training"]
@@ -233,16 +285,35 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
                 results[index].ood_score = max([score for _, score in found] + [results[index].ood_score or 0.0])
                 results[index].ood_reason = "; ".join(r for r, _ in found) + (
                     f"; {results[index].ood_reason}" if flag else "")
-            results[index].predicted_label = int(probability >= model.threshold)
             results[index].cam = cam
-            decide(model, results[index])
+            if code is None:
+                decide(model, results[index])
+            else:
+                decide_from_graph(model, results[index], int(code), in_set)
     return results
 
 
+def decide_from_graph(model: LoadedModel, result: "Prediction", code: int, in_set) -> None:
+    """The export's own decision (0 no tumor, 1 tumor, 2 refer) and prediction set; out
+    of distribution (checked outside the graph) withholds the verdict."""
+    result.predicted_label = int(result.probability >= model.threshold)
+    result.decision = (refer.NOT_ASSESSED if result.out_of_distribution
+                       else (refer.NO_TUMOR, refer.TUMOR, refer.REFER)[code])
+    margin = float((model.info.get("refer_band") or {}).get("margin", 0.0))
+    if result.decision == refer.REFER:
+        result.refer_reason = refer.refer_reason(result.probability, model.threshold, margin)
+    if model.info.get("conformal"):  # an export without a stored set says "both" (q = 1)
+        # tumor first when both, as refer.prediction_sets orders them
+        result.prediction_set = [name for name, kept in ((refer.TUMOR, in_set[1]), (refer.NO_TUMOR, in_set[0]))
+                                 if kept]
+
+
 def decide(model: LoadedModel, result: "Prediction") -> None:
-    """The decision a reader acts on, from the model folder's stored refer band and
-    conformal quantiles (model.json, engine.serving.refer): no verdict out of
-    distribution, "refer" inside the band, else the class; and the prediction set."""
+    """The decision from the model folder's stored refer band and conformal quantiles
+    (model.json, engine.serving.refer), for an export that does not apply them itself:
+    no verdict out of distribution, "refer" inside the band, else the class; and the
+    prediction set."""
+    result.predicted_label = int(result.probability >= model.threshold)
     band = model.info.get("refer_band") or {}
     margin = float(band.get("margin", 0.0))
     result.decision = refer.decisions([result.probability], model.threshold, margin,
