@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine import layout
-from engine.data.health import DEFECTS, HEALTH_FILE, ISSUES_FILE
+from engine.data.health import DEFECTS
 from ui import shortcuts_view
 from ui.common import (
     RESEARCH_NOTE, SHIPPED_DIR, data_issues, percent, read_json, runs_root, selected_model_dir, square,
@@ -52,7 +52,7 @@ def show_shortcut_audit(folder: Path) -> None:
 
 folder = selected_model_dir()
 show_shortcut_audit(folder)
-health = read_json(folder / HEALTH_FILE)
+health = read_json(folder / layout.DATA_HEALTH)
 if health is None:
     manifest = folder / layout.MANIFEST
     if not manifest.exists():
@@ -101,7 +101,7 @@ st.dataframe(table, hide_index=True, width="stretch")
 with st.expander("Sizes, modalities and thresholds"):
     st.json({k: health.get(k) for k in ("width", "height", "modalities", "patients_per_split", "thresholds")})
 
-issues_path = folder / ISSUES_FILE
+issues_path = folder / layout.DATA_ISSUES
 if not issues_path.exists():
     st.stop()
 rows = data_issues(issues_path)  # parsed once per file version, shared

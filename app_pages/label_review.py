@@ -10,7 +10,7 @@ import streamlit as st
 from engine.request import CrossValidation, RunRequest
 from engine import control, layout, runs
 from engine.config import shipped_config
-from engine.evaluation.audit import ISSUES_FILE, audit
+from engine.evaluation.audit import audit
 from engine.serving.overlay import overlay
 from engine.data.imageio import ImageDecodeError
 from engine.evaluation.review import DECISIONS, queue_file, read_queue, read_review, record_decision
@@ -50,7 +50,7 @@ chosen = selected_model_dir().resolve()
 names = sorted(sources, key=lambda name: sources[name].resolve() != chosen)
 source_name = st.selectbox("Audit of", names)
 folder = sources[source_name]
-if not (folder / ISSUES_FILE).exists():
+if not (folder / layout.LABEL_ISSUES).exists():
     if folder == SHIPPED_DIR:
         st.warning("The shipped model has no label_issues.csv.")
         st.stop()
@@ -78,7 +78,7 @@ except ValueError as err:
     st.error(str(err))
     st.stop()
 
-issues = label_issues(folder / ISSUES_FILE)  # parsed once per file version, shared
+issues = label_issues(folder / layout.LABEL_ISSUES)  # parsed once per file version, shared
 members = usable_rows_by_group(folder / layout.MANIFEST)
 
 c1, c2, c3 = st.columns(3)

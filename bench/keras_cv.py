@@ -48,7 +48,7 @@ from engine.request import RunRequest  # noqa: E402
 from engine.data import pipeline  # noqa: E402
 from engine import layout  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
-from engine.evaluation.oof import OOF_FILE, fold_summary, out_of_fold_errors, read_oof  # noqa: E402
+from engine.evaluation.oof import fold_summary, out_of_fold_errors, read_oof  # noqa: E402
 from engine.data.manifest import read_manifest  # noqa: E402
 
 
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     config, folds = request.config, request.cv.folds
     chosen = [int(f) for f in args.folds.split(",")] if args.folds else list(range(folds))
     rows = [r for r in read_manifest(cv_dir / layout.MANIFEST) if r.usable and r.split != "test"]
-    engine_oof = {r["path"]: float(r["logit"]) for r in read_oof(cv_dir / OOF_FILE)}
+    engine_oof = {r["path"]: float(r["logit"]) for r in read_oof(cv_dir / layout.OOF_PREDICTIONS)}
     keras_logits = np.full(len(rows), np.nan)
     seconds = []
     if args.keras_oof:

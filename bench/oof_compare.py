@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from engine import layout  # noqa: E402
-from engine.evaluation.oof import OOF_FILE, fold_summary, out_of_fold_errors, read_oof  # noqa: E402
+from engine.evaluation.oof import fold_summary, out_of_fold_errors, read_oof  # noqa: E402
 from engine.evaluation.oof_compare import NotComparable, compare, read_source  # noqa: E402
 
 AUDIT_FILE = layout.LABEL_ISSUES
@@ -44,7 +44,7 @@ AUDIT_FILE = layout.LABEL_ISSUES
 
 def _oof_path(source: str) -> Path:
     path = Path(source)
-    return path / OOF_FILE if path.is_dir() else path
+    return path / layout.OOF_PREDICTIONS if path.is_dir() else path
 
 
 def summarize(labels, logits, folds_of) -> dict:

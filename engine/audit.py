@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.evaluation.audit import ISSUES_FILE, audit
+from engine.evaluation.audit import audit
+from engine import layout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     flagged = sum(r["flagged"] for r in rows)
     groups = len({r["group"] for r in rows if r["flagged"]})
     print(f"{len(rows)} images ranked; {flagged} flagged by confident learning in {groups} "
-          f"duplicate groups; written to {Path(args.cv_dir) / ISSUES_FILE}")
+          f"duplicate groups; written to {Path(args.cv_dir) / layout.LABEL_ISSUES}")
     for row in rows[:args.top]:
         print(f"{row['score']:.3f}  label {row['label']} -> suggested {row['suggested_label']}  "
               f"group {row['group']}  {row['source']}  {row['path']}")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from engine import layout, runs
-from engine.data.health import DEFECTS, ISSUES_FILE, measure_missing_quality, write_health
+from engine.data.health import DEFECTS, measure_missing_quality, write_health
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "duplicate_groups", "duplicate_share", "leak_if_random_split")}
     print(json.dumps(shown, indent=2))
     defects = sum(health["issues"][k] for k in DEFECTS)
-    print(f"{defects} issue rows that need a look, in {Path(args.out) / ISSUES_FILE} "
+    print(f"{defects} issue rows that need a look, in {Path(args.out) / layout.DATA_ISSUES} "
           f"({time.time() - started:.1f} s)")
     return 0
 

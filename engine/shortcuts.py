@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from engine.data.manifest import build_manifest, read_manifest
     from engine.data.sources import DataLayoutError
-    from engine.evaluation.shortcut_audit import CUES_FILE, SHORTCUTS_FILE, write_audit
+    from engine.evaluation.shortcut_audit import write_audit
     manifest = args.manifest or (Path(args.model) / layout.MANIFEST if args.model and not args.data_dir else None)
     try:
         if manifest:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"model ({kind}), {name} cues: aligned {a['accuracy']:.3f} on {a['count']}, "
                   f"conflicting {c['accuracy']:.3f} on {c['count']}, gap {sides['gap']:+.3f}")
-    print(f"wrote {Path(args.out) / SHORTCUTS_FILE} and {Path(args.out) / CUES_FILE} "
+    print(f"wrote {Path(args.out) / layout.SHORTCUTS} and {Path(args.out) / layout.CUES} "
           f"({report['seconds']:.1f} s, {report['images']} images)")
     return 0
 

@@ -5,6 +5,7 @@ fitted on, not a fixed idea of what a brain looks like."""
 import numpy as np
 
 from engine.serving import appearance
+from engine import layout
 
 
 def slice_like(rng, size=96):
@@ -36,7 +37,7 @@ def test_fitted_statistics_pass_unseen_slices_and_flag_other_pictures(tmp_path):
     train = np.array([appearance.descriptor(slice_like(rng)) for _ in range(160)])
     held = np.array([appearance.descriptor(slice_like(rng)) for _ in range(40)])
     gaussians = appearance.fit_appearance(np.concatenate([train, held]), np.array([-1] * 160 + [0] * 40), members=1)
-    gaussians.save(tmp_path / appearance.APPEARANCE_FILE)
+    gaussians.save(tmp_path / layout.APPEARANCE)
     loaded = appearance.load(tmp_path)
     unseen = [appearance.score(loaded, slice_like(rng)) for _ in range(40)]
     assert np.mean(np.array(unseen) > 1) <= 0.1, unseen

@@ -16,6 +16,8 @@ from engine.config import tiny_config
 from engine.training.cv import assign_folds, cross_validate, fold_dir, rows_for_fold
 from engine.data.manifest import read_manifest
 from engine.data.splits import fold_groups
+from engine import layout
+
 
 def test_fold_groups_keep_duplicate_groups_whole_and_balance_labels():
     rng = np.random.default_rng(0)
@@ -240,9 +242,9 @@ def test_the_cv_stores_its_pool_and_predict_names_the_nearest_training_images(cv
 
     from conftest import ROOT
     from engine.data.manifest import read_manifest
-    from engine.serving.neighbours import NEIGHBOURS_FILE, NeighbourIndex
+    from engine.serving.neighbours import NeighbourIndex
     index = NeighbourIndex.load(cv_run)
-    assert index is not None and (cv_run / NEIGHBOURS_FILE).stat().st_size < 10e6
+    assert index is not None and (cv_run / layout.NEIGHBOURS).stat().st_size < 10e6
     pool = [r for r in read_manifest(cv_run / "manifest.csv") if r.usable and r.split != "test"]
     assert sorted(index.paths.tolist()) == sorted(r.path for r in pool)
     assert index.vectors.dtype == np.float32 and 0 < index.seen_threshold <= 1.0001

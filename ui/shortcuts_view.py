@@ -15,14 +15,12 @@ from engine import layout
 from engine.evaluation.intervals import format_with_ci
 from ui.common import read_json, square
 
-SHORTCUTS_FILE = layout.SHORTCUTS
-CUES_FILE = layout.CUES
 SET_TITLES = {"acquisition": "How the image was made (size, format, compression, background)",
               "intensity": "Grey levels inside the head"}
 
 
 def audit(folder: Path) -> dict | None:
-    return read_json(folder / SHORTCUTS_FILE)
+    return read_json(folder / layout.SHORTCUTS)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -34,7 +32,7 @@ def _cues(path: str, stamp: float) -> pd.DataFrame:
 
 
 def cues(folder: Path) -> pd.DataFrame | None:
-    path = folder / CUES_FILE
+    path = folder / layout.CUES
     return _cues(str(path), path.stat().st_mtime) if path.exists() else None
 
 

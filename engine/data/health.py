@@ -41,8 +41,6 @@ from engine import layout
 from engine.data.sources import relocate
 from engine.files import atomic_open, write_json_atomic
 
-ISSUES_FILE = layout.DATA_ISSUES
-HEALTH_FILE = layout.DATA_HEALTH
 ISSUE_FIELDS = ["path", "issue", "score", "group", "detail"]
 QUALITY_ISSUES = ("near_constant", "dark", "bright", "blurry", "small", "odd_aspect")
 ISSUES = ("conflicting_labels", *QUALITY_ISSUES, "unreadable", "exact_duplicate", "near_duplicate")
@@ -189,12 +187,12 @@ def write_health(folder: str | os.PathLike, rows, summary: dict | None = None) -
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     issues = image_issues(rows)
-    with atomic_open(folder / ISSUES_FILE) as handle:
+    with atomic_open(folder / layout.DATA_ISSUES) as handle:
         writer = csv.DictWriter(handle, fieldnames=ISSUE_FIELDS)
         writer.writeheader()
         writer.writerows(issues)
     health = dataset_health(rows, issues, summary)
-    write_json_atomic(folder / HEALTH_FILE, health)
+    write_json_atomic(folder / layout.DATA_HEALTH, health)
     return health
 
 

@@ -25,7 +25,6 @@ import numpy as np
 from engine import layout
 from engine.files import atomic_open
 
-ISSUES_FILE = layout.LABEL_ISSUES
 ISSUE_FIELDS = ["path", "label", "suggested_label", "score", "group", "probability", "flagged",
                 "source", "modality"]
 
@@ -63,15 +62,15 @@ def label_issue_table(labels, probabilities) -> dict[str, np.ndarray]:
 def audit(cv_dir: str | os.PathLike) -> list[dict]:
     """Rank the CV pool (out-of-fold) and the test split (fold ensemble) of an engine.cv
     folder; write label_issues.csv; return its rows, most suspicious first."""
-    from engine.evaluation.oof import OOF_FILE, read_oof
+    from engine.evaluation.oof import read_oof
     from engine.data.manifest import read_manifest
     from engine.data.sources import relocate
     cv_dir = Path(cv_dir)
-    if not (cv_dir / OOF_FILE).exists():
-        raise FileNotFoundError(f"{cv_dir} has no {OOF_FILE}: run python -m engine.cv first")
+    if not (cv_dir / layout.OOF_PREDICTIONS).exists():
+        raise FileNotFoundError(f"{cv_dir} has no {layout.OOF_PREDICTIONS}: run python -m engine.cv first")
     manifest = {r.path: r for r in read_manifest(cv_dir / layout.MANIFEST)}
     items = [{"path": r["path"], "label": int(r["label"]), "probability": float(r["probability"]),
-              "source": "out-of-fold"} for r in read_oof(cv_dir / OOF_FILE)]
+              "source": "out-of-fold"} for r in read_oof(cv_dir / layout.OOF_PREDICTIONS)]
     test_file = cv_dir / layout.predictions("test")
     if test_file.exists():
         with open(test_file, newline="") as handle:
@@ -87,7 +86,7 @@ def audit(cv_dir: str | os.PathLike) -> list[dict]:
                      "flagged": bool(table["flagged"][index]),
                      "group": row.group if row else -1, "modality": row.modality if row else ""})
     rows.sort(key=lambda r: -r["score"])
-    write_issues(cv_dir / ISSUES_FILE, rows)
+    write_issues(cv_dir / layout.LABEL_ISSUES, rows)
     return rows
 
 

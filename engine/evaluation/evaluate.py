@@ -174,7 +174,7 @@ def fit_ood_for_run(model_dir: Path, train_rows, val_rows, model=None):
     used. Returns (figures, a copy of the model carrying the new statistics); the
     model given is not changed."""
     from engine.serving.inference import load_model
-    from engine.serving.ood import OOD_FILE, FeatureGaussians, fit
+    from engine.serving.ood import FeatureGaussians, fit
     model = model or load_model(model_dir)
     _, train_features = predict_outputs(model, [r.path for r in train_rows])
     _, val_features = predict_outputs(model, [r.path for r in val_rows])
@@ -183,13 +183,13 @@ def fit_ood_for_run(model_dir: Path, train_rows, val_rows, model=None):
     features = np.concatenate([train_features, val_features])
     held_out = np.array([-1] * len(train_rows) + [0] * len(val_rows))
     gaussians = fit(features, held_out)
-    gaussians.save(Path(model_dir) / OOD_FILE)
+    gaussians.save(Path(model_dir) / layout.OOD)
     from engine.serving import appearance
     pixels = appearance.fit_for_folder(model_dir, list(train_rows) + list(val_rows), held_out, members=1)
     # The nearest-training-image pool of a single run: its training images.
     from engine.serving import neighbours
     chosen = neighbours.build(model_dir, train_rows, train_features, folds=[-1] * len(train_rows))
-    fitted = model.replace(ood=FeatureGaussians.load(Path(model_dir) / OOD_FILE),  # as a later load sees them
+    fitted = model.replace(ood=FeatureGaussians.load(Path(model_dir) / layout.OOD),  # as a later load sees them
                            neighbours=neighbours.NeighbourIndex.load(model_dir),
                            appearance=appearance.load(model_dir))
     return ({"ood_thresholds": gaussians.thresholds.tolist(), "seen_threshold": chosen["seen_threshold"],

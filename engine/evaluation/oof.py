@@ -15,7 +15,6 @@ import numpy as np
 from engine import layout
 from engine.files import atomic_open
 
-OOF_FILE = layout.OOF_PREDICTIONS
 FOLD_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "loss")
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import layout
 from engine.evaluation.oof import (
-    OOF_FILE, cross_fitted_predictions, cross_fitted_probabilities, fold_summary, out_of_fold_errors, read_oof,
+    cross_fitted_predictions, cross_fitted_probabilities, fold_summary, out_of_fold_errors, read_oof,
 )
 
 
@@ -30,7 +31,7 @@ def read_source(source: str | os.PathLike) -> dict[str, dict]:
     """path -> {label, logit, fold, group} from a CV folder (its oof_predictions.csv) or
     an out-of-fold CSV with path,label,logit,fold columns."""
     path = Path(source)
-    rows = read_oof(path / OOF_FILE if path.is_dir() else path)
+    rows = read_oof(path / layout.OOF_PREDICTIONS if path.is_dir() else path)
     return {r["path"]: {"label": int(r["label"]), "logit": float(r["logit"]), "fold": int(r["fold"]),
                         "group": r.get("group", "")} for r in rows}
 

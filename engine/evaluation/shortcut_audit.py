@@ -24,8 +24,6 @@ from engine.data.splits import fold_groups
 from engine.evaluation import shortcuts
 from engine.files import atomic_open
 
-SHORTCUTS_FILE = layout.SHORTCUTS
-CUES_FILE = layout.CUES
 AUDIT_FOLDS = 5
 HEALTH_SCORES = ("grey_mean", "grey_std", "grey_p99", "sharpness")
 
@@ -175,6 +173,6 @@ def write_audit(out_dir: str | os.PathLike, rows, *, model_dir: str | os.PathLik
         report["model"] = model_audit(rows, cue_rows, probabilities, top, Path(model_dir), seed=seed)
     report["seconds"] = time.time() - started
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_cues(out_dir / CUES_FILE, rows, cue_rows, folds, probabilities)
-    runs.write_json_atomic(out_dir / SHORTCUTS_FILE, report)
+    write_cues(out_dir / layout.CUES, rows, cue_rows, folds, probabilities)
+    runs.write_json_atomic(out_dir / layout.SHORTCUTS, report)
     return report

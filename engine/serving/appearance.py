@@ -31,7 +31,6 @@ from PIL import Image
 from engine import layout
 from engine.serving.ood import FeatureGaussians, fit
 
-APPEARANCE_FILE = layout.APPEARANCE
 
 _SMALL = 64  # histogram, rings and gradients: the layout, not the detail
 _TEXTURE = 128  # local binary patterns: fine enough for texture, cheap enough per image
@@ -120,9 +119,9 @@ def fit_for_folder(folder: Path, rows, held_out_member, members: int) -> dict:
     """Fit and store ``appearance.npz`` in a model folder from its manifest rows;
     returns the figures a log or summary records."""
     gaussians = fit_appearance(describe_paths([r.path for r in rows]), held_out_member, members)
-    gaussians.save(Path(folder) / APPEARANCE_FILE)
+    gaussians.save(Path(folder) / layout.APPEARANCE)
     return {"appearance_thresholds": gaussians.thresholds.tolist()}
 
 
 def load(folder: Path) -> FeatureGaussians | None:
-    return FeatureGaussians.load(Path(folder) / APPEARANCE_FILE)
+    return FeatureGaussians.load(Path(folder) / layout.APPEARANCE)

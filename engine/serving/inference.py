@@ -29,7 +29,7 @@ import tensorflow as tf
 from engine.serving import appearance, input_check, refer
 from engine.serving.calibration import calibrated
 from engine.serving.neighbours import NeighbourIndex
-from engine.serving.ood import OOD_FILE, FeatureGaussians
+from engine.serving.ood import FeatureGaussians
 from engine.data import scans
 from engine.data.imageio import ImageDecodeError, crop_to_head, decode_rgb, prepare_rgb, read_scan
 from engine import layout
@@ -179,7 +179,7 @@ def load_model(directory: str | Path | None = None) -> LoadedModel:
                         explain_fn=loaded.signatures["explain"],
                         crop_to_head=bool(info.get("crop_to_head", False)),
                         members=int(info.get("members", 1)),
-                        ood=FeatureGaussians.load(directory / OOD_FILE),
+                        ood=FeatureGaussians.load(directory / layout.OOD),
                         neighbours=NeighbourIndex.load(directory), appearance=appearance.load(directory),
                         saved=loaded, export_version=_export_version(loaded), stamped=_stamped(loaded))
     return model

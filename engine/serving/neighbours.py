@@ -31,7 +31,6 @@ import numpy as np
 from engine import layout
 from engine.files import atomic_open
 
-NEIGHBOURS_FILE = layout.NEIGHBOURS
 FLOAT16_SLACK = 1e-3  # similarity lost by storing unit vectors as float16
 # Pool size from which lookup goes through the HNSW graph: there the exact product costs
 # about 17 ms a query (0.5 GB of float32) and grows linearly, the graph about 1.4 ms
@@ -108,7 +107,7 @@ def build(folder: str | os.PathLike, rows, features: np.ndarray, folds=None) -> 
     graph_file = Path(folder) / layout.NEIGHBOURS_GRAPH
     graph = build_graph(vectors) if len(vectors) >= APPROXIMATE_FROM else None
     chosen = choose_seen_threshold(vectors, groups, graph=graph)
-    with atomic_open(Path(folder) / NEIGHBOURS_FILE, "wb") as handle:
+    with atomic_open(Path(folder) / layout.NEIGHBOURS, "wb") as handle:
         np.savez_compressed(
             handle, vectors=vectors.astype(np.float16), paths=np.array([r.path for r in rows]),
             labels=np.array([r.original_label if r.original_label >= 0 else r.label for r in rows]),
@@ -136,7 +135,7 @@ class NeighbourIndex:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "NeighbourIndex | None":
-        path = Path(folder) / NEIGHBOURS_FILE
+        path = Path(folder) / layout.NEIGHBOURS
         if not path.exists():
             return None
         from engine.data.sources import relocate

@@ -20,7 +20,6 @@ import numpy as np
 
 from engine import layout
 
-OOD_FILE = layout.OOD
 PASS_SHARE = 0.99
 
 

@@ -31,7 +31,7 @@ from engine import layout, runs
 from engine.config import TrainConfig
 from engine.request import CrossValidation, RunRequest, stored_request
 from engine.data.manifest import ScanStopped, read_manifest, write_manifest
-from engine.evaluation.oof import OOF_FILE, fit_calibration, fold_summary, write_oof
+from engine.evaluation.oof import fit_calibration, fold_summary, write_oof
 from engine.data.splits import fold_groups, split_summary
 from engine.data.health import write_health
 from engine.training.loop import (
@@ -51,13 +51,12 @@ from engine.evaluation.evaluate import (
 )
 from engine.serving.export import export_saved_model, model_info, restore_best_model
 from engine.serving.inference import load_model, member_spread
-from engine.serving.ood import OOD_FILE, fit
+from engine.serving.ood import fit
 from engine.serving import appearance, neighbours
 from engine.serving.calibration import calibrated
 
 log = logging.getLogger("engine.cv")
 
-SUMMARY_FILE = layout.CV_SUMMARY
 
 
 def fold_dir(cv_dir: Path, fold: int) -> Path:
@@ -264,7 +263,7 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     ensemble = ensemble.replace(ood=None)
     if pool_features is not None:
         ensemble = ensemble.replace(ood=fit(pool_features, np.array([r.fold for r in pool])))
-        ensemble.ood.save(cv_dir / OOD_FILE)
+        ensemble.ood.save(cv_dir / layout.OOD)
         appearance.fit_for_folder(cv_dir, pool, np.array([r.fold for r in pool]), members=folds)
         ensemble = ensemble.replace(appearance=appearance.load(cv_dir))
         chosen = neighbours.build(cv_dir, pool, pool_features)
@@ -281,7 +280,7 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
             **fold_summary(reviewed[kept], oof_logits[kept], fold_of[kept], folds),
             "excluded": int((~kept).sum()), "relabelled": sum(r.review == "relabel" for r in pool)}
     temperature, threshold = fit_calibration(labels, oof_logits)
-    write_oof(cv_dir / OOF_FILE, pool, oof_logits, temperature)
+    write_oof(cv_dir / layout.OOF_PREDICTIONS, pool, oof_logits, temperature)
     _write_oof_evaluation(cv_dir, pool, oof_logits, temperature, threshold)
     info.update({"threshold": threshold, "temperature": temperature, "temperature_fitted": True,
                  "threshold_method": "youden",
@@ -301,7 +300,7 @@ def summarize(cv_dir: Path, rows, folds: int, config: TrainConfig,
     summary.update({"folds_count": folds, "images_cv": len(pool), "images_test": len(test),
                     "threshold": threshold, "temperature": temperature,
                     "config": config.to_dict(), "written_at": time.time()})
-    runs.write_json_atomic(cv_dir / SUMMARY_FILE, summary)
+    runs.write_json_atomic(cv_dir / layout.CV_SUMMARY, summary)
     write_shortcut_audit(cv_dir)
     return summary
 
