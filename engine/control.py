@@ -9,19 +9,21 @@ the folder's config.json (engine.training.launch), never here.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from engine import layout, runs
 from engine.request import RequestError, RunRequest
 from engine.runs import (
-    ACTIVE_STATES, PROJECT_ROOT, QUEUED, STOPPED, RunError, active_runs, new_run_id, pid_alive,
-    read_json, read_status, run_dir, validate_run_id, write_status,
+    ACTIVE_STATES, PROJECT_ROOT, QUEUED, STOPPED, RunError, active_runs, new_run_id, pid_alive, read_json, read_status,
+    run_dir, validate_run_id, write_status
 )
 
 
@@ -75,13 +77,11 @@ class _start_lock:
         self.path = root / ".start.lock"
 
     def __enter__(self):
-        import fcntl
         self.handle = open(self.path, "a")
         fcntl.flock(self.handle, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
-        import fcntl
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
 
@@ -134,7 +134,6 @@ def stop_run(folder: str | os.PathLike, grace_seconds: float = 60.0, *, wait: bo
     _signal_group(pid, signal.SIGTERM)
     if not wait:
         write_status(folder, status["state"], stop_requested=time.time())
-        import threading
         threading.Thread(target=_wait_then_kill, args=(folder, pid, grace_seconds), daemon=True,
                          name=f"stop-{folder.name}").start()
         return STOPPING

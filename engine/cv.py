@@ -8,12 +8,12 @@ from pathlib import Path
 
 from engine import runs
 from engine.request import CrossValidation, RequestError, RunRequest
+from engine.training.cli import build_parser, explicit_options, new_run_from_args
 from engine.training.cv import FoldsNotReady, collect, cross_validate, train_one_fold
+from engine.training.loop import StopRequested
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.training.cli import build_parser, new_run_from_args
-    from engine.training.loop import StopRequested
     parser = build_parser()
     parser.prog = "python -m engine.cv"
     parser.description = ("Grouped, stratified k-fold cross-validation: one run folder per "
@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="summarise a CV whose folds were trained with --fold (out-of-fold "
                         "predictions, cv_summary.json, the ensemble); fails if a fold is missing")
     args = parser.parse_args(argv)
-    from engine.training.cli import explicit_options
     given = explicit_options(parser, argv)
     if args.config and not args.resume:
         # A CV folder's config.json is the whole request: its "cv" section sets the folds

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from engine import layout, runs
 from engine.data.health import DEFECTS, measure_missing_quality, write_health
+from engine.data.manifest import build_manifest, read_manifest
+from engine.data.sources import DataLayoutError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42, help="seed of the split whose leak is reported")
     args = parser.parse_args(argv)
     started = time.time()
-    from engine.data.manifest import build_manifest, read_manifest
-    from engine.data.sources import DataLayoutError
     try:
         if args.manifest:
             rows = read_manifest(args.manifest)

@@ -10,6 +10,7 @@ files and the fold ensemble; the shipped model (checkpoints/) is a CV without it
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -81,7 +82,6 @@ def kind(folder: str | os.PathLike) -> str:
     section (or, for the shipped model and old folders, it holds a CV summary or
     out-of-fold predictions), "fold" for a CV's fold_<k>, "run" for a run with a
     request, "model" for an exported model without a request, else "unknown"."""
-    import json
     folder = Path(folder)
     request = {}
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.evaluation.selective import calibrate, sensitivity_guarantee
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -29,7 +31,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="error level of the per-class coverage sets (coverage 1 - alpha per class)")
     parser.add_argument("--no-export", action="store_true", help="store in model.json only")
     args = parser.parse_args(argv)
-    from engine.evaluation.selective import calibrate, sensitivity_guarantee
     if args.guaranteed_sensitivity is not None:
         try:
             chosen = sensitivity_guarantee(args.model, args.guaranteed_sensitivity, args.delta)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from engine import layout
+from engine.data.manifest import build_manifest, read_manifest
+from engine.data.sources import DataLayoutError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for shortcuts.json and cues.csv")
     parser.add_argument("--seed", type=int, default=42, help="seed of the split and folds")
     args = parser.parse_args(argv)
-    from engine.data.manifest import build_manifest, read_manifest
-    from engine.data.sources import DataLayoutError
     from engine.evaluation.shortcut_audit import write_audit
     manifest = args.manifest or (Path(args.model) / layout.MANIFEST if args.model and not args.data_dir else None)
     try:

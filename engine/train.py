@@ -3,6 +3,7 @@ run by ``engine.training.loop.train_and_evaluate``."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -20,7 +21,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     stop = StopRequested().install()
-    import faulthandler
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 <pid>: stacks to stderr
     given = explicit_options(parser, argv)
     standalone = not os.environ.get("TF_CONFIG")  # not one of a launcher's (or a cluster's) workers

@@ -21,6 +21,7 @@ patients. Pure NumPy.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 
 import numpy as np
@@ -270,7 +271,6 @@ def _band_keys(values: np.ndarray, bands: int) -> list[tuple[np.ndarray, int]]:
 
 def _pair_keys(values: np.ndarray, bands: int) -> list[np.ndarray]:
     """For every pair of bands, the two bands' bits side by side as one uint64 key."""
-    import itertools
     cut = _band_keys(values, bands)
     return [(first << np.uint64(width_b)) | second
             for (first, _), (second, width_b) in itertools.combinations(cut, 2)]

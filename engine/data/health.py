@@ -32,12 +32,14 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from engine import layout
+from engine.data.imageio import ImageDecodeError, decode_path, decode_workers
 from engine.data.sources import relocate
 from engine.files import atomic_open, write_json_atomic
 
@@ -206,9 +208,7 @@ def read_issues(path: str | os.PathLike) -> list[dict]:
 def measure_missing_quality(rows, workers: int | None = None) -> int:
     """Fill in the quality scores of usable rows from a manifest written before they
     were stored (decoding those images once); returns how many were measured."""
-    from concurrent.futures import ThreadPoolExecutor
 
-    from engine.data.imageio import ImageDecodeError, decode_path, decode_workers
     missing = [r for r in rows if r.usable and r.grey_std < 0]
 
     def measure(row):

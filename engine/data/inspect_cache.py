@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.runs import DEFAULT_RUNS_ROOT
+
 # Bump when what an inspection computes changes (hashes, scores, slice selection):
 # older records are then ignored, not misread.
 INSPECT_VERSION = 3
@@ -38,7 +40,6 @@ def default_path() -> Path | None:
         return None
     if setting:
         return Path(setting)
-    from engine.runs import DEFAULT_RUNS_ROOT
     return Path(DEFAULT_RUNS_ROOT) / ".manifest_cache.sqlite"
 
 

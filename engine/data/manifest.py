@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 import os
 import secrets
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -104,7 +106,6 @@ def _ignore_stop_signals() -> None:
     """Initializer of the inspection processes: a Stop signals the run's whole process
     group, and a worker that died of it broke the pool (BrokenProcessPool, a failed
     run). The workers ignore it; the build checks the stop between chunks."""
-    import signal
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -121,7 +122,6 @@ def inspect_sources(sources: list[SourceImage], describe: bool, *, workers: int 
     fresh one without a cache); build_manifest re-salts them. ``should_stop()`` is asked
     after every chunk; when it says so, ScanStopped is raised (the chunks done are kept
     in the cache)."""
-    from engine.data import inspect_cache
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}")
     store = None
@@ -153,7 +153,6 @@ def inspect_sources(sources: list[SourceImage], describe: bool, *, workers: int 
     processes = len(todo) > chunk and cores > 1 and (
         pool == "processes" or (pool == "auto" and len(todo) >= PROCESSES_FROM))
     if processes:
-        import multiprocessing
         # forkserver: workers fork from a clean server process, never from this one (which
         # may hold TensorFlow's threads, where a fork can deadlock).
         context = multiprocessing.get_context("forkserver")
@@ -167,7 +166,6 @@ def inspect_sources(sources: list[SourceImage], describe: bool, *, workers: int 
             # A Stop signals the whole process group. While the pool starts its server and
             # workers, the stop signals are blocked here (children inherit the mask, so
             # they never die of it) and delivered to this process right after.
-            import signal
             stop_signals = {signal.SIGTERM, signal.SIGINT}
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals) if processes else None
             try:

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from engine.data import decoded_cache
 from engine.data.imageio import ImageDecodeError, decode_path, prepare_rgb
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -83,7 +84,6 @@ class ImageSource:
             self._cached = decoded_dataset(self.paths, self.labels, image_size, "memory",
                                            crop_to_head=crop_to_head, weights=weights)
         elif cache == "disk":
-            from engine.data import decoded_cache
             path = decoded_cache.build(self.paths, self.image_size, self.crop_to_head, cache_dir)
             self._array = decoded_cache.open_cache(path)
 

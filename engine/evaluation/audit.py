@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from engine import layout
+from engine.data.manifest import read_manifest
+from engine.data.sources import relocate
+from engine.evaluation.oof import read_oof
 from engine.files import atomic_open
 
 ISSUE_FIELDS = ["path", "label", "suggested_label", "score", "group", "probability", "flagged",
@@ -62,9 +65,6 @@ def label_issue_table(labels, probabilities) -> dict[str, np.ndarray]:
 def audit(cv_dir: str | os.PathLike) -> list[dict]:
     """Rank the CV pool (out-of-fold) and the test split (fold ensemble) of an engine.cv
     folder; write label_issues.csv; return its rows, most suspicious first."""
-    from engine.evaluation.oof import read_oof
-    from engine.data.manifest import read_manifest
-    from engine.data.sources import relocate
     cv_dir = Path(cv_dir)
     if not (cv_dir / layout.OOF_PREDICTIONS).exists():
         raise FileNotFoundError(f"{cv_dir} has no {layout.OOF_PREDICTIONS}: run python -m engine.cv first")
@@ -101,7 +101,6 @@ def write_issues(path: Path, rows: list[dict]) -> None:
 
 def read_issues(path: str | os.PathLike) -> list[dict]:
     """Rows of label_issues.csv, most suspicious first, Br35H paths relocated."""
-    from engine.data.sources import relocate
     with open(path, newline="") as handle:
         return [{**r, "path": relocate(r["path"]), "label": int(r["label"]), "suggested_label": int(r["suggested_label"]),
                  "score": float(r["score"]), "probability": float(r["probability"]),

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import layout
-from engine.data.sources import relocate
+from engine.data.sources import portable, relocate
 from engine.files import atomic_open
 
 PCA_DIMENSIONS = 50
@@ -120,7 +120,6 @@ def write_map(model_dir: str | os.PathLike, out: str | os.PathLike | None = None
               max_fitted: int = MAX_FITTED) -> tuple[Path, dict]:
     """Write ``map.csv`` (by default beside the model) with portable paths where the
     data set is the installed one; returns its path and how the layout was made."""
-    from engine.data.sources import portable
     rows, how = build_map(model_dir, seed, max_fitted)
     out = Path(out) if out else Path(model_dir) / layout.MAP
     with atomic_open(out) as handle:

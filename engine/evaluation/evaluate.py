@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,15 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from engine import layout, runs
-from engine.serving.calibration import (
-    calibrated, choose_threshold, expected_calibration_error, fit_temperature,
-)
+from engine.data.imageio import ImageDecodeError, decode_path, decode_workers
+from engine.data.manifest import build_manifest, read_manifest, rows_for_split
+from engine.data.sources import relocate
 from engine.evaluation.intervals import calibration_bands, metric_intervals
+from engine.evaluation.review import apply_review, read_review, reviewed_labels
 from engine.files import atomic_open
+from engine.serving import appearance, neighbours
+from engine.serving.calibration import calibrated, choose_threshold, expected_calibration_error, fit_temperature
+from engine.serving.ood import FeatureGaussians, fit
 
 PREDICTION_FIELDS = ["path", "label", "modality", "probability", "logit", "predicted", "correct"]
 
@@ -130,8 +135,6 @@ def rescored_with_review(paths, labels, probabilities, threshold: float, decisio
     """Stored predictions scored with a review's labels, without predicting again:
     relabelled images flipped, excluded ones left out (Evaluate's review choice and the
     HTML report). Paths are mapped onto this machine's copy of Br35H first."""
-    from engine.data.sources import relocate
-    from engine.evaluation.review import reviewed_labels
     paths = [relocate(str(p)) for p in paths]
     new_labels, kept = reviewed_labels(paths, labels, decisions)
     report = classification_report(new_labels[kept], np.asarray(probabilities, np.float64)[kept], threshold)
@@ -174,7 +177,6 @@ def fit_ood_for_run(model_dir: Path, train_rows, val_rows, model=None):
     used. Returns (figures, a copy of the model carrying the new statistics); the
     model given is not changed."""
     from engine.serving.inference import load_model
-    from engine.serving.ood import FeatureGaussians, fit
     model = model or load_model(model_dir)
     _, train_features = predict_outputs(model, [r.path for r in train_rows])
     _, val_features = predict_outputs(model, [r.path for r in val_rows])
@@ -184,10 +186,8 @@ def fit_ood_for_run(model_dir: Path, train_rows, val_rows, model=None):
     held_out = np.array([-1] * len(train_rows) + [0] * len(val_rows))
     gaussians = fit(features, held_out)
     gaussians.save(Path(model_dir) / layout.OOD)
-    from engine.serving import appearance
     pixels = appearance.fit_for_folder(model_dir, list(train_rows) + list(val_rows), held_out, members=1)
     # The nearest-training-image pool of a single run: its training images.
-    from engine.serving import neighbours
     chosen = neighbours.build(model_dir, train_rows, train_features, folds=[-1] * len(train_rows))
     fitted = model.replace(ood=FeatureGaussians.load(Path(model_dir) / layout.OOD),  # as a later load sees them
                            neighbours=neighbours.NeighbourIndex.load(model_dir),
@@ -215,9 +215,7 @@ def flagged_share(model, paths: list[str], features) -> float | None:
     flags, _ = model.ood_flags(features)
     if flags is None:
         return None
-    from concurrent.futures import ThreadPoolExecutor
 
-    from engine.data.imageio import ImageDecodeError, decode_path, decode_workers
 
     def pixels_flag(path: str) -> bool:
         try:
@@ -266,7 +264,6 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
     ``model_dir``) and returns the report. ``model``: the export of ``model_dir`` if the
     caller has it loaded already (a finishing run evaluates val and test with one load)."""
     from engine.serving.inference import SHIPPED_MODEL_DIR, load_model
-    from engine.data.manifest import build_manifest, read_manifest, rows_for_split
     model_dir = Path(model_dir)
     shipped = model_dir.resolve() == SHIPPED_MODEL_DIR.resolve()
     if shipped and recalibrate:
@@ -288,7 +285,6 @@ def evaluate(model_dir: str | Path, split: str = "test", manifest: str | Path | 
     else:
         rows = read_manifest(manifest or model_dir / layout.MANIFEST)
         if label_review:
-            from engine.evaluation.review import apply_review, read_review
             if not Path(label_review).exists():
                 raise FileNotFoundError(f"label review file {label_review} does not exist")
             apply_review(rows, read_review(label_review))

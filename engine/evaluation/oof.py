@@ -12,7 +12,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from engine import layout
+from engine.data.sources import relocate
+from engine.evaluation.intervals import metric_intervals
 from engine.files import atomic_open
 
 FOLD_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "loss")
@@ -33,9 +36,9 @@ def fold_summary(labels, logits, fold_of, folds: int, groups=None) -> dict:
     threshold (the error count of ``out_of_fold_errors``), with 95% intervals that
     resample ``groups`` (duplicate groups; None = images). The standard deviation over
     five folds is not an interval on the pooled figure; this is."""
-    from engine.serving.calibration import calibrated
-    from engine.evaluation.metrics import binary_cross_entropy_from_logits
     from engine.evaluation.evaluate import classification_report
+    from engine.evaluation.metrics import binary_cross_entropy_from_logits
+    from engine.serving.calibration import calibrated
     labels, logits, fold_of = np.asarray(labels), np.asarray(logits, np.float64), np.asarray(fold_of)
     per_fold = []
     for fold in range(folds):
@@ -63,7 +66,6 @@ def pooled_figures(summary: dict, labels, logits, fold_of, groups=None) -> dict:
     """Pooled out-of-fold accuracy, sensitivity, specificity (each image at its fold's
     cross-fitted threshold) and ROC AUC (of the cross-fitted probabilities), with
     their group-bootstrap intervals under ``ci``."""
-    from engine.evaluation.intervals import metric_intervals
     labels = np.asarray(labels).astype(int)
     probabilities = cross_fitted_probabilities(summary, logits, fold_of)
     thresholds = np.vectorize({f["fold"]: f["threshold"] for f in summary["folds"]}.get)(np.asarray(fold_of))
@@ -121,6 +123,5 @@ def write_oof(path: Path, pool, logits, temperature: float) -> None:
 
 def read_oof(path: str | os.PathLike) -> list[dict]:
     """Rows of oof_predictions.csv, with Br35H paths mapped onto this machine's copy."""
-    from engine.data.sources import relocate
     with open(path, newline="") as handle:
         return [{**r, "path": relocate(r["path"])} for r in csv.DictReader(handle)]

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from engine import layout
+from engine.evaluation.intervals import delong, paired_difference
 from engine.evaluation.oof import (
-    cross_fitted_predictions, cross_fitted_probabilities, fold_summary, out_of_fold_errors, read_oof,
+    cross_fitted_predictions, cross_fitted_probabilities, fold_summary, out_of_fold_errors, read_oof
 )
 
 
@@ -56,7 +57,6 @@ class Comparison:
         sensitivity, specificity and ROC AUC differences with paired group-bootstrap
         intervals (duplicate groups resampled when the sources record them), and DeLong's
         p-value for the AUC difference."""
-        from engine.evaluation.intervals import delong, paired_difference
         groups = None if any(g in ("", "None") for g in self.groups) else self.groups
         thresholds = [np.vectorize({f["fold"]: f["threshold"] for f in s["folds"]}.get)(self.folds)
                       for s in self.summaries]

@@ -12,17 +12,24 @@ be attached to a paper or a ticket. Reads the folder's files only; no TensorFlow
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
 import platform
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from engine import layout, runs
+from engine.data.imageio import ImageDecodeError, decode_path
+from engine.data.sources import relocate
 from engine.evaluation.intervals import format_with_ci
+from engine.evaluation.review import read_review
+from engine.files import atomic_open
 
 _STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222}h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -96,9 +103,6 @@ def confusion_svg(cm: dict, size: int = 260) -> str:
 
 
 def _thumbnail(path: str, side: int = 150) -> str | None:
-    from PIL import Image
-
-    from engine.data.imageio import ImageDecodeError, decode_path
     try:
         image = Image.fromarray(decode_path(path))
     except (ImageDecodeError, OSError):
@@ -119,7 +123,6 @@ def _thumbs(items: list[tuple[str, str]]) -> str:
 
 
 def _read_csv(path: Path) -> list[dict]:
-    import csv
     if not path.exists():
         return []
     with open(path, newline="") as handle:
@@ -128,7 +131,6 @@ def _read_csv(path: Path) -> list[dict]:
 
 def build_report(folder: str | Path, label_review: str | None = None, thumbnails: int = 12) -> str:
     """The HTML text of the report on ``folder``."""
-    from engine.data.sources import relocate
     folder = Path(folder)
     info = runs.read_json(folder / layout.MODEL_INFO, {}) or {}
     card = runs.read_json(folder / layout.MODEL_CARD, {}) or {}
@@ -187,7 +189,6 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
         predictions = _read_csv(folder / layout.predictions("test"))
         if label_review and predictions:
             from engine.evaluation.evaluate import rescored_with_review
-            from engine.evaluation.review import read_review
             reviewed = rescored_with_review([p["path"] for p in predictions], [int(p["label"]) for p in predictions],
                                             [float(p["probability"]) for p in predictions],
                                             float(test["threshold"]), read_review(label_review))
@@ -232,7 +233,6 @@ def build_report(folder: str | Path, label_review: str | None = None, thumbnails
     environment = {"python": platform.python_version(), "platform": platform.platform(),
                    "machine": platform.machine()}
     try:
-        from importlib.metadata import version
         environment.update({pkg: version(pkg) for pkg in ("numpy", "scikit-learn", "streamlit")})
         environment["tensorflow"] = next((version(p) for p in ("tensorflow-cpu", "tensorflow") if _installed(p)), "?")
     except Exception:  # noqa: BLE001 - the environment is informative only
@@ -315,7 +315,6 @@ def _shortcut_section(report: dict | None) -> list[str]:
 
 
 def _installed(package: str) -> bool:
-    from importlib.metadata import PackageNotFoundError, version
     try:
         version(package)
         return True
@@ -324,7 +323,6 @@ def _installed(package: str) -> bool:
 
 
 def write_report(folder: str | Path, out: str | Path, label_review: str | None = None) -> Path:
-    from engine.files import atomic_open
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(out) as handle:

@@ -18,6 +18,10 @@ import csv
 import os
 import time
 from pathlib import Path
+
+import numpy as np
+
+from engine.data.sources import relocate
 from engine.files import atomic_open
 
 DECISIONS = ("keep", "relabel", "exclude")
@@ -92,7 +96,6 @@ def reviewed_labels(paths, labels, decisions: dict[str, dict]):
     model's stored predictions can be scored with a review without predicting again:
     ``relabel`` flips a label, ``exclude`` drops the image, ``keep`` and undecided
     images stand."""
-    import numpy as np
     labels = np.asarray(labels).astype(int).copy()
     kept = np.ones(len(labels), bool)
     for index, path in enumerate(paths):
@@ -120,7 +123,6 @@ def _queue_rows(path: Path) -> dict[str, dict]:
 
 def read_queue(path: str | os.PathLike) -> set[str]:
     """The image paths sent for review (relocated); a missing file is an empty queue."""
-    from engine.data.sources import relocate
     return {relocate(stored) for stored in _queue_rows(Path(path))}
 
 

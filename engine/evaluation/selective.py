@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import layout, runs
+from engine.data.manifest import read_manifest
 from engine.data.sources import relocate
 from engine.evaluation.intervals import Resamples, metric_intervals, percentile_interval
 from engine.serving import refer
@@ -38,7 +39,6 @@ def calibration_file(model_dir: Path) -> Path:
 
 
 def _groups(model_dir: Path, paths: list[str]) -> list:
-    from engine.data.manifest import read_manifest
     manifest = model_dir / layout.MANIFEST
     if not manifest.exists():
         return list(range(len(paths)))

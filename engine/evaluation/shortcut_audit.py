@@ -22,6 +22,7 @@ from engine.data.cues import CUE_SETS, cue_columns, measure_cues
 from engine.data.sources import relocate
 from engine.data.splits import fold_groups
 from engine.evaluation import shortcuts
+from engine.evaluation.oof import cross_fitted_probabilities, read_oof
 from engine.files import atomic_open
 
 AUDIT_FOLDS = 5
@@ -51,7 +52,6 @@ def _model_predictions(model_dir: Path) -> dict[str, dict]:
     found: dict[str, dict] = {}
     summary = runs.read_json(model_dir / layout.CV_SUMMARY, None)
     if summary and (model_dir / layout.OOF_PREDICTIONS).exists():
-        from engine.evaluation.oof import cross_fitted_probabilities, read_oof
         oof = read_oof(model_dir / layout.OOF_PREDICTIONS)
         logits = np.array([float(r["logit"]) for r in oof])
         fold_of = np.array([int(r["fold"]) for r in oof])

@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image
 
 from engine import layout
+from engine.data.imageio import ImageDecodeError, decode_path, decode_workers
 from engine.serving.ood import FeatureGaussians, fit
-
 
 _SMALL = 64  # histogram, rings and gradients: the layout, not the detail
 _TEXTURE = 128  # local binary patterns: fine enough for texture, cheap enough per image
@@ -87,7 +87,6 @@ def descriptor(rgb: np.ndarray) -> np.ndarray:
 def describe_paths(paths: list[str], threads: int | None = None) -> np.ndarray:
     """[N, D] descriptors of image files (a DICOM or NIfTI slice by its slice address);
     an unreadable file gets NaNs, which the fit leaves out."""
-    from engine.data.imageio import ImageDecodeError, decode_path, decode_workers
 
     def one(path: str) -> np.ndarray:
         try:

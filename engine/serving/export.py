@@ -46,8 +46,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from engine import layout, runs
+from engine.model.resnet import build_model
 from engine.request import RunRequest, stored_request
-from engine import layout
 from engine.serving.explain import grad_cam
 
 
@@ -273,7 +274,6 @@ class RestampedModule(ServingModule):
 def restamp_export(folder: str | Path) -> Path:
     """Save ``folder``'s export again with the calibration of its model.json (see
     RestampedModule), swapped in only once written."""
-    from engine import runs
     folder = Path(folder)
     info = runs.read_json(folder / layout.MODEL_INFO, {}) or {}
     loaded = tf.saved_model.load(str(folder / layout.EXPORT))
@@ -311,7 +311,6 @@ def _save(module: ServingModule, directory: Path) -> Path:
 def restore_best_model(folder: str | Path, checkpoint: str | None = None):
     """(config, model) of a run's best checkpoint, built outside any strategy so it
     holds plain variables."""
-    from engine.model.resnet import build_model
     folder = Path(folder)
     config = RunRequest.read(folder).config
     checkpoint = checkpoint or tf.train.latest_checkpoint(str(folder / layout.BEST_CHECKPOINT))
@@ -325,7 +324,6 @@ def restore_best_model(folder: str | Path, checkpoint: str | None = None):
 def export_run(folder: str | Path, checkpoint: str | None = None, flip_tta: bool = True) -> Path:
     """Export a run's best checkpoint (or ``checkpoint``) and update model.json. A
     changed export invalidates the stored calibration, which evaluation refits."""
-    from engine import runs
     folder = Path(folder)
     config, model, checkpoint = restore_best_model(folder, checkpoint)
     export_saved_model(model, config.image_size, folder / layout.EXPORT, flip_tta,
@@ -343,7 +341,6 @@ def stamp_calibration(folder: str | Path) -> None:
     """Re-export a run's or a cross-validation's model with the threshold and
     temperature its model.json now holds, so the SavedModel alone gives calibrated
     probabilities and decisions. A CV folder is re-exported from its fold models."""
-    from engine import runs
     folder = Path(folder)
     info = runs.read_json(folder / layout.MODEL_INFO, {}) or {}
     request = stored_request(folder)

@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 
 from engine import layout
+from engine.data.sources import relocate
 from engine.files import atomic_open
 
 FLOAT16_SLACK = 1e-3  # similarity lost by storing unit vectors as float16
@@ -138,7 +139,6 @@ class NeighbourIndex:
         path = Path(folder) / layout.NEIGHBOURS
         if not path.exists():
             return None
-        from engine.data.sources import relocate
         with np.load(path) as data:
             index = cls(vectors=data["vectors"].astype(np.float16),
                         paths=np.array([relocate(str(p)) for p in data["paths"]]),

@@ -5,13 +5,13 @@ anything (a cold import takes seconds)."""
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 
 def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarray:
     """Blend a [0, 1] heat map (jet-like colours) over an HxWx3 uint8 image."""
     cam = np.clip(np.asarray(cam, np.float32), 0.0, 1.0)
     if cam.shape != rgb.shape[:2]:
-        from PIL import Image
         cam = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize(
             (rgb.shape[1], rgb.shape[0]), Image.BILINEAR), np.float32) / 255.0
     red = np.clip(1.5 - np.abs(4 * cam - 3), 0, 1)

@@ -4,13 +4,22 @@ mapped onto the one TrainConfig; fatal data problems found before TensorFlow sta
 from __future__ import annotations
 
 import argparse
+import copy
+import os
+import sys
+import time
+from pathlib import Path
 from typing import Callable
 
 from engine import layout, runs
-from engine.request import RequestError, RunRequest
 from engine.config import (
-    BEST_METRICS, CACHES, COLLECTIVES, KERNEL_INITS, PRECISIONS, PRESETS, SCHEDULES, TrainConfig,
+    BEST_METRICS, CACHES, COLLECTIVES, KERNEL_INITS, PRECISIONS, PRESETS, SCHEDULES, TrainConfig, compact_config,
+    shipped_config
 )
+from engine.data.sources import DataLayoutError, discover
+from engine.evaluation.review import ReviewFileError, read_review
+from engine.request import RequestError, RunRequest
+
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
@@ -115,7 +124,6 @@ def explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) ->
     """Names of the options actually given on the command line. A flag equal to its
     default still counts: ``--compact --epochs 20`` must mean 20 epochs even though
     20 is also TrainConfig's default."""
-    import copy
     probe = copy.deepcopy(parser)
     for action in probe._actions:
         action.default = argparse.SUPPRESS
@@ -126,7 +134,6 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
                      argv: list[str] | None = None) -> TrainConfig:
     """The config the command line asks for: the base (``--config`` file, ``--compact``
     preset, or TrainConfig's defaults) with every explicitly given option applied."""
-    from engine.config import compact_config, shipped_config
     base = TrainConfig()
     if args.config:
         try:
@@ -160,14 +167,11 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
 
 def check_data(config: TrainConfig) -> str:
     """Fatal data problems, found before any TensorFlow start-up cost."""
-    from engine.data.sources import DataLayoutError, discover
     try:
         discover(config.data_dir or None)
     except DataLayoutError as err:
         return str(err)
     if config.label_review:
-        from engine.evaluation.review import ReviewFileError, read_review
-        import os
         if not os.path.exists(config.label_review):
             return f"label review file {config.label_review} does not exist"
         try:
@@ -182,10 +186,6 @@ def new_run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
     """(config, folder) of a new run (or CV) the command line asks for, or (None, 2) after
     printing why not: an invalid option, or a data folder refused before TensorFlow
     starts (the refusal is also written as the folder's failed status)."""
-    import os
-    import sys
-    import time
-    from pathlib import Path
     try:
         config = config_from_args(args, parser, argv)
     except ValueError as err:

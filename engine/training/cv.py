@@ -19,6 +19,7 @@ and temperature fitted on all out-of-fold predictions, and beside them
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
@@ -29,31 +30,21 @@ import numpy as np
 
 from engine import layout, runs
 from engine.config import TrainConfig
-from engine.request import CrossValidation, RunRequest, stored_request
-from engine.data.manifest import ScanStopped, read_manifest, write_manifest
-from engine.evaluation.oof import fit_calibration, fold_summary, write_oof
-from engine.data.splits import fold_groups, split_summary
 from engine.data.health import write_health
-from engine.training.loop import (
-    StopRequested,
-    apply_label_review,
-    scan,
-    train_and_evaluate,
-    write_shortcut_audit,
-)
-from engine.training.progress import setup_logging
+from engine.data.manifest import ScanStopped, read_manifest, write_manifest
+from engine.data.splits import fold_groups, split_summary
 from engine.evaluation.evaluate import (
-    classification_report,
-    flagged_share,
-    predict_outputs,
-    seen_in_training,
-    write_split_evaluation,
+    classification_report, flagged_share, predict_outputs, seen_in_training, write_split_evaluation
 )
+from engine.evaluation.oof import fit_calibration, fold_summary, write_oof
+from engine.request import CrossValidation, RunRequest, stored_request
+from engine.serving import appearance, neighbours
+from engine.serving.calibration import calibrated
 from engine.serving.export import export_saved_model, model_info, restore_best_model
 from engine.serving.inference import load_model, member_spread
 from engine.serving.ood import fit
-from engine.serving import appearance, neighbours
-from engine.serving.calibration import calibrated
+from engine.training.loop import StopRequested, apply_label_review, scan, train_and_evaluate, write_shortcut_audit
+from engine.training.progress import setup_logging
 
 log = logging.getLogger("engine.cv")
 
@@ -197,7 +188,6 @@ def train_one_fold(config: TrainConfig, cv_dir: str | os.PathLike, folds: int, f
     same groups and folds. Nothing is summarised; ``collect`` does that once all are
     done. A fold may itself use several workers (its config's devices, or engine.launch
     per fold). Returns the fold's status."""
-    import fcntl
 
     if not 0 <= fold < folds:
         raise ValueError(f"--fold must be in 0..{folds - 1}")

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from engine.evaluation import metric_names as names
+from engine.evaluation.metrics import confusion_metrics
 
 BINS = 2400
 LOGIT_RANGE = 12.0  # logits beyond +-12 (probabilities within 6e-6 of 0 or 1) share the end bins
@@ -104,7 +105,6 @@ def auc_from_histograms(histograms) -> float | None:
 
 def summary(fetched: dict) -> dict:
     """The epoch's train metrics under the names metrics.jsonl uses."""
-    from engine.evaluation.metrics import confusion_metrics
     counts = confusion_metrics(*(fetched[k] for k in ("tp", "fp", "tn", "fn")))
     return {names.TRAIN_LOSS: fetched["loss"],
             names.TRAIN_ACCURACY: counts["accuracy"],

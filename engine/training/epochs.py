@@ -12,21 +12,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.evaluation import metric_names as names
+import numpy as np
+
 from engine import layout, runs
 from engine.config import Derived, TrainConfig
-from engine.training.progress import format_metric, format_seconds, progress_bar
+from engine.data.pipeline import PADDING_LABEL
+from engine.evaluation import metric_names as names
+from engine.evaluation.metrics import binary_metrics
 from engine.files import atomic_open
-from engine.training.inputs import TrainInputs
-from engine.training.preparation import class_weights
-from engine.training.state import NonFiniteLoss, StopRequested, TrainingState, make_stop_agreement, write_checkpoint
-from engine.training.epoch_metrics import EpochMetrics, summary
 from engine.training.ema import STATISTICS_BATCHES, make_statistics_pass
+from engine.training.epoch_metrics import EpochMetrics, summary
+from engine.training.inputs import TrainInputs
 from engine.training.metrics_log import MetricsLog
 from engine.training.optim import learning_rate_at
+from engine.training.preparation import class_weights
+from engine.training.progress import format_metric, format_seconds, progress_bar
+from engine.training.state import NonFiniteLoss, StopRequested, TrainingState, make_stop_agreement, write_checkpoint
 from engine.training.steps import make_eval_step, make_train_step
-from engine.data.pipeline import PADDING_LABEL
-from engine.evaluation.metrics import binary_metrics
 
 log = logging.getLogger("engine.train")
 
@@ -211,7 +213,6 @@ def run_epochs(loop: "EpochLoop", state: TrainingState, inputs: TrainInputs, der
 
 def _validate(eval_step, val_batches) -> dict:
     """Val loss and metrics of the evaluated model, in inference mode, every image once."""
-    import numpy as np
     probs, labels, losses = [], [], []
     for batch in val_batches:
         p, y, loss = eval_step(batch)

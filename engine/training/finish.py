@@ -5,18 +5,21 @@ on the val and test splits, the shortcut audit, and the environment record.
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from pathlib import Path
 
+import tensorflow as tf
+
 from engine import layout, runs
 from engine.config import Derived, TrainConfig
-from engine.training.progress import format_metric
-from engine.serving.export import export_run
-from engine.evaluation.evaluate import evaluate, fit_ood_for_run
-from engine.serving.inference import load_model
 from engine.data.manifest import read_manifest, rows_for_training
+from engine.evaluation.evaluate import evaluate, fit_ood_for_run
 from engine.evaluation.shortcut_audit import write_audit
+from engine.serving.export import export_run
+from engine.serving.inference import load_model
 from engine.training.distribute import device_names
+from engine.training.progress import format_metric
 
 log = logging.getLogger("engine.train")
 
@@ -91,10 +94,6 @@ def write_shortcut_audit(folder: Path) -> None:
 
 
 def environment_record(strategy) -> dict:
-    import platform
-
-    import tensorflow as tf
-
     return {
         "tensorflow": tf.__version__, "python": platform.python_version(),
         "devices": device_names(strategy), "replicas": strategy.num_replicas_in_sync,

@@ -6,13 +6,16 @@ that each worker reads only its part of the data.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import tensorflow as tf
+
 from engine.config import TrainConfig
-from engine.training.preparation import loss_weights
 from engine.data import pipeline
 from engine.data.decoded_cache import choose_cache
+from engine.training.preparation import loss_weights
 
 log = logging.getLogger("engine.train")
 
@@ -105,7 +108,6 @@ def _worker_val_batches(strategy, source, total: int, workers: int, local_batch:
     """This worker's part of the val split as distributed batches: padded to the same
     whole number of local batches on every worker (the largest part, rounded up), so all
     workers run the same eval steps; _validate drops the padding after the gather."""
-    import math
 
     length = math.ceil(math.ceil(total / workers) / local_batch) * local_batch
     dataset = pipeline.padded_eval_dataset(source, local_batch, length)
@@ -127,7 +129,6 @@ def _distribute_local_batches(strategy, dataset, global_batch: int):
 def _sharded(dataset):
     """Each worker takes its part of every global batch (auto-sharding by data: the
     pipeline reads file paths, not sharded files). A no-op on one worker."""
-    import tensorflow as tf
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)

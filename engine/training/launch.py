@@ -31,9 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-from engine.request import RequestError, RunRequest
 from engine import layout, runs
 from engine.config import TrainConfig
+from engine.request import RequestError, RunRequest
+from engine.training.progress import setup_logging
 
 GRACE_AFTER_FAILURE = 180.0  # seconds the others get to notice a dead worker and exit
 
@@ -141,7 +142,6 @@ def extend_request(folder: Path, epochs: int) -> None:
 def _prepare_once(config: TrainConfig, folder: Path) -> None:
     """Scan, hash, group and split the data once for all workers, into the folder."""
     from engine.training.loop import prepare_data
-    from engine.training.progress import setup_logging
     if (folder / layout.MANIFEST).exists():
         return
     setup_logging(folder)

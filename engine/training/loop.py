@@ -21,19 +21,21 @@ import os
 import time
 from pathlib import Path
 
-from engine.request import RunRequest
+import tensorflow as tf
+
 from engine import layout, runs
 from engine.config import Derived, TrainConfig
 from engine.data.manifest import ScanStopped, rows_for_split, rows_for_training
-from engine.training.progress import format_seconds, setup_logging
+from engine.data.pipeline import steps_for
+from engine.model.resnet import count_parameters
+from engine.request import RunRequest
+from engine.training.distribute import make_strategy, worker_role
 from engine.training.epochs import build_epoch_loop, run_epochs
 from engine.training.finish import environment_record, finish_run, write_shortcut_audit
 from engine.training.inputs import build_inputs, resolve_shards
 from engine.training.preparation import apply_label_review, prepare_data, scan
+from engine.training.progress import format_seconds, setup_logging
 from engine.training.state import NonFiniteLoss, StopRequested, build_state
-from engine.training.distribute import make_strategy, worker_role
-from engine.model.resnet import count_parameters
-from engine.data.pipeline import steps_for
 
 # Callers import these from here (the entry points, the CV, the launcher, the tests).
 __all__ = ["NonFiniteLoss", "StopRequested", "apply_label_review", "derive", "prepare_data", "resolve_shards",
@@ -94,7 +96,6 @@ def _train(config: TrainConfig, folder: Path, resume: bool, stop: StopRequested,
         # preemption notice; take it back so a stop request reaches this loop.
         stop.install()
 
-    import tensorflow as tf
 
 
     tf.random.set_seed(config.training_seed)

@@ -9,18 +9,20 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from engine import layout, runs
 from engine.config import TrainConfig
+from engine.data.cues import cue_columns, measure_cues
+from engine.data.health import write_health
+from engine.data.manifest import build_manifest, read_manifest, write_manifest
+from engine.data.sample_weights import group_weights
+from engine.data.splits import fold_groups
+from engine.evaluation.review import apply_review, read_review
+from engine.evaluation.shortcuts import audit_cue_sets, balancing_weights
 from engine.training.progress import format_metric
 from engine.training.state import StopRequested
-from engine.data.sample_weights import group_weights
-from engine.data.cues import cue_columns, measure_cues
-from engine.data.splits import fold_groups
-from engine.evaluation.shortcuts import audit_cue_sets, balancing_weights
-from engine.data.manifest import build_manifest, read_manifest, write_manifest
 from engine.training.twins import combined, kept_groups, twin_pass
-from engine.data.health import write_health
-from engine.evaluation.review import apply_review, read_review
 
 log = logging.getLogger("engine.train")
 
@@ -53,7 +55,6 @@ def cue_balance_weights(train_rows, seed: int):
     (engine.evaluation.shortcuts.balancing_weights). The cue score of each training image
     is out-of-fold over grouped folds of the training images alone: no validation or
     test label is used."""
-    import numpy as np
     labels = np.array([r.label for r in train_rows])
     groups = np.array([r.group for r in train_rows])
     cue_rows = measure_cues([r.path for r in train_rows])

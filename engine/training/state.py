@@ -12,10 +12,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import tensorflow as tf
+
 from engine import layout
 from engine.config import TrainConfig
-from engine.training.ema import WeightAverage
 from engine.model.resnet import build_model, decay_mask
+from engine.training.ema import WeightAverage
 from engine.training.optim import Adam, DynamicLossScale
 
 log = logging.getLogger("engine.train")
@@ -62,7 +64,6 @@ class TrainingState:
 def build_state(config: TrainConfig, strategy, folder: Path, role, resume: bool) -> TrainingState:
     """Model, optimizer, weight average and checkpoints; restored from the latest
     checkpoint when resuming."""
-    import tensorflow as tf
 
     with strategy.scope():
         model = build_model(config)
@@ -110,7 +111,6 @@ def write_checkpoint(state: TrainingState, checkpoints, number: int) -> str:
 def make_stop_agreement(strategy):
     """Returns agree(requested) -> bool: True on every worker when any worker was asked
     to stop (a sum over replicas; one small collective per step)."""
-    import tensorflow as tf
 
     def replica_total(flag):
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,

@@ -27,7 +27,8 @@ import numpy as np
 
 from engine.data.dedup import similar_pairs
 from engine.data.manifest import read_manifest
-from engine.serving.inference import SHIPPED_MODEL_DIR
+from engine.evaluation.evaluate import predict_outputs
+from engine.serving.inference import SHIPPED_MODEL_DIR, load_model
 from engine.serving.neighbours import NeighbourIndex, embed
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,6 @@ def twin_pass(model: str, min_similarity: float = 0.0):
     folder = model_folder(model)
 
     def find(rows):
-        from engine.evaluation.evaluate import predict_outputs
-        from engine.serving.inference import load_model
         threshold = min_similarity
         if threshold <= 0:
             index = NeighbourIndex.load(folder)
