@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shipped-recipe", action="store_true",
                         help="start from the recipe of the shipped fold ensemble (engine.config.shipped_config)")
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
-    parser.add_argument("--crop-to-head", action="store_true",
-                        help="crop each image to the head's bounding box (padded square) before resizing")
+    parser.add_argument("--crop-to-head", action=argparse.BooleanOptionalAction, default=None,
+                        help="crop each image to the head's bounding box (padded square) before resizing "
+                        "(--no-crop-to-head: resize the whole image)")
     parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
                         help="weight averaging for the evaluated/exported model; 0 = off")
     parser.add_argument("--kernel-init", choices=KERNEL_INITS, default=defaults.kernel_init,
@@ -158,8 +159,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
         changes["class_weighting"] = True
     if args.no_augment:
         changes["augment"] = False
-    if args.crop_to_head:
-        changes["crop_to_head"] = True
+    if args.crop_to_head is not None:
+        changes["crop_to_head"] = bool(args.crop_to_head)
     if args.cue_rebalance:
         changes["cue_rebalance"] = True
     return base.replace(**changes)
