@@ -10,6 +10,8 @@ where they point the wrong way ("conflicting"), with the gap between them.
     python bench/shortcuts.py --write-docs          # and replace the table in docs/benchmarks.md
     python bench/shortcuts.py --full --twin-model runs/v6_model --recipes v6-twins crop-aug-twins --seeds 42 2
                                                     # the finalists at full size on the twin-merged split
+    python bench/shortcuts.py --full --split v9 --twin-model "" --twin-groups checkpoints/manifest.csv \
+        --recipes v8-recipe crop-aug --seeds 42 2  # the same two on v9's split (its groups kept)
 
 Every CV goes to runs/bench_shortcuts/<recipe>-s<seed>/ (a finished folder is reused, so
 an interrupted benchmark continues). The screening size (96 px, 12 epochs, the shipped
@@ -18,6 +20,8 @@ finalists at the shipped size (128 px, 18 epochs) on the split that also merges 
 of ``--twin-model`` (engine.training.twins): about 20 to 30 minutes per CV. The shipped
 ensemble (checkpoints/, 128 px, 18 epochs) is scored from its own files as the first row.
 Several seeds of a recipe are averaged (a seed alone moves a CV's errors by a quarter).
+Every recipe states all of its settings on top of ``--shipped-recipe`` (V8: the head crop
+and the intensity jitters off), so the table means the same whatever is shipped now.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from engine.data.manifest import read_manifest  # noqa: E402
 from engine.evaluation.shortcut_audit import write_audit  # noqa: E402
 
 OUT = ROOT / "runs" / "bench_shortcuts"
-SCREENING = ["--shipped-recipe", "--image-size", "96", "--epochs", "12", "--folds", "5", "--skip-test"]
+# v8's recipe from --shipped-recipe, whatever the shipped recipe is now
+V8 = ["--no-crop-to-head", "--resolution-jitter", "0", "--gamma", "0", "--contrast", "0"]
+SCREENING = ["--shipped-recipe", *V8, "--image-size", "96", "--epochs", "12", "--folds", "5", "--skip-test"]
 AUGMENT = ["--resolution-jitter", "0.5", "--gamma", "0.3", "--contrast", "0.2"]
 RECIPES = {
     "baseline": [],
@@ -49,10 +55,12 @@ RECIPES = {
     "crop-aug": ["--crop-to-head", *AUGMENT],
     "crop-aug-rebal": ["--crop-to-head", *AUGMENT, "--cue-rebalance"],
 }
-FULL = ["--shipped-recipe", "--folds", "5", "--skip-test"]
+FULL = ["--shipped-recipe", *V8, "--folds", "5", "--skip-test"]
 FINALISTS = {  # trained with --full only: the shipped size, on the twin-merged split
     "v6-twins": [],
     "crop-aug-twins": ["--crop-to-head", *AUGMENT],
+    "v8-recipe": [],  # the same two, named for --split v9
+    "crop-aug": ["--crop-to-head", *AUGMENT],
 }
 DESCRIPTIONS = {
     "baseline": "shipped recipe at screening size",
@@ -62,21 +70,29 @@ DESCRIPTIONS = {
     "crop-aug-rebal": "crop + resolution jitter, gamma, contrast + cue rebalancing",
     "v6-twins": "the shipped recipe, 128 px, 18 epochs, twins merged",
     "crop-aug-twins": "crop + resolution jitter, gamma, contrast, 128 px, 18 epochs, twins merged",
+    "v8-recipe": "v8's recipe, 128 px, 18 epochs",
+    "crop-aug": "crop + resolution jitter, gamma, contrast, 128 px, 18 epochs",
 }
 DOCS_HEADING = "## Does a recipe train the shortcut away? `bench/shortcuts.py`"
 FULL_DOCS_HEADING = "## The finalists at full size, twins merged: `bench/shortcuts.py --full`"
 
 
-def train(name: str, seed: int, twin_model: str | None = None) -> tuple[Path, float | None]:
-    folder = OUT / f"{name}-s{seed}"
+def folder_of(name: str, seed: int, split: str = "") -> Path:
+    return OUT / f"{name}{'-' + split if split else ''}-s{seed}"
+
+
+def train(name: str, seed: int, twin_model: str | None = None, twin_groups: str = "",
+          split: str = "") -> tuple[Path, float | None]:
+    folder = folder_of(name, seed, split)
     if (folder / layout.CV_SUMMARY).exists():
         return folder, None
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    size = [*FULL, "--twin-model", twin_model] if name in FINALISTS else SCREENING
+    twins = (["--twin-model", twin_model] if twin_model else []) + (["--twin-groups", twin_groups] if twin_groups else [])
+    size = [*FULL, *twins] if name in FINALISTS else SCREENING
     command = [sys.executable, "-m", "engine.cv", *size, "--init-seed", str(seed), *{**RECIPES, **FINALISTS}[name],
                "--run-dir", str(folder)]
-    with open(OUT / f"{name}-s{seed}.log", "w") as log:
+    with open(folder.with_suffix(".log"), "w") as log:
         subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
     return folder, time.time() - started
 
@@ -158,6 +174,10 @@ def main(argv=None) -> int:
     parser.add_argument("--twin-model", default="checkpoints",
                         help="with --full: the model whose twins are merged (the table's runs: v6, the model "
                              "shipped before them)")
+    parser.add_argument("--twin-groups", default="", help="with --full: keep the groups of this manifest "
+                        "(engine.training.twins.kept_groups), e.g. the shipped model's own split")
+    parser.add_argument("--split", default="", help="a name for the split, put in the CV folders' names "
+                        "(runs/bench_shortcuts/<recipe>-<split>-s<seed>)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--table-only", action="store_true", help="score finished folders only")
     parser.add_argument("--write-docs", action="store_true", help="replace the table in docs/benchmarks.md")
@@ -180,9 +200,9 @@ def main(argv=None) -> int:
                                       wall / 60 if wall else None)]
     for name in args.recipes:
         for seed in args.seeds:
-            folder = OUT / f"{name}-s{seed}"
+            folder = folder_of(name, seed, args.split)
             if not args.table_only:
-                folder, seconds = train(name, seed, args.twin_model)
+                folder, seconds = train(name, seed, args.twin_model, args.twin_groups, args.split)
                 if seconds:
                     print(f"{name} seed {seed}: trained in {seconds / 60:.1f} min", flush=True)
             if not (folder / layout.CV_SUMMARY).exists():
@@ -193,7 +213,8 @@ def main(argv=None) -> int:
     print(text)
     if args.write_docs:
         write_docs(text, "python bench/shortcuts.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                   FULL_DOCS_HEADING if args.full else DOCS_HEADING)
+                   (FULL_DOCS_HEADING + (f" ({args.split} split)" if args.split else "")) if args.full
+                   else DOCS_HEADING)
     return 0
 
 
