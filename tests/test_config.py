@@ -47,10 +47,10 @@ def test_shipped_recipe_flag_starts_from_the_shipped_config_and_options_override
     parser = build_parser()
     argv = ["--shipped-recipe"]
     assert config_from_args(parser.parse_args(argv), parser, argv) == shipped_config()
-    argv = ["--shipped-recipe", "--epochs", "3", "--crop-to-head", "--ema-decay", "0.5",
-            "--brightness", "0.15", "--contrast", "0.2"]
+    argv = ["--shipped-recipe", "--epochs", "3", "--no-crop-to-head", "--ema-decay", "0.5",
+            "--brightness", "0.15", "--contrast", "0"]
     assert config_from_args(parser.parse_args(argv), parser, argv) == shipped_config(
-        epochs=3, crop_to_head=True, ema_decay=0.5, brightness=0.15, contrast=0.2)
+        epochs=3, crop_to_head=False, ema_decay=0.5, brightness=0.15, contrast=0.0)
 
 
 def test_init_seed_changes_the_model_not_the_split():

@@ -66,9 +66,11 @@ def test_the_shipped_recipe_is_what_trained_the_shipped_model():
     stored = TrainConfig.from_dict(json.loads((CHECKPOINTS / "config.json").read_text())["config"])
     # engine.cv fixes the epoch budget. Where decoded images are kept is storage, not the
     # recipe ("auto" keeps Br35H in memory). The shipped CV also merged the twins of the
-    # model shipped before it (--twin-model checkpoints, then v6; the model card says so).
-    assert stored.twin_model == "checkpoints"
-    assert stored.replace(cache="auto") == shipped_config(best_metric="last", twin_model="checkpoints")
+    # model shipped before it and kept that model's groups (--twin-model checkpoints
+    # --twin-groups checkpoints/manifest.csv, then v8; the model card says so).
+    assert stored.twin_model == "checkpoints" and stored.twin_groups == "checkpoints/manifest.csv"
+    assert stored.replace(cache="auto") == shipped_config(best_metric="last", twin_model="checkpoints",
+                                                          twin_groups="checkpoints/manifest.csv")
 
 
 def test_the_shipped_split_is_rebuilt_from_the_shipped_files_alone():
@@ -115,7 +117,7 @@ def test_predict_json_flags_inputs_that_are_not_brain_slices_and_passes_br35h_sl
     assert len(records) == len(synthetic) + len(slices) == 23
     flags = [r["out_of_distribution"] for r in records]
     assert flags[:3] == [True, True, True], records[:3]
-    # The test split shares no duplicate group or twin with training, and 3.3% of it lies
+    # The test split shares no duplicate group or twin with training, and 1.5% of it lies
     # just past the pixel check's threshold (see the next test): at most one of these 20.
     assert sum(flags[3:]) <= 1, [r for r in records[3:] if r["out_of_distribution"]]
     # A flagged image still gets its probability beside the flag.
@@ -203,9 +205,9 @@ def test_grey_photographs_are_flagged_by_their_appearance_and_test_slices_pass()
     (0.92, 0.97); the shipped model's appearance statistics (engine.serving.appearance)
     flag it, in grey and cropped, with the reason; the test split (brain MRI the model
     never trained on) mostly passes the same pixel checks. The threshold passes 99% of
-    each member's held-out fold by construction; the test split of the twin-merged groups
-    has no relative in training, and 15 of its 450 slices (3.3%, in 13 of 117 groups) lie
-    past it, 14 of them by less than 1.5x (v6 on its own leakier split: 1.8%): <= 4%."""
+    each member's held-out fold by construction; on the test split of the twin-merged groups
+    7 of 453 slices (1.5%, in 6 of 104 groups) lie past it, 6 of them by less than 1.5x
+    (v8 on its split: 15 of 450; v6 on its own leakier split: 1.8%): <= 4%."""
     from PIL import Image as _Image
     from sklearn.datasets import load_sample_images
 
