@@ -7,7 +7,7 @@ from engine import layout
 from engine.evaluation.intervals import format_with_ci
 from ui import shortcuts_view
 from ui.common import (
-    RESEARCH_NOTE, SHIPPED_DIR, percent, plural, read_json, selected_model_dir,
+    RESEARCH_NOTE, SHIPPED_DIR, describe_twins, percent, plural, read_json, selected_model_dir,
 )
 
 
@@ -65,8 +65,7 @@ if test:
     st.caption(
         "Held-out test split of a duplicate-aware split: no copy of a test image found by the pixel "
         "tests (exact, perceptual hash, contrast-invariant) was in training"
-        + (", nor any image the twins pass of model features merged with one "
-           f"({data_summary['twins']['pairs']} pairs at similarity ≥ {data_summary['twins']['min_similarity']:.3f})."
+        + (f", nor any image the twins passes merged with one ({describe_twins(data_summary['twins'])})."
            if data_summary.get("twins") else ".")
         + (f" Still, the model's own neighbour check marks {seen['images']} of its {seen['of']} test images "
            f"(in {seen['groups']} of {seen['of_groups']} duplicate groups) \"seen in training\": relatives "

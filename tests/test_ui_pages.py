@@ -595,6 +595,19 @@ def test_home_puts_the_cv_figures_beside_the_test_figures_and_explains_the_gap(r
     seen = test["seen_in_training"]
     assert seen["images"] > 0
     assert any(f"marks {seen['images']} of its {seen['of']} test images" in c.value for c in at.caption)
+    # The shipped split's twins came from a model pass and an earlier manifest's groups.
+    assert any("pairs at feature similarity ≥ 0.988" in c.value and "the groups of checkpoints/manifest.csv kept"
+               in c.value for c in at.caption)
+
+
+def test_twins_are_described_in_each_of_their_summary_forms():
+    from ui.common import describe_twins
+    model = {"model": "checkpoints", "min_similarity": 0.98811, "pairs": 5398}
+    kept = {"groups_from": "m.csv", "pairs": 2533, "matched_images": 3000}
+    assert describe_twins(model) == "5,398 pairs at feature similarity ≥ 0.988 in model checkpoints"
+    assert describe_twins(kept) == "the groups of m.csv kept, 2,533 pairs"
+    assert describe_twins({"pairs": 7931, "sources": [model, kept]}) == (
+        "5,398 pairs at feature similarity ≥ 0.988 in model checkpoints; the groups of m.csv kept, 2,533 pairs")
 
 
 def test_errors_page_shows_the_nearest_training_images_on_request(run_folder):

@@ -200,6 +200,18 @@ def plural(count: int, word: str, plural_form: str | None = None) -> str:
     return word if count == 1 else (plural_form or word + "s")
 
 
+def describe_twins(twins: dict) -> str:
+    """A data summary's ``twins`` entry in words (engine.training.twins): a model's
+    feature pass, the groups kept from an earlier manifest, or several of them."""
+    if twins.get("sources"):
+        return "; ".join(describe_twins(source) for source in twins["sources"])
+    if "groups_from" in twins:
+        return f"the groups of {twins['groups_from']} kept, {twins.get('pairs', 0):,} pairs"
+    similarity = twins.get("min_similarity")
+    return (f"{twins.get('pairs', 0):,} pairs at feature similarity ≥ {similarity:.3f} in model "
+            f"{twins.get('model', '?')}" if similarity is not None else f"{twins.get('pairs', 0):,} pairs")
+
+
 def duration(seconds) -> str:
     if seconds is None:
         return ""
