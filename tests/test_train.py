@@ -71,15 +71,22 @@ def test_exported_saved_model_predicts_what_the_model_predicts(finished_run):
     # The export averages each image with its mirror (flip test-time augmentation).
     plain, _ = model(images, training=False)
     mirrored, _ = model(tf.reverse(images, axis=[2]), training=False)
-    expected = tf.sigmoid((plain + mirrored) / 2).numpy()
+    expected = ((plain + mirrored) / 2).numpy()
     loaded = tf.saved_model.load(str(folder / "export"))
-    got = loaded.signatures["serving_float"](images=images)["probability"].numpy()  # uncalibrated
+    out = loaded.signatures["serving_float"](images=images)
     # Eager ops vs the SavedModel's graph (fused and reordered float32 sums): logits of
-    # order 1 through ~10 layers move by well under 1e-5, probabilities by a quarter of
-    # that (sigmoid's slope is at most 1/4).
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
-    explained = loaded.signatures["explain"](images=images)
+    # order 1 through ~10 layers move by well under 1e-4.
+    np.testing.assert_allclose(out["logit"].numpy(), expected, rtol=0, atol=1e-4)
+    # Every signature applies the calibration stamped into the export (model.json's).
+    info = json.loads((folder / "model.json").read_text())
+    assert float(loaded.temperature.numpy()) == pytest.approx(info["temperature"], abs=1e-6)
+    np.testing.assert_allclose(out["probability"].numpy(), tf.sigmoid(expected / info["temperature"]).numpy(),
+                               rtol=0, atol=1e-5)
+    pixels = tf.cast(tf.round(images * 255), tf.uint8)
+    explained = loaded.signatures["explain"](pixels=pixels)
     assert explained["cam"].shape == (5, 32, 32)
+    np.testing.assert_allclose(explained["probability"].numpy(),
+                               loaded.signatures["serving_prepared"](pixels=pixels)["probability"].numpy(), atol=1e-5)
 
 
 def test_resume_continues_at_the_right_epoch_and_optimizer_step(finished_run, tmp_path):
