@@ -249,6 +249,11 @@ class ServingModule(tf.Module):
 EXPORT_VERSION = 4
 
 
+def version_of(loaded) -> int:
+    """A loaded SavedModel's export version (1: before the variable existed)."""
+    return int(loaded.export_version.numpy()) if hasattr(loaded, "export_version") else 1
+
+
 class RestampedModule(ServingModule):
     """An existing export with new calibration variables: the shipped model carries no
     fold checkpoints to export again from, so its SavedModel is loaded, wrapped and
@@ -259,7 +264,7 @@ class RestampedModule(ServingModule):
                  refer_margin: float, conformal_q, crop_to_head: bool = False):
         tf.Module.__init__(self, name="serving")
         self.loaded = loaded
-        self.loaded_version = int(loaded.export_version.numpy()) if hasattr(loaded, "export_version") else 1
+        self.loaded_version = version_of(loaded)
         self._contract(image_size, members, threshold, temperature, refer_margin, conformal_q, crop_to_head)
 
     def _serve(self, images):

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from engine.serving import appearance, input_check, refer
 from engine.serving.calibration import calibrated
+from engine.serving.export import version_of
 from engine.serving.neighbours import NeighbourIndex
 from engine.serving.ood import FeatureGaussians
 from engine.data import scans
@@ -108,11 +109,15 @@ class LoadedModel:
         [N, K], ``features`` (or None), and with a version-4 export stamped with this
         model's calibration ``decision`` [N] (0, 1, 2 = refer) and ``prediction_set``
         [N, 2]."""
+        signature = self.saved.signatures["serving_prepared"] if self.export_version >= 4 else self.serve
+        return self._read(self._call(signature, pixels))
+
+    def _call(self, signature, pixels: np.ndarray):
+        """A signature on uint8 pixels at S; an export older than version 4 takes [0, 1]
+        floats instead (and applies no calibration of its own)."""
         if self.export_version >= 4:
-            out = self.saved.signatures["serving_prepared"](pixels=tf.convert_to_tensor(pixels, tf.uint8))
-        else:  # an older export takes [0, 1] floats and applies no calibration of its own
-            out = self.serve(images=tf.convert_to_tensor(np.asarray(pixels, np.float32) / 255.0))
-        return self._read(out)
+            return signature(pixels=tf.convert_to_tensor(pixels, tf.uint8))
+        return signature(images=tf.convert_to_tensor(np.asarray(pixels, np.float32) / 255.0))
 
     def _read(self, out) -> dict:
         members = (out["member_logits"].numpy() if "member_logits" in out else out["logit"].numpy()[:, None])
@@ -141,10 +146,7 @@ class LoadedModel:
 
     def explain_pixels(self, pixels: np.ndarray) -> dict:
         """predict_pixels' outputs plus ``cam``, Grad-CAM [N, S, S] in [0, 1]."""
-        if self.export_version >= 4:
-            out = self.explain_fn(pixels=tf.convert_to_tensor(pixels, tf.uint8))
-        else:
-            out = self.explain_fn(images=tf.convert_to_tensor(np.asarray(pixels, np.float32) / 255.0))
+        out = self._call(self.explain_fn, pixels)
         return {**self._read(out), "cam": out["cam"].numpy()}
 
     def explain_all(self, pixels: np.ndarray):
@@ -181,12 +183,8 @@ def load_model(directory: str | Path | None = None) -> LoadedModel:
                         members=int(info.get("members", 1)),
                         ood=FeatureGaussians.load(directory / layout.OOD),
                         neighbours=NeighbourIndex.load(directory), appearance=appearance.load(directory),
-                        saved=loaded, export_version=_export_version(loaded), stamped=_stamped(loaded))
+                        saved=loaded, export_version=version_of(loaded), stamped=_stamped(loaded))
     return model
-
-
-def _export_version(loaded) -> int:
-    return int(loaded.export_version.numpy()) if hasattr(loaded, "export_version") else 1
 
 
 def _stamped(loaded) -> tuple:
@@ -286,39 +284,31 @@ def predict_files(model: LoadedModel, items: list[tuple[str, bytes]], *, explain
                 results[index].ood_reason = "; ".join(r for r, _ in found) + (
                     f"; {results[index].ood_reason}" if flag else "")
             results[index].cam = cam
-            if code is None:
-                decide(model, results[index])
-            else:
-                decide_from_graph(model, results[index], int(code), in_set)
+            decide(model, results[index], code, in_set)
     return results
 
 
-def decide_from_graph(model: LoadedModel, result: "Prediction", code: int, in_set) -> None:
-    """The export's own decision (0 no tumor, 1 tumor, 2 refer) and prediction set; out
-    of distribution (checked outside the graph) withholds the verdict."""
+def decide(model: LoadedModel, result: "Prediction", code=None, in_set=None) -> None:
+    """The decision a reader acts on and the prediction set: the export's own (``code``
+    0 no tumor, 1 tumor, 2 refer; ``in_set`` [no tumor, tumor]) when it applies the
+    stored refer band and conformal quantiles itself, else computed from model.json's
+    (engine.serving.refer). Out of distribution (checked outside the graph) withholds
+    the verdict."""
     result.predicted_label = int(result.probability >= model.threshold)
-    result.decision = (refer.NOT_ASSESSED if result.out_of_distribution
-                       else (refer.NO_TUMOR, refer.TUMOR, refer.REFER)[code])
     margin = float((model.info.get("refer_band") or {}).get("margin", 0.0))
-    if result.decision == refer.REFER:
-        result.refer_reason = refer.refer_reason(result.probability, model.threshold, margin)
-    if model.info.get("conformal"):  # an export without a stored set says "both" (q = 1)
-        # tumor first when both, as refer.prediction_sets orders them
-        result.prediction_set = [name for name, kept in ((refer.TUMOR, in_set[1]), (refer.NO_TUMOR, in_set[0]))
-                                 if kept]
-
-
-def decide(model: LoadedModel, result: "Prediction") -> None:
-    """The decision from the model folder's stored refer band and conformal quantiles
-    (model.json, engine.serving.refer), for an export that does not apply them itself:
-    no verdict out of distribution, "refer" inside the band, else the class; and the
-    prediction set."""
-    result.predicted_label = int(result.probability >= model.threshold)
-    band = model.info.get("refer_band") or {}
-    margin = float(band.get("margin", 0.0))
-    result.decision = refer.decisions([result.probability], model.threshold, margin,
-                                      [bool(result.out_of_distribution)])[0]
+    if code is None:
+        result.decision = refer.decisions([result.probability], model.threshold, margin,
+                                          [bool(result.out_of_distribution)])[0]
+    else:
+        result.decision = (refer.NOT_ASSESSED if result.out_of_distribution
+                           else (refer.NO_TUMOR, refer.TUMOR, refer.REFER)[int(code)])
     if result.decision == refer.REFER:
         result.refer_reason = refer.refer_reason(result.probability, model.threshold, margin)
     conformal = model.info.get("conformal")
-    result.prediction_set = refer.prediction_sets([result.probability], conformal)[0] if conformal else None
+    if not conformal:
+        result.prediction_set = None
+    elif in_set is None:
+        result.prediction_set = refer.prediction_sets([result.probability], conformal)[0]
+    else:  # tumor first when both, as refer.prediction_sets orders them
+        result.prediction_set = [name for name, kept in ((refer.TUMOR, in_set[1]), (refer.NO_TUMOR, in_set[0]))
+                                 if kept]
