@@ -43,6 +43,11 @@ class TrainConfig:
     # A manifest CSV whose duplicate groups are kept (merged in as twins): the groups an
     # earlier model's twins pass found, carried into a new split (engine.training.twins).
     twin_groups: str = ""
+    # A manifest CSV whose test split (and, in a CV, folds) is kept: its images stay where
+    # they were, and a group that a new test merges across its sides moves whole to where
+    # most of its images were (engine.data.splits.keep_placements). With twin_groups set to
+    # the same file, a copy found after shipping moves the fewest images.
+    keep_split: str = ""
     crop_to_head: bool = False  # crop to the head's bounding box, pad square, then resize
     label_review: str = ""  # a label review CSV (engine.evaluation.review) applied to the labels
     # Model

@@ -211,6 +211,7 @@ def build_manifest(
     progress=None,
     twins=None,
     should_stop=None,
+    kept_split: "dict[str, tuple[str, int]] | None" = None,
 ) -> tuple[list[ManifestRow], dict]:
     """Scan, decode-check, hash, group and split a data folder.
 
@@ -222,7 +223,10 @@ def build_manifest(
     asked between chunks (ScanStopped when it says so). ``twins(usable_rows)``,
     if given, returns ([P, 2] index pairs into those rows, a description) of relatives
     found by a test outside this stage (a model's features: engine.training.twins), merged
-    into the duplicate groups before the split.
+    into the duplicate groups before the split. ``kept_split`` (``read_placements`` of
+    an earlier manifest) freezes that manifest's test split: its images stay in or out of
+    test, and a group merged across it moves whole to where most of its images were
+    (engine.data.splits.keep_placements).
 
     Returns (rows, summary). Unusable files stay in the manifest with their reason
     and no split. Raises DataLayoutError for fatal problems, and ValueError when too
@@ -263,6 +267,9 @@ def build_manifest(
     labels = np.array([row.label for row in usable])
     modalities = [row.modality for row in usable]
     assignment = splits.split_groups(group_ids, labels, modalities, fractions, seed)
+    kept_summary = None
+    if kept_split is not None:
+        assignment, kept_summary = keep_test_split(usable, group_ids, assignment, kept_split)
     for row, group, split in zip(usable, group_ids.tolist(), assignment.tolist()):
         row.group, row.split = int(group), split
     summary = splits.split_summary(group_ids, labels, modalities, assignment, fractions, seed)
@@ -278,11 +285,37 @@ def build_manifest(
     })
     if twin_summary:
         summary["twins"] = twin_summary
+    if kept_summary:
+        summary["kept_split"] = kept_summary
     if any(row.patient_key for row in usable):
         # Patients (or volumes) per split: each key lies in exactly one split.
         summary["patients"] = {split: len({r.patient_key for r in usable if r.split == split and r.patient_key})
                                for split in ("train", "val", "test")}
     return rows, summary
+
+
+def read_placements(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
+    """{path: (split, fold)} of every usable image of a manifest (paths relocated as
+    read_manifest does): what ``kept_split`` and a CV's kept folds hold fixed."""
+    return {row.path: (row.split, row.fold) for row in read_manifest(path) if row.usable and row.split}
+
+
+def keep_test_split(usable, group_ids, assignment, kept_split) -> tuple[np.ndarray, dict]:
+    """``assignment`` with an earlier manifest's test split frozen: every image it held
+    stays in or out of test, a group merged across its test split goes whole to the side
+    that held most of its images (ties: out of test), images it did not hold stay where
+    they were dealt. An image leaving test goes to train. Returns (assignment, counts)."""
+    earlier = [(kept_split[row.path][0] == "test") if row.path in kept_split else None for row in usable]
+    in_test = splits.keep_placements(group_ids, assignment == "test", earlier).astype(bool)
+    dealt_test = assignment == "test"
+    result = np.where(in_test, "test", np.where(dealt_test, "train", assignment)).astype(str)
+    moved_in = [row.path for row, was, now in zip(usable, earlier, in_test) if was is False and now]
+    moved_out = [row.path for row, was, now in zip(usable, earlier, in_test) if was is True and not now]
+    for path in moved_in + moved_out:
+        log.info("kept split: %s moves %s the test split with its duplicate group", path,
+                 "into" if path in moved_in else "out of")
+    return result, {"matched_images": sum(e is not None for e in earlier),
+                    "moved_into_test": moved_in, "moved_out_of_test": moved_out}
 
 
 def contrast_test_record(correlation: float, distance: int, images: int, described: bool) -> dict:

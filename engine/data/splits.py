@@ -72,6 +72,30 @@ def deal_groups(group_ids: np.ndarray, labels: np.ndarray, modalities: list[str]
     return assignment
 
 
+def keep_placements(group_ids: np.ndarray, dealt, earlier) -> np.ndarray:
+    """Each duplicate group placed where most of its members were placed before.
+
+    ``dealt`` is this split's placement of every image (a split name or a fold index),
+    ``earlier`` the placement an earlier split gave it, or None for an image it did not
+    hold. A group with at least one known member goes whole to its members' most common
+    earlier placement (ties: the smallest, so False before True and fold 0 before fold
+    1); a group with none keeps ``dealt``. A frozen test split and frozen folds follow:
+    a copy found after the split moves the fewest images, and every other image stays.
+    """
+    group_ids = np.asarray(group_ids)
+    result = np.array(dealt, dtype=object)
+    members: dict[int, list[int]] = {}
+    for index, group in enumerate(group_ids.tolist()):
+        members.setdefault(group, []).append(index)
+    for indices in members.values():
+        known = Counter(earlier[i] for i in indices if earlier[i] is not None)
+        if known:
+            place = min(known.items(), key=lambda item: (-item[1], item[0]))[0]
+            for index in indices:
+                result[index] = place
+    return result
+
+
 def random_split(count: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
     """The naive per-image split, kept only to measure how much it leaks."""
     rng = np.random.default_rng(seed)

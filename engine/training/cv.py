@@ -31,8 +31,8 @@ import numpy as np
 from engine import layout, runs
 from engine.config import TrainConfig
 from engine.data.health import write_health
-from engine.data.manifest import ScanStopped, read_manifest, write_manifest
-from engine.data.splits import fold_groups, split_summary
+from engine.data.manifest import ScanStopped, read_manifest, read_placements, write_manifest
+from engine.data.splits import fold_groups, keep_placements, split_summary
 from engine.evaluation.evaluate import (
     classification_report, flagged_share, predict_outputs, seen_in_training, write_split_evaluation
 )
@@ -54,15 +54,23 @@ def fold_dir(cv_dir: Path, fold: int) -> Path:
     return Path(cv_dir) / layout.fold(fold)
 
 
-def assign_folds(rows, folds: int, seed: int):
-    """Set ``fold`` on every usable non-test row (test rows keep -1). Pure apart from
-    the rows it is given."""
+def assign_folds(rows, folds: int, seed: int, kept: "dict[str, tuple[str, int]] | None" = None):
+    """Set ``fold`` on every usable non-test row (test rows keep -1). With ``kept``
+    (read_placements of an earlier CV's manifest with as many folds), its folds are kept:
+    a group whose members it placed goes whole to their most common fold
+    (engine.data.splits.keep_placements). Pure apart from the rows it is given."""
     pool = [r for r in rows if r.usable and r.split != "test"]
     # Stratified by the folder's labels, not a review's: a review never moves an image to
     # another fold, so as-labelled and reviewed figures compare on the same folds.
     labels = np.array([r.original_label if r.original_label >= 0 else r.label for r in pool])
     assignment = fold_groups(np.array([r.group for r in pool]), labels,
                              [r.modality for r in pool], folds, seed)
+    if kept:
+        if max(fold for _, fold in kept.values()) + 1 == folds:
+            earlier = [kept[r.path][1] if r.path in kept and kept[r.path][1] >= 0 else None for r in pool]
+            assignment = keep_placements(np.array([r.group for r in pool]), assignment, earlier)
+        else:
+            log.warning("kept split: the earlier manifest holds no %d-fold CV; the folds are dealt afresh", folds)
     for row, fold in zip(pool, assignment.tolist()):
         row.fold = int(fold)
     return rows
@@ -87,7 +95,7 @@ def _prepare(config: TrainConfig, cv_dir: Path, folds: int, stop=None):
         return read_manifest(path)
     rows, summary = scan(config, runs.preparation_progress(cv_dir), stop)
     summary["label_review"] = apply_label_review(rows, config, cv_dir)
-    assign_folds(rows, folds, config.seed)
+    assign_folds(rows, folds, config.seed, read_placements(config.keep_split) if config.keep_split else None)
     write_manifest(rows, path)
     runs.write_json_atomic(cv_dir / layout.DATA_SUMMARY, summary)
     write_health(cv_dir, rows, summary)  # data_health.json and data_issues.csv (engine.data.health)

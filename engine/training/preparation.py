@@ -15,7 +15,7 @@ from engine import layout, runs
 from engine.config import TrainConfig
 from engine.data.cues import cue_columns, measure_cues
 from engine.data.health import write_health
-from engine.data.manifest import build_manifest, read_manifest, write_manifest
+from engine.data.manifest import build_manifest, read_manifest, read_placements, write_manifest
 from engine.data.sample_weights import group_weights
 from engine.data.splits import fold_groups
 from engine.evaluation.review import apply_review, read_review
@@ -75,10 +75,14 @@ def scan(config: TrainConfig, progress=None, stop: "StopRequested | None" = None
     finders = ([twin_pass(config.twin_model, config.twin_similarity)] if config.twin_model else []) + (
         [kept_groups(config.twin_groups)] if config.twin_groups else [])
     twins = combined(finders) if finders else None
-    return build_manifest(config.data_dir or None, config.split_fractions, config.seed,
-                          config.dedup_distance, dedup_correlation=config.dedup_correlation,
-                          progress=progress, twins=twins,
-                          should_stop=(lambda: stop.requested) if stop else None)
+    kept = read_placements(config.keep_split) if config.keep_split else None
+    rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
+                                   config.dedup_distance, dedup_correlation=config.dedup_correlation,
+                                   progress=progress, twins=twins,
+                                   should_stop=(lambda: stop.requested) if stop else None, kept_split=kept)
+    if kept is not None:
+        summary["kept_split"]["from"] = config.keep_split
+    return rows, summary
 
 
 def prepare_data(config: TrainConfig, folder: Path, resume: bool, write: bool = True,
