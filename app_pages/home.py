@@ -7,7 +7,7 @@ from engine import layout
 from engine.evaluation.intervals import format_with_ci
 from ui import shortcuts_view
 from ui.common import (
-    RESEARCH_NOTE, SHIPPED_DIR, describe_twins, percent, plural, read_json, selected_model_dir,
+    RESEARCH_NOTE, SHIPPED_DIR, describe_kept_split, describe_twins, percent, plural, read_json, selected_model_dir,
 )
 
 
@@ -67,6 +67,8 @@ if test:
         "tests (exact, perceptual hash, contrast-invariant) was in training"
         + (f", nor any image the twins passes merged with one ({describe_twins(data_summary['twins'])})."
            if data_summary.get("twins") else ".")
+        + (f" {describe_kept_split(data_summary['kept_split']).capitalize()}."
+           if data_summary.get("kept_split") else "")
         + (f" Still, the model's own neighbour check marks {seen['images']} of its {seen['of']} test images "
            f"(in {seen['groups']} of {seen['of_groups']} duplicate groups) \"seen in training\": relatives "
            "these tests miss, such as heavily sharpened copies or neighbouring slices of one series; "

@@ -250,3 +250,50 @@ def test_kept_groups_and_combined_twin_finders(tmp_path):
     groups = dedup.group_duplicates(["s%d" % i for i in range(5)], [i << 20 for i in range(5)],
                                     [i << 40 for i in range(5)], 0, extra_pairs=merged)
     assert len(set(groups.tolist())) == 2  # {d, a, c} and {b, new}
+
+
+def test_keep_placements_moves_a_merged_group_whole_to_its_members_majority():
+    """Known members vote (ties: the smallest placement, so out of test before into
+    it); a group with no known member keeps what it was dealt."""
+    groups = np.array([0, 0, 0, 1, 1, 2, 2])
+    dealt = np.array([True, True, False, True, False, True, True], dtype=object)
+    earlier = [True, True, False, True, False, None, None]
+    placed = splits.keep_placements(groups, dealt, earlier)
+    assert placed.tolist() == [True, True, True, False, False, True, True]
+    folds = splits.keep_placements(np.array([5, 5, 5, 6]), np.array([0, 1, 2, 3]), [3, None, 1, None])
+    assert folds.tolist() == [1, 1, 1, 3]
+
+
+def test_a_kept_split_freezes_test_and_folds_and_moves_only_a_merged_twin(flipped_data, tmp_path):
+    """--keep-split: rebuilt with a new twin pair that joins a training image to a test
+    group, every image keeps its side and fold except that training image, which joins its
+    test twin; without new pairs the split comes back image for image."""
+    from engine.data.manifest import build_manifest, read_placements, write_manifest
+    from engine.training.cv import assign_folds
+
+    data = str(flipped_data[0])
+    rows, _ = build_manifest(data, (0.7, 0.15, 0.15), 42, 4)
+    assign_folds(rows, 3, 42)
+    write_manifest(rows, tmp_path / "earlier.csv")
+    kept = read_placements(tmp_path / "earlier.csv")
+    before = {r.path: (r.split == "test", r.fold) for r in rows if r.usable}
+
+    again, _ = build_manifest(data, (0.7, 0.15, 0.15), 7, 4, kept_split=kept)  # another seed deals otherwise
+    assign_folds(again, 3, 7, kept)
+    assert {r.path: (r.split == "test", r.fold) for r in again if r.usable} == before
+
+    usable = [r for r in rows if r.usable]
+    size = {g: sum(r.group == g for r in usable) for g in {r.group for r in usable}}
+    test_image = next(r for r in usable if r.split == "test" and size[r.group] >= 2)  # outvotes one image
+    trained = next(r for r in usable if r.split != "test" and size[r.group] == 1)
+
+    def twins(current):
+        index = {r.path: i for i, r in enumerate(current)}
+        return np.array([[index[test_image.path], index[trained.path]]]), {"pairs": 1, "model": "planted"}
+    merged, summary = build_manifest(data, (0.7, 0.15, 0.15), 42, 4, twins=twins, kept_split=kept)
+    assign_folds(merged, 3, 42, kept)
+    after = {r.path: (r.split == "test", r.fold) for r in merged if r.usable}
+    changed = {path for path in before if before[path] != after[path]}
+    assert changed == {trained.path} and after[trained.path] == (True, -1)
+    assert summary["kept_split"]["moved_into_test"] == [trained.path]
+    assert summary["kept_split"]["moved_out_of_test"] == []

@@ -844,3 +844,11 @@ def test_evaluate_offers_the_guaranteed_sensitivity_threshold_of_the_shipped_mod
     text = " ".join(m.value for m in at.markdown)
     assert f"{stored['threshold']:.4f}" in text and "learn-then-test" in text
     assert f"sensitivity {100 * stored['test']['sensitivity']:.1f}%" in text  # what it did on the test split
+
+
+def test_a_kept_split_is_described_with_the_images_it_moved():
+    from ui.common import describe_kept_split
+    kept = {"from": "checkpoints/manifest.csv", "moved_into_test": ["a", "b", "c"], "moved_out_of_test": ["x"]}
+    assert describe_kept_split(kept) == ("the test split of checkpoints/manifest.csv was kept; 3 images moved "
+                                         "into it and 1 image out of it with the groups the twins joined across it")
+    assert describe_kept_split({"from": "m.csv"}) == "the test split of m.csv was kept; no image moved"
