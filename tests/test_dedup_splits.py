@@ -159,11 +159,11 @@ def test_correlation_pairs_are_symmetric_and_match_a_direct_computation():
     base = [np.asarray(smooth_slice(seed, 80)) for seed in range(6)]
     images = base + [np.ascontiguousarray(base[2][:, ::-1]), (base[4] * 0.5).astype(np.uint8)]
     descriptors = np.stack([dedup.contrast_descriptor(r) for r in images])
-    assert descriptors.shape == (len(images), 2, 64 * 64)
+    assert descriptors.shape == (len(images), 3, 64 * 64)
     expected = set()
     for i in range(len(images)):
         for j in range(i + 1, len(images)):
-            for view, threshold in ((0, 0.885), (1, 0.885 + dedup.WHOLE_FRAME_MARGIN)):
+            for view, threshold in ((0, 0.885), (1, 0.885 + dedup.WHOLE_FRAME_MARGIN), (2, 0.885)):
                 a = descriptors[i, view].astype(np.float32)
                 b = descriptors[j, view].astype(np.float32)
                 mirrored = b.reshape(64, 64)[:, ::-1].ravel()
@@ -171,6 +171,21 @@ def test_correlation_pairs_are_symmetric_and_match_a_direct_computation():
                     expected.add((i, j))
     assert set(dedup.correlated_pairs(descriptors, 0.885, chunk=3)) == expected
     assert {(2, 6), (4, 7)} <= expected
+
+
+def test_copies_with_burnt_in_text_and_an_edge_line_are_grouped_by_the_head_parts_view():
+    """Br35H's no/no351.jpg and its mirror no/no173.jpg are no/no461.jpg cropped, smoothed
+    and annotated (orientation letters, a dotted line, a bright last column): the
+    annotations stretch the head box to the frame, so the head-box view misses them; the
+    box of the head's large parts ignores the annotations and finds all three."""
+    from engine.data.sources import default_data_dir
+    folder = default_data_dir() / "no"
+    names = ["no351.jpg", "no461.jpg", "no173.jpg"]
+    descriptors = np.stack([dedup.contrast_descriptor(decode_rgb((folder / n).read_bytes())) for n in names])
+    head, whole, parts = dedup.correlations(dedup.comparable_views(descriptors), slice(0, 1))[:, 0]
+    assert head[1] < 0.6 and whole[1] < 0.885 + dedup.WHOLE_FRAME_MARGIN  # the other views miss the copy
+    assert parts[1] >= 0.95 and parts[2] >= 0.95
+    assert set(dedup.correlated_pairs(descriptors)) == {(0, 1), (0, 2), (1, 2)}
 
 
 def test_small_bright_details_on_dark_frames_are_not_taken_for_a_head():

@@ -5,12 +5,17 @@ side. Three tests, unioned:
 - near-duplicates: 64-bit DCT perceptual hash within a Hamming distance, directly or
   against the mirrored image (re-encoded, resized, slightly re-contrasted copies);
 - contrast-invariant copies: the correlation of histogram-equalised 64x64 views of the
-  head's bounding box (at least ``MIN_CORRELATION``) or of the whole frame (at least
-  ``MIN_CORRELATION + WHOLE_FRAME_MARGIN``), directly or mirrored. Equalising maps
-  every monotone intensity change (contrast, brightness, gamma) to the same image, and
-  cropping to the head removes the re-framing Br35H's copies also carry; strongly
-  re-contrasted or re-cropped copies differ by 5 to 12 pHash bits and escape the hash
-  test.
+  head's bounding box (at least ``MIN_CORRELATION``), of the box of the head's large
+  parts (the same threshold), or of the whole frame (at least ``MIN_CORRELATION +
+  WHOLE_FRAME_MARGIN``), directly or mirrored. Equalising maps every monotone intensity
+  change (contrast, brightness, gamma) to the same image, and cropping to the head
+  removes the re-framing Br35H's copies also carry; strongly re-contrasted or re-cropped
+  copies differ by 5 to 12 pHash bits and escape the hash test. The second head box
+  ignores what is not head: burnt-in text (orientation letters, scanner settings), a
+  bright line along the frame's edge, background noise. Those stretch the first box to
+  the frame on one copy and not on the other (Br35H: ``no/no461.jpg`` and its cropped,
+  annotated copies ``no/no351.jpg``, ``no/no173.jpg`` correlate at 0.43 on the first box,
+  0.97 on the second).
 
 Why pHash and not a difference hash: on Br35H a difference hash matches slices of
 different patients across classes; the DCT hash keeps the low-frequency layout of the
@@ -35,8 +40,14 @@ DESCRIPTOR_SIDE = 64
 # re-contrasted and re-cropped copy yes/y1248 - yes/y52 at 0.923. Whole-frame view (mostly
 # background, so higher for everything): different labels up to 0.920, the sharpened and
 # re-contrasted copy no/no223 - no/no290 at 0.961; threshold 0.885 + 0.065 = 0.95.
+# Head-parts view (2026-12-06): different labels up to 0.861, so it shares 0.885.
 MIN_CORRELATION = 0.885
 WHOLE_FRAME_MARGIN = 0.065
+# Each view's threshold above MIN_CORRELATION: head box, whole frame, head parts.
+VIEW_MARGINS = (0.0, WHOLE_FRAME_MARGIN, 0.0)
+VIEWS = len(VIEW_MARGINS)
+PARTS_SIDE = 256  # the head-parts box is found on the image shrunk to at most this side
+PART_SHARE = 0.05  # a bright part counts as head if at least this share of the largest
 MIN_HEAD_SIDE = 0.4  # share of the frame's height and width a head box must span
 log = logging.getLogger(__name__)
 # Up to this many images the correlation pass compares every pair exactly (quadratic
@@ -44,8 +55,8 @@ log = logging.getLogger(__name__)
 # proposes candidates that the same exact correlation then verifies
 # (``indexed_correlated_pairs``, near-linear).
 MAX_CORRELATION_IMAGES = 30_000
-# The descriptors are held in memory (16 KB an image): above this many images none is
-# computed (3.2 GB at the limit) and grouping uses the exact and pHash tests alone.
+# The descriptors are held in memory (24 KB an image): above this many images none is
+# computed (4.8 GB at the limit) and grouping uses the exact and pHash tests alone.
 MAX_DESCRIBED_IMAGES = 200_000
 ANN_DIMENSIONS = 256  # random projection of each 4,096-value view for the index
 ANN_NEIGHBOURS = 32  # candidates per image and view (copies of one slice: Br35H has up to 20)
@@ -109,6 +120,32 @@ def _head_rows_cols(gray: np.ndarray, min_share: float = 0.02) -> tuple[int, int
     return top, bottom, left, right
 
 
+def _head_parts_box(gray: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the bright parts that make up the head: Otsu's mask
+    on the image shrunk to at most PARTS_SIDE, opened once (3x3) so thin lines, text
+    strokes and noise specks fall away, and every connected part at least PART_SHARE of
+    the largest (the brain and the scalp ring around it, not a label). The whole image
+    when no part spans MIN_HEAD_SIDE of its sides."""
+    from scipy import ndimage
+    height, width = gray.shape
+    scale = min(1.0, PARTS_SIDE / max(height, width))
+    small = gray if scale == 1.0 else np.asarray(Image.fromarray(gray).resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.BOX))
+    bright = ndimage.binary_opening(small > _otsu_level(small))
+    parts, count = ndimage.label(bright)
+    if count == 0:
+        return 0, height, 0, width
+    sizes = ndimage.sum_labels(bright, parts, np.arange(1, count + 1))
+    head = np.isin(parts, 1 + np.nonzero(sizes >= PART_SHARE * sizes.max())[0])
+    rows, cols = np.nonzero(head.any(axis=1))[0], np.nonzero(head.any(axis=0))[0]
+    top, left = int(rows[0] / scale), int(cols[0] / scale)
+    bottom = min(height, int(np.ceil((rows[-1] + 1) / scale)))
+    right = min(width, int(np.ceil((cols[-1] + 1) / scale)))
+    if (bottom - top) < MIN_HEAD_SIDE * height or (right - left) < MIN_HEAD_SIDE * width:
+        return 0, height, 0, width
+    return top, bottom, left, right
+
+
 def _equalised_thumbnail(gray: np.ndarray) -> np.ndarray:
     """Each intensity replaced by its rank (the histogram-equalising CDF, ties sharing
     a value), shrunk to 64x64 by box averaging, centred and scaled to unit length."""
@@ -122,14 +159,17 @@ def _equalised_thumbnail(gray: np.ndarray) -> np.ndarray:
 
 
 def contrast_descriptor(rgb: np.ndarray) -> np.ndarray:
-    """The contrast-invariant views of a slice, shape (2, 4096) float16 (16 KB): the
+    """The contrast-invariant views of a slice, shape (VIEWS, 4096) float16 (24 KB): the
     equalised thumbnail of the head's bounding box (found with Otsu's level, so the box
-    does not move with contrast) and of the whole frame. Copies that were re-cropped
-    match on the first, copies whose background fooled the box match on the second.
-    The dot product of two views is their Pearson correlation."""
+    does not move with contrast), of the whole frame, and of the box of the head's large
+    parts. Copies that were re-cropped match on the first, copies whose background
+    fooled the box on the second, copies that carry burnt-in text or an edge line on the
+    third. The dot product of two views is their Pearson correlation."""
     gray = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
     top, bottom, left, right = _head_rows_cols(gray)
-    return np.stack([_equalised_thumbnail(gray[top:bottom, left:right]), _equalised_thumbnail(gray)])
+    p_top, p_bottom, p_left, p_right = _head_parts_box(gray)
+    return np.stack([_equalised_thumbnail(gray[top:bottom, left:right]), _equalised_thumbnail(gray),
+                     _equalised_thumbnail(gray[p_top:p_bottom, p_left:p_right])])
 
 
 def _mirrored(views: np.ndarray) -> np.ndarray:
@@ -138,10 +178,10 @@ def _mirrored(views: np.ndarray) -> np.ndarray:
 
 
 def comparable_views(descriptors: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each view (head, whole frame): the float32 matrix of all images and its
-    mirror, prepared once for any number of ``correlations`` calls."""
+    """For each view (head box, whole frame, head parts): the float32 matrix of all
+    images and its mirror, prepared once for any number of ``correlations`` calls."""
     views = []
-    for view in (0, 1):
+    for view in range(descriptors.shape[1]):
         matrix = np.asarray(descriptors[:, view], np.float32)
         views.append((matrix, _mirrored(matrix)))
     return views
@@ -149,24 +189,24 @@ def comparable_views(descriptors: np.ndarray) -> list[tuple[np.ndarray, np.ndarr
 
 def correlations(views: list[tuple[np.ndarray, np.ndarray]], rows: slice) -> np.ndarray:
     """For the images in ``rows`` against all (``views`` from ``comparable_views``): the
-    correlation of the head views and of the whole-frame views, each the larger of
-    direct and mirrored, as (2, rows, n)."""
+    correlation of each view (head box, whole frame, head parts), each the larger of
+    direct and mirrored, as (views, rows, n)."""
     return np.stack([np.maximum(matrix[rows] @ matrix.T, matrix[rows] @ mirrored.T)
                      for matrix, mirrored in views])
 
 
 def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRELATION,
                      chunk: int = 512) -> list[tuple[int, int]]:
-    """All pairs (i < j) of ``contrast_descriptor``s whose head views correlate at least
-    ``min_correlation``, or whose whole-frame views correlate at least
+    """All pairs (i < j) of ``contrast_descriptor``s whose head-box or head-parts views
+    correlate at least ``min_correlation``, or whose whole-frame views correlate at least
     ``min_correlation + WHOLE_FRAME_MARGIN`` (a whole frame is mostly background, so
     different slices correlate higher there), directly or mirrored. Exact, in blocks:
     time grows with n^2 (3,000 images: a few seconds), memory with n (chunk x n)."""
     views = comparable_views(np.asarray(descriptors))
+    margins = np.asarray(VIEW_MARGINS[:len(views)], np.float32)[:, None, None]
     pairs: list[tuple[int, int]] = []
     for start in range(0, len(descriptors), chunk):
-        head, whole = correlations(views, slice(start, start + chunk))
-        similar = (head >= min_correlation) | (whole >= min_correlation + WHOLE_FRAME_MARGIN)
+        similar = (correlations(views, slice(start, start + chunk)) >= min_correlation + margins).any(axis=0)
         rows, cols = np.nonzero(similar)
         rows = rows + start
         keep = rows < cols  # the mirrored product is symmetric: m(a).b == a.m(b)
@@ -192,7 +232,7 @@ def indexed_correlated_pairs(descriptors: np.ndarray, min_correlation: float = M
     rng = np.random.default_rng(seed)
     projection = (rng.standard_normal((descriptors.shape[2], dimensions)) / np.sqrt(dimensions)).astype(np.float32)
     found: set[tuple[int, int]] = set()
-    thresholds = (min_correlation, min_correlation + WHOLE_FRAME_MARGIN)
+    thresholds = [min_correlation + margin for margin in VIEW_MARGINS[:descriptors.shape[1]]]
     k = int(min(neighbours + 1, count))
     for view, threshold in enumerate(thresholds):
         def projected(rows: slice, mirror: bool) -> np.ndarray:

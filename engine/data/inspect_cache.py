@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.data import dedup
 from engine.runs import DEFAULT_RUNS_ROOT
 
 # Bump when what an inspection computes changes (hashes, scores, slice selection):
 # older records are then ignored, not misread.
-INSPECT_VERSION = 3
+INSPECT_VERSION = 4
 COMMIT_EVERY = 256
 
 
@@ -92,7 +93,7 @@ class InspectCache:
         rows = json.loads(found[2])
         descriptors = None
         if found[3] is not None:
-            descriptors = np.frombuffer(found[3], np.float16).reshape(len(rows), 2, -1)
+            descriptors = np.frombuffer(found[3], np.float16).reshape(len(rows), dedup.VIEWS, -1)
         return rows, descriptors
 
     def put(self, path: str, stamp, describe: bool, rows: list[dict], descriptors) -> None:

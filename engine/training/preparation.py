@@ -75,6 +75,9 @@ def scan(config: TrainConfig, progress=None, stop: "StopRequested | None" = None
     finders = ([twin_pass(config.twin_model, config.twin_similarity)] if config.twin_model else []) + (
         [kept_groups(config.twin_groups)] if config.twin_groups else [])
     twins = combined(finders) if finders else None
+    for option, path in (("twin_groups", config.twin_groups), ("keep_split", config.keep_split)):
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"{option}: the manifest {path} does not exist")
     kept = read_placements(config.keep_split) if config.keep_split else None
     rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                                    config.dedup_distance, dedup_correlation=config.dedup_correlation,
