@@ -43,6 +43,9 @@ class TrainConfig:
     # A manifest CSV whose duplicate groups are kept (merged in as twins): the groups an
     # earlier model's twins pass found, carried into a new split (engine.training.twins).
     twin_groups: str = ""
+    # A CSV of image pairs (path_a, path_b) a person confirmed to be one slice, merged as
+    # twins (engine.training.twins.listed_pairs): copies no automatic test catches.
+    twin_pairs: str = ""
     # A manifest CSV whose test split (and, in a CV, folds) is kept: its images stay where
     # they were, and a group that a new test merges across its sides moves whole to where
     # most of its images were (engine.data.splits.keep_placements). With twin_groups set to

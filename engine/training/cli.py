@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--twin-groups", default=defaults.twin_groups,
                         help="a manifest CSV (e.g. checkpoints/manifest.csv) whose duplicate groups are kept: "
                         "the twins an earlier model found stay merged in the new split")
+    parser.add_argument("--twin-pairs", default=defaults.twin_pairs,
+                        help="a CSV with columns path_a, path_b: pairs a person confirmed on a contact sheet to be "
+                        "one slice, merged into one duplicate group")
     parser.add_argument("--keep-split", default=defaults.keep_split,
                         help="a manifest CSV whose test split and CV folds are kept: its images stay where they "
                         "were; a duplicate group merged across them moves whole to where most of its images were")
@@ -155,7 +158,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
               "contrast", "group_weighting", "ema_decay", "label_review",
               "kernel_init", "mixup", "collective", "precision", "dedup_distance",
               "dedup_correlation", "workers", "cache_dir", "resolution_jitter", "gamma",
-              "twin_model", "twin_similarity", "twin_groups", "keep_split")
+              "twin_model", "twin_similarity", "twin_groups", "twin_pairs", "keep_split")
     given = explicit_options(parser, argv)
     changes = {name: getattr(args, name) for name in fields if name in given}
     if args.class_weighting:

@@ -22,7 +22,7 @@ from engine.evaluation.review import apply_review, read_review
 from engine.evaluation.shortcuts import audit_cue_sets, balancing_weights
 from engine.training.progress import format_metric
 from engine.training.state import StopRequested
-from engine.training.twins import combined, kept_groups, twin_pass
+from engine.training.twins import combined, kept_groups, listed_pairs, twin_pass
 
 log = logging.getLogger("engine.train")
 
@@ -72,12 +72,14 @@ def cue_balance_weights(train_rows, seed: int):
 def scan(config: TrainConfig, progress=None, stop: "StopRequested | None" = None):
     """(rows, summary) of the config's data folder: decoded, hashed, grouped (with the
     twins pass when ``twin_model`` is set) and split. The one place a run or a CV scans."""
-    finders = ([twin_pass(config.twin_model, config.twin_similarity)] if config.twin_model else []) + (
-        [kept_groups(config.twin_groups)] if config.twin_groups else [])
-    twins = combined(finders) if finders else None
-    for option, path in (("twin_groups", config.twin_groups), ("keep_split", config.keep_split)):
+    for option, path in (("twin_groups", config.twin_groups), ("twin_pairs", config.twin_pairs),
+                         ("keep_split", config.keep_split)):
         if path and not Path(path).exists():
-            raise FileNotFoundError(f"{option}: the manifest {path} does not exist")
+            raise FileNotFoundError(f"{option}: the file {path} does not exist")
+    finders = ([twin_pass(config.twin_model, config.twin_similarity)] if config.twin_model else []) + (
+        [kept_groups(config.twin_groups)] if config.twin_groups else []) + (
+        [listed_pairs(config.twin_pairs)] if config.twin_pairs else [])
+    twins = combined(finders) if finders else None
     kept = read_placements(config.keep_split) if config.keep_split else None
     rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                                    config.dedup_distance, dedup_correlation=config.dedup_correlation,

@@ -20,6 +20,7 @@ groups back.
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from engine.data.dedup import similar_pairs
 from engine.data.manifest import read_manifest
+from engine.data.sources import relocate
 from engine.evaluation.evaluate import predict_outputs
 from engine.serving.inference import SHIPPED_MODEL_DIR, load_model
 from engine.serving.neighbours import NeighbourIndex, embed
@@ -78,6 +80,27 @@ def kept_groups(manifest: str | Path):
                  matched, len(rows))
         return pairs, {"groups_from": str(manifest), "pairs": int(len(pairs)), "matched_images": int(matched),
                        "rule": "images in one group of the earlier manifest stay in one group"}
+    return find
+
+
+def listed_pairs(table: str | Path):
+    """A ``twins`` callable: pairs a person confirmed to be one slice, from a CSV with
+    columns ``path_a``, ``path_b`` (paths as a manifest writes them, relocated as
+    read_manifest does; a ``note`` column is kept for the reader). What no automatic test
+    catches (a copy sharpened beyond the pixel tests and under a model's seen threshold)
+    is merged once someone has looked at it on a contact sheet. Pairs naming an image the
+    scan does not hold are left out and counted."""
+    table = Path(table)
+    with open(table, newline="") as handle:
+        listed = [(relocate(r["path_a"]), relocate(r["path_b"])) for r in csv.DictReader(handle)]
+
+    def find(rows):
+        position = {row.path: i for i, row in enumerate(rows)}
+        pairs = np.array([(position[a], position[b]) for a, b in listed if a in position and b in position],
+                         np.int64).reshape(-1, 2)
+        log.info("twins: %d of %d listed pairs from %s", len(pairs), len(listed), table)
+        return pairs, {"pairs_from": str(table), "pairs": int(len(pairs)), "listed": len(listed),
+                       "rule": "pairs a person confirmed to be one slice"}
     return find
 
 
