@@ -7,10 +7,11 @@ side. Three tests, unioned:
 - contrast-invariant copies: the correlation of histogram-equalised 64x64 views of the
   head's bounding box (at least ``MIN_CORRELATION``), of the box of the head's large
   parts (the same threshold), or of the whole frame (at least ``MIN_CORRELATION +
-  WHOLE_FRAME_MARGIN``), directly or mirrored. Equalising maps every monotone intensity
-  change (contrast, brightness, gamma) to the same image, and cropping to the head
-  removes the re-framing Br35H's copies also carry; strongly re-contrasted or re-cropped
-  copies differ by 5 to 12 pHash bits and escape the hash test. The second head box
+  WHOLE_FRAME_MARGIN``), as it is, mirrored, upside down or half turned. Equalising
+  maps every monotone intensity change (contrast, brightness, gamma) to the same image,
+  and cropping to the head removes the re-framing Br35H's copies also carry; strongly
+  re-contrasted or re-cropped copies differ by 5 to 12 pHash bits and escape the hash
+  test, and upside-down copies escape it always. The second head box
   ignores what is not head: burnt-in text (orientation letters, scanner settings), a
   bright line along the frame's edge, background noise. Those stretch the first box to
   the frame on one copy and not on the other (Br35H: ``no/no461.jpg`` and its cropped,
@@ -20,7 +21,7 @@ side. Three tests, unioned:
 Why pHash and not a difference hash: on Br35H a difference hash matches slices of
 different patients across classes; the DCT hash keeps the low-frequency layout of the
 slice, which survives re-encoding, resizing and contrast changes but differs between
-patients. Pure NumPy.
+patients. NumPy, with SciPy for the head's parts and the grouping.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ WHOLE_FRAME_MARGIN = 0.065
 # Each view's threshold above MIN_CORRELATION: head box, whole frame, head parts.
 VIEW_MARGINS = (0.0, WHOLE_FRAME_MARGIN, 0.0)
 VIEWS = len(VIEW_MARGINS)
+# Br35H holds copies turned upside down as well as mirrored (yes/y447.jpg is yes/y511.jpg
+# flipped top to bottom: 0.999 against 0.70 as it is), so every flip of the square is tried.
+FLIPS = ("left-right", "up-down", "both")
 PARTS_SIDE = 256  # the head-parts box is found on the image shrunk to at most this side
 PART_SHARE = 0.05  # a bright part counts as head if at least this share of the largest
 MIN_HEAD_SIDE = 0.4  # share of the frame's height and width a head box must span
@@ -172,27 +176,36 @@ def contrast_descriptor(rgb: np.ndarray) -> np.ndarray:
                      _equalised_thumbnail(gray[p_top:p_bottom, p_left:p_right])])
 
 
-def _mirrored(views: np.ndarray) -> np.ndarray:
+def _flipped(views: np.ndarray, flip: str) -> np.ndarray:
+    """Views (N, 4096) of the images turned by ``flip``: "left-right" (a mirror),
+    "up-down" or "both" (half a turn)."""
     side = DESCRIPTOR_SIDE
-    return views.reshape(-1, side, side)[:, :, ::-1].reshape(len(views), side * side)
+    square = views.reshape(-1, side, side)
+    turned = {"left-right": square[:, :, ::-1], "up-down": square[:, ::-1, :], "both": square[:, ::-1, ::-1]}[flip]
+    return turned.reshape(len(views), side * side)
 
 
-def comparable_views(descriptors: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def comparable_views(descriptors: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
     """For each view (head box, whole frame, head parts): the float32 matrix of all
-    images and its mirror, prepared once for any number of ``correlations`` calls."""
+    images and its flips (FLIPS), prepared once for any number of ``correlations`` calls."""
     views = []
     for view in range(descriptors.shape[1]):
         matrix = np.asarray(descriptors[:, view], np.float32)
-        views.append((matrix, _mirrored(matrix)))
+        views.append((matrix, [_flipped(matrix, flip) for flip in FLIPS]))
     return views
 
 
-def correlations(views: list[tuple[np.ndarray, np.ndarray]], rows: slice) -> np.ndarray:
+def correlations(views: list[tuple[np.ndarray, list[np.ndarray]]], rows: slice) -> np.ndarray:
     """For the images in ``rows`` against all (``views`` from ``comparable_views``): the
-    correlation of each view (head box, whole frame, head parts), each the larger of
-    direct and mirrored, as (views, rows, n)."""
-    return np.stack([np.maximum(matrix[rows] @ matrix.T, matrix[rows] @ mirrored.T)
-                     for matrix, mirrored in views])
+    correlation of each view (head box, whole frame, head parts), each the largest over
+    the image as it is and its flips, as (views, rows, n)."""
+    result = []
+    for matrix, flips in views:
+        best = matrix[rows] @ matrix.T
+        for flipped in flips:
+            np.maximum(best, matrix[rows] @ flipped.T, out=best)
+        result.append(best)
+    return np.stack(result)
 
 
 def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRELATION,
@@ -200,7 +213,7 @@ def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRE
     """All pairs (i < j) of ``contrast_descriptor``s whose head-box or head-parts views
     correlate at least ``min_correlation``, or whose whole-frame views correlate at least
     ``min_correlation + WHOLE_FRAME_MARGIN`` (a whole frame is mostly background, so
-    different slices correlate higher there), directly or mirrored. Exact, in blocks:
+    different slices correlate higher there), as it is or flipped (FLIPS). Exact, in blocks:
     time grows with n^2 (3,000 images: a few seconds), memory with n (chunk x n)."""
     views = comparable_views(np.asarray(descriptors))
     margins = np.asarray(VIEW_MARGINS[:len(views)], np.float32)[:, None, None]
@@ -209,7 +222,7 @@ def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRE
         similar = (correlations(views, slice(start, start + chunk)) >= min_correlation + margins).any(axis=0)
         rows, cols = np.nonzero(similar)
         rows = rows + start
-        keep = rows < cols  # the mirrored product is symmetric: m(a).b == a.m(b)
+        keep = rows < cols  # each flip f is its own inverse, so f(a).b == a.f(b): symmetric
         pairs.extend(zip(rows[keep].tolist(), cols[keep].tolist()))
     return pairs
 
@@ -221,7 +234,7 @@ def indexed_correlated_pairs(descriptors: np.ndarray, min_correlation: float = M
     every pair. Each view is projected to ``dimensions`` values by a fixed random
     Gaussian matrix (inner products of unit vectors survive within about
     1/sqrt(dimensions)), indexed in faiss's HNSW graph (inner product), and every image
-    (and its mirror) asks for its ``neighbours`` nearest; candidates within
+    (and each of its flips) asks for its ``neighbours`` nearest; candidates within
     ``ANN_SLACK`` of the threshold are verified with the exact correlation of the full
     views, so no pair is accepted that ``correlated_pairs`` would refuse. What it can
     miss: a copy ranked below the ``neighbours`` nearest of both images (a slice with
@@ -235,19 +248,19 @@ def indexed_correlated_pairs(descriptors: np.ndarray, min_correlation: float = M
     thresholds = [min_correlation + margin for margin in VIEW_MARGINS[:descriptors.shape[1]]]
     k = int(min(neighbours + 1, count))
     for view, threshold in enumerate(thresholds):
-        def projected(rows: slice, mirror: bool) -> np.ndarray:
+        def projected(rows: slice, flip: str | None) -> np.ndarray:
             block = np.asarray(descriptors[rows, view], np.float32)
-            block = _mirrored(block) if mirror else block
+            block = _flipped(block, flip) if flip else block
             reduced = block @ projection
             return reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
         index = faiss.IndexHNSWFlat(dimensions, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = max(64, 2 * k)
         for start in range(0, count, chunk):
             index.add(projected(slice(start, start + chunk), False))
-        for mirror in (False, True):
+        for flip in (None,) + FLIPS:
             for start in range(0, count, chunk):
                 rows = slice(start, min(start + chunk, count))
-                similarity, ids = index.search(projected(rows, mirror), k)
+                similarity, ids = index.search(projected(rows, flip), k)
                 query = np.repeat(np.arange(rows.start, rows.stop), k).reshape(-1, k)
                 keep = (ids >= 0) & (similarity >= threshold - ANN_SLACK) & (ids != query)
                 left, right = np.minimum(query[keep], ids[keep]), np.maximum(query[keep], ids[keep])
@@ -256,7 +269,7 @@ def indexed_correlated_pairs(descriptors: np.ndarray, min_correlation: float = M
                     continue
                 a = np.asarray(descriptors[candidates[:, 0], view], np.float32)
                 b = np.asarray(descriptors[candidates[:, 1], view], np.float32)
-                exact = np.maximum((a * b).sum(1), (a * _mirrored(b)).sum(1))
+                exact = np.max([(a * b).sum(1)] + [(a * _flipped(b, flip)).sum(1) for flip in FLIPS], axis=0)
                 found.update(map(tuple, candidates[exact >= threshold].tolist()))
     return sorted(found)
 
