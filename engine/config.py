@@ -30,6 +30,9 @@ class TrainConfig:
     # Contrast-invariant copies (engine.data.dedup): correlation of the equalised head crop;
     # 0 = off. Off as well when dedup_distance is -1 (exact only).
     dedup_correlation: float = 0.885
+    # Contrast-invariant copies are also looked for upside down and half turned (Br35H holds
+    # thousands); False tests the left-right mirror only, as splits before 2026-12-06 did.
+    dedup_flips: bool = True
     # Where decoded images are kept (engine.data.pipeline.ImageSource): "memory", "disk" (a
     # memory-mapped file, reused by later runs on the same files and size), "none" (decode
     # every epoch), or "auto": memory while they fit in a quarter of the available RAM.

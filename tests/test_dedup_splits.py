@@ -335,3 +335,18 @@ def test_listed_pairs_merge_what_a_person_confirmed_and_skip_images_not_scanned(
     assert pairs.tolist() == [[2, 1]] and summary["pairs"] == 1 and summary["listed"] == 2
     with pytest.raises(FileNotFoundError, match="twin_pairs: the file nope.csv does not exist"):
         scan(TrainConfig(twin_pairs="nope.csv"))
+
+
+def test_upside_down_copies_are_grouped_and_the_mirror_only_test_misses_them():
+    """Br35H's yes/y447.jpg is yes/y511.jpg turned upside down: 0.70 as it is, 0.999
+    flipped top to bottom. The flip-aware test pairs them (and a synthetic half-turned
+    slice with its original); the mirror-only test of older splits does not."""
+    from engine.data.sources import default_data_dir
+    folder = default_data_dir() / "yes"
+    real = [decode_rgb((folder / name).read_bytes()) for name in ("y511.jpg", "y447.jpg")]
+    synthetic = np.asarray(smooth_slice(11, 80))
+    images = real + [synthetic, np.ascontiguousarray(synthetic[::-1, ::-1])]
+    descriptors = np.stack([dedup.contrast_descriptor(r) for r in images])
+    assert set(dedup.correlated_pairs(descriptors)) == {(0, 1), (2, 3)}
+    assert set(dedup.correlated_pairs(descriptors, flips=dedup.MIRROR_ONLY)) == set()
+    assert set(dedup.indexed_correlated_pairs(descriptors, neighbours=3)) == {(0, 1), (2, 3)}

@@ -50,6 +50,7 @@ VIEWS = len(VIEW_MARGINS)
 # Br35H holds copies turned upside down as well as mirrored (yes/y447.jpg is yes/y511.jpg
 # flipped top to bottom: 0.999 against 0.70 as it is), so every flip of the square is tried.
 FLIPS = ("left-right", "up-down", "both")
+MIRROR_ONLY = ("left-right",)  # the flips tested before 2026-12-06 (``dedup_flips`` off: older splits)
 PARTS_SIDE = 256  # the head-parts box is found on the image shrunk to at most this side
 PART_SHARE = 0.05  # a bright part counts as head if at least this share of the largest
 MIN_HEAD_SIDE = 0.4  # share of the frame's height and width a head box must span
@@ -185,13 +186,14 @@ def _flipped(views: np.ndarray, flip: str) -> np.ndarray:
     return turned.reshape(len(views), side * side)
 
 
-def comparable_views(descriptors: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+def comparable_views(descriptors: np.ndarray, flips: tuple[str, ...] = FLIPS
+                     ) -> list[tuple[np.ndarray, list[np.ndarray]]]:
     """For each view (head box, whole frame, head parts): the float32 matrix of all
-    images and its flips (FLIPS), prepared once for any number of ``correlations`` calls."""
+    images and its ``flips``, prepared once for any number of ``correlations`` calls."""
     views = []
     for view in range(descriptors.shape[1]):
         matrix = np.asarray(descriptors[:, view], np.float32)
-        views.append((matrix, [_flipped(matrix, flip) for flip in FLIPS]))
+        views.append((matrix, [_flipped(matrix, flip) for flip in flips]))
     return views
 
 
@@ -209,13 +211,13 @@ def correlations(views: list[tuple[np.ndarray, list[np.ndarray]]], rows: slice) 
 
 
 def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRELATION,
-                     chunk: int = 512) -> list[tuple[int, int]]:
+                     chunk: int = 512, flips: tuple[str, ...] = FLIPS) -> list[tuple[int, int]]:
     """All pairs (i < j) of ``contrast_descriptor``s whose head-box or head-parts views
     correlate at least ``min_correlation``, or whose whole-frame views correlate at least
     ``min_correlation + WHOLE_FRAME_MARGIN`` (a whole frame is mostly background, so
     different slices correlate higher there), as it is or flipped (FLIPS). Exact, in blocks:
     time grows with n^2 (3,000 images: a few seconds), memory with n (chunk x n)."""
-    views = comparable_views(np.asarray(descriptors))
+    views = comparable_views(np.asarray(descriptors), flips)
     margins = np.asarray(VIEW_MARGINS[:len(views)], np.float32)[:, None, None]
     pairs: list[tuple[int, int]] = []
     for start in range(0, len(descriptors), chunk):
@@ -229,7 +231,8 @@ def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRE
 
 def indexed_correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRELATION,
                              neighbours: int = ANN_NEIGHBOURS, dimensions: int = ANN_DIMENSIONS,
-                             seed: int = 0, chunk: int = 8192) -> list[tuple[int, int]]:
+                             seed: int = 0, chunk: int = 8192, flips: tuple[str, ...] = FLIPS
+                             ) -> list[tuple[int, int]]:
     """``correlated_pairs`` in near-linear time, for data sets too large to compare
     every pair. Each view is projected to ``dimensions`` values by a fixed random
     Gaussian matrix (inner products of unit vectors survive within about
@@ -257,7 +260,7 @@ def indexed_correlated_pairs(descriptors: np.ndarray, min_correlation: float = M
         index.hnsw.efSearch = max(64, 2 * k)
         for start in range(0, count, chunk):
             index.add(projected(slice(start, start + chunk), False))
-        for flip in (None,) + FLIPS:
+        for flip in (None,) + tuple(flips):
             for start in range(0, count, chunk):
                 rows = slice(start, min(start + chunk, count))
                 similarity, ids = index.search(projected(rows, flip), k)
@@ -269,7 +272,7 @@ def indexed_correlated_pairs(descriptors: np.ndarray, min_correlation: float = M
                     continue
                 a = np.asarray(descriptors[candidates[:, 0], view], np.float32)
                 b = np.asarray(descriptors[candidates[:, 1], view], np.float32)
-                exact = np.max([(a * b).sum(1)] + [(a * _flipped(b, flip)).sum(1) for flip in FLIPS], axis=0)
+                exact = np.max([(a * b).sum(1)] + [(a * _flipped(b, flip)).sum(1) for flip in flips], axis=0)
                 found.update(map(tuple, candidates[exact >= threshold].tolist()))
     return sorted(found)
 
@@ -401,6 +404,7 @@ def group_duplicates(
     digests: list[str], hashes, mirrored, max_distance: int,
     same_source: list[str] | None = None, descriptors: np.ndarray | None = None,
     min_correlation: float = MIN_CORRELATION, extra_pairs: np.ndarray | None = None,
+    flips: tuple[str, ...] = FLIPS,
 ) -> np.ndarray:
     """Group ids (0..G-1, ordered by first member) such that exact and near
     duplicates share a group, transitively. Images with the same non-empty
@@ -436,11 +440,11 @@ def group_duplicates(
                                                  np.asarray(mirrored, dtype=np.uint64), max_distance))
     if descriptors is not None and min_correlation > 0 and count > 1:
         if count <= MAX_CORRELATION_IMAGES:
-            found = correlated_pairs(descriptors, min_correlation)
+            found = correlated_pairs(descriptors, min_correlation, flips=flips)
         else:
             log.info("%d images: contrast-invariant copies through a nearest-neighbour index "
                      "(candidates verified exactly)", count)
-            found = indexed_correlated_pairs(descriptors, min_correlation)
+            found = indexed_correlated_pairs(descriptors, min_correlation, flips=flips)
         if found:
             edges.append(np.array(found, np.int64))
     if extra_pairs is not None and len(extra_pairs):

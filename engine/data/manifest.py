@@ -212,6 +212,7 @@ def build_manifest(
     twins=None,
     should_stop=None,
     kept_split: "dict[str, tuple[str, int]] | None" = None,
+    flips: bool = True,
 ) -> tuple[list[ManifestRow], dict]:
     """Scan, decode-check, hash, group and split a data folder.
 
@@ -262,7 +263,7 @@ def build_manifest(
         dedup_distance,
         same_source=[row.patient_key for row in usable],
         descriptors=descriptors, min_correlation=dedup_correlation if dedup_distance >= 0 else 0.0,
-        extra_pairs=twin_pairs,
+        extra_pairs=twin_pairs, flips=dedup.FLIPS if flips else dedup.MIRROR_ONLY,
     )
     labels = np.array([row.label for row in usable])
     modalities = [row.modality for row in usable]
@@ -281,6 +282,7 @@ def build_manifest(
         "skipped_reasons": _count_reasons(rows),
         "dedup_distance": dedup_distance,
         "dedup_correlation": dedup_correlation,
+        "dedup_flips": list(dedup.FLIPS if flips else dedup.MIRROR_ONLY),
         "contrast_test": contrast_test_record(dedup_correlation, dedup_distance, len(usable), descriptors is not None),
     })
     if twin_summary:

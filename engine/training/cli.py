@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dedup-correlation", type=float, default=defaults.dedup_correlation,
                         help="contrast-invariant copy test: correlation of the equalised head crop "
                         "at least this (0 = off)")
+    parser.add_argument("--dedup-flips", action=argparse.BooleanOptionalAction, default=None,
+                        help="look for contrast-invariant copies upside down and half turned as well as "
+                        "mirrored (the default); --no-dedup-flips tests the mirror only, as splits before "
+                        "2026-12-06 did")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed of the split and folds (and of training unless --init-seed)")
     parser.add_argument("--init-seed", type=int, default=defaults.init_seed,
@@ -165,6 +169,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
         changes["class_weighting"] = True
     if args.no_augment:
         changes["augment"] = False
+    if args.dedup_flips is not None:
+        changes["dedup_flips"] = bool(args.dedup_flips)
     if args.crop_to_head is not None:
         changes["crop_to_head"] = bool(args.crop_to_head)
     if args.cue_rebalance:

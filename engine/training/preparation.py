@@ -84,7 +84,8 @@ def scan(config: TrainConfig, progress=None, stop: "StopRequested | None" = None
     rows, summary = build_manifest(config.data_dir or None, config.split_fractions, config.seed,
                                    config.dedup_distance, dedup_correlation=config.dedup_correlation,
                                    progress=progress, twins=twins,
-                                   should_stop=(lambda: stop.requested) if stop else None, kept_split=kept)
+                                   should_stop=(lambda: stop.requested) if stop else None, kept_split=kept,
+                                   flips=config.dedup_flips)
     if kept is not None:
         summary["kept_split"]["from"] = config.keep_split
     return rows, summary
