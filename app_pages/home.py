@@ -69,9 +69,14 @@ if test:
            if data_summary.get("twins") else ".")
         + (f" {describe_kept_split(data_summary['kept_split']).capitalize()}."
            if data_summary.get("kept_split") else "")
+        + ("" if not data_summary or "dedup_flips" in data_summary else
+           " **This split was dealt before copies turned upside down were looked for**: on Br35H most "
+           "test images have such a copy in training, so these test figures are optimistic "
+           "(`python scripts/leak_free_figures.py` restates them on the images without one).")
         + (f" Still, the model's own neighbour check marks {seen['images']} of its {seen['of']} test images "
            f"(in {seen['groups']} of {seen['of_groups']} duplicate groups) \"seen in training\": relatives "
-           "these tests miss, such as heavily sharpened copies or neighbouring slices of one series; "
+           "these tests miss, such as heavily sharpened copies, copies turned upside down (in splits dealt "
+           "before that test) or neighbouring slices of one series; "
            "Predict marks them." if seen and seen["images"] else
            " The model's own neighbour check marks none of the test images \"seen in training\"." if seen else
            " Relatives the tests miss (neighbouring slices of one series, heavily processed copies) can "
