@@ -598,6 +598,11 @@ def test_home_puts_the_cv_figures_beside_the_test_figures_and_explains_the_gap(r
     # The shipped split's twins came from a model pass and an earlier manifest's groups.
     assert any("pairs at feature similarity ≥ 0.988" in c.value and "the groups of checkpoints/manifest.csv kept"
                in c.value for c in at.caption)
+    # A split dealt before the flip-aware copy test is called optimistic; one dealt after is not.
+    dealt_with_flips = "dedup_flips" in json.loads((root / "checkpoints" / "data_summary.json").read_text())
+    warned = any("dealt before copies turned upside down" in c.value for c in at.caption)
+    assert warned != dealt_with_flips
+    assert not any("dealt before copies turned upside down" in c.value for c in app_on("home").caption)
 
 
 def test_twins_are_described_in_each_of_their_summary_forms():
