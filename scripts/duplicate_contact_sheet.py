@@ -63,11 +63,8 @@ def main() -> None:
     if args.twins:
         show_twins(args, sources, images, labels, after)
         return
-    views = dedup.comparable_views(descriptors)
-    strength = []
-    for a, b in new_pairs:
-        head, whole, parts = dedup.correlations(views, slice(a, a + 1))[:, 0, b]
-        strength.append((max(head, whole - dedup.WHOLE_FRAME_MARGIN, parts), head, whole, parts))
+    strength = [(max(head, whole - dedup.WHOLE_FRAME_MARGIN, parts), head, whole, parts)
+                for head, whole, parts in dedup.pair_correlations(descriptors, new_pairs).T.tolist()]
     order = np.argsort([s[0] for s in strength])
     picks = order[np.linspace(0, len(order) - 1, min(args.pairs, len(order))).round().astype(int)] if len(order) else []
     draw_sheet([new_pairs[i] for i in picks], [f"head {strength[i][1]:.3f} whole {strength[i][2]:.3f} parts {strength[i][3]:.3f}"

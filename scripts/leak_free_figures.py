@@ -24,21 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import layout  # noqa: E402
-from engine.data import dedup  # noqa: E402
-from engine.data.manifest import inspect_sources, read_manifest  # noqa: E402
-from engine.data.sources import discover, portable  # noqa: E402
+from engine.data.manifest import build_manifest, read_manifest  # noqa: E402
+from engine.data.sources import portable  # noqa: E402
 from engine.evaluation.intervals import format_with_ci, metric_intervals  # noqa: E402
 
 
 def todays_groups() -> dict[str, int]:
-    """{portable path: group} of Br35H under today's duplicate tests."""
-    sources, _ = discover(None)
-    inspected = [(row, d) for row, d in inspect_sources(sources, True, cache="default") if row.usable]
-    rows = [row for row, _ in inspected]
-    groups = dedup.group_duplicates([r.sha256 for r in rows], [int(r.phash, 16) for r in rows],
-                                    [int(r.phash_mirror, 16) for r in rows], 4,
-                                    descriptors=np.stack([d for _, d in inspected]))
-    return {portable(row.path): int(group) for row, group in zip(rows, groups)}
+    """{portable path: group} of Br35H under today's duplicate tests (a fresh manifest's
+    grouping, engine.data.manifest.build_manifest)."""
+    rows, _ = build_manifest(None)
+    return {portable(row.path): row.group for row in rows if row.usable}
 
 
 def main() -> None:

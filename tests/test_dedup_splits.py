@@ -171,6 +171,9 @@ def test_correlation_pairs_are_symmetric_and_match_a_direct_computation():
                     expected.add((i, j))
     assert set(dedup.correlated_pairs(descriptors, 0.885, chunk=3)) == expected
     assert {(2, 6), (4, 7)} <= expected
+    full = dedup.correlations(dedup.comparable_views(descriptors), slice(0, len(images)))
+    np.testing.assert_allclose(dedup.pair_correlations(descriptors, [(2, 6), (4, 7), (0, 5)]),
+                               full[:, [2, 4, 0], [6, 7, 5]], atol=1e-5)
 
 
 def test_copies_with_burnt_in_text_and_an_edge_line_are_grouped_by_the_head_parts_view():

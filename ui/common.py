@@ -204,10 +204,9 @@ def describe_kept_split(kept: dict) -> str:
     """A data summary's ``kept_split`` entry (engine.data.manifest.keep_test_split) in
     words: which earlier split was frozen and how many images moved with a merged group."""
     moved_in, moved_out = len(kept.get("moved_into_test", [])), len(kept.get("moved_out_of_test", []))
-    return (f"the test split of {kept.get('from', 'an earlier manifest')} was kept; "
-            + (f"{moved_in} {plural(moved_in, 'image')} moved into it and {moved_out} {plural(moved_out, 'image')} "
-               "out of it with "
-               "the groups the twins joined across it" if moved_in or moved_out else "no image moved"))
+    moved = (f"{moved_in} {plural(moved_in, 'image')} moved into it and {moved_out} {plural(moved_out, 'image')} "
+             "out of it with the groups the twins joined across it" if moved_in or moved_out else "no image moved")
+    return f"the test split of {kept.get('from', 'an earlier manifest')} was kept; {moved}"
 
 
 def describe_twins(twins: dict) -> str:

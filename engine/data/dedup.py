@@ -210,6 +210,21 @@ def correlations(views: list[tuple[np.ndarray, list[np.ndarray]]], rows: slice) 
     return np.stack(result)
 
 
+def _paired(a: np.ndarray, b: np.ndarray, flips: tuple[str, ...]) -> np.ndarray:
+    """Row by row, the correlation of views ``a`` and ``b`` (P, 4096): the largest over
+    ``b`` as it is and its ``flips``."""
+    return np.max([(a * b).sum(1)] + [(a * _flipped(b, flip)).sum(1) for flip in flips], axis=0)
+
+
+def pair_correlations(descriptors: np.ndarray, pairs: np.ndarray, flips: tuple[str, ...] = FLIPS) -> np.ndarray:
+    """(views, P): each listed pair's correlation on every view, as ``correlations``
+    gives it, without comparing either image with all the others."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    return np.stack([_paired(np.asarray(descriptors[pairs[:, 0], view], np.float32),
+                             np.asarray(descriptors[pairs[:, 1], view], np.float32), flips)
+                     for view in range(descriptors.shape[1])])
+
+
 def correlated_pairs(descriptors: np.ndarray, min_correlation: float = MIN_CORRELATION,
                      chunk: int = 512, flips: tuple[str, ...] = FLIPS) -> list[tuple[int, int]]:
     """All pairs (i < j) of ``contrast_descriptor``s whose head-box or head-parts views
@@ -259,7 +274,7 @@ def indexed_correlated_pairs(descriptors: np.ndarray, min_correlation: float = M
         index = faiss.IndexHNSWFlat(dimensions, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = max(64, 2 * k)
         for start in range(0, count, chunk):
-            index.add(projected(slice(start, start + chunk), False))
+            index.add(projected(slice(start, start + chunk), None))
         for flip in (None,) + tuple(flips):
             for start in range(0, count, chunk):
                 rows = slice(start, min(start + chunk, count))
@@ -270,9 +285,8 @@ def indexed_correlated_pairs(descriptors: np.ndarray, min_correlation: float = M
                 candidates = np.unique(np.stack([left, right], 1), axis=0) if len(left) else np.zeros((0, 2), int)
                 if not len(candidates):
                     continue
-                a = np.asarray(descriptors[candidates[:, 0], view], np.float32)
-                b = np.asarray(descriptors[candidates[:, 1], view], np.float32)
-                exact = np.max([(a * b).sum(1)] + [(a * _flipped(b, flip)).sum(1) for flip in flips], axis=0)
+                exact = _paired(np.asarray(descriptors[candidates[:, 0], view], np.float32),
+                                np.asarray(descriptors[candidates[:, 1], view], np.float32), flips)
                 found.update(map(tuple, candidates[exact >= threshold].tolist()))
     return sorted(found)
 

@@ -308,14 +308,14 @@ def keep_test_split(usable, group_ids, assignment, kept_split) -> tuple[np.ndarr
     that held most of its images (ties: out of test), images it did not hold stay where
     they were dealt. An image leaving test goes to train. Returns (assignment, counts)."""
     earlier = [(kept_split[row.path][0] == "test") if row.path in kept_split else None for row in usable]
-    in_test = splits.keep_placements(group_ids, assignment == "test", earlier).astype(bool)
     dealt_test = assignment == "test"
+    in_test = splits.keep_placements(group_ids, dealt_test, earlier).astype(bool)
     result = np.where(in_test, "test", np.where(dealt_test, "train", assignment)).astype(str)
     moved_in = [row.path for row, was, now in zip(usable, earlier, in_test) if was is False and now]
     moved_out = [row.path for row, was, now in zip(usable, earlier, in_test) if was is True and not now]
-    for path in moved_in + moved_out:
-        log.info("kept split: %s moves %s the test split with its duplicate group", path,
-                 "into" if path in moved_in else "out of")
+    for direction, paths in (("into", moved_in), ("out of", moved_out)):
+        for path in paths:
+            log.info("kept split: %s moves %s the test split with its duplicate group", path, direction)
     return result, {"matched_images": sum(e is not None for e in earlier),
                     "moved_into_test": moved_in, "moved_out_of_test": moved_out}
 

@@ -41,6 +41,14 @@ def fold_groups(group_ids: np.ndarray, labels: np.ndarray, modalities: list[str]
     return deal_groups(group_ids, labels, modalities, [1.0 / folds] * folds, seed)
 
 
+def group_members(group_ids) -> dict[int, list[int]]:
+    """{group: indices of its images}, groups in order of first appearance."""
+    members: dict[int, list[int]] = {}
+    for index, group in enumerate(np.asarray(group_ids).tolist()):
+        members.setdefault(group, []).append(index)
+    return members
+
+
 def deal_groups(group_ids: np.ndarray, labels: np.ndarray, modalities: list[str],
                 fractions, seed: int) -> np.ndarray:
     """Index of the share (0..len(fractions)-1) each image is dealt to; whole
@@ -48,9 +56,7 @@ def deal_groups(group_ids: np.ndarray, labels: np.ndarray, modalities: list[str]
     group_ids = np.asarray(group_ids)
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    members: dict[int, list[int]] = {}
-    for index, group in enumerate(group_ids.tolist()):
-        members.setdefault(group, []).append(index)
+    members = group_members(group_ids)
     strata: dict[tuple[int, str], list[int]] = {}
     for group, indices in sorted(members.items()):
         majority = Counter(labels[indices].tolist()).most_common(1)[0][0]
@@ -82,12 +88,8 @@ def keep_placements(group_ids: np.ndarray, dealt, earlier) -> np.ndarray:
     1); a group with none keeps ``dealt``. A frozen test split and frozen folds follow:
     a copy found after the split moves the fewest images, and every other image stays.
     """
-    group_ids = np.asarray(group_ids)
     result = np.array(dealt, dtype=object)
-    members: dict[int, list[int]] = {}
-    for index, group in enumerate(group_ids.tolist()):
-        members.setdefault(group, []).append(index)
-    for indices in members.values():
+    for indices in group_members(group_ids).values():
         known = Counter(earlier[i] for i in indices if earlier[i] is not None)
         if known:
             place = min(known.items(), key=lambda item: (-item[1], item[0]))[0]
