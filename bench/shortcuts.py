@@ -12,6 +12,9 @@ where they point the wrong way ("conflicting"), with the gap between them.
                                                     # the finalists at full size on the twin-merged split
     python bench/shortcuts.py --full --split v9 --twin-model "" --twin-groups checkpoints/manifest.csv \
         --recipes v8-recipe crop-aug --seeds 42 2  # the same two on v9's split (its groups kept)
+    python bench/shortcuts.py --full --split v14 --twin-model "" --twin-groups checkpoints/manifest.csv \
+        --twin-pairs reviews/br35h_same_slice.csv --keep-split runs/cv5_v14/manifest.csv \
+        --recipes crop-aug crop-aug-strong --seeds 42 2  # on the flip-aware split (v14's folds)
 
 Every CV goes to runs/bench_shortcuts/<recipe>-s<seed>/ (a finished folder is reused, so
 an interrupted benchmark continues). The screening size (96 px, 12 epochs, the shipped
@@ -61,6 +64,9 @@ FINALISTS = {  # trained with --full only: the shipped size, on the twin-merged 
     "crop-aug-twins": ["--crop-to-head", *AUGMENT],
     "v8-recipe": [],  # the same two, named for --split v9
     "crop-aug": ["--crop-to-head", *AUGMENT],
+    # against the intensity gap left on the flip-aware split (v14): stronger grey-level jitter
+    "crop-aug-strong": ["--crop-to-head", "--resolution-jitter", "0.5", "--gamma", "0.6", "--contrast", "0.4",
+                        "--brightness", "0.1"],
 }
 DESCRIPTIONS = {
     "baseline": "shipped recipe at screening size",
@@ -72,6 +78,7 @@ DESCRIPTIONS = {
     "crop-aug-twins": "crop + resolution jitter, gamma, contrast, 128 px, 18 epochs, twins merged",
     "v8-recipe": "v8's recipe, 128 px, 18 epochs",
     "crop-aug": "crop + resolution jitter, gamma, contrast, 128 px, 18 epochs",
+    "crop-aug-strong": "crop + resolution jitter 0.5, gamma 0.6, contrast 0.4, brightness 0.1, 128 px, 18 epochs",
 }
 DOCS_HEADING = "## Does a recipe train the shortcut away? `bench/shortcuts.py`"
 FULL_DOCS_HEADING = "## The finalists at full size, twins merged: `bench/shortcuts.py --full`"
@@ -82,13 +89,14 @@ def folder_of(name: str, seed: int, split: str = "") -> Path:
 
 
 def train(name: str, seed: int, twin_model: str | None = None, twin_groups: str = "",
-          split: str = "") -> tuple[Path, float | None]:
+          split: str = "", twin_pairs: str = "", keep_split: str = "") -> tuple[Path, float | None]:
     folder = folder_of(name, seed, split)
     if (folder / layout.CV_SUMMARY).exists():
         return folder, None
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.time()
     twins = (["--twin-model", twin_model] if twin_model else []) + (["--twin-groups", twin_groups] if twin_groups else [])
+    twins += (["--twin-pairs", twin_pairs] if twin_pairs else []) + (["--keep-split", keep_split] if keep_split else [])
     size = [*FULL, *twins] if name in FINALISTS else SCREENING
     command = [sys.executable, "-m", "engine.cv", *size, "--init-seed", str(seed), *{**RECIPES, **FINALISTS}[name],
                "--run-dir", str(folder)]
@@ -152,8 +160,8 @@ def write_docs(text: str, command: str, heading: str = DOCS_HEADING) -> None:
     docs = ROOT / "docs" / "benchmarks.md"
     body = docs.read_text()
     section = (f"{heading}\n\n`{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores. "
-               "Out-of-fold figures of 5-fold CVs on the shipped folds (with --full: on the folds "
-               "that also merge the twin model's twins); each image at its fold's "
+               "Out-of-fold figures of 5-fold CVs on the shipped folds (with --full: on the split "
+               "the command names: twins merged, groups or folds kept); each image at its fold's "
                "cross-fitted threshold. Aligned / conflicting: accuracy where the cue set's "
                "out-of-fold decision agrees with the label / points the wrong way; gap in points. "
                "Several seeds: mean (± std of accuracy over seeds).\n\n" + text + "\n")
@@ -176,6 +184,10 @@ def main(argv=None) -> int:
                              "shipped before them)")
     parser.add_argument("--twin-groups", default="", help="with --full: keep the groups of this manifest "
                         "(engine.training.twins.kept_groups), e.g. the shipped model's own split")
+    parser.add_argument("--twin-pairs", default="", help="with --full: pairs a person confirmed to be one slice "
+                        "(e.g. reviews/br35h_same_slice.csv)")
+    parser.add_argument("--keep-split", default="", help="with --full: freeze this manifest's test split and folds "
+                        "(every recipe and seed on the same folds)")
     parser.add_argument("--split", default="", help="a name for the split, put in the CV folders' names "
                         "(runs/bench_shortcuts/<recipe>-<split>-s<seed>)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
@@ -202,7 +214,8 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             folder = folder_of(name, seed, args.split)
             if not args.table_only:
-                folder, seconds = train(name, seed, args.twin_model, args.twin_groups, args.split)
+                folder, seconds = train(name, seed, args.twin_model, args.twin_groups, args.split,
+                                        args.twin_pairs, args.keep_split)
                 if seconds:
                     print(f"{name} seed {seed}: trained in {seconds / 60:.1f} min", flush=True)
             if not (folder / layout.CV_SUMMARY).exists():
