@@ -353,3 +353,39 @@ def test_upside_down_copies_are_grouped_and_the_mirror_only_test_misses_them():
     assert set(dedup.correlated_pairs(descriptors)) == {(0, 1), (2, 3)}
     assert set(dedup.correlated_pairs(descriptors, flips=dedup.MIRROR_ONLY)) == set()
     assert set(dedup.indexed_correlated_pairs(descriptors, neighbours=3)) == {(0, 1), (2, 3)}
+
+
+def test_the_quarter_turn_check_finds_a_slice_turned_90_degrees_and_nothing_else(tmp_path, monkeypatch, capsys):
+    """scripts/quarter_turn_copies.py (how Br35H was checked for 90-degree copies, of
+    which it holds none): a real slice turned 90 degrees and contrast-changed is found
+    beside it, across the groups the manifest gives them; other slices are not."""
+    import importlib.util
+    from pathlib import Path
+    from engine.data.sources import default_data_dir
+    monkeypatch.setenv("BRAIN_MANIFEST_CACHE", "off")
+    folder = default_data_dir()
+    (tmp_path / "yes").mkdir()
+    (tmp_path / "no").mkdir()
+    slice_ = Image.open(folder / "yes" / "y511.jpg").convert("L")
+    slice_.save(tmp_path / "yes" / "a.png")
+    ImageEnhance.Contrast(slice_.rotate(90, expand=True)).enhance(1.4).save(tmp_path / "yes" / "a_turned.png")
+    for name in ("no1.jpg", "no100.jpg", "no300.jpg"):
+        Image.open(folder / "no" / name).save(tmp_path / "no" / name)
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("quarter_turn_copies", root / "scripts" / "quarter_turn_copies.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    paths = sorted(str(p) for p in tmp_path.rglob("*.*"))
+    pairs = script.quarter_turn_pairs(script.descriptors_of(paths))
+    assert [(paths[i], paths[j]) for i, j, _ in pairs] == [(str(tmp_path / "yes" / "a.png"),
+                                                           str(tmp_path / "yes" / "a_turned.png"))]
+    # the mirror and half-turn test of the grouping does not see it
+    descriptors = script.descriptors_of(paths)
+    assert dedup.correlated_pairs(descriptors.astype(np.float16)) == []
+    from engine.data.manifest import build_manifest, write_manifest
+    rows, _ = build_manifest(str(tmp_path), cache=None, workers=1)
+    write_manifest(rows, tmp_path / "manifest.csv")
+    assert script.main([str(tmp_path / "manifest.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "5 images: 1 pairs are copies a quarter turn apart, 1 of them across duplicate groups" in printed
+    assert "0 with different labels" in printed
