@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
 
 from engine.data.cues import CATEGORICAL, CUE_LABELS
 from engine.evaluation.intervals import Resamples, metric_intervals, percentile_interval, weighted_auc
@@ -98,7 +99,18 @@ def cue_model(matrix: np.ndarray, categorical: np.ndarray, labels, folds, *, see
     """Out-of-fold P(tumor | cues) of every image and each cue's permutation importance
     (mean drop of held-out ROC AUC, averaged over folds). ``folds``: the fold of each
     image; images at fold -1 (a fixed test split) are scored by a model fitted on all
-    the others, and never used for fitting or importance."""
+    the others, and never used for fitting or importance.
+
+    The boosted trees run on one OpenMP thread: in a process that has run TensorFlow
+    (every training run and CV writes this audit when it ends), scikit-learn's OpenMP
+    threads fight TensorFlow's idle ones, and the audit of 3,000 images took 25 to 50 s
+    instead of 3 s (132 images: 10 to 26 s instead of 1 s; `bench/cue_model_threads.py`)."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _cue_model(matrix, categorical, labels, folds, seed=seed, importance_repeats=importance_repeats)
+
+
+def _cue_model(matrix: np.ndarray, categorical: np.ndarray, labels, folds, *, seed: int,
+               importance_repeats: int) -> tuple[np.ndarray, np.ndarray]:
     labels, folds = np.asarray(labels).astype(int), np.asarray(folds)
     probabilities = np.full(len(labels), np.nan)
     importance, counted = np.zeros(matrix.shape[1]), 0
