@@ -101,8 +101,13 @@ else:
 audit = shortcuts_view.audit(model_dir)
 if audit:
     st.markdown("**Shortcut check**: can the label be read from how an image was made?")
-    for words in shortcuts_view.warnings(audit):
-        st.warning(words, icon=":material/report:")
+    for level, words in shortcuts_view.findings(audit):
+        if level == "warning":
+            st.warning(words, icon=":material/report:")
+        elif level == "info":
+            st.info(words)
+        else:
+            st.caption(words)
     sentence = shortcuts_view.headline_gap(audit)
     if sentence:
         st.write(sentence + " Details on **Data** and **Evaluate**.")

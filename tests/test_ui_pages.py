@@ -860,3 +860,28 @@ def test_a_kept_split_is_described_with_the_images_it_moved():
     from ui.common import describe_twins
     assert describe_twins({"pairs_from": "reviews/p.csv", "pairs": 1, "listed": 1}) == (
         "1 pair confirmed by eye in reviews/p.csv")
+
+
+def test_home_states_every_cue_set_warning_only_above_auc_0_8(run_folder):
+    """The shortcut check on Home: a cue set above AUC 0.8 is a warning, one from 0.65 a
+    note that it carries some of the label, a weaker one a caption; none is left out."""
+    import json
+    from engine import layout
+    path = run_folder / layout.SHORTCUTS
+    original = path.read_text()
+    report = json.loads(original)
+    assert set(report["cue_sets"]) == {"acquisition", "intensity"}
+    report["cue_sets"]["acquisition"].update(auc=0.91, words="The acquisition words (AUC 0.91).")
+    report["cue_sets"]["intensity"].update(auc=0.70, words="The intensity words (AUC 0.70).")
+    try:
+        path.write_text(json.dumps(report))
+        at = app_on("home")
+        assert any("The acquisition words" in w.value for w in at.warning)
+        assert any("The intensity words" in i.value for i in at.info)
+        report["cue_sets"]["intensity"].update(auc=0.55, words="The intensity words (AUC 0.55).")
+        path.write_text(json.dumps(report))
+        at = app_on("home")
+        assert any("The intensity words" in c.value for c in at.caption)
+        assert not any("The intensity words" in w.value for w in [*at.warning, *at.info])
+    finally:
+        path.write_text(original)

@@ -175,8 +175,15 @@ def headline_gap(report: dict | None) -> str | None:
             f"agree with the label: a gap of {100 * sides['gap']:.1f} points.")
 
 
-def warnings(report: dict | None) -> list[str]:
+def findings(report: dict | None) -> list[tuple[str, str]]:
+    """Every cue set's plain words with how loudly to show them: "warning" above AUC 0.8,
+    "info" from 0.65 (some of the label), else "caption". Home shows all of them, so a
+    data set whose cues carry part of the label says so even below the warning line."""
     if not report:
         return []
-    return [entry["words"] for entry in report["cue_sets"].values() if (entry.get("auc") or 0) > 0.8]
+    found = []
+    for entry in report["cue_sets"].values():
+        auc = entry.get("auc") or 0
+        found.append(("warning" if auc > 0.8 else "info" if auc >= 0.65 else "caption", entry.get("words", "")))
+    return found
 
