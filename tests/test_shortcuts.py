@@ -89,14 +89,17 @@ def test_slice_table_puts_the_worst_bin_first():
 
 def test_command_line_on_the_shipped_model(tmp_path):
     """The audit of Br35H with the shipped model: the acquisition cues predict the label
-    (image size among the top cues), and the model part reports both prediction kinds."""
+    (image size among the top cues), and the model part reports both prediction kinds.
+    On folds that keep upside-down copies together the cue model reaches about 0.77 (on
+    the leaking splits before 2026-12-06, 0.92 to 0.94: copies of one slice share their
+    frame size, so the cues also recognised the slice)."""
     out = tmp_path / "audit"
     result = subprocess.run([sys.executable, "-m", "engine.shortcuts", "--model", str(ROOT / "checkpoints"),
                              "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "shortcuts.json").read_text())
     acquisition = report["cue_sets"]["acquisition"]
-    assert acquisition["auc"] >= 0.85
+    assert acquisition["auc"] >= 0.7
     assert {"width", "height", "aspect"} & {c["cue"] for c in acquisition["top_cues"][:3]}
     assert set(report["model"]) == {"oof", "test"}
     oof = report["model"]["oof"]["by_set"]["acquisition"]
