@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -225,7 +226,7 @@ def main(argv=None) -> int:
     text = table(results)
     print(text)
     if args.write_docs:
-        write_docs(text, "python bench/shortcuts.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        write_docs(text, "python bench/shortcuts.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                    (FULL_DOCS_HEADING + (f" ({args.split} split)" if args.split else "")) if args.full
                    else DOCS_HEADING)
     return 0
