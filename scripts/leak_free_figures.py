@@ -5,6 +5,10 @@ finds; this shows how much the model's figures owe to it.
 
     python scripts/leak_free_figures.py [MODEL]     # default: checkpoints (the shipped model)
 
+v9's figures in the README came from v9's checkpoints/ (commit ac8b685: `git worktree add
+../v9 ac8b685`, then `python scripts/leak_free_figures.py ../v9/checkpoints`). On v15 it
+finds no copy across the split or folds.
+
 Br35H only (the default data set, which the shipped model's manifest names). "copy
 across": the image's duplicate group (today's tests) also holds an image the model trained
 on, for a test image, or an image of another fold, for an out-of-fold one. Test intervals
@@ -53,6 +57,9 @@ def main() -> None:
         alone = np.array([len(sides[g]) == 1 for g in groups])
         for name, mask in (("all", np.ones_like(alone)), ("no copy across", alone), ("copy across", ~alone)):
             y, right = labels[mask], predicted[mask] == labels[mask]
+            if not mask.any():
+                print(f"{split:4} {name:15}     0 images: none")
+                continue
             line = (f"{split:4} {name:15} {mask.sum():5} images {len(set(groups[mask])):4} groups  "
                     f"accuracy {right.mean():.3f}  sensitivity {right[y == 1].mean():.3f}  "
                     f"specificity {right[y == 0].mean():.3f}")
