@@ -830,7 +830,7 @@ def test_errors_page_honours_the_stored_refer_band(run_folder):
     wrong = frame[frame["predicted"] != frame["label"]]
     decided = refer.decisions(wrong["probability"].to_numpy(), info["threshold"], info["refer_band"]["margin"])
     expected = sum(d == refer.REFER for d in decided)
-    assert 0 < expected < len(wrong)
+    assert 0 < expected <= len(wrong)  # v15's band (answers 15%) refers all 36 test errors
     at = app_on("errors", "Shipped model (checkpoints/)")
     text = " ".join(m.value for m in at.markdown)
     assert f"{expected} of them would have been referred" in text, text
