@@ -103,8 +103,8 @@ def cue_model(matrix: np.ndarray, categorical: np.ndarray, labels, folds, *, see
 
     The boosted trees run on one OpenMP thread: in a process that has run TensorFlow
     (every training run and CV writes this audit when it ends), scikit-learn's OpenMP
-    threads fight TensorFlow's idle ones, and the audit of 3,000 images took 25 to 50 s
-    instead of 3 s (132 images: 10 to 26 s instead of 1 s; `bench/cue_model_threads.py`)."""
+    threads fight TensorFlow's idle ones: a cue model of 3,000 images took 19 to 50 s
+    instead of 3 s (132 images: 9 to 26 s instead of 1 s; `bench/cue_model_threads.py`)."""
     with threadpool_limits(limits=1, user_api="openmp"):
         return _cue_model(matrix, categorical, labels, folds, seed=seed, importance_repeats=importance_repeats)
 
