@@ -91,9 +91,12 @@ if test:
                "one split of a few hundred duplicate groups moves accuracy by several points, which is why "
                "the CV mean ± std is the figure to compare models by, and the test split is looked at once."
                if inside else
-               f"It lies outside the range of the folds ({100 * min(folds):.1f} to {100 * max(folds):.1f}%"
-               "): the test split holds harder groups than any fold, or the folds share something the "
-               "test split does not. Compare models by the CV mean ± std; treat the test figure as one draw."
+               f"It lies {'below' if gap > 0 else 'above'} the range of the folds ({100 * min(folds):.1f} to "
+               f"{100 * max(folds):.1f}%): "
+               + ("the test split holds harder groups than any fold, or the folds share something the test "
+                  "split does not. " if gap > 0 else
+                  "the test split holds easier groups than any fold: one draw of a few duplicate groups. ")
+               + "Compare models by the CV mean ± std; treat the test figure as one draw."
                if folds else ""))
 else:
     st.info("This model has no test evaluation yet: open **Evaluate** to run it.")

@@ -591,6 +591,15 @@ def test_home_puts_the_cv_figures_beside_the_test_figures_and_explains_the_gap(r
     assert metrics["CV accuracy"] == f"{100 * cv['mean']['accuracy']:.1f} ± {100 * cv['std']['accuracy']:.1f}%"
     gap = 100 * (cv["mean"]["accuracy"] - test["accuracy"])
     assert any(f"{abs(gap):.1f} points" in m.value and "the range of the folds" in m.value for m in at.markdown)
+    # The explanation points the way the test figure lies: above every fold, easier groups;
+    # below every fold, harder ones.
+    folds = [f["accuracy"] for f in cv["folds"]]
+    where = ("above the range" if test["accuracy"] > max(folds) else "below the range"
+             if test["accuracy"] < min(folds) else "inside the range")
+    explained = next(m.value for m in at.markdown if "the range of the folds" in m.value)
+    assert where in explained, explained
+    assert ("easier groups" in explained) == (where == "above the range")
+    assert ("harder groups" in explained) == (where == "below the range")
     # What the split promises is what the model's own neighbour check finds on it.
     seen = test["seen_in_training"]
     assert seen["images"] > 0
