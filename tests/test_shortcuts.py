@@ -105,3 +105,15 @@ def test_command_line_on_the_shipped_model(tmp_path):
     oof = report["model"]["oof"]["by_set"]["acquisition"]
     assert oof["aligned"]["count"] + oof["conflicting"]["count"] == report["pool_images"]
     assert report["model"]["oof"]["slices"], "the per-slice table is empty"
+
+
+def test_per_slice_rows_are_named_in_words_even_from_an_older_audit():
+    """A per-slice row of a health score stored by an audit written before the score had
+    words ("grey_std") is shown with today's words on Evaluate and in the report."""
+    from engine.data.cues import cue_label
+    from ui.shortcuts_view import slice_frame
+    ci = {"accuracy": [0.8, 0.95], "sensitivity": [0.7, 0.9], "specificity": [0.8, 1.0]}
+    row = {"column": "grey_std", "label": "grey_std", "bin": "0.26 to 0.306", "count": 112, "tumor": 71,
+           "no_tumor": 41, "accuracy": 0.875, "sensitivity": 0.859, "specificity": 0.902, "ci": ci}
+    assert slice_frame([row])["by"].tolist() == ["grey-level spread of the frame"]
+    assert cue_label("a_column_without_words", "stored words") == "stored words"

@@ -46,7 +46,7 @@ def show_cv_summary(folder: Path, *, key: str = "cv") -> None:
     count = len(summary["folds"])
     st.markdown(f"**Cross-validation, {count} folds** (grouped by duplicate group; each fold "
                 "scored by the model that never trained on it; mean ± sample std over folds)")
-    cols = st.columns(4)
+    cols = st.columns([1, 1.3, 1, 1])  # "0.927 ± 0.055" needs the wider column in an expander
     cols[0].metric("CV accuracy (%)", mean_std(summary, "accuracy", 100, 1))
     cols[1].metric("CV ROC AUC", mean_std(summary, "roc_auc", 1, 3))
     cols[2].metric("CV sensitivity (%)", mean_std(summary, "sensitivity", 100, 1))

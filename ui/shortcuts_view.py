@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine import layout
+from engine.data.cues import cue_label
 from engine.evaluation.intervals import format_with_ci
 from ui.common import read_json, square
 
@@ -142,7 +143,7 @@ def show_gap(report: dict, kind: str) -> bool:
 
 def slice_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{
-        "by": r["label"], "bin": r["bin"], "images": r["count"], "tumor / no tumor": f"{r['tumor']} / {r['no_tumor']}",
+        "by": cue_label(r.get("column"), r.get("label")), "bin": r["bin"], "images": r["count"], "tumor / no tumor": f"{r['tumor']} / {r['no_tumor']}",
         "accuracy": format_with_ci(r["accuracy"], r["ci"]["accuracy"]),
         "sensitivity": format_with_ci(r["sensitivity"], r["ci"]["sensitivity"]),
         "specificity": format_with_ci(r["specificity"], r["ci"]["specificity"])} for r in rows])

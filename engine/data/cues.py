@@ -52,7 +52,16 @@ CUE_LABELS = {
     "head_p01": "darkest 1% in the head", "head_p50": "median grey level in the head",
     "head_p99": "brightest 1% in the head",
     **{name: f"DICOM {tag}" for name, tag in DICOM_TAGS.items()},
+    # the data-health scores (engine.data.health) the per-slice table bins beside the cues
+    "grey_mean": "mean grey level of the frame", "grey_std": "grey-level spread of the frame",
+    "grey_p99": "brightest 1% of the frame",
 }
+
+def cue_label(name: str | None, stored: str | None = None) -> str:
+    """The words for a cue or score column: today's label, else the one a report stored
+    (audits written before a column had words show them too), else the column name."""
+    return CUE_LABELS.get(name or "", stored or name or "")
+
 
 # libjpeg's standard luminance quantisation table (quality 50), in zig-zag order as PIL
 # returns tables: a file's table divided by it gives the quality it was saved at.

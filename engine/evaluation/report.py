@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from engine import layout, runs
+from engine.data.cues import cue_label
 from engine.data.imageio import ImageDecodeError, decode_path
 from engine.data.sources import relocate
 from engine.evaluation.intervals import format_with_ci
@@ -307,7 +308,7 @@ def _shortcut_section(report: dict | None) -> list[str]:
         if part.get("slices"):
             out.append("<p>Per-slice results, worst first:</p>" + _table(
                 ["by", "bin", "images", "accuracy", "sensitivity", "specificity"],
-                [[_e(r["label"]), _e(r["bin"]), r["count"],
+                [[_e(cue_label(r.get("column"), r.get("label"))), _e(r["bin"]), r["count"],
                   _e(format_with_ci(r["accuracy"], r["ci"]["accuracy"])),
                   _e(format_with_ci(r["sensitivity"], r["ci"]["sensitivity"])),
                   _e(format_with_ci(r["specificity"], r["ci"]["specificity"]))] for r in part["slices"]]))

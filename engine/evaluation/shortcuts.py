@@ -27,7 +27,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from engine.data.cues import CATEGORICAL, CUE_LABELS
+from engine.data.cues import CATEGORICAL, cue_label
 from engine.evaluation.intervals import Resamples, metric_intervals, percentile_interval, weighted_auc
 
 WARN_AUC = 0.8  # above this, Home and the model card warn in plain words
@@ -149,7 +149,7 @@ def audit_cue_sets(cue_rows: list[dict], labels, groups, folds, columns: dict[st
             ci = percentile_interval(weighted_auc(draws.weights, labels[pool], probability[pool]))
         ranked = sorted(zip(cues, importance.tolist()), key=lambda item: -item[1])
         result[name] = {"auc": auc, "auc_ci": ci, "cues": cues,
-                        "top_cues": [{"cue": c, "label": CUE_LABELS.get(c, c), "importance": float(v)}
+                        "top_cues": [{"cue": c, "label": cue_label(c), "importance": float(v)}
                                      for c, v in ranked[:TOP_CUES]]}
     return result, probabilities
 
@@ -238,7 +238,7 @@ def slice_table(columns: dict[str, np.ndarray], labels, probabilities, threshold
             ci = metric_intervals(truth, probabilities[mask], thresholds[mask], groups[mask], seed=seed)
             positives, negatives = int(truth.sum()), int((1 - truth).sum())
             rows.append({
-                "column": name, "label": CUE_LABELS.get(name, name), "bin": bin_name,
+                "column": name, "label": cue_label(name), "bin": bin_name,
                 "count": int(mask.sum()), "tumor": positives, "no_tumor": negatives,
                 "accuracy": float((predicted == truth).mean()),
                 "sensitivity": float(predicted[truth == 1].mean()) if positives else None,
