@@ -457,7 +457,7 @@ def test_data_page_shows_the_health_report_and_a_gallery(run_folder):
     assert (run_folder / "data_health.json").exists(), "every run folder gets its data health"
     at = app_on("data")
     labels = [m.label for m in at.metric]
-    assert {"images", "need a look", "tumor share", "distinct slices", "random-split leak"} <= set(labels)
+    assert {"usable images", "need a look", "tumor share", "distinct slices", "random-split leak"} <= set(labels)
     issues = at.dataframe[0].value
     assert {"conflicting_labels", "blurry", "unreadable", "near_duplicate"} <= set(issues["issue"])
 
