@@ -45,12 +45,16 @@ def descriptors_of(paths: list[str]) -> np.ndarray:
     path = inspect_cache.default_path()
     cache = inspect_cache.InspectCache(path) if path and path.exists() else None
     found = []
-    for image in paths:
-        cached = cache.get(image, inspect_cache.file_stamp(image), True) if cache else None
-        if cached and cached[1] is not None:
-            found.append(cached[1][0])
-        else:
-            found.append(dedup.contrast_descriptor(decode_path(image)))
+    try:
+        for image in paths:
+            cached = cache.get(image, inspect_cache.file_stamp(image), True) if cache else None
+            if cached and cached[1] is not None:
+                found.append(cached[1][0])
+            else:
+                found.append(dedup.contrast_descriptor(decode_path(image)))
+    finally:
+        if cache:
+            cache.close()
     return np.stack(found).astype(np.float32)
 
 

@@ -376,11 +376,11 @@ def test_the_quarter_turn_check_finds_a_slice_turned_90_degrees_and_nothing_else
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     paths = sorted(str(p) for p in tmp_path.rglob("*.*"))
-    pairs = script.quarter_turn_pairs(script.descriptors_of(paths))
+    descriptors = script.descriptors_of(paths)
+    pairs = script.quarter_turn_pairs(descriptors)
     assert [(paths[i], paths[j]) for i, j, _ in pairs] == [(str(tmp_path / "yes" / "a.png"),
                                                            str(tmp_path / "yes" / "a_turned.png"))]
     # the mirror and half-turn test of the grouping does not see it
-    descriptors = script.descriptors_of(paths)
     assert dedup.correlated_pairs(descriptors.astype(np.float16)) == []
     from engine.data.manifest import build_manifest, write_manifest
     rows, _ = build_manifest(str(tmp_path), cache=None, workers=1)

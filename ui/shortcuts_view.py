@@ -41,11 +41,19 @@ def _auc_text(entry: dict) -> str:
     return format_with_ci(entry.get("auc"), entry.get("auc_ci"), percent=False, digits=2)
 
 
+def loudness(entry: dict) -> str:
+    """How loudly a cue set's finding is shown: "warning" above AUC 0.8, "info" from 0.65
+    (some of the label), else "caption". Data and Home show the same three levels."""
+    auc = entry.get("auc") or 0
+    return "warning" if auc > 0.8 else "info" if auc >= 0.65 else "caption"
+
+
 def show_cue_sets(report: dict) -> None:
     """Each cue set's AUC with its interval, in words, and its top cues."""
+    boxes = {"warning": st.error, "info": st.warning, "caption": st.success}
     for name, entry in report["cue_sets"].items():
         words = entry.get("words", "")
-        box = st.error if (entry.get("auc") or 0) > 0.8 else (st.warning if (entry.get("auc") or 0) >= 0.65 else st.success)
+        box = boxes[loudness(entry)]
         box(f"**{SET_TITLES.get(name, name)}**: out-of-fold ROC AUC {_auc_text(entry)}. {words}")
         if entry.get("top_cues"):
             st.caption("Strongest cues (drop of held-out AUC when the cue is shuffled): " + ", ".join(
@@ -177,14 +185,10 @@ def headline_gap(report: dict | None) -> str | None:
 
 
 def findings(report: dict | None) -> list[tuple[str, str]]:
-    """Every cue set's plain words with how loudly to show them: "warning" above AUC 0.8,
-    "info" from 0.65 (some of the label), else "caption". Home shows all of them, so a
-    data set whose cues carry part of the label says so even below the warning line."""
+    """Every cue set's plain words with how loudly to show them (``loudness``). Home shows
+    all of them, so a data set whose cues carry part of the label says so even below
+    the warning line."""
     if not report:
         return []
-    found = []
-    for entry in report["cue_sets"].values():
-        auc = entry.get("auc") or 0
-        found.append(("warning" if auc > 0.8 else "info" if auc >= 0.65 else "caption", entry.get("words", "")))
-    return found
+    return [(loudness(entry), entry.get("words", "")) for entry in report["cue_sets"].values()]
 
